@@ -1,0 +1,79 @@
+"""What every benchmark shares: timing by median, and results files that say how they were made."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def machine() -> str:
+    """CPU model and core count, plus the GPU name when CUDA is up."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text
+
+
+def commit() -> str:
+    """The commit the code was run at (with ``+dirty`` when the tree had changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                             capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               text=True, capture_output=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("BISTABLE_COMMIT", "unknown")
+
+
+def header(title: str) -> str:
+    """Markdown preamble: the command, commit, machine and date behind every figure below it."""
+    cmd = " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    return (f"# {title}\n\n- command: `python {cmd}`\n- commit: {commit()}\n"
+            f"- machine: {machine()}\n- date: {datetime.date.today().isoformat()}\n")
+
+
+def median_time(fn, *, repeats: int = 7, warmup: int = 1, sync=None) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def write_results(name: str, markdown: str, data) -> Path:
+    """Write ``results/<name>.md`` and ``results/<name>.json`` atomically."""
+    RESULTS.mkdir(exist_ok=True)
+    for suffix, text in ((".md", markdown), (".json", json.dumps(data, indent=2, default=str))):
+        path = RESULTS / (name + suffix)
+        tmp = path.with_suffix(suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return RESULTS / (name + ".md")

@@ -1,0 +1,97 @@
+"""``linear_scan``: checks its arguments, picks a backend, and wires autograd."""
+
+from __future__ import annotations
+
+import torch
+
+from .autograd import Backend, LinearScan
+from .cpu import scan_cpu
+from .reference import linear_scan_reference
+
+_BACKENDS: dict[str, Backend] = {"cpu": Backend(scan_cpu)}
+# dtypes each backend stores natively; others are computed in float32 and cast back
+_NATIVE = {"cpu": {torch.float32, torch.float64, torch.complex64, torch.complex128}}
+BACKEND_NAMES = ("auto", "reference", "cpu", "triton")
+
+
+def _triton_backend() -> Backend | None:
+    if "triton" not in _BACKENDS:
+        try:
+            from . import triton_scan
+        except ImportError:
+            return None
+        _BACKENDS["triton"] = triton_scan.BACKEND
+        _NATIVE["triton"] = triton_scan.NATIVE_DTYPES
+    return _BACKENDS["triton"]
+
+
+def _pick(name: str, device: torch.device) -> str:
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"backend: expected one of {BACKEND_NAMES}, got {name!r}")
+    if name == "auto":
+        return "triton" if device.type == "cuda" and _triton_backend() is not None else "cpu"
+    if name == "triton" and _triton_backend() is None:
+        raise ValueError("backend='triton' needs the triton package (pip install 'bistable[triton]')")
+    return name
+
+
+def _check(a, b, h0):
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 3:
+            raise ValueError(f"{name}: expected shape (B, T, D), got {tuple(x.shape)}")
+        if not (x.is_floating_point() or x.is_complex()):
+            raise ValueError(f"{name}: expected a floating or complex dtype, got {x.dtype}")
+    B, T, D = b.shape
+    if T < 1:
+        raise ValueError(f"b: expected at least one time step, got shape {tuple(b.shape)}")
+    if a.shape[1:] != b.shape[1:] or a.shape[0] not in (1, B):
+        raise ValueError(f"a: expected shape ({B}, {T}, {D}) or (1, {T}, {D}), got {tuple(a.shape)}")
+    if a.device != b.device:
+        raise ValueError(f"a: expected device {b.device} (that of b), got {a.device}")
+    if h0 is not None:
+        if not isinstance(h0, torch.Tensor) or tuple(h0.shape) != (B, D):
+            shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
+            raise ValueError(f"h0: expected shape ({B}, {D}), got {shape}")
+        if h0.device != b.device:
+            raise ValueError(f"h0: expected device {b.device} (that of b), got {h0.device}")
+
+
+def linear_scan(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    *,
+    reverse: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """First-order linear recurrence over dim 1, differentiable in ``a``, ``b`` and ``h0``.
+
+        h[:, t] = a[:, t] * h[:, t-1] + b[:, t],   h[:, -1] = h0 (zeros if None)
+
+    ``reverse=True`` runs from the end: ``h[:, t] = a[:, t] * h[:, t+1] + b[:, t]``, ``h[:, T] = h0``.
+
+    Args:
+        a: ``(B, T, D)`` or ``(1, T, D)`` (broadcast over the batch), real or complex.
+        b: ``(B, T, D)``.
+        h0: ``(B, D)`` initial state, or None for zeros.
+        backend: ``"auto"`` (Triton on CUDA when installed, else the chunked ``"cpu"`` path),
+            ``"cpu"``, ``"triton"`` or ``"reference"`` (the plain loop).
+
+    bfloat16/float16 inputs are accumulated in float32 and returned in their own dtype.
+    The backward pass is a scan in the other direction (SPEC.md §1), not autograd of a loop.
+    """
+    _check(a, b, h0)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    if h0 is not None:
+        dtype = torch.promote_types(dtype, h0.dtype)
+    name = _pick(backend, b.device)
+    if name == "reference":
+        return linear_scan_reference(a.to(dtype), b.to(dtype), h0 if h0 is None else h0.to(dtype),
+                                     reverse=reverse)
+    work = dtype if dtype in _NATIVE[name] else torch.float32
+    a, b = a.to(work).contiguous(), b.to(work).contiguous()
+    h0 = None if h0 is None else h0.to(work).contiguous()
+    h = LinearScan.apply(a, b, h0, reverse, _BACKENDS[name])
+    return h.to(dtype)
