@@ -27,7 +27,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)"
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name()}"
     return text

@@ -7,16 +7,17 @@ With ``g_t = dL/dh_t`` (total) and the forward ``h_t = a_t ⊙ h_{t-1} + b_t``:
 
 (``reverse=True`` swaps the roles of ``t-1`` and ``t+1``.) A backend supplies ``forward(a, b,
 h0, reverse) -> h`` and may supply a fused ``backward(a, h, h0, grad_h, reverse)``; otherwise
-:func:`backward_by_scan` builds it from the backend's forward.
+:func:`backward_by_scan` builds it from the backend's forward (which must then take ``out=``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
-Forward = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", bool], torch.Tensor]
+Forward = Callable[..., torch.Tensor]  # (a, b, h0, reverse, out=None) -> h
 
 
 class Backend(NamedTuple):
@@ -24,31 +25,31 @@ class Backend(NamedTuple):
     backward: Callable | None = None
 
 
-def _shift(x: torch.Tensor, towards_end: bool, fill: torch.Tensor | float) -> torch.Tensor:
-    """``x`` moved one step along dim 1 (``towards_end``: ``out_t = x_{t-1}``), ``fill`` at the gap."""
-    out = torch.empty_like(x)
-    if towards_end:
-        out[:, 1:] = x[:, :-1]
-        out[:, 0] = fill
-    else:
-        out[:, :-1] = x[:, 1:]
-        out[:, -1] = fill
-    return out
-
-
 def backward_by_scan(forward: Forward, a, h, h0, grad_h, reverse: bool):
-    """``(da, db, dh0)`` of the scan, with ``da`` already summed over a broadcast batch."""
-    a_conj = a.conj() if a.is_complex() else a
-    # a_next[t] = a[t+1] (forward direction): the coefficient that carries g_{t+1} back to g_t
-    a_next = _shift(a_conj, towards_end=reverse, fill=0.0)
-    g = forward(a_next, grad_h, None, not reverse)
-    prev = torch.zeros_like(h[:, 0]) if h0 is None else h0
-    h_prev = _shift(h, towards_end=not reverse, fill=prev)
-    da = g * (h_prev.conj() if h_prev.is_complex() else h_prev)
+    """``(da, db, dh0)`` of the scan, with ``da`` already summed over a broadcast batch.
+
+    ``forward`` must accept strided views along time and an ``out=`` tensor: the shifted
+    coefficients ``a_{t+1}`` and states ``h_{t-1}`` are then views, never copies.
+    """
+    a = a.conj() if a.is_complex() else a
+    h = h.conj() if h.is_complex() else h
+    T = h.shape[1]
+    # the later and earlier time indices in the forward direction of this scan
+    later, earlier = (slice(0, T - 1), slice(1, T)) if reverse else (slice(1, T), slice(0, T - 1))
+    last, first = (0, -1) if reverse else (-1, 0)
+    g = torch.empty_like(grad_h)
+    g[:, last] = grad_h[:, last]
+    if T > 1:  # g_t = grad_t + conj(a_{t+1}) g_{t+1}: a scan in the other direction
+        forward(a[:, later], grad_h[:, earlier], grad_h[:, last], not reverse, out=g[:, earlier])
+    da = torch.empty_like(g)
+    torch.mul(g[:, later], h[:, earlier], out=da[:, later])  # da_t = g_t ⊙ conj(h_{t-1})
+    if h0 is None:
+        da[:, first] = 0
+    else:
+        torch.mul(g[:, first], h0.conj() if h0.is_complex() else h0, out=da[:, first])
     if a.shape[0] == 1 and g.shape[0] != 1:
         da = da.sum(0, keepdim=True)
-    first = -1 if reverse else 0
-    dh0 = a_conj[:, first] * g[:, first] if h0 is not None else None
+    dh0 = a[:, first] * g[:, first] if h0 is not None else None
     return da, g, dh0
 
 

@@ -36,11 +36,18 @@ def _loop(a, b, h, steps, out):
 
 
 def scan_cpu(
-    a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool = False
+    a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None,
+    reverse: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``h`` with ``h_t = a_t ⊙ h_{t∓1} + b_t``; ``a`` is ``(B|1, T, D)``, ``b`` is ``(B, T, D)``."""
+    """``h`` with ``h_t = a_t ⊙ h_{t∓1} + b_t``; ``a`` is ``(B|1, T, D)``, ``b`` is ``(B, T, D)``.
+
+    Inputs may be strided views along time; ``out`` (same shape as ``b``) receives ``h``.
+    """
     B, T, D = b.shape
-    h = torch.empty_like(b, memory_format=torch.contiguous_format)
+    h = torch.empty_like(b, memory_format=torch.contiguous_format) if out is None else out
     start = torch.zeros_like(b[:, 0]) if h0 is None else h0
     L = chunk_length(T)
     n = T // L
@@ -51,8 +58,7 @@ def scan_cpu(
 
     rest = T - n * L
     lo = rest if reverse else 0  # the chunked part is [lo, lo + nL); the rest is before or after
-    view = (lambda x: x[:, lo : lo + n * L].unflatten(1, (n, L)))
-    ac, bc, hc = view(a), view(b), view(h)
+    ac, bc, hc = (x[:, lo : lo + n * L].unflatten(1, (n, L)) for x in (a, b, h))
     order = range(L - 1, -1, -1) if reverse else range(L)
     first, *others = order
 

@@ -31,7 +31,7 @@ def _pick(name: str, device: torch.device) -> str:
     if name == "auto":
         return "triton" if device.type == "cuda" and _triton_backend() is not None else "cpu"
     if name == "triton" and _triton_backend() is None:
-        raise ValueError("backend='triton' needs the triton package (pip install 'bistable[triton]')")
+        raise ValueError("backend='triton' needs triton: pip install 'bistable[triton]'")
     return name
 
 
@@ -47,7 +47,8 @@ def _check(a, b, h0):
     if T < 1:
         raise ValueError(f"b: expected at least one time step, got shape {tuple(b.shape)}")
     if a.shape[1:] != b.shape[1:] or a.shape[0] not in (1, B):
-        raise ValueError(f"a: expected shape ({B}, {T}, {D}) or (1, {T}, {D}), got {tuple(a.shape)}")
+        raise ValueError(
+            f"a: expected shape ({B}, {T}, {D}) or (1, {T}, {D}), got {tuple(a.shape)}")
     if a.device != b.device:
         raise ValueError(f"a: expected device {b.device} (that of b), got {a.device}")
     if h0 is not None:
@@ -70,7 +71,8 @@ def linear_scan(
 
         h[:, t] = a[:, t] * h[:, t-1] + b[:, t],   h[:, -1] = h0 (zeros if None)
 
-    ``reverse=True`` runs from the end: ``h[:, t] = a[:, t] * h[:, t+1] + b[:, t]``, ``h[:, T] = h0``.
+    ``reverse=True`` runs from the end: ``h[:, t] = a[:, t] * h[:, t+1] + b[:, t]``,
+    ``h[:, T] = h0``.
 
     Args:
         a: ``(B, T, D)`` or ``(1, T, D)`` (broadcast over the batch), real or complex.

@@ -1,0 +1,88 @@
+"""The ``bistable`` command: train, list tasks and models, fetch data, benchmark, demo.
+
+Each command group lives beside the code it drives and registers itself through
+``add_parser(subparsers)``; a parsed command runs ``args.func(args) -> exit code``.
+User errors (``ValueError``, ``FileNotFoundError``) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# modules that each provide add_parser(subparsers)
+COMMAND_MODULES = ("bistable.train.commands", "bistable.data.commands", "bistable.demo")
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the model registry with parameter counts")
+    p.add_argument("--input-size", type=int, default=1)
+    p.add_argument("--output-size", type=int, default=1)
+
+    def run(args) -> int:
+        from .models import describe_models
+
+        rows = describe_models(input_size=args.input_size, output_size=args.output_size)
+        width = max(len(name) for name, _, _ in rows)
+        for name, params, text in rows:
+            print(f"{name:<{width}}  {params:>9,d}  {text}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="run a benchmark script from benchmarks/ (source checkout)")
+    p.add_argument("name", help="scan, units, src, data, memory_tasks, ...")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the script")
+
+    def run(args) -> int:
+        import runpy
+        from pathlib import Path
+
+        folder = Path(__file__).resolve().parents[2] / "benchmarks"
+        script = folder / f"{args.name.replace('-', '_')}.py"
+        if not script.is_file():
+            names = sorted(f.stem for f in folder.glob("*.py")
+                           if not f.stem.startswith(("_", "common")))
+            raise FileNotFoundError(
+                f"no benchmark {args.name!r} in {folder} (have: {', '.join(names) or 'none'}); "
+                "benchmarks ship with the source checkout")
+        sys.argv = [str(script), *args.rest]
+        sys.path.insert(0, str(folder.parent))
+        runpy.run_path(str(script), run_name="__main__")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bistable",
+        description="Memory recurrent units, LRU hybrids and spiking recurrent cells.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name and name.startswith(err.name):  # the command group is not installed
+                continue
+            raise
+        module.add_parser(sub)
+    _add_models(sub)
+    _add_bench(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        print(f"bistable: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bistable: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Recurrent units: one file per unit, each an ``nn.Module`` with ``forward`` and ``step``."""

@@ -1,0 +1,150 @@
+"""linear_scan against the plain float64 loop: values and gradients, every backend on CPU."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bistable.scan import linear_scan, linear_scan_reference
+from bistable.scan.cpu import chunk_length, scan_cpu
+
+
+def _inputs(B, T, D, dtype, broadcast_a=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    real = torch.float64 if dtype == torch.complex128 else dtype
+    a = torch.rand(1 if broadcast_a else B, T, D, generator=g, dtype=real) * 0.2 + 0.79
+    b = torch.randn(B, T, D, generator=g, dtype=real)
+    h0 = torch.randn(B, D, generator=g, dtype=real)
+    if dtype.is_complex:
+        phase = torch.rand(a.shape, generator=g, dtype=real) * 6.283
+        a = torch.polar(a, phase)
+        b = torch.complex(b, torch.randn(B, T, D, generator=g, dtype=real))
+        h0 = torch.complex(h0, torch.randn(B, D, generator=g, dtype=real))
+    return a, b, h0
+
+
+def _values_and_grads(fn, a, b, h0, reverse):
+    a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
+    h0 = None if h0 is None else h0.clone().requires_grad_()
+    h = fn(a, b, h0, reverse=reverse)
+    w = torch.linspace(-1, 1, h.numel(), dtype=h.real.dtype).reshape(h.shape)
+    loss = (h * w).real.sum() if h.is_complex() else (h * w).sum()
+    leaves = [x for x in (a, b, h0) if x is not None]
+    return [h.detach(), *torch.autograd.grad(loss, leaves)]
+
+
+def _rel_err(x, y):
+    return ((x - y).abs().max() / y.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=["real", "complex"])
+@pytest.mark.parametrize("T", [1, 7, 1000, 4099])
+@pytest.mark.parametrize("D", [1, 3, 130])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("with_h0", [False, True], ids=["zeros", "h0"])
+def test_matches_float64_loop(dtype, T, D, reverse, with_h0):
+    if T == 4099 and D == 130 and dtype.is_complex:
+        pytest.skip("covered by the real case; keeps the suite short")
+    a, b, h0 = _inputs(2, T, D, dtype, broadcast_a=(T % 2 == 1 and D == 3))
+    h0 = h0 if with_h0 else None
+    fast = _values_and_grads(linear_scan, a, b, h0, reverse)
+    ref = _values_and_grads(linear_scan_reference, a, b, h0, reverse)
+    for x, y in zip(fast, ref):
+        assert x.shape == y.shape
+        assert _rel_err(x, y) <= 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=st.integers(1, 3), T=st.integers(1, 700), D=st.integers(1, 5),
+       reverse=st.booleans(), chunk=st.integers(2, 40))
+def test_chunked_matches_loop_any_shape(B, T, D, reverse, chunk):
+    a, b, h0 = _inputs(B, T, D, torch.float64, seed=T)
+    from bistable.scan import cpu
+
+    saved = cpu.MIN_CHUNK, cpu.MAX_CHUNK
+    cpu.MIN_CHUNK = cpu.MAX_CHUNK = chunk  # force every chunk length, remainders included
+    try:
+        h = scan_cpu(a, b, h0, reverse)
+    finally:
+        cpu.MIN_CHUNK, cpu.MAX_CHUNK = saved
+    assert _rel_err(h, linear_scan_reference(a, b, h0, reverse=reverse)) <= 1e-12
+
+
+def test_chunk_length_bounds():
+    assert chunk_length(1) == 16 and chunk_length(4096) == 64 and chunk_length(10**7) == 256
+
+
+def test_gradient_of_h0_and_broadcast_a_by_gradcheck():
+    a, b, h0 = _inputs(2, 37, 3, torch.float64, broadcast_a=True)
+    args = [x.requires_grad_() for x in (a, b, h0)]
+    assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0), args)
+    assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0, reverse=True), args)
+
+
+def test_float32_long_sequence_precision():
+    a, b, h0 = _inputs(2, 65536, 4, torch.float64)
+    a = a.clamp(max=1.0)
+    exact = scan_cpu(a, b, h0)  # float64 truth, itself checked against the loop above
+    h32 = linear_scan(a.float(), b.float(), h0.float())
+    assert h32.dtype == torch.float32
+    assert _rel_err(h32.double(), exact) <= 1e-5
+
+
+def test_float32_million_steps_stay_finite():
+    g = torch.Generator().manual_seed(1)
+    a = torch.ones(1, 10**6, 2)  # |a| = 1: the hardest case, states grow like a random walk
+    b = torch.randn(1, 10**6, 2, generator=g)
+    h = linear_scan(a, b)
+    assert torch.isfinite(h).all()
+    assert _rel_err(h[:, -1].double(), b.double().sum(1)) < 1e-3
+
+
+def test_bfloat16_accumulates_in_float32():
+    a, b, h0 = _inputs(2, 3000, 8, torch.float32)
+    ones = torch.ones_like(a)
+    h = linear_scan(ones.bfloat16(), b.bfloat16())
+    assert h.dtype == torch.bfloat16
+    exact = b.bfloat16().double().cumsum(1)
+    # fp32 accumulation keeps the error at bf16 rounding of the result, not 3000 roundings
+    assert _rel_err(h.double(), exact) < 1e-2
+
+
+def test_bfloat16_gradients_flow():
+    a, b, _ = _inputs(2, 50, 3, torch.float32)
+    a = a.bfloat16().requires_grad_()
+    b = b.bfloat16().requires_grad_()
+    linear_scan(a, b).float().sum().backward()
+    assert a.grad.dtype == torch.bfloat16 and torch.isfinite(a.grad.float()).all()
+
+
+def test_backends_agree_and_mixed_dtypes_promote():
+    a, b, h0 = _inputs(2, 50, 3, torch.float64)
+    ref = linear_scan(a, b, h0, backend="reference")
+    assert _rel_err(linear_scan(a, b, h0, backend="cpu"), ref) < 1e-12
+    mixed = linear_scan(a.float(), b, h0)
+    assert mixed.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "a_shape, b_shape, h0_shape, dtype, message",
+    [
+        ((2, 5), (2, 5), None, torch.float32, "a: expected shape (B, T, D)"),
+        ((2, 5, 3), (2, 5, 3, 1), None, torch.float32, "b: expected shape (B, T, D)"),
+        ((2, 4, 3), (2, 5, 3), None, torch.float32, "a: expected shape (2, 5, 3) or (1, 5, 3)"),
+        ((3, 5, 3), (2, 5, 3), None, torch.float32, "a: expected shape (2, 5, 3)"),
+        ((2, 5, 3), (2, 5, 3), (2, 4), torch.float32, "h0: expected shape (2, 3), got (2, 4)"),
+        ((2, 5, 3), (2, 5, 3), None, torch.int64, "expected a floating or complex dtype"),
+        ((2, 0, 3), (2, 0, 3), None, torch.float32, "at least one time step"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(a_shape, b_shape, h0_shape, dtype, message):
+    a = torch.ones(a_shape, dtype=dtype)
+    b = torch.ones(b_shape, dtype=dtype)
+    h0 = None if h0_shape is None else torch.ones(h0_shape, dtype=dtype)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        linear_scan(a, b, h0)
+
+
+def test_unknown_backend_is_a_value_error():
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        linear_scan(torch.ones(1, 2, 1), torch.ones(1, 2, 1), backend="fast")
