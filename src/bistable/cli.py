@@ -26,7 +26,8 @@ def _add_models(sub) -> None:
         rows = describe_models(input_size=args.input_size, output_size=args.output_size)
         width = max(len(name) for name, _, _ in rows)
         for name, params, text in rows:
-            print(f"{name:<{width}}  {params:>9,d}  {text}")
+            count = "-" if params is None else f"{params:,d}"
+            print(f"{name:<{width}}  {count:>9}  {text}")
         return 0
 
     p.set_defaults(func=run)

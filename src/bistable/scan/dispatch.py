@@ -92,6 +92,8 @@ def linear_scan(
     if name == "reference":
         return linear_scan_reference(a.to(dtype), b.to(dtype), h0 if h0 is None else h0.to(dtype),
                                      reverse=reverse)
+    if dtype.is_complex and dtype not in _NATIVE[name]:
+        name = "cpu"  # never drop an imaginary part: the chunked path takes every complex dtype
     work = dtype if dtype in _NATIVE[name] else torch.float32
     a, b = a.to(work).contiguous(), b.to(work).contiguous()
     h0 = None if h0 is None else h0.to(work).contiguous()
