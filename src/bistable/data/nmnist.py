@@ -1,0 +1,349 @@
+"""N-MNIST event recordings: the binary codec, frames, denoising, the dataset and its frame cache.
+
+File format (Orchard et al. 2015; SPEC.md §7): one file per sample, ``Train|Test/<digit>/<id>.bin``,
+5 bytes per event, big-endian::
+
+    byte 0 = x (0..33)   byte 1 = y (0..33)   byte 2 bit 7 = p (1 = ON)
+    byte 2 bits 6..0, byte 3, byte 4 = t in µs (23 bits)
+
+Events are a structured array with fields ``x, y, t, p`` in that order, each int64: the dtype of
+``tonic.datasets.NMNIST`` (``EVENT_DTYPE``), so arrays pass between the two libraries unchanged.
+Frames are event counts ``(T, 2, 34, 34)`` indexed ``[bin, p, y, x]`` (Tonic's ``ToFrame`` layout).
+Everything here is vectorised numpy: no Python loop runs per event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SENSOR = 34  # the sensor is 34 x 34 pixels, 2 polarities
+EVENT_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
+T_MAX = (1 << 23) - 1  # largest timestamp the 23-bit field holds (µs)
+SPLITS = {"train": "Train", "test": "Test"}
+
+
+# --------------------------------------------------------------------------- codec
+
+def _decode(raw: np.ndarray, name) -> tuple[np.ndarray, ...]:
+    """Split raw bytes (uint8) into x, y, t, p arrays, checking length and coordinates."""
+    if raw.size % 5:
+        raise ValueError(f"{name}: truncated N-MNIST file ({raw.size} bytes is not a multiple "
+                         f"of 5 bytes per event)")
+    ev = raw.reshape(-1, 5)
+    x, y = ev[:, 0], ev[:, 1]
+    if ev.shape[0] and max(int(x.max()), int(y.max())) >= SENSOR:
+        bad = int(np.flatnonzero((x >= SENSOR) | (y >= SENSOR))[0])
+        raise ValueError(f"{name}: event {bad} has coordinate (x={x[bad]}, y={y[bad]}) outside "
+                         f"the {SENSOR}x{SENSOR} sensor (0..{SENSOR - 1})")
+    b2 = ev[:, 2].astype(np.int64)
+    t = ((b2 & 0x7F) << 16) | (ev[:, 3].astype(np.int64) << 8) | ev[:, 4]
+    return x, y, t, b2 >> 7
+
+
+def _raw(path) -> np.ndarray:
+    with open(path, "rb") as f:
+        return np.frombuffer(f.read(), dtype=np.uint8)
+
+
+def read_events(path) -> np.ndarray:
+    """Read one N-MNIST ``.bin`` file into a structured array ``(N,)`` of ``EVENT_DTYPE``.
+
+    Raises ``ValueError`` naming the file when its length is not a multiple of 5 bytes or an
+    event lies outside the 34 x 34 sensor.
+    """
+    return _structured(*_decode(_raw(path), path))
+
+
+def _structured(x, y, t, p) -> np.ndarray:
+    events = np.empty(t.size, dtype=EVENT_DTYPE)
+    events["x"], events["y"], events["t"], events["p"] = x, y, t, p
+    return events
+
+
+def encode_events(events: np.ndarray) -> bytes:
+    """The exact N-MNIST bytes of ``events`` (fields x, y, t, p; any integer or bool dtypes)."""
+    if events.dtype.names is None or not {"x", "y", "t", "p"} <= set(events.dtype.names):
+        raise ValueError(f"events: expected a structured array with fields x, y, t, p, got dtype "
+                         f"{events.dtype}")
+    x, y, t, p = (np.asarray(events[k]).astype(np.int64) for k in "xytp")
+    for key, arr, hi in (("x", x, SENSOR - 1), ("y", y, SENSOR - 1), ("t", t, T_MAX), ("p", p, 1)):
+        if arr.size and (arr.min() < 0 or arr.max() > hi):
+            raise ValueError(f"events: field {key} must lie in 0..{hi}, got "
+                             f"{arr.min()}..{arr.max()}")
+    out = np.empty((t.size, 5), dtype=np.uint8)
+    out[:, 0], out[:, 1] = x, y
+    out[:, 2] = (p << 7) | (t >> 16)
+    out[:, 3] = (t >> 8) & 0xFF
+    out[:, 4] = t & 0xFF
+    return out.tobytes()
+
+
+def write_events(path, events: np.ndarray) -> None:
+    """Write ``events`` to ``path`` in the exact N-MNIST format, atomically (temp + os.replace)."""
+    _atomic_write(Path(path), encode_events(events))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def from_tonic(events: np.ndarray) -> np.ndarray:
+    """Events from ``tonic.datasets.NMNIST`` (or any x, y, t, p structured array) as ours."""
+    if events.dtype.names is None or not {"x", "y", "t", "p"} <= set(events.dtype.names):
+        raise ValueError(f"events: expected fields x, y, t, p, got dtype {events.dtype}")
+    out = np.empty(events.shape[0], dtype=EVENT_DTYPE)
+    for k in "xytp":
+        out[k] = events[k]
+    return out
+
+
+def to_tonic(events: np.ndarray) -> np.ndarray:
+    """Our events in the dtype of ``tonic.datasets.NMNIST`` (needs the ``neuromorphic`` extra)."""
+    try:
+        import tonic
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("to_tonic needs tonic: pip install 'bistable[neuromorphic]'") from err
+    return from_tonic(events).astype(tonic.datasets.NMNIST.dtype)
+
+
+# --------------------------------------------------------------------------- frames, denoise
+
+def _bins(t: np.ndarray, n_time_bins, time_window) -> tuple[np.ndarray, int]:
+    if (n_time_bins is None) == (time_window is None):
+        raise ValueError("give exactly one of n_time_bins and time_window")
+    if n_time_bins is not None:
+        if int(n_time_bins) < 1:
+            raise ValueError(f"n_time_bins must be >= 1, got {n_time_bins}")
+        if t.size == 0:
+            return t, int(n_time_bins)
+        t0, span = t.min(), int(t.max() - t.min()) + 1
+        return (t - t0) * int(n_time_bins) // span, int(n_time_bins)
+    if time_window <= 0:
+        raise ValueError(f"time_window must be > 0 µs, got {time_window}")
+    if t.size == 0:
+        return t, 0
+    b = ((t - t.min()) // time_window).astype(np.int64)
+    return b, int(b.max()) + 1
+
+
+def _frames(x, y, t, p, n_time_bins=None, time_window=None) -> np.ndarray:
+    b, n = _bins(t, n_time_bins, time_window)
+    cell = ((b * 2 + p) * SENSOR + y) * SENSOR + x
+    counts = np.bincount(cell, minlength=n * 2 * SENSOR * SENSOR)
+    return counts.astype(np.int32).reshape(n, 2, SENSOR, SENSOR)
+
+
+def to_frames(events: np.ndarray, *, n_time_bins: int | None = None,
+              time_window: float | None = None) -> np.ndarray:
+    """Event counts per time bin: int32 ``(T, 2, 34, 34)`` indexed ``[bin, p, y, x]``.
+
+    Give exactly one of
+    - ``n_time_bins=n``: ``[t_min, t_max]`` cut into ``n`` equal bins, ``bin = (t - t_min) * n //
+      (t_max - t_min + 1)``; ``T = n``;
+    - ``time_window=w`` (µs): bins of width ``w`` from ``t_min``, ``T = (t_max - t_min) // w + 1``.
+    Every event is counted (unlike Tonic's ``ToFrame``, which drops the incomplete last slice).
+    No events gives zeros with ``T = n`` (or ``T = 0`` for ``time_window``).
+    """
+    return _frames(*(np.asarray(events[k]).astype(np.int64) for k in "xytp"),
+                   n_time_bins=n_time_bins, time_window=time_window)
+
+
+def denoise(events: np.ndarray, filter_time: float = 10_000) -> np.ndarray:
+    """Drop isolated events, with the semantics of ``tonic.transforms.Denoise``.
+
+    Events are taken in array order. Event ``i`` at ``(x, y, t_i)`` is kept iff one of its four
+    neighbours ``(x±1, y)``, ``(x, y±1)`` on the sensor last fired (before ``i``) at ``t_j`` with
+    ``t_j + filter_time > t_i``; as in Tonic, a pixel that never fired counts as having fired at
+    ``t = 0``. Vectorised with a sort and ``searchsorted``, O(N log N).
+    """
+    n = events.shape[0]
+    if n == 0:
+        return events[:0]
+    x, y, t = (np.asarray(events[k]).astype(np.int64) for k in "xyt")
+    order = np.argsort(y * SENSOR + x, kind="stable")  # grouped by pixel, in array order
+    x, y, t = x[order], y[order], t[order]
+    pix = y * SENSOR + x
+    key = pix * n + order                              # sorted: (pixel, index)
+    keep = np.zeros(n, dtype=bool)
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        step = dy * SENSOR + dx
+        pos = np.searchsorted(key, key + step * n) - 1  # last event at the neighbour before i
+        pos_c = np.maximum(pos, 0)
+        found = (pos >= 0) & (pix[pos_c] == pix + step)
+        last = np.where(found, t[pos_c], 0) + filter_time
+        inside = (x + dx >= 0) & (x + dx < SENSOR) & (y + dy >= 0) & (y + dy < SENSOR)
+        keep |= inside & (last > t)
+    keep[order] = keep.copy()
+    return events[keep]
+
+
+# --------------------------------------------------------------------------- dataset + cache
+
+def list_samples(root, split: str) -> tuple[list[Path], np.ndarray]:
+    """The ``.bin`` files under ``root/Train|Test/<digit>/`` sorted by (digit, name), and labels."""
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {sorted(SPLITS)}, got {split!r}")
+    base = Path(root) / SPLITS[split]
+    if not base.is_dir():
+        raise FileNotFoundError(f"no N-MNIST folder {base} (expected {base}/<digit>/*.bin; "
+                                f"`bistable data fetch nmnist` or `data simulate-nmnist` make one)")
+    files, labels = [], []
+    for digit in range(10):
+        d = base / str(digit)
+        if d.is_dir():
+            names = sorted(e.name for e in os.scandir(d) if e.name.endswith(".bin"))
+            files += [d / nm for nm in names]
+            labels += [digit] * len(names)
+    if not files:
+        raise FileNotFoundError(f"no .bin files under {base}/<digit>/")
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def load_frames(path, *, n_time_bins=None, time_window=None, filter_time=None) -> np.ndarray:
+    """Read ``path``, optionally denoise (``filter_time`` µs), and bin: ``(T, 2, 34, 34)`` int32."""
+    x, y, t, p = _decode(_raw(path), path)
+    if filter_time is not None:
+        return to_frames(denoise(_structured(x, y, t, p), filter_time), n_time_bins=n_time_bins,
+                         time_window=time_window)
+    return _frames(x, y, t, p, n_time_bins, time_window)
+
+
+class NMNIST(torch.utils.data.Dataset):
+    """N-MNIST (real or simulated) over ``root/Train|Test/<digit>/*.bin``.
+
+    Items are ``(frames, label)``: frames a float32 tensor ``(T, 2, 34, 34)`` of event counts
+    (``n_time_bins`` or ``time_window`` µs, see ``to_frames``), optionally after ``denoise`` with
+    ``filter_time`` µs. With neither binning argument, items are ``(events, label)`` with the raw
+    structured events. ``time_window`` gives a different T per sample: batch with ``pad_collate``.
+
+    ``cache=True`` (with binning) stores all binned tensors of the split in one file under
+    ``cache_dir`` (default ``root/.cache``), keyed by the binning parameters and the file list;
+    writes are atomic and a file that fails its size or CRC-32 check is rebuilt.
+    ``simulated`` tells whether the recordings came from ``nmnist_sim`` (label results so).
+    """
+
+    def __init__(self, root, split: str = "train", *, n_time_bins: int | None = None,
+                 time_window: float | None = None, filter_time: float | None = None,
+                 cache: bool = True, cache_dir=None, progress: bool = True):
+        self.root = Path(root)
+        self.files, self.labels = list_samples(root, split)
+        self.binning = dict(n_time_bins=n_time_bins, time_window=time_window,
+                            filter_time=filter_time)
+        self.binned = n_time_bins is not None or time_window is not None
+        if self.binned:
+            _bins(np.zeros(0, np.int64), n_time_bins, time_window)  # validate the arguments
+        self.simulated = (self.root / "SIMULATED.json").exists()
+        self._cache = self._memmap = None
+        if cache and self.binned:
+            cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".cache"
+            self._cache = FrameCache(cache_dir, split, self).load(progress)  # (path, offsets)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_memmap": None}
+
+    def __getitem__(self, i):
+        label = int(self.labels[i])
+        if self._cache is not None:
+            path, offsets = self._cache
+            a, b = offsets[i], offsets[i + 1]
+            if a == b:  # no events and time_window binning: T = 0
+                return torch.zeros(0, 2, SENSOR, SENSOR), label
+            if self._memmap is None:  # opened lazily, so that DataLoader workers reopen it
+                shape = (int(offsets[-1]), 2, SENSOR, SENSOR)
+                self._memmap = np.memmap(path, dtype="<u2", mode="r", shape=shape)
+            return torch.from_numpy(self._memmap[a:b].astype(np.float32)), label
+        if not self.binned:
+            ev = read_events(self.files[i])
+            ft = self.binning["filter_time"]
+            return (denoise(ev, ft) if ft is not None else ev), label
+        frames = load_frames(self.files[i], **self.binning)
+        return torch.from_numpy(frames.astype(np.float32)), label
+
+
+def pad_collate(batch):
+    """Batch ``(frames, label)`` items of different T: zero-pad at the end in time.
+
+    Returns ``frames (B, T_max, 2, 34, 34)``, ``labels (B,)`` int64 and ``lengths (B,)`` int64.
+    """
+    lengths = torch.tensor([f.shape[0] for f, _ in batch], dtype=torch.int64)
+    out = torch.zeros(len(batch), int(lengths.max()), 2, SENSOR, SENSOR)
+    for k, (f, _) in enumerate(batch):
+        out[k, : f.shape[0]] = f
+    return out, torch.tensor([lab for _, lab in batch], dtype=torch.int64), lengths
+
+
+class FrameCache:
+    """One split's binned frames in ``<dir>/<split>-<key>.frames`` (raw uint16, ``(ΣT, 2, 34,
+    34)``) plus ``.json`` metadata (binning, file fingerprint, offsets, byte count, CRC-32)."""
+
+    VERSION = 1
+
+    def __init__(self, cache_dir: Path, split: str, ds: NMNIST):
+        self.ds = ds
+        rel = [str(f.relative_to(ds.root)) for f in ds.files]
+        sizes = [os.stat(f).st_size for f in ds.files]
+        self.key = {"version": self.VERSION, "split": split, **ds.binning,
+                    "files": hashlib.sha1(json.dumps([rel, sizes]).encode()).hexdigest()}
+        digest = hashlib.sha1(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
+        self.data = Path(cache_dir) / f"{split}-{digest}.frames"
+        self.meta = self.data.with_suffix(".json")
+
+    def load(self, progress: bool = True):
+        """``(path, offsets)`` of the checked cache, built or rebuilt when missing or corrupt."""
+        try:
+            return self._open()
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, OSError) as err:
+            warnings.warn(f"rebuilding corrupt N-MNIST cache {self.data}: {err}", stacklevel=3)
+        self._build(progress)
+        return self._open()
+
+    def _open(self):
+        meta = json.loads(self.meta.read_text())
+        if meta["key"] != self.key:
+            raise ValueError("cache key does not match the binning parameters or file list")
+        size = self.data.stat().st_size
+        if size != meta["nbytes"]:
+            raise ValueError(f"cache file has {size} bytes, expected {meta['nbytes']}")
+        crc = 0
+        with open(self.data, "rb") as f:
+            while chunk := f.read(1 << 24):
+                crc = zlib.crc32(chunk, crc)
+        if crc != meta["crc32"]:
+            raise ValueError("cache CRC-32 mismatch")
+        return self.data, np.asarray(meta["offsets"], dtype=np.int64)
+
+    def _build(self, progress: bool):
+        from tqdm import tqdm
+
+        self.data.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.data.with_name(f".{self.data.name}.{os.getpid()}.tmp")
+        offsets, crc, nbytes = [0], 0, 0
+        with open(tmp, "wb") as f:
+            for path in tqdm(self.ds.files, desc=f"binning {self.data.name}", unit="file",
+                             disable=None if progress else True):
+                fr = load_frames(path, **self.ds.binning)
+                if fr.size and fr.max() > np.iinfo(np.uint16).max:
+                    raise ValueError(f"{path}: more than 65535 events in one pixel and bin")
+                chunk = fr.astype("<u2").tobytes()
+                f.write(chunk)
+                crc, nbytes = zlib.crc32(chunk, crc), nbytes + len(chunk)
+                offsets.append(offsets[-1] + fr.shape[0])
+        os.replace(tmp, self.data)
+        meta = {"key": self.key, "offsets": offsets, "nbytes": nbytes, "crc32": crc}
+        _atomic_write(self.meta, json.dumps(meta).encode())

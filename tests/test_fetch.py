@@ -1,0 +1,224 @@
+"""Downloader and importer (bistable.data.fetch), against a local HTTP server on 127.0.0.1."""
+
+import argparse
+import gzip
+import hashlib
+import http.server
+import io
+import socket
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bistable.data import commands, fetch
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.files`` (name -> bytes), honouring ``Range: bytes=N-`` unless
+    ``server.ranges`` is False; records each request's path and Range header."""
+
+    def do_GET(self):
+        srv = self.server
+        srv.log.append((self.path, self.headers.get("Range")))
+        data = srv.files.get(self.path.lstrip("/"))
+        if data is None:
+            self.send_error(404)
+            return
+        rng = self.headers.get("Range")
+        start = int(rng.removeprefix("bytes=").rstrip("-")) if rng and srv.ranges else 0
+        if start >= len(data) and rng:
+            self.send_error(416)
+            return
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.files, srv.log, srv.ranges = {}, [], True
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/"
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+def closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/"
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+PAYLOAD = bytes(range(256)) * 400  # 100 kB
+
+
+def test_download_verifies_and_renames(server, tmp_path):
+    server.files["f.bin"] = PAYLOAD
+    out = fetch.download(server.url + "f.bin", tmp_path / "f.bin", md5(PAYLOAD), progress=False)
+    assert out.read_bytes() == PAYLOAD
+    assert not (tmp_path / "f.bin.part").exists()
+
+
+def test_download_resumes_a_partial_file(server, tmp_path):
+    server.files["f.bin"] = PAYLOAD
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:30_000])
+    fetch.download(server.url + "f.bin", tmp_path / "f.bin", md5(PAYLOAD), progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    assert server.log == [("/f.bin", "bytes=30000-")]
+
+
+def test_download_restarts_when_server_ignores_range(server, tmp_path):
+    server.files["f.bin"], server.ranges = PAYLOAD, False
+    (tmp_path / "f.bin.part").write_bytes(b"stale bytes")
+    fetch.download(server.url + "f.bin", tmp_path / "f.bin", md5(PAYLOAD), progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+
+
+def test_download_of_complete_partial_file(server, tmp_path):
+    server.files["f.bin"] = PAYLOAD
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD)  # the server answers 416
+    fetch.download(server.url + "f.bin", tmp_path / "f.bin", md5(PAYLOAD), progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+
+
+def test_bad_checksum_leaves_nothing(server, tmp_path):
+    server.files["f.bin"] = PAYLOAD[:-1] + b"X"
+    with pytest.raises(ValueError, match="f.bin: md5 .* published"):
+        fetch.download(server.url + "f.bin", tmp_path / "f.bin", md5(PAYLOAD), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gz_download_is_checked_against_raw_md5(server, tmp_path):
+    server.files["f.gz"] = gzip.compress(PAYLOAD)
+    fetch.download(server.url + "f.gz", tmp_path / "f.gz", md5(PAYLOAD), progress=False)
+    assert gzip.decompress((tmp_path / "f.gz").read_bytes()) == PAYLOAD
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """A registered dataset 'tiny' of two gzipped files, checked by raw md5."""
+    raw = {"a-ubyte": b"alpha" * 100, "b-ubyte": b"beta" * 100}
+    spec = fetch.Spec(tuple(fetch.Remote(k + ".gz", md5(v)) for k, v in raw.items()),
+                      ("http://mirror.invalid/",))
+    monkeypatch.setitem(fetch.DATASETS, "tiny", spec)
+    return raw
+
+
+def test_fetch_downloads_then_keeps_verified_files(server, tmp_path, tiny):
+    server.files.update({k + ".gz": gzip.compress(v) for k, v in tiny.items()})
+    mirrors = [closed_port_url(), server.url]  # the first mirror is down: fall through
+    dest = fetch.fetch("tiny", tmp_path, mirrors=mirrors, progress=False, timeout=5)
+    assert dest == tmp_path
+    assert {p.name for p in dest.iterdir()} == {"a-ubyte.gz", "b-ubyte.gz"}
+    n = len(server.log)
+    fetch.fetch("tiny", tmp_path, mirrors=mirrors, progress=False)
+    assert len(server.log) == n  # nothing downloaded again
+
+
+def test_fetch_offline_names_files_and_folder(tmp_path, tiny):
+    with pytest.raises(FileNotFoundError) as err:
+        fetch.fetch("tiny", tmp_path / "d", mirrors=[closed_port_url()], progress=False)
+    msg = str(err.value)
+    assert "a-ubyte.gz, b-ubyte.gz" in msg and str(tmp_path / "d") in msg and "--from" in msg
+    assert "\n" not in msg
+
+
+def test_fetch_bad_checksum_everywhere_is_value_error(server, tmp_path, tiny):
+    server.files.update({k + ".gz": gzip.compress(v + b"!") for k, v in tiny.items()})
+    with pytest.raises(ValueError, match="md5"):
+        fetch.fetch("tiny", tmp_path, mirrors=[server.url], progress=False)
+
+
+def test_fetch_from_local_copies(tmp_path, tiny):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a-ubyte").write_bytes(tiny["a-ubyte"])                 # raw form
+    (src / "b-ubyte.gz").write_bytes(gzip.compress(tiny["b-ubyte"]))
+    dest = fetch.fetch("tiny", tmp_path / "dest", from_dir=src)
+    assert (dest / "a-ubyte").read_bytes() == tiny["a-ubyte"]
+    assert gzip.decompress((dest / "b-ubyte.gz").read_bytes()) == tiny["b-ubyte"]
+    (src / "a-ubyte").write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="a-ubyte: md5"):
+        fetch.fetch("tiny", tmp_path / "dest2", from_dir=src)
+    with pytest.raises(FileNotFoundError, match="a-ubyte.gz"):
+        fetch.fetch("tiny", tmp_path / "dest3", from_dir=tmp_path / "dest3")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fetch.fetch("tiny", tmp_path / "dest4", from_dir=tmp_path / "nowhere")
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        fetch.fetch("cifar")
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tiny_events(monkeypatch):
+    """An N-MNIST-like dataset: two zips extracting to Train/ and Test/."""
+    zips = {"train.zip": zip_bytes({"Train/0/00001.bin": b"\x01" * 5}),
+            "test.zip": zip_bytes({"Test/7/00001.bin": b"\x02" * 5})}
+    spec = fetch.Spec(tuple(fetch.Remote(k, md5(v), f"files/{k}/download") for k, v in
+                            zips.items()), ("http://mirror.invalid/",), extract=True,
+                      folders=("Train", "Test"))
+    monkeypatch.setitem(fetch.DATASETS, "tiny-events", spec)
+    return zips
+
+
+def test_fetch_extracts_archives(server, tmp_path, tiny_events):
+    server.files.update({f"files/{k}/download": v for k, v in tiny_events.items()})
+    dest = fetch.fetch("tiny-events", tmp_path, mirrors=[server.url], progress=False)
+    assert (dest / "Train" / "0" / "00001.bin").read_bytes() == b"\x01" * 5
+    assert (dest / "Test" / "7" / "00001.bin").read_bytes() == b"\x02" * 5
+    again = fetch.fetch("tiny-events", tmp_path / "copy", from_dir=dest)  # extracted folders
+    assert (again / "Test" / "7" / "00001.bin").exists()
+
+
+def test_cli_fetch_from(tmp_path, tiny):
+    src = tmp_path / "src"
+    src.mkdir()
+    for k, v in tiny.items():
+        (src / k).write_bytes(v)
+    parser = argparse.ArgumentParser()
+    commands.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "fetch", "mnist", "--from", str(src),
+                              "--data-dir", str(tmp_path / "dest")])
+    assert args.name == "mnist" and args.from_dir == str(src)
+    args.name = "tiny"  # the registered names are fixed by argparse choices
+    assert args.func(args) == 0
+    assert (tmp_path / "dest" / "a-ubyte").exists()
+
+
+@pytest.mark.slow
+def test_fetch_mnist_from_shared_copy_and_over_http(server, tmp_path):
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip("no shared data here")
+    dest = fetch.fetch("mnist", tmp_path / "a", from_dir=SHARED)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(r.name for r in
+                                                            fetch.DATASETS["mnist"].files)
+    server.files.update({p.name: p.read_bytes() for p in (SHARED / "mnist").glob("*.gz")})
+    dest = fetch.fetch("mnist", tmp_path / "b", mirrors=[server.url], progress=False)
+    assert len(list(dest.glob("*.gz"))) == 4

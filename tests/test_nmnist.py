@@ -1,0 +1,328 @@
+"""N-MNIST codec, frames, denoise, dataset and cache (bistable.data.nmnist)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from bistable.data import nmnist
+from bistable.data.nmnist import EVENT_DTYPE
+
+# ---- an independent codec: plain Python bit-twiddling, one event at a time ----
+
+def ref_encode(events) -> bytes:
+    out = bytearray()
+    for x, y, t, p in zip(events["x"], events["y"], events["t"], events["p"]):
+        x, y, t, p = int(x), int(y), int(t), int(p)
+        out += bytes([x, y, (p << 7) | ((t >> 16) & 0x7F), (t >> 8) & 0xFF, t & 0xFF])
+    return bytes(out)
+
+
+def ref_decode(data: bytes) -> list[tuple[int, int, int, int]]:
+    events = []
+    for i in range(0, len(data), 5):
+        b = data[i:i + 5]
+        events.append((b[0], b[1], ((b[2] & 0x7F) << 16) + (b[3] << 8) + b[4], b[2] >> 7))
+    return events
+
+
+def random_events(rng, n, t_max=(1 << 23) - 1, sort=True):
+    ev = np.empty(n, EVENT_DTYPE)
+    ev["x"], ev["y"] = rng.integers(0, 34, n), rng.integers(0, 34, n)
+    t = rng.integers(0, t_max + 1, n)
+    ev["t"] = np.sort(t) if sort else t
+    ev["p"] = rng.integers(0, 2, n)
+    return ev
+
+
+def as_tuples(ev):
+    return [tuple(int(v) for v in e) for e in ev]
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 1000])
+def test_write_matches_independent_encoder_and_reads_back(tmp_path, n):
+    ev = random_events(np.random.default_rng(n), n)
+    path = tmp_path / "a.bin"
+    nmnist.write_events(path, ev)
+    data = path.read_bytes()
+    assert data == ref_encode(ev)
+    back = nmnist.read_events(path)
+    assert back.dtype == EVENT_DTYPE and back.dtype.names == ("x", "y", "t", "p")
+    np.testing.assert_array_equal(back, ev)
+
+
+def test_read_matches_independent_decoder_and_rewrites_byte_exact(tmp_path):
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, (513, 5), dtype=np.uint8)
+    raw[:, 0] %= 34
+    raw[:, 1] %= 34
+    raw[0] = [33, 33, 0xFF, 0xFF, 0xFF]  # largest coordinate, ON, t = 2^23 - 1
+    data = raw.tobytes()
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    src.write_bytes(data)
+    ev = nmnist.read_events(src)
+    assert as_tuples(ev) == ref_decode(data)
+    assert ev["t"][0] == (1 << 23) - 1 and ev["p"][0] == 1
+    nmnist.write_events(dst, ev)
+    assert dst.read_bytes() == data
+
+
+def test_truncated_file_is_a_value_error_naming_the_file(tmp_path):
+    path = tmp_path / "trunc.bin"
+    path.write_bytes(ref_encode(random_events(np.random.default_rng(2), 4))[:-2])
+    with pytest.raises(ValueError, match="trunc.bin.*truncated"):
+        nmnist.read_events(path)
+
+
+@pytest.mark.parametrize("byte", [0, 1])
+def test_oversized_coordinate_is_a_value_error_naming_the_file(tmp_path, byte):
+    raw = bytearray(ref_encode(random_events(np.random.default_rng(3), 5)))
+    raw[10 + byte] = 34
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"big.bin: event 2 .*outside"):
+        nmnist.read_events(path)
+    with pytest.raises(ValueError, match="big.bin"):
+        nmnist.load_frames(path, n_time_bins=3)
+
+
+@pytest.mark.parametrize("field,value", [("x", 34), ("y", -1), ("t", 1 << 23), ("p", 2)])
+def test_write_rejects_values_the_format_cannot_hold(tmp_path, field, value):
+    ev = random_events(np.random.default_rng(4), 3)
+    ev[field][1] = value
+    with pytest.raises(ValueError, match=f"field {field}"):
+        nmnist.write_events(tmp_path / "x.bin", ev)
+    assert not (tmp_path / "x.bin").exists()
+
+
+def test_write_rejects_non_structured_input(tmp_path):
+    with pytest.raises(ValueError, match="fields x, y, t, p"):
+        nmnist.write_events(tmp_path / "x.bin", np.zeros((3, 4), np.int64))
+
+
+# ---- frames ----
+
+def ref_frames(ev, n_bins=None, window=None):
+    t = [int(v) for v in ev["t"]]
+    t0, t1 = min(t), max(t)
+    n = n_bins if n_bins is not None else (t1 - t0) // window + 1
+    out = np.zeros((n, 2, 34, 34), np.int64)
+    for x, y, tt, p in as_tuples(ev):
+        b = (tt - t0) * n_bins // (t1 - t0 + 1) if n_bins is not None else (tt - t0) // window
+        out[b, p, y, x] += 1
+    return out
+
+
+@pytest.mark.parametrize("n_bins", [1, 3, 10])
+def test_to_frames_by_bin_count_matches_loop(n_bins):
+    ev = random_events(np.random.default_rng(5), 700, t_max=300_000, sort=False)
+    fr = nmnist.to_frames(ev, n_time_bins=n_bins)
+    assert fr.shape == (n_bins, 2, 34, 34) and fr.dtype == np.int32
+    np.testing.assert_array_equal(fr, ref_frames(ev, n_bins=n_bins))
+    assert fr.sum() == len(ev)  # every event lands in a bin
+
+
+@pytest.mark.parametrize("window,t_max", [(1, 40), (7, 700), (999, 200_000), (50_000, 200_000)])
+def test_to_frames_by_time_window_matches_loop(window, t_max):
+    ev = random_events(np.random.default_rng(6), 300, t_max=t_max)
+    fr = nmnist.to_frames(ev, time_window=window)
+    np.testing.assert_array_equal(fr, ref_frames(ev, window=window))
+
+
+def test_to_frames_edge_cases():
+    empty = np.empty(0, EVENT_DTYPE)
+    assert nmnist.to_frames(empty, n_time_bins=4).shape == (4, 2, 34, 34)
+    assert nmnist.to_frames(empty, time_window=10).shape == (0, 2, 34, 34)
+    with pytest.raises(ValueError, match="exactly one"):
+        nmnist.to_frames(empty)
+    with pytest.raises(ValueError, match="exactly one"):
+        nmnist.to_frames(empty, n_time_bins=2, time_window=5)
+    with pytest.raises(ValueError, match="n_time_bins"):
+        nmnist.to_frames(empty, n_time_bins=0)
+
+
+# ---- denoise: Tonic's semantics, checked against a per-event loop ----
+
+def ref_denoise(ev, filter_time):
+    memory = np.full((34, 34), float(filter_time))  # Tonic: untouched pixels count as t = 0
+    keep = []
+    for i, (x, y, t, _) in enumerate(as_tuples(ev)):
+        memory[x, y] = t + filter_time
+        if ((x > 0 and memory[x - 1, y] > t) or (x < 33 and memory[x + 1, y] > t)
+                or (y > 0 and memory[x, y - 1] > t) or (y < 33 and memory[x, y + 1] > t)):
+            keep.append(i)
+    return ev[keep]
+
+
+@pytest.mark.parametrize("filter_time", [1, 500, 10_000])
+def test_denoise_matches_reference_loop(filter_time):
+    rng = np.random.default_rng(7)
+    ev = random_events(rng, 2000, t_max=100_000)
+    ev["x"], ev["y"] = rng.integers(10, 16, 2000), rng.integers(10, 16, 2000)  # dense patch
+    ev = np.concatenate([ev, random_events(rng, 50, t_max=100_000)])  # plus isolated ones
+    ev = ev[np.argsort(ev["t"], kind="stable")]
+    got = nmnist.denoise(ev, filter_time)
+    np.testing.assert_array_equal(got, ref_denoise(ev, filter_time))
+    assert 0 < len(got) < len(ev)
+
+
+def test_denoise_drops_isolated_event_and_keeps_neighbours():
+    ev = np.array([(5, 5, 20_000, 1), (6, 5, 20_100, 0), (20, 20, 40_000, 1)], EVENT_DTYPE)
+    got = nmnist.denoise(ev, 1000)
+    assert as_tuples(got) == [(6, 5, 20_100, 0)]
+    assert len(nmnist.denoise(ev[:0], 1000)) == 0
+
+
+def test_denoise_matches_tonic():
+    tonic = pytest.importorskip("tonic")
+    rng = np.random.default_rng(8)
+    ev = random_events(rng, 3000, t_max=300_000)
+    ev["x"][0], ev["y"][0] = 33, 33  # Tonic sizes its map from the largest coordinates
+    ev = ev[np.argsort(ev["t"], kind="stable")]
+    want = tonic.transforms.Denoise(filter_time=3000)(ev)
+    np.testing.assert_array_equal(nmnist.denoise(ev, 3000), want)
+
+
+# ---- Tonic interop ----
+
+def test_tonic_reads_our_files_and_we_read_tonics(tmp_path):
+    tonic = pytest.importorskip("tonic")
+    from tonic.io import read_mnist_file
+
+    ev = random_events(np.random.default_rng(9), 400, t_max=300_000)
+    nmnist.write_events(tmp_path / "a.bin", ev)
+    theirs = read_mnist_file(str(tmp_path / "a.bin"), dtype=tonic.datasets.NMNIST.dtype)
+    assert theirs.dtype == nmnist.to_tonic(ev).dtype
+    np.testing.assert_array_equal(nmnist.from_tonic(theirs), ev)
+    np.testing.assert_array_equal(nmnist.to_tonic(ev), theirs)
+    ev["t"] -= ev["t"][0]
+    ev["t"][-1] = 300_001  # a span that is not a multiple of the window
+    frames = tonic.transforms.ToFrame(sensor_size=tonic.datasets.NMNIST.sensor_size,
+                                      time_window=10_000, include_incomplete=True)(ev)
+    np.testing.assert_array_equal(nmnist.to_frames(ev, time_window=10_000), frames)
+
+
+def test_from_tonic_accepts_other_integer_dtypes():
+    ev = np.array([(1, 2, 3, True)], dtype=[("x", "u1"), ("y", "u1"), ("t", "<u4"), ("p", "?")])
+    out = nmnist.from_tonic(ev)
+    assert out.dtype == EVENT_DTYPE and as_tuples(out) == [(1, 2, 3, 1)]
+
+
+# ---- dataset and cache ----
+
+@pytest.fixture
+def root(tmp_path):
+    rng = np.random.default_rng(10)
+    for split, n in (("Train", 3), ("Test", 2)):
+        for digit in (0, 3, 9):
+            d = tmp_path / split / str(digit)
+            d.mkdir(parents=True)
+            for k in range(n):
+                nmnist.write_events(d / f"{k:05d}.bin", random_events(rng, 50 + k, 90_000))
+    (tmp_path / "Train" / "3" / "notes.txt").write_text("not a sample")
+    return tmp_path
+
+
+def test_dataset_lists_files_and_bins_like_to_frames(root):
+    ds = nmnist.NMNIST(root, "train", n_time_bins=4, cache=False)
+    assert len(ds) == 9 and list(ds.labels) == [0, 0, 0, 3, 3, 3, 9, 9, 9]
+    assert not ds.simulated
+    x, y = ds[4]
+    assert x.dtype == torch.float32 and x.shape == (4, 2, 34, 34) and y == 3
+    want = nmnist.to_frames(nmnist.read_events(ds.files[4]), n_time_bins=4)
+    np.testing.assert_array_equal(x.numpy(), want)
+    ev, _ = nmnist.NMNIST(root, "test", cache=False)[0]
+    assert ev.dtype == EVENT_DTYPE
+
+
+def test_dataset_denoise_option(root):
+    ds = nmnist.NMNIST(root, "test", n_time_bins=2, filter_time=2000, cache=False)
+    ev = nmnist.read_events(ds.files[1])
+    want = nmnist.to_frames(nmnist.denoise(ev, 2000), n_time_bins=2)
+    np.testing.assert_array_equal(ds[1][0].numpy(), want)
+
+
+def test_dataset_errors(tmp_path, root):
+    with pytest.raises(FileNotFoundError, match="Train"):
+        nmnist.NMNIST(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="split"):
+        nmnist.NMNIST(root, "valid")
+    with pytest.raises(ValueError, match="exactly one"):
+        nmnist.NMNIST(root, n_time_bins=3, time_window=100)
+
+
+def test_cache_is_built_reused_keyed_and_rebuilt_when_corrupt(root, monkeypatch):
+    fresh = list(nmnist.NMNIST(root, "train", n_time_bins=3, cache=False))
+    ds = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    frames_files = sorted((root / ".cache").glob("*.frames"))
+    assert len(frames_files) == 1
+    for i in range(len(ds)):
+        torch.testing.assert_close(ds[i][0], fresh[i][0], rtol=0, atol=0)
+
+    def no_binning(*a, **k):
+        raise AssertionError("binned again although the cache is valid")
+
+    monkeypatch.setattr(nmnist, "load_frames", no_binning)
+    again = nmnist.NMNIST(root, "train", n_time_bins=3)
+    torch.testing.assert_close(again[5][0], fresh[5][0], rtol=0, atol=0)
+    monkeypatch.undo()
+
+    nmnist.NMNIST(root, "train", n_time_bins=5, progress=False)  # other parameters, other file
+    assert len(list((root / ".cache").glob("*.frames"))) == 2
+
+    data = bytearray(frames_files[0].read_bytes())
+    data[100] ^= 0xFF
+    frames_files[0].write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="CRC"):
+        rebuilt = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    torch.testing.assert_close(rebuilt[0][0], fresh[0][0], rtol=0, atol=0)
+
+    frames_files[0].write_bytes(frames_files[0].read_bytes()[:-7])
+    meta = frames_files[0].with_suffix(".json")
+    with pytest.warns(UserWarning, match="bytes"):
+        nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    meta.write_text("{not json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ok = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    assert any("rebuilding" in str(w.message) for w in caught)
+    torch.testing.assert_close(ok[8][0], fresh[8][0], rtol=0, atol=0)
+
+
+def test_cache_tracks_changed_files(root):
+    nmnist.NMNIST(root, "test", n_time_bins=2, progress=False)
+    nmnist.write_events(root / "Test" / "0" / "00000.bin",
+                        random_events(np.random.default_rng(11), 7, 1000))
+    ds = nmnist.NMNIST(root, "test", n_time_bins=2, progress=False)
+    assert ds[0][0].sum() == 7
+
+
+def test_time_window_items_pad_collate(root):
+    ds = nmnist.NMNIST(root, "train", time_window=20_000, progress=False)
+    batch = [ds[i] for i in range(4)]
+    frames, labels, lengths = nmnist.pad_collate(batch)
+    assert frames.shape == (4, int(lengths.max()), 2, 34, 34)
+    assert labels.tolist() == [0, 0, 0, 3]
+    for k, (f, _) in enumerate(batch):
+        assert lengths[k] == f.shape[0]
+        torch.testing.assert_close(frames[k, : f.shape[0]], f)
+        assert frames[k, f.shape[0]:].abs().sum() == 0
+
+
+def test_cached_dataset_pickles_without_its_memory_map(root):
+    import pickle
+
+    ds = nmnist.NMNIST(root, "test", n_time_bins=2, progress=False)
+    first = ds[0][0]
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._memmap is None
+    torch.testing.assert_close(clone[0][0], first, rtol=0, atol=0)
+
+
+def test_empty_recordings(root):
+    nmnist.write_events(root / "Test" / "9" / "00000.bin", np.empty(0, EVENT_DTYPE))
+    ds = nmnist.NMNIST(root, "test", time_window=1000, progress=False)
+    assert ds[4][0].shape == (0, 2, 34, 34) and ds[4][1] == 9
+    assert ds[0][0].shape[0] > 0
+    assert nmnist.NMNIST(root, "test", n_time_bins=3, progress=False)[4][0].abs().sum() == 0

@@ -1,0 +1,144 @@
+"""The N-MNIST simulator (bistable.data.nmnist_sim)."""
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bistable.data import commands, nmnist, nmnist_sim
+from bistable.data.nmnist_sim import SimConfig
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def digits(n=4):
+    """Tiny hand-made digits: a bar, a ring, a cross, a slanted stroke (uint8, 28 x 28)."""
+    yy, xx = np.mgrid[:28, :28]
+    shapes = [(abs(xx - 14) < 2) & (abs(yy - 14) < 10),
+              abs(np.hypot(xx - 14, yy - 14) - 8) < 1.6,
+              ((abs(xx - 14) < 2) | (abs(yy - 14) < 2)) & (abs(xx - 14) < 9) & (abs(yy - 14) < 9),
+              (abs(xx - 14 - (yy - 14) // 2) < 2) & (abs(yy - 14) < 10)]
+    return np.stack([np.where(s, 255, 0).astype(np.uint8) for s in shapes[:n]])
+
+
+def test_deterministic_and_independent_of_batching():
+    imgs = digits()
+    seeds = [[7, 0, i] for i in range(4)]
+    a = nmnist_sim.simulate(imgs, seeds)
+    b = nmnist_sim.simulate(imgs, seeds)
+    c = [nmnist_sim.simulate(imgs[i:i + 1], seeds[i:i + 1])[0] for i in range(4)]
+    for x, y, z in zip(a, b, c):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+    d = nmnist_sim.simulate(imgs, [[8, 0, i] for i in range(4)])
+    assert not np.array_equal(a[0], d[0])
+
+
+def test_recordings_are_valid_n_mnist(tmp_path):
+    recs = nmnist_sim.simulate(digits(), range(4))
+    for k, ev in enumerate(recs):
+        assert ev.dtype == nmnist.EVENT_DTYPE and len(ev) > 100
+        assert np.all(np.diff(ev["t"]) >= 0)
+        assert ev["x"].max() < 34 and ev["y"].max() < 34 and ev["t"].max() <= 300_000
+        path = tmp_path / f"{k}.bin"
+        nmnist.write_events(path, ev)
+        np.testing.assert_array_equal(nmnist.read_events(path), ev)
+
+
+def test_three_saccades_balanced_polarity_and_refractory():
+    config = replace(SimConfig(), noise_hz=0.0)
+    stats = nmnist_sim.statistics(nmnist_sim.simulate(digits(), range(4), config))
+    assert 0.4 < stats["on_fraction"] < 0.6
+    assert 250 < stats["duration_ms_mean"] <= 300
+    for ev in nmnist_sim.simulate(digits(), range(4), config):
+        per_saccade = np.bincount(ev["t"] // 100_000, minlength=3)[:3]
+        assert per_saccade.min() > 0.05 * per_saccade.sum()  # activity in each of the three
+        # each saccade starts and ends at rest: the quiet 2 ms around the vertices
+        assert not np.any((ev["t"] % 100_000 < 2_000) & (ev["t"] > 2_000))
+        order = np.lexsort((ev["t"], ev["y"] * 34 + ev["x"]))
+        same_pixel = np.diff((ev["y"] * 34 + ev["x"])[order]) == 0
+        gaps = np.diff(ev["t"][order])[same_pixel]
+        assert gaps.min() >= config.refractory_us - 1  # floor() of the µs timestamps
+
+
+def test_static_or_blank_scene_gives_no_events_but_noise():
+    still = replace(SimConfig(), amplitude=0.0, noise_hz=0.0)
+    assert all(len(ev) == 0 for ev in nmnist_sim.simulate(digits(), range(4), still))
+    blank = np.zeros((2, 28, 28), np.uint8)
+    quiet = nmnist_sim.simulate(blank, range(2), replace(SimConfig(), noise_hz=0.0))
+    assert all(len(ev) == 0 for ev in quiet)
+    noisy = nmnist_sim.simulate(blank, range(2), replace(SimConfig(), noise_hz=10.0))
+    expected = 10.0 * 34 * 34 * 0.3
+    assert all(abs(len(ev) - expected) < 5 * expected**0.5 for ev in noisy)
+
+
+def test_lower_threshold_more_events():
+    imgs = digits(2)
+    n = [sum(map(len, nmnist_sim.simulate(imgs, range(2), replace(SimConfig(), threshold=th))))
+         for th in (0.15, 0.3)]
+    assert n[0] > 1.5 * n[1]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="images"):
+        nmnist_sim.simulate(np.zeros((2, 28, 27), np.uint8), range(2))
+    with pytest.raises(ValueError, match="seeds"):
+        nmnist_sim.simulate(digits(2), range(3))
+    assert nmnist_sim.simulate(np.zeros((0, 28, 28), np.uint8), []) == []
+
+
+@pytest.fixture
+def fake_mnist(monkeypatch):
+    imgs = np.concatenate([digits(), digits()])
+    labels = np.array([1, 0, 4, 7, 1, 0, 4, 7])
+
+    def load(name, split, data_dir=None, verify=True):
+        assert name == "mnist"
+        return (imgs, labels) if split == "train" else (imgs[:3], labels[:3])
+
+    monkeypatch.setattr(nmnist_sim.idx, "load", load)
+
+
+def test_write_dataset_layout_and_label(tmp_path, fake_mnist):
+    out = tmp_path / "sim"
+    summary = nmnist_sim.write_dataset(out, n_train=5, seed=3, progress=False)
+    assert summary["train"]["samples"] == 5 and summary["test"]["samples"] == 3
+    assert json.loads((out / "SIMULATED.json").read_text())["simulated"] is True
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.bin")) == [
+        "Test/0/00001.bin", "Test/1/00000.bin", "Test/4/00002.bin",
+        "Train/0/00001.bin", "Train/1/00000.bin", "Train/1/00004.bin", "Train/4/00002.bin",
+        "Train/7/00003.bin"]
+    ds = nmnist.NMNIST(out, "train", n_time_bins=3, progress=False)
+    assert ds.simulated and len(ds) == 5 and ds[0][0].shape == (3, 2, 34, 34)
+    again = tmp_path / "again"
+    nmnist_sim.write_dataset(again, n_train=5, seed=3, progress=False)
+    for p in out.rglob("*.bin"):
+        assert (again / p.relative_to(out)).read_bytes() == p.read_bytes()
+
+
+def test_cli_simulate(tmp_path, fake_mnist, capsys):
+    parser = argparse.ArgumentParser()
+    commands.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "simulate-nmnist", "--out", str(tmp_path / "o"),
+                              "--n-train", "2", "--n-test", "1", "--seed", "5"])
+    assert args.func(args) == 0
+    assert "train: 2 simulated recordings" in capsys.readouterr().out
+    assert len(list((tmp_path / "o").rglob("*.bin"))) == 3
+
+
+@pytest.mark.slow
+def test_calibrated_to_real_n_mnist_statistics():
+    """Mean events per sample ~4k, ON/OFF balanced, ~300 ms (docs/data.md gives the sources)."""
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip("no shared data here")
+    from bistable.data import idx
+
+    images, _ = idx.load("mnist", "test", SHARED)
+    stats = nmnist_sim.statistics(nmnist_sim.simulate(images[:300], [[0, 1, i]
+                                                                     for i in range(300)]))
+    assert 3000 < stats["events_mean"] < 5000
+    assert 0.4 < stats["on_fraction"] < 0.6
+    assert 280 < stats["duration_ms_mean"] <= 300
