@@ -1,0 +1,64 @@
+"""Input and state checks shared by every unit.
+
+Each check raises ``ValueError`` naming the argument, the expected and the received shape or dtype,
+so that a wrong call fails at the unit's door instead of deep inside a scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def _tensor(x, name: str, expected: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor of shape {expected}, "
+                         f"got {type(x).__name__}")
+    return x
+
+
+def _floating(x: torch.Tensor, name: str) -> None:
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating dtype (float16/bfloat16/float32/float64), "
+                         f"got {x.dtype}")
+
+
+def _finite(x: torch.Tensor, name: str) -> None:
+    # a sum is NaN/Inf whenever an element is, and is much cheaper than a boolean mask; only when
+    # it is not finite (an element, or an overflow of finite ones) is the exact mask checked
+    x = x.detach()
+    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: expected finite values, got NaN or Inf")
+
+
+def check_input(x, input_size: int, name: str = "x") -> None:
+    """Check a sequence input: a finite floating tensor of shape ``(B, T, input_size)``, T ≥ 1."""
+    expected = f"(B, T, {input_size})"
+    x = _tensor(x, name, expected)
+    if x.dim() != 3 or x.shape[-1] != input_size or x.shape[1] < 1:
+        raise ValueError(f"{name}: expected shape {expected} with T >= 1, got {tuple(x.shape)}")
+    _floating(x, name)
+    _finite(x, name)
+
+
+def check_step_input(x_t, input_size: int, name: str = "x_t") -> None:
+    """Check one time step of input: a finite floating tensor of shape ``(B, input_size)``."""
+    expected = f"(B, {input_size})"
+    x_t = _tensor(x_t, name, expected)
+    if x_t.dim() != 2 or x_t.shape[-1] != input_size:
+        raise ValueError(f"{name}: expected shape {expected}, got {tuple(x_t.shape)}")
+    _floating(x_t, name)
+    _finite(x_t, name)
+
+
+def check_state(state, shape: Sequence[int], name: str = "state") -> None:
+    """Check a state tensor: shape exactly ``shape`` (e.g. ``(B, hidden_size)``), floating or
+    complex dtype, finite values."""
+    expected = tuple(shape)
+    state = _tensor(state, name, str(expected))
+    if tuple(state.shape) != expected:
+        raise ValueError(f"{name}: expected shape {expected}, got {tuple(state.shape)}")
+    if not (state.is_floating_point() or state.is_complex()):
+        raise ValueError(f"{name}: expected a floating or complex dtype, got {state.dtype}")
+    _finite(state, name)

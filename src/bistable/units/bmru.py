@@ -1,0 +1,399 @@
+"""Memory recurrent units (SPEC.md §2): the BMRU and the cumulative family (CMRU, leaky CMRU).
+
+Every unit here computes, per state variable, from gate drives ``(c_t, β_t)`` that depend on the
+input ``x_t`` only:
+
+    z_t = H(|c_t| − |β_t|)                       write when the drive leaves the band (H(0) = 1)
+    v_t = sign(c_t) ∈ {−1, +1}                   the value it writes (sign(0) = +1)
+    s_t = (1 − z_t + ε z_t) ⊙ s_{t−1} + z_t ⊙ v_t
+    y_t = α ⊙ s_t                                learned amplitude α per unit (init 1)
+
+ε = 0 is the BMRU (§2.1: hold or jump to ±1), ε = 1 the CMRU counter and 0 < ε < 1 the leaky
+variant (§2.2). A sequence is one scan ``s_t = a_t ⊙ s_{t−1} + b_t`` with ``a_t = 1 − z_t + ε z_t``
+and ``b_t = z_t v_t`` (:func:`bistable.scan.linear_scan`); ``step`` does one update in O(1) memory.
+
+Exactness (fp32/fp64, given the same gates): ``forward`` and ``step`` give bit-identical states and
+outputs, and two ``forward`` calls on halves equal one on the whole:
+- ε = 0 (BMRU): ``a ∈ {0, 1}``, ``b ∈ {−1, 0, 1}``: every scan order is exact ("last write wins");
+- ε = 1 (counter): integer sums, exact in any order while ``|s| < 2^24`` (fp32) or ``2^53`` (fp64)
+  and the start state is integer-valued (the unit checks this and otherwise runs the loop below);
+- any other ε: float rounding depends on the order, so the states are computed by a time loop
+  doing exactly the ``step`` arithmetic (one multiply, one add; parallel over batch and units).
+The gates are thresholds of a ``Linear``; BLAS may round ``W x`` differently for a ``(B·T, F)``
+matrix than for a ``(B, F)`` one, so an input within rounding of a threshold can gate differently.
+
+Training goes through the thresholds with surrogate gradients (:mod:`.surrogate`). The sequence
+path is one autograd function that runs over cache-sized time blocks, saves only ``c, β`` and the
+state at each block's start, and recomputes gates and states in backward (training activations:
+the ``Linear`` input plus ``c, β``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from ..scan import linear_scan
+from .base import check_input, check_state, check_step_input
+from .surrogate import (
+    SurrogateGrad,
+    check_sharpness,
+    exact_heaviside,
+    exact_sign,
+    get_surrogate,
+    heaviside,
+    sign,
+)
+
+__all__ = ["MRU", "BMRU", "CMRU", "FirstQuadrantBMRU", "anneal_epsilon", "write_rate"]
+
+
+def _coefficients(z, v, eps):
+    """Scan coefficients ``a = 1 − z + ε z`` (``1 − z`` when ε is None) and ``b = z v``."""
+    a = 1 - z if eps is None else 1 - z + eps * z
+    return a, z * v
+
+
+def _gates(c, beta, signed: bool):
+    """Exact gates ``z = H(u)`` (0/1), ``v = sign(c)`` (±1; ``H(c)`` unless ``signed``), ``u``."""
+    u = c.abs().sub_(beta.abs())
+    return exact_heaviside(u), exact_sign(c) if signed else exact_heaviside(c), u
+
+
+def _order_free(s0, eps, T: int) -> bool:
+    """True when the parallel scan is bitwise equal to the time loop (see the module docstring)."""
+    if eps is None or not bool(eps.any()):
+        return True
+    if not bool(((eps == 0) | (eps == 1)).all()):
+        return False
+    limit = 2 / torch.finfo(s0.dtype).eps  # 2^(mantissa bits + 1): integers up to it are exact
+    return bool((s0 == s0.round()).all()) and T + float(s0.abs().max()) <= limit
+
+
+def _states(a, b, s0, eps):
+    """``s_t = a_t ⊙ s_{t−1} + b_t``: the parallel scan where it is exact, else the step loop."""
+    if _order_free(s0, eps, b.shape[1]):
+        return linear_scan(a, b, s0)
+    s = torch.empty_like(b)
+    h = s0
+    for t in range(b.shape[1]):
+        h = torch.add(torch.mul(a[:, t], h), b[:, t], out=s[:, t])  # the arithmetic of `step`
+    return s
+
+
+def _shift_right(x, first):
+    """``out[:, 0] = first``, ``out[:, t] = x[:, t−1]``."""
+    return torch.cat([first.unsqueeze(1), x[:, :-1]], dim=1)
+
+
+BLOCK_ELEMENTS = 2**18  # time blocks of about this many elements keep the temporaries in cache
+
+
+def _blocks(B: int, T: int, H: int) -> list[slice]:
+    L = max(1, BLOCK_ELEMENTS // (B * H))
+    return [slice(t, min(t + L, T)) for t in range(0, T, L)]
+
+
+class _MRUSequence(torch.autograd.Function):
+    """``(y, s_T, mean(z))`` of a whole sequence from ``(c, β, s_0, ε, α)``.
+
+    Runs over time blocks (cache-sized), carrying the state; saves ``c, β`` and the state at the
+    start of each block, and recomputes gates and states in backward, block by block in reverse:
+        g_t = α ⊙ dL/dy_t + a_{t+1} ⊙ g_{t+1}           a reverse scan (g_t = dL/ds_t, total)
+        dL/dz_t = g_t ⊙ (v_t − (1 − ε) s_{t−1}) + dL/dr / N,   dL/dv_t = g_t ⊙ z_t
+        dL/dc_t = dL/dz_t H'(u_t) sign(c_t) + dL/dv_t 2H'(c_t)     H' the surrogate, u = |c| − |β|
+                  (dL/dv_t H'(c_t) when the written values are H(c) ∈ {0, 1}, ``signed=False``)
+        dL/dβ_t = −dL/dz_t H'(u_t) sign(β_t),  dL/ds_0 = a_1 ⊙ g_1
+        dL/dε = Σ g_t z_t s_{t−1},  dL/dα = Σ dL/dy_t ⊙ s_t      (sums over batch and time)
+    with ``r = mean(z)`` over all N gates.
+    """
+
+    @staticmethod
+    def forward(ctx, c, beta, s0, eps, alpha, grad: SurrogateGrad, k: float, signed: bool):
+        B, T, H = c.shape
+        y = torch.empty_like(c)
+        starts, writes, s = [], 0.0, s0
+        for blk in _blocks(B, T, H):
+            starts.append(s)
+            z, v, _ = _gates(c[:, blk], beta[:, blk], signed)
+            states = _states(*_coefficients(z, v, eps), s, eps)
+            torch.mul(states, alpha, out=y[:, blk])
+            s = states[:, -1].clone()
+            writes += z.sum(dtype=torch.float64)
+        ctx.save_for_backward(c, beta, eps, alpha, torch.stack(starts))
+        ctx.grad, ctx.k, ctx.signed = grad, k, signed
+        return y, s, (writes / c.numel()).to(c.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, grad_last, grad_rate):
+        c, beta, eps, alpha, starts = ctx.saved_tensors
+        B, T, H = c.shape
+        dc, dbeta = torch.empty_like(c), torch.empty_like(beta)
+        dalpha = torch.zeros_like(alpha)
+        deps = torch.zeros_like(eps) if ctx.needs_input_grad[3] else None
+        carry = grad_last  # dL/ds at the end of the block, from the blocks after it
+        blocks = _blocks(B, T, H)
+        for start, blk in zip(starts.unbind(0)[::-1], blocks[::-1]):
+            z, v, u = _gates(c[:, blk], beta[:, blk], ctx.signed)
+            a, b = _coefficients(z, v, eps)
+            s = _states(a, b, start, eps)
+            direct = grad_y[:, blk] * alpha
+            direct[:, -1] += carry
+            a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
+            g = linear_scan(a_next, direct, reverse=True)
+            dalpha += (grad_y[:, blk] * s).sum((0, 1))
+            s = _shift_right(s, start)  # s_{t-1}
+            if deps is not None:
+                deps += (g * z * s).sum((0, 1))
+            keep = s if eps is None else s.mul_(1 - eps)
+            dz = (v - keep).mul_(g).add_(grad_rate / c.numel()).mul_(ctx.grad(u, ctx.k))
+            carry = a[:, 0] * g[:, 0]
+            dv = g.mul_(z)
+            dc[:, blk] = torch.sign(c[:, blk]).mul_(dz).addcmul_(dv, ctx.grad(c[:, blk], ctx.k),
+                                                                 value=2 if ctx.signed else 1)
+            dbeta[:, blk] = torch.sign(beta[:, blk]).mul_(dz).neg_()
+        return dc, dbeta, carry, deps, dalpha, None, None, None
+
+
+class _ClampUnit(torch.autograd.Function):
+    """``clamp(q, 0, 1)`` forward, identity backward: a parameter pushed past a bound comes back."""
+
+    @staticmethod
+    def forward(ctx, q):
+        return q.clamp(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+@functools.cache
+def _fused_mru():
+    """``bistable.scan.triton_bmru.fused_mru`` when it imports, else None (looked up once)."""
+    try:
+        from ..scan.triton_bmru import fused_mru
+    except ImportError:
+        return None
+    return fused_mru
+
+
+class MRU(nn.Module):
+    """Base of the memory recurrent units: the scan, the step, the state and the write rate.
+
+    A subclass supplies the input-only gate drives ``drive(x) -> (c, β)`` (any leading shape,
+    last dim ``hidden_size``) and, for the cumulative family, ``epsilon()`` (a ``(hidden_size,)``
+    tensor in [0, 1], or None for ε = 0); the gates and the update are those of the module
+    docstring. The class attribute ``signed`` picks the written values: ``v = sign(c) ∈ {−1, +1}``
+    (True) or ``v = H(c) ∈ {0, 1}`` (False, the first-quadrant unit); ``s_0`` likewise.
+
+    Args:
+        input_size, hidden_size: F and H.
+        surrogate: ``"atan"`` (default), ``"fast-sigmoid"`` or ``"triangle"`` (:mod:`.surrogate`).
+        sharpness: k of the surrogate (height of dH/du at 0), default 1.
+        learn_init: the start state is ``s_0 = sign(p)`` (or ``H(p)``) of a learned ``p`` (H,),
+            drawn uniformly in [−1, 1], with the surrogate gradient; False: ``s_0 = 0``.
+
+    State: ``(B, H)`` tensor, ``s_t``. ``forward(x (B, T, F), state=None) -> (y (B, T, H), s_T)``;
+    ``step(x_t (B, F), state=None) -> (y_t (B, H), s_t)``. After each call, ``write_rate`` holds
+    ``mean(z)`` over that call's gates, differentiable through the surrogate, so a training loop
+    can add ``λ · unit.write_rate`` (or ``λ · bistable.units.bmru.write_rate(model)``).
+    """
+
+    signed = True
+
+    def __init__(self, input_size: int, hidden_size: int, *, surrogate: str = "atan",
+                 sharpness: float = 1.0, learn_init: bool = True):
+        super().__init__()
+        for name, n in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(n, int) or n < 1:
+                raise ValueError(f"{name}: expected a positive int, got {n!r}")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.surrogate = surrogate
+        self._grad = get_surrogate(surrogate)
+        self.sharpness = check_sharpness(sharpness)
+        self.alpha = nn.Parameter(torch.ones(hidden_size))
+        self.init_logit = (nn.Parameter(torch.empty(hidden_size).uniform_(-1, 1))
+                           if learn_init else None)
+        self.write_rate: torch.Tensor | None = None
+
+    def drive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def epsilon(self) -> torch.Tensor | None:
+        return None
+
+    def _level(self, u: torch.Tensor) -> torch.Tensor:
+        """The written value for drive ``u``: ``sign(u)`` or ``H(u)``, with the surrogate."""
+        return (sign if self.signed else heaviside)(u, self.surrogate, self.sharpness)
+
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        """``s_0`` for a batch: ``sign(p)``/``H(p)`` (learned) or zeros, ``(batch_size, H)``."""
+        if self.init_logit is None:
+            return self.alpha.new_zeros(batch_size, self.hidden_size)
+        return self._level(self.init_logit).expand(batch_size, self.hidden_size)
+
+    def _start(self, state, x: torch.Tensor) -> torch.Tensor:
+        if state is None:
+            return self.initial_state(x.shape[0]).to(x.dtype)
+        check_state(state, (x.shape[0], self.hidden_size))
+        return state.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        check_input(x, self.input_size)
+        s0 = self._start(state, x)
+        c, beta = self.drive(x)
+        eps = self.epsilon()
+        use_fused = c.is_cuda and self.signed and self.surrogate == "atan"
+        fused = _fused_mru() if use_fused else None
+        if fused is None:
+            y, last, self.write_rate = _MRUSequence.apply(c, beta, s0, eps, self.alpha, self._grad,
+                                                          self.sharpness, self.signed)
+            return y, last
+        s = fused(c, beta, s0, epsilon=eps, surrogate=self.surrogate, sharpness=self.sharpness)
+        self.write_rate = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness).mean()
+        return self.alpha * s, s[:, -1]
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
+        check_step_input(x_t, self.input_size)
+        s = self._start(state, x_t)
+        c, beta = self.drive(x_t)
+        z = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness)
+        a, b = _coefficients(z, self._level(c), self.epsilon())
+        s = a * s + b
+        self.write_rate = z.mean()
+        return self.alpha * s, s
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, surrogate={self.surrogate!r}, "
+                f"sharpness={self.sharpness}, learn_init={self.init_logit is not None}")
+
+
+class BMRU(MRU):
+    """Bistable memory recurrent unit (SPEC.md §2.1): ε = 0, states in {−1, +1}.
+
+        [c_t, β_t] = W x_t + b      one Linear(F, 2H); b_β initialised to 1 (mostly holding)
+        z_t = H(|c_t| − |β_t|),  v_t = sign(c_t),  s_t = z_t v_t + (1 − z_t) s_{t−1},  y_t = α s_t
+
+    See :class:`MRU` for arguments, state, shapes and exactness.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, surrogate: str = "atan",
+                 sharpness: float = 1.0, learn_init: bool = True):
+        super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
+                         learn_init=learn_init)
+        self.linear = nn.Linear(input_size, 2 * hidden_size)
+        with torch.no_grad():
+            self.linear.bias[hidden_size:] = 1.0
+
+    def drive(self, x):
+        # (..., 2H) -> contiguous (2, ..., H): elementwise work on c and β runs at full speed
+        c, beta = self.linear(x).unflatten(-1, (2, self.hidden_size)).movedim(-2, 0).contiguous()
+        return c, beta
+
+
+class CMRU(BMRU):
+    """Cumulative memory recurrent unit (SPEC.md §2.2): the BMRU gates, a write adds to the state.
+
+        s_t = (1 − z_t + ε z_t) ⊙ s_{t−1} + z_t ⊙ v_t
+
+    ``epsilon=1`` (default): an integer counter; ``0 < ε < 1``: leaky; ``ε = 0``: the BMRU.
+    ``learn_epsilon=True`` learns one ε per unit, initialised to ``epsilon``: the unit holds a raw
+    parameter q and uses ε = clamp(q, 0, 1), with the gradient passed straight through the clamp.
+    ``set_epsilon(value)`` (or :func:`anneal_epsilon`) overwrites ε, e.g. to anneal 1 → 0 during
+    training and end with a BMRU. Other keywords as :class:`BMRU`.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, epsilon: float = 1.0,
+                 learn_epsilon: bool = False, surrogate: str = "atan", sharpness: float = 1.0,
+                 learn_init: bool = True):
+        super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
+                         learn_init=learn_init)
+        q = torch.full((hidden_size,), self._checked_epsilon(epsilon))
+        if learn_epsilon:
+            self.epsilon_raw = nn.Parameter(q)
+        else:
+            self.register_buffer("epsilon_raw", q)
+
+    @staticmethod
+    def _checked_epsilon(value: float) -> float:
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"epsilon: expected a number in [0, 1], got {value!r}")
+        return float(value)
+
+    def epsilon(self) -> torch.Tensor:
+        if isinstance(self.epsilon_raw, nn.Parameter):
+            return _ClampUnit.apply(self.epsilon_raw)
+        return self.epsilon_raw
+
+    def set_epsilon(self, value: float) -> None:
+        """Set ε of every unit to ``value`` in [0, 1]."""
+        with torch.no_grad():
+            self.epsilon_raw.fill_(self._checked_epsilon(value))
+
+    def extra_repr(self) -> str:
+        learned = isinstance(self.epsilon_raw, nn.Parameter)
+        return f"{super().extra_repr()}, learn_epsilon={learned}"
+
+
+class FirstQuadrantBMRU(MRU):
+    """Analog-friendly first-quadrant BMRU (SPEC.md §2.3): states {0, α}, thresholds on ĥ ≥ 0.
+
+        ĥ_t = ReLU(W x_t + b)                       one Linear(F, H)
+        β_lo = |λ|,  β_hi = β_lo + |δ|              learned per unit, initialised to 0.25 and 0.75
+        s_t = 1 if ĥ_t ≥ β_hi,  0 if ĥ_t ≤ β_lo,  else s_{t−1};    y_t = α s_t
+
+    It is an MRU with ``c = ĥ − (β_lo + β_hi)/2``, ``β = |δ|/2`` and written value ``H(c)``:
+    the same scan, exactness and surrogate gradients as :class:`BMRU`. At a threshold itself it
+    writes (``H(0) = 1``), where SPEC.md's strict inequalities would hold. ``learn_init``: ``s_0 =
+    H(p)``. Other arguments as :class:`MRU`.
+    """
+
+    signed = False
+
+    def __init__(self, input_size: int, hidden_size: int, *, surrogate: str = "atan",
+                 sharpness: float = 1.0, learn_init: bool = True):
+        super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
+                         learn_init=learn_init)
+        self.linear = nn.Linear(input_size, hidden_size)
+        self.low = nn.Parameter(torch.full((hidden_size,), 0.25))
+        self.width = nn.Parameter(torch.full((hidden_size,), 0.5))
+
+    def drive(self, x):
+        half = self.width.abs() / 2
+        c = torch.relu(self.linear(x)) - (self.low.abs() + half)
+        return c, half.expand_as(c)
+
+
+def anneal_epsilon(model: nn.Module, step: int, total: int, start: float = 1.0,
+                   end: float = 0.0) -> float:
+    """Set ε of every :class:`CMRU` in ``model`` on a linear schedule; returns the value.
+
+    ``ε = start + (end − start) · min(step / total, 1)``: with the defaults, 1 (counter) at step 0
+    down to 0 (BMRU) from step ``total`` on. Call it once per training step.
+    """
+    if total < 1:
+        raise ValueError(f"total: expected a positive number of steps, got {total!r}")
+    value = start + (end - start) * min(max(step, 0) / total, 1.0)
+    units = [m for m in model.modules() if isinstance(m, CMRU)]
+    if not units:
+        raise ValueError("model: expected at least one CMRU module, found none")
+    for unit in units:
+        unit.set_epsilon(value)
+    return value
+
+
+def write_rate(model: nn.Module) -> torch.Tensor:
+    """Mean of the last call's write rates ``mean(z)`` over every :class:`MRU` in ``model``.
+
+    Differentiable through the surrogate: add ``λ · write_rate(model)`` to the loss to make
+    writes rare.
+    """
+    rates = [m.write_rate for m in model.modules() if isinstance(m, MRU)
+             and m.write_rate is not None]
+    if not rates:
+        raise ValueError("model: expected an MRU module that has run forward or step, found none")
+    return torch.stack(rates).mean()

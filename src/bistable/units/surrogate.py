@@ -1,0 +1,95 @@
+"""Heaviside and sign with surrogate gradients (SPEC.md §2.1).
+
+Forward is exact: ``H(u) = 1 if u >= 0 else 0`` (so ``H(0) = 1``) and ``sign(u) = +1 if u >= 0
+else −1`` (so ``sign(0) = +1``, unlike ``torch.sign``). Backward replaces the Dirac ``dH/du`` by a
+smooth bump of height ``k`` (the sharpness) at ``u = 0`` and unit area; ``sign = 2H − 1``, so its
+surrogate is twice that of ``H``:
+
+    "atan"          dH/du = k / (1 + (π k u)²)                 (default; SPEC.md §2.1)
+    "fast-sigmoid"  dH/du = k / (1 + 2 k |u|)²
+    "triangle"      dH/du = max(0, k − k² |u|)                 (support |u| < 1/k)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+SurrogateGrad = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def atan_grad(u: torch.Tensor, k: float) -> torch.Tensor:
+    """``k / (1 + (π k u)²)``: the derivative of ``1/2 + atan(π k u)/π``."""
+    t = u * (math.pi * k)
+    return t.mul_(t).add_(1).reciprocal_().mul_(k)
+
+
+def fast_sigmoid_grad(u: torch.Tensor, k: float) -> torch.Tensor:
+    """``k / (1 + 2 k |u|)²``: the derivative of ``1/2 + k u / (1 + 2 k |u|)``."""
+    t = u.abs().mul_(2 * k).add_(1)
+    return t.mul_(t).reciprocal_().mul_(k)
+
+
+def triangle_grad(u: torch.Tensor, k: float) -> torch.Tensor:
+    """``max(0, k − k² |u|)``: a triangle of height ``k`` and half-width ``1/k``."""
+    return u.abs().mul_(-k * k).add_(k).clamp_min_(0)
+
+
+SURROGATES: dict[str, SurrogateGrad] = {
+    "atan": atan_grad,
+    "fast-sigmoid": fast_sigmoid_grad,
+    "triangle": triangle_grad,
+}
+
+
+def get_surrogate(name: str) -> SurrogateGrad:
+    """The surrogate ``dH/du`` called ``name``, as a function ``(u, k) -> Tensor``."""
+    try:
+        return SURROGATES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"surrogate: expected one of {sorted(SURROGATES)}, got {name!r}") from None
+
+
+def check_sharpness(sharpness: float) -> float:
+    """``sharpness`` as a float, or ValueError unless it is finite and > 0."""
+    k = float(sharpness)
+    if not (math.isfinite(k) and k > 0):
+        raise ValueError(f"sharpness: expected a finite number > 0, got {sharpness!r}")
+    return k
+
+
+def exact_sign(u: torch.Tensor) -> torch.Tensor:
+    """``sign(u)`` in ``{−1, +1}`` with ``sign(±0) = +1``; no gradient (float ops only, fast)."""
+    return torch.sign(u).add_(0.5).sign_()
+
+
+def exact_heaviside(u: torch.Tensor) -> torch.Tensor:
+    """``H(u)`` in ``{0, 1}`` with ``H(±0) = 1``; no gradient."""
+    return exact_sign(u).add_(1).mul_(0.5)
+
+
+class _Step(torch.autograd.Function):
+    """``H(u)`` (or ``sign(u)``) forward, ``surrogate(u, k)`` (or twice it) backward."""
+
+    @staticmethod
+    def forward(ctx, u, signed: bool, grad: SurrogateGrad, k: float):
+        ctx.save_for_backward(u)
+        ctx.scale, ctx.grad, ctx.k = 2.0 if signed else 1.0, grad, k
+        return exact_sign(u) if signed else exact_heaviside(u)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (u,) = ctx.saved_tensors
+        return grad_out * ctx.grad(u, ctx.k).mul_(ctx.scale), None, None, None
+
+
+def heaviside(u: torch.Tensor, surrogate: str = "atan", sharpness: float = 1.0) -> torch.Tensor:
+    """``H(u)`` (``H(0) = 1``) with the surrogate gradient ``surrogate(u, sharpness)``."""
+    return _Step.apply(u, False, get_surrogate(surrogate), check_sharpness(sharpness))
+
+
+def sign(u: torch.Tensor, surrogate: str = "atan", sharpness: float = 1.0) -> torch.Tensor:
+    """``sign(u)`` in ``{−1, +1}`` (``sign(0) = +1``) with the gradient ``2 surrogate(u, k)``."""
+    return _Step.apply(u, True, get_surrogate(surrogate), check_sharpness(sharpness))
