@@ -1,0 +1,293 @@
+"""The MRU family's scan with its gates fused in (SPEC.md §2.1–2.2), as Triton kernels.
+
+From the drive ``c`` and the band half-width ``β`` (both ``(B, T, H)``):
+
+    z_t = H(|c_t| − |β_t|)   (H(0) = 1),    v_t = sign(c_t)   (sign(0) = +1)
+    s_t = (1 − z_t + ε z_t) ⊙ s_{t-1} + z_t ⊙ v_t ,   s_0 given (zeros by default)
+
+``ε = 0`` (``epsilon=None``) is the BMRU, ``ε = 1`` the CMRU, ``0 < ε < 1`` the leaky variants
+(``ε`` per unit, ``(H,)``). The forward reads ``c, β`` and writes ``s`` in one pass (the gates
+never reach memory). The backward is one reverse pass reading ``c, β`` (at ``t`` and ``t+1``),
+``s_{t-1}`` and ``grad_s`` and writing ``dc, dβ``: with ``g_t = grad_s_t + a_{t+1} g_{t+1}``,
+``a_t = 1 − z_t + ε z_t``,
+
+    dL/dz_t = g_t ((ε − 1) s_{t-1} + v_t) ,   dL/dv_t = g_t z_t
+    dL/dc_t = dL/dz_t H'(u_t) sign(c_t) + dL/dv_t sign'(c_t) ,
+    dL/dβ_t = −dL/dz_t H'(u_t) sign(β_t) ,
+    dL/dε = Σ_{b,t} g_t z_t s_{t-1} ,   dL/ds_0 = a_1 g_1 ,   u_t = |c_t| − |β_t|
+
+through the arctan surrogate ``H'(u) ≈ k / (1 + (π k u)²)``, ``sign'(u) ≈ 2k / (1 + (π k u)²)``
+(sharpness ``k``). :func:`fused_mru_reference` computes the same in plain PyTorch (a loop, autograd
+through a surrogate step), the truth the kernels are tested against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .reference import linear_scan_reference
+from .triton_scan import (
+    Config,
+    chain_buffers,
+    claim,
+    combine,
+    handoff,
+    pick_row,
+    tile,
+    tile_start,
+    tl,
+    triton,
+)
+from .triton_scan import default_config as scan_config
+
+SURROGATES = ("atan",)
+PI: tl.constexpr = tl.constexpr(math.pi)
+
+
+def default_config(H: int, dtype: torch.dtype = torch.float32, backward: bool = False) -> Config:
+    """Forward: the scan's tiles. Backward (it keeps six tiles of inputs and the surrogate terms
+    live): tiles of 2048 numbers (1024 in float64), 32 units wide, 4 warps."""
+    if not backward:
+        return scan_config(H, dtype)
+    block_d = min(32, triton.next_power_of_2(H))
+    return Config(block_t=max(16, (1024 if dtype == torch.float64 else 2048) // block_d),
+                  block_d=block_d, num_warps=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+
+
+@triton.jit
+def _sign(x):
+    return tl.where(x >= 0, 1.0, -1.0)
+
+
+@triton.jit
+def _gates(c, beta, eps, HAS_EPS: tl.constexpr):
+    """``(z, v, a)`` of a tile: write gate, written value and the scan coefficient."""
+    z = (tl.abs(c) >= tl.abs(beta)).to(c.dtype)
+    if HAS_EPS:
+        a = 1.0 - z + eps * z
+    else:
+        a = 1.0 - z
+    return z, _sign(c), a
+
+
+@triton.jit
+def _load_cb(c_ptr, beta_ptr, off, mask, ACC: tl.constexpr):
+    """``c`` and ``β``; outside ``mask``, ``c = 0, β = 1``: no write, the identity step."""
+    c = tl.load(c_ptr + off, mask=mask, other=0.0).to(ACC)
+    return c, tl.load(beta_ptr + off, mask=mask, other=1.0).to(ACC)
+
+
+@triton.jit
+def _fwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, sync_ptr, carry_ptr, T, H, n_seq, n_dblk,
+                HAS_S0: tl.constexpr, HAS_EPS: tl.constexpr, ACC: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    i, seq = claim(sync_ptr, n_seq)
+    pid_b = (seq // n_dblk).to(tl.int64)
+    for_batch = pid_b * T * H
+    d = (seq % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = d < H
+    rows = tl.arange(0, BLOCK_T)
+    eps = tl.load(eps_ptr + d, mask=dmask, other=0.0).to(ACC)[None, :] if HAS_EPS else 0.0
+
+    off, mask = tile(i, T, H, d, dmask, rows, False, False, BLOCK_T)
+    c, beta = _load_cb(c_ptr + for_batch, beta_ptr + for_batch, off, mask, ACC)
+    z, v, a = _gates(c, beta, eps, HAS_EPS)
+    A, Bc = tl.associative_scan((a, z * v), 0, combine)
+    e, f = pick_row(A, rows, BLOCK_T - 1), pick_row(Bc, rows, BLOCK_T - 1)
+    s_in, _ = handoff(s0_ptr + pid_b * H, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f,
+                      f, HAS_S0, False, ACC, BLOCK_D)
+    s = A * s_in[None, :] + Bc
+    tl.store(s_ptr + for_batch + off, s.to(s_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_ptr, ds0_ptr,
+                deps_ptr, sync_ptr, carry_ptr, T, H, n_seq, n_dblk, n_tiles, k,
+                HAS_S0: tl.constexpr, HAS_EPS: tl.constexpr, ACC: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    i, seq = claim(sync_ptr, n_seq)
+    pid_b = (seq // n_dblk).to(tl.int64)
+    for_batch = pid_b * T * H
+    c_ptr += for_batch
+    beta_ptr += for_batch
+    d = (seq % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
+    dmask = d < H
+    rows = tl.arange(0, BLOCK_T)
+    eps = tl.load(eps_ptr + d, mask=dmask, other=0.0).to(ACC)[None, :] if HAS_EPS else 0.0
+    if HAS_S0:
+        s0_row = tl.load(s0_ptr + pid_b * H + d, mask=dmask, other=0.0).to(ACC)[None, :]
+    else:
+        s0_row = 0.0
+    k = tl.cast(k, ACC)  # (a float argument arrives as float32)
+    pik = PI * k
+
+    off, mask = tile(i, T, H, d, dmask, rows, True, False, BLOCK_T)
+    t = (tile_start(i, T, BLOCK_T, True) + rows)[:, None]
+    c, beta = _load_cb(c_ptr, beta_ptr, off, mask, ACC)
+    gs = tl.load(gs_ptr + for_batch + off, mask=mask, other=0.0).to(ACC)
+    # a_{t+1}: 0 past the end (nothing flows back from there), the identity on padding rows
+    c_n, beta_n = _load_cb(c_ptr + H, beta_ptr + H, off, mask & (t + 1 < T), ACC)
+    _, _, a_n = _gates(c_n, beta_n, eps, HAS_EPS)
+    a_n = tl.where(mask, tl.where(t + 1 < T, a_n, 0.0), 1.0)
+    # s_{t-1}: s0 (or 0) before the start
+    s_p = tl.load(s_ptr + for_batch + off - H, mask=mask & (t >= 1), other=0.0).to(ACC)
+    if HAS_S0:
+        s_p = tl.where(t == 0, s0_row, s_p)
+
+    A, G = tl.associative_scan((a_n, gs), 0, combine, reverse=True)
+    e, f = pick_row(A, rows, 0), pick_row(G, rows, 0)
+    g_in, _ = handoff(s0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f, f, False,
+                      False, ACC, BLOCK_D)
+    g_out = e * g_in + f
+    g = A * g_in[None, :] + G
+
+    z, v, _ = _gates(c, beta, eps, HAS_EPS)
+    da = g * s_p
+    dz = (eps - 1.0) * da + g * v
+    u = tl.abs(c) - tl.abs(beta)
+    dz_du = dz * k / (1.0 + (pik * u) * (pik * u))
+    dc = dz_du * _sign(c) + g * z * 2.0 * k / (1.0 + (pik * c) * (pik * c))
+    tl.store(dc_ptr + for_batch + off, dc.to(dc_ptr.dtype.element_ty), mask=mask)
+    tl.store(dbeta_ptr + for_batch + off, (-dz_du * _sign(beta)).to(dbeta_ptr.dtype.element_ty),
+             mask=mask)
+    if HAS_EPS:  # this tile's share of dL/dε
+        tl.store(deps_ptr + (i * n_seq + seq) * BLOCK_D + tl.arange(0, BLOCK_D),
+                 tl.sum(da * z, axis=0))
+    if HAS_S0:  # the last tile visited holds the first step: ds0 = a_1 g_1
+        if i == n_tiles - 1:
+            c0 = tl.load(c_ptr + d, mask=dmask, other=0.0).to(ACC)
+            beta0 = tl.load(beta_ptr + d, mask=dmask, other=1.0).to(ACC)
+            z0, v0, a0 = _gates(c0[None, :], beta0[None, :], eps, HAS_EPS)
+            ds0 = tl.sum(a0, axis=0) * g_out
+            tl.store(ds0_ptr + pid_b * H + d, ds0.to(ds0_ptr.dtype.element_ty), mask=dmask)
+
+
+# ---------------------------------------------------------------------------------------------
+# host side
+
+
+def _acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+class FusedMRU(torch.autograd.Function):
+    """Autograd for :func:`fused_mru` by the fused kernels (inputs already checked)."""
+
+    @staticmethod
+    def forward(ctx, c, beta, s0, epsilon, sharpness: float, config: Config | None):
+        B, T, H = c.shape
+        cfg = config or default_config(H, c.dtype)
+        s = torch.empty_like(c)
+        acc = torch.float64 if c.dtype == torch.float64 else torch.float32
+        n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
+        sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device)
+        _fwd_kernel[(n_tiles * B * n_dblk,)](
+            c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
+            sync, carry, T, H, B * n_dblk, n_dblk, HAS_S0=s0 is not None,
+            HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
+            BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
+        ctx.save_for_backward(c, beta, s0, epsilon, s)
+        ctx.sharpness, ctx.config = sharpness, config
+        return s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_s):
+        c, beta, s0, epsilon, s = ctx.saved_tensors
+        B, T, H = c.shape
+        cfg = ctx.config or default_config(H, c.dtype, backward=True)
+        dc, dbeta = torch.empty_like(c), torch.empty_like(beta)
+        ds0 = torch.empty_like(s0) if s0 is not None else None
+        acc = torch.float64 if c.dtype == torch.float64 else torch.float32
+        n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
+        sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device)
+        deps = (torch.empty(n_tiles, B, n_dblk * cfg.block_d, device=c.device, dtype=acc)
+                if epsilon is not None else None)
+        _bwd_kernel[(n_tiles * B * n_dblk,)](
+            c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
+            grad_s.contiguous(), dc, dbeta, ds0 if ds0 is not None else c,
+            deps if deps is not None else c, sync, carry, T, H, B * n_dblk, n_dblk, n_tiles,
+            float(ctx.sharpness), HAS_S0=s0 is not None, HAS_EPS=epsilon is not None,
+            ACC=_acc(c.dtype), BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d,
+            num_warps=cfg.num_warps)
+        if deps is not None:
+            deps = deps.sum((0, 1))[:H].to(epsilon.dtype)
+        return dc, dbeta, ds0, deps, None, None
+
+
+def _check(c, beta, s0, epsilon, surrogate) -> None:
+    if not isinstance(c, torch.Tensor) or c.dim() != 3 or not c.is_floating_point():
+        got = (f"{tuple(c.shape)} {c.dtype}" if isinstance(c, torch.Tensor)
+               else type(c).__name__)
+        raise ValueError(f"c: expected a floating tensor of shape (B, T, H), got {got}")
+    B, T, H = c.shape
+    expected = {"beta": (beta, (B, T, H)), "s0": (s0, (B, H)), "epsilon": (epsilon, (H,))}
+    for name, (x, shape) in expected.items():
+        if x is None and name != "beta":
+            continue
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != shape:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name}: expected shape {shape}, got {got}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
+    if c[0].numel() >= 2**31:
+        raise ValueError(f"c: a batch row of shape {(T, H)} is too large for 32-bit offsets")
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate: expected one of {SURROGATES}, got {surrogate!r}")
+
+
+def fused_mru(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | None = None,
+              epsilon: torch.Tensor | None = None, surrogate: str = "atan",
+              sharpness: float = 1.0, *, config: Config | None = None) -> torch.Tensor:
+    """States ``s`` ``(B, T, H)`` of the MRU family from ``c, β`` ``(B, T, H)`` (module docstring).
+
+    Args:
+        c: the drive, ``(B, T, H)``; ``s`` comes back in its dtype (bf16/fp16 computed in fp32).
+        beta: the band half-width, ``(B, T, H)``.
+        s0: ``(B, H)`` initial state, or None for zeros.
+        epsilon: ``(H,)`` per-unit ε (CMRU family), or None for the BMRU (ε = 0).
+        surrogate: the backward's surrogate of ``H`` and ``sign``; only ``"atan"``.
+        sharpness: its ``k``.
+        config: launch shape (tiles), :func:`default_config` when None.
+    """
+    _check(c, beta, s0, epsilon, surrogate)
+    beta = beta.to(c.dtype).contiguous()
+    s0 = None if s0 is None else s0.to(c.dtype).contiguous()
+    epsilon = None if epsilon is None else epsilon.contiguous()
+    return FusedMRU.apply(c.contiguous(), beta, s0, epsilon, float(sharpness), config)
+
+
+class _AtanStep(torch.autograd.Function):
+    """``H(u)`` (``H(0) = 1``) forward; ``k / (1 + (π k u)²)`` backward."""
+
+    @staticmethod
+    def forward(ctx, u, k: float):
+        ctx.save_for_backward(u)
+        ctx.k = k
+        return (u >= 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        return grad * ctx.k / (1 + (math.pi * ctx.k * u) ** 2), None
+
+
+def fused_mru_reference(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | None = None,
+                        epsilon: torch.Tensor | None = None, surrogate: str = "atan",
+                        sharpness: float = 1.0) -> torch.Tensor:
+    """:func:`fused_mru` in plain PyTorch: surrogate gates, then the plain-loop scan."""
+    _check(c, beta, s0, epsilon, surrogate)
+
+    def sign(x):  # sign(0) = +1, as a constant: d|x|/dx = sign(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    z = _AtanStep.apply(c * sign(c) - beta * sign(beta), sharpness)
+    v = 2 * _AtanStep.apply(c, sharpness) - 1  # sign(c), with the surrogate 2k / (1 + (πkc)²)
+    a = 1 - z if epsilon is None else 1 - z + epsilon * z
+    return linear_scan_reference(a, z * v, s0)

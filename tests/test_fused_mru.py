@@ -1,0 +1,131 @@
+"""The fused MRU-family kernel against its plain PyTorch reference: states and surrogate gradients.
+
+Without CUDA the kernels run on the CPU under ``TRITON_INTERPRET=1`` (set here, before triton is
+imported); the interpreter is slow, so sizes stay small. With CUDA the same tests run compiled.
+"""
+
+import importlib
+import math
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+from bistable.scan import triton_bmru as tb  # noqa: E402
+from bistable.scan.triton_scan import Config  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu" and not isinstance(tb._fwd_kernel, InterpretedFunction):
+    tb = importlib.reload(tb)  # imported earlier without the interpreter
+
+
+def _inputs(B, T, H, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(B, T, H, generator=g, dtype=dtype)
+    beta = torch.randn(B, T, H, generator=g, dtype=dtype)
+    s0 = torch.randn(B, H, generator=g, dtype=dtype).sign()
+    eps = torch.rand(H, generator=g, dtype=dtype)
+    return c, beta, s0, eps
+
+
+def _values_and_grads(fn, args, w):
+    args = [None if x is None else x.clone().requires_grad_() for x in args]
+    s = fn(*args)
+    leaves = [x for x in args if x is not None]
+    return [s.detach(), *torch.autograd.grad((s * w.to(s.device)).sum(), leaves)]
+
+
+CASES = [  # B, T, H, s0, epsilon, sharpness, tiles
+    (2, 1, 3, True, False, 1.0, Config(4, 4, 1)),
+    (2, 7, 3, True, True, 2.0, Config(4, 2, 1)),
+    (1, 1000, 1, False, True, 1.0, Config(64, 1, 1)),
+    (2, 7, 130, False, False, 0.5, Config(4, 32, 1)),
+    (3, 21, 5, True, True, 1.0, Config(8, 4, 1)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:3])))
+def test_matches_reference(case):
+    B, T, H, with_s0, with_eps, k, config = case
+    c, beta, s0, eps = _inputs(B, T, H, seed=T + H)
+    args = [c, beta, s0 if with_s0 else None, eps if with_eps else None]
+    w = torch.randn(B, T, H, dtype=torch.float64)
+    got = _values_and_grads(
+        lambda *x: tb.fused_mru(*x, sharpness=k, config=config), [
+            None if x is None else x.to(DEVICE) for x in args], w)
+    want = _values_and_grads(lambda *x: tb.fused_mru_reference(*x, sharpness=k), args, w)
+    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_epsilon_one_counts():
+    """ε = 1 (CMRU): the state counts the writes, and the gradient through time is exactly 1."""
+    c, beta, _, _ = _inputs(2, 9, 4, seed=3)
+    c, beta = c.to(DEVICE).requires_grad_(), beta.to(DEVICE)
+    s0 = torch.zeros(2, 4, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    s = tb.fused_mru(c, beta, s0, torch.ones(4, dtype=torch.float64, device=DEVICE),
+                     config=Config(4, 4, 1))
+    z = (c.abs() >= beta.abs()).double()
+    assert torch.equal(s, (z * torch.where(c >= 0, 1.0, -1.0)).cumsum(1))
+    s[:, -1].sum().backward()
+    assert torch.equal(s0.grad, torch.ones_like(s0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_bmru_states_exact_in_low_precision(dtype):
+    """Gates of 0/1 and values of ±1: the BMRU's states are exact in any storage dtype."""
+    c, beta, s0, _ = (x.to(dtype) for x in _inputs(2, 33, 6, seed=4))
+    s = tb.fused_mru(c.to(DEVICE), beta.to(DEVICE), s0.to(DEVICE), config=Config(8, 4, 1))
+    assert s.dtype == dtype
+    assert torch.equal(s.cpu(), tb.fused_mru_reference(c, beta, s0))
+
+
+def test_surrogate_gradient_at_a_single_step():
+    """T = 1, s0 = 0: s = z v; ds/dc = H'(u) sign(c) v + z sign'(c); ds/dβ = -H'(u) sign(β) v."""
+    c = torch.tensor([[[0.3, -0.2]]], dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor([[[0.1, 0.5]]], dtype=torch.float64, requires_grad=True)
+    s = tb.fused_mru(c.to(DEVICE), beta.to(DEVICE), sharpness=2.0, config=Config(4, 2, 1))
+    s.sum().backward()
+
+    def sg(u):
+        return 2.0 / (1 + (math.pi * 2.0 * u) ** 2)
+
+    want_c = [sg(0.2) * 1 * 1 + 1 * 2 * sg(0.3), sg(-0.3) * -1 * -1 + 0.0]
+    want_beta = [-sg(0.2) * 1 * 1, -sg(-0.3) * 1 * -1]
+    assert torch.equal(s.cpu(), torch.tensor([[[1.0, 0.0]]], dtype=torch.float64))
+    torch.testing.assert_close(c.grad[0, 0], torch.tensor(want_c, dtype=torch.float64))
+    torch.testing.assert_close(beta.grad[0, 0], torch.tensor(want_beta, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"c": torch.zeros(2, 3)}, "c: expected"),
+    ({"c": torch.zeros(2, 3, 4, dtype=torch.int64)}, "c: expected"),
+    ({"beta": torch.zeros(2, 3, 5)}, r"beta: expected shape \(2, 3, 4\)"),
+    ({"s0": torch.zeros(3, 4)}, r"s0: expected shape \(2, 4\)"),
+    ({"epsilon": torch.zeros(5)}, r"epsilon: expected shape \(4,\)"),
+    ({"surrogate": "sigmoid"}, "surrogate: expected one of"),
+])
+def test_bad_arguments_raise(bad, match):
+    args = {"c": torch.zeros(2, 3, 4), "beta": torch.zeros(2, 3, 4), "s0": None, "epsilon": None,
+            "surrogate": "atan"} | bad
+    for fn in (tb.fused_mru, tb.fused_mru_reference):
+        with pytest.raises(ValueError, match=match):
+            fn(**args)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="many tiles in flight at once: needs a GPU")
+def test_many_tiles_in_flight():
+    """The default tiles at a size where hundreds of programs hand states on concurrently."""
+    c, beta, s0, eps = _inputs(4, 3000, 300, seed=6)
+    w = torch.randn(c.shape, dtype=torch.float64)
+    args = [c.float(), beta.float(), s0.float(), eps.float()]
+    got = _values_and_grads(tb.fused_mru, [x.to(DEVICE) for x in args], w.float())
+    want = _values_and_grads(tb.fused_mru_reference, [x.double() for x in args], w)
+    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
+        torch.testing.assert_close(x.cpu().double(), y, rtol=1e-4, atol=1e-4, msg=name)
