@@ -1,0 +1,159 @@
+"""Long-term memory benchmark (issue 6): every model at a matched parameter budget, several seeds,
+on copy-first-input (train T = 50 and 200, evaluated at 1×, 10×, 100×, 1000× T), denoising
+(gap 200) and psMNIST (with and without ``--pad 1000``). Writes results/memory_tasks.md/.json.
+
+Each cell is one ``bistable train`` run (its command is in the table); finished runs are kept
+under ``--runs`` and reused, so the driver can be stopped and started again. The full protocol::
+
+    python benchmarks/memory_tasks.py --full
+
+is days of CPU time (hours on a GPU with ``--device cuda``); ``--models``, ``--seeds``,
+``--experiments`` and ``--steps`` select a reduced version, which the results file labels as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import header, write_results  # noqa: E402
+from bistable.models import MODEL_NAMES, build_model, count_parameters  # noqa: E402
+from bistable.train import TrainConfig, train  # noqa: E402
+
+RECURRENT = ["bmru", "cmru", "lru", "hybrid", "brc", "nbrc", "mingru", "gru", "lstm"]
+# experiment name -> (task, seq_len, horizon factors, extra settings)
+EXPERIMENTS = {
+    "copy50": ("copy-first-input", 50, (1, 10, 100, 1000), {}),
+    "copy200": ("copy-first-input", 200, (1, 10, 100, 1000), {}),
+    "denoising": ("denoising", 300, (1, 10), {"gap": 200}),
+    "psmnist": ("psmnist", None, (1,), {}),
+    "psmnist-pad1000": ("psmnist", None, (1,), {"pad": 1000}),
+}
+FACTORS = (1, 10, 100, 1000)
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+
+
+def budget() -> int:
+    """The matched budget: the default hybrid of the synthetic tasks (hidden 32, 2 layers)."""
+    model = build_model("hybrid", 1, 1, hidden=32, layers=2)
+    return count_parameters(model)
+
+
+def command(c: TrainConfig) -> str:
+    """The ``bistable train`` command line equivalent to ``c``."""
+    parts = ["bistable train", c.task, "--model", c.model, "--params", str(c.params),
+             "--seed", str(c.seed), "--out", c.out]
+    for flag, value in (("--seq-len", c.seq_len), ("--steps", c.steps), ("--gap", c.gap),
+                        ("--pad", c.pad), ("--data-dir", c.data_dir), ("--device", c.device),
+                        ("--threads", c.threads)):
+        if value is not None and not (flag == "--device" and value == "cpu"):
+            parts += [flag, str(value)]
+    if c.eval_seq_len:
+        parts += ["--eval-seq-len", *map(str, c.eval_seq_len)]
+    return " ".join(parts)
+
+
+def run(c: TrainConfig) -> dict:
+    """Train (or reuse the finished run in ``c.out``) and return its metrics."""
+    path = Path(c.out) / "metrics.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(command(c), flush=True)
+    return train(c)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="every model, experiment, 3 seeds")
+    parser.add_argument("--models", nargs="+", default=["hybrid", "bmru", "lru", "gru", "lstm"],
+                        choices=MODEL_NAMES)
+    parser.add_argument("--experiments", nargs="+", default=["copy50"], choices=list(EXPERIMENTS))
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--steps", type=int, help="training steps (default: the task's)")
+    parser.add_argument("--max-factor", type=int, default=100,
+                        help="largest horizon factor evaluated (full: 1000)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--runs", default="runs/memory_tasks", help="folder of the runs")
+    args = parser.parse_args()
+    if args.full:
+        args.models, args.experiments, args.seeds = RECURRENT, list(EXPERIMENTS), 3
+        args.max_factor = 1000
+    reduced = not args.full
+    params = budget()
+
+    rows, data = [], []
+    for name in args.experiments:
+        task, seq_len, factors, extra = EXPERIMENTS[name]
+        for model in args.models:
+            results, commands = [], []
+            for seed in range(args.seeds):
+                c = TrainConfig(task=task, model=model, params=params, seed=seed,
+                                seq_len=seq_len, steps=args.steps, device=args.device,
+                                threads=args.threads, quiet=True,
+                                out=f"{args.runs}/{name}/{model}/seed{seed}",
+                                data_dir=str(DATA.resolve()) if task == "psmnist" else None,
+                                eval_seq_len=[seq_len * f for f in factors
+                                              if seq_len and 1 < f <= args.max_factor],
+                                **extra)
+                metrics = run(c)
+                results.append(metrics)
+                commands.append(command(c))
+                data.append({"experiment": name, "command": commands[-1],
+                             "config": metrics["config"], "eval": metrics["eval"]})
+            rows += table_rows(name, model, results, commands[0])
+    title = "Long-term memory tasks" + (" (REDUCED run: see the settings)" if reduced else "")
+    markdown = header(title) + notes(args, params, reduced) + table(rows)
+    print(write_results("memory_tasks", markdown, {"reduced": reduced, "params": params,
+                                                  "runs": data}))
+
+
+def table_rows(name: str, model: str, results: list[dict], first: str) -> list[tuple]:
+    """One row per model: mean ± std over the seeds of MSE (or accuracy) at each horizon."""
+    by_len: dict[int, list[float]] = {}
+    for metrics in results:
+        for e in metrics["eval"]:
+            value = e["mse"] if e["mse"] is not None else e["accuracy"]
+            by_len.setdefault(e["seq_len"], []).append(value)
+    c = results[0]["config"]
+    cells = []
+    for factor in FACTORS:
+        values = by_len.get(c["seq_len"] * factor)
+        if not values:
+            cells.append("")
+        elif len(values) == 1:
+            cells.append(f"{values[0]:.4f}")
+        else:
+            cells.append(f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}")
+    metric = "MSE" if results[0]["eval"][0]["mse"] is not None else "accuracy"
+    return [(name, model, c["hidden"], c["seq_len"], metric, *cells, len(results), f"`{first}`")]
+
+
+def notes(args, params: int, reduced: bool) -> str:
+    lines = [f"\nMean ± std over seeds (a single value: one seed). "
+             f"Models at a matched budget of about {params:,} parameters (`--params {params}`: "
+             "the width is chosen per model, within 10 %). Evaluation: 256 fixed sequences per "
+             "length for the synthetic tasks, the 10 000 test digits for psMNIST. Chance MSE ≈ 1."]
+    if reduced:
+        lines.append(f"\n**Reduced run** (the CPU is shared): models {', '.join(args.models)}; "
+                     f"experiments {', '.join(args.experiments)}; {args.seeds} seed(s); "
+                     f"horizons up to {args.max_factor}× the training length; steps "
+                     f"{args.steps or 'task default'}. The full protocol is `--full`.")
+    return "\n".join(lines) + "\n\n"
+
+
+def table(rows: list[tuple]) -> str:
+    lines = ["| experiment | model | hidden | train T | metric | "
+             + " | ".join(f"at {f}× T" for f in FACTORS) + " | seeds | command (seed 0) |",
+             "|---|---|---:|---:|---|" + "---:|" * len(FACTORS) + "---:|---|"]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n\nEvery run's command and metrics: results/memory_tasks.json.\n"
+
+
+if __name__ == "__main__":
+    main()

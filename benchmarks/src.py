@@ -1,0 +1,250 @@
+"""SRC vs snnTorch LIF: training throughput and accuracy (SPEC.md §6, issue 9) → results/src.md.
+
+Throughput: one training step (forward, cross-entropy on R[:, -1], backward, Adam) of networks with
+``--tp-layers`` hidden layers of ``--tp-hidden`` neurons on rate-coded 784-pixel inputs, T = 220,
+batch ``--tp-batch``; SRC (eager loop and torch.compile'd loop) and LIF measured interleaved.
+
+Accuracy: for each dataset, depth, seed and kind, train on the first ``--train-samples`` images for
+``--epochs`` epochs, test on the first ``--test-samples`` test images; the SRC networks are also
+tested with noise on r, r_s (``--noise`` σ relative). The full protocol of the issue is::
+
+    python benchmarks/src.py --datasets mnist fashion-mnist nmnist-sim --depths 1 2 4 8 \\
+        --seeds 0 1 2 --train-samples 60000 --test-samples 10000 --epochs 20 --nmnist-dir DIR
+
+``nmnist-sim`` reads simulated N-MNIST recordings (``bistable.data.nmnist_sim.write_dataset``) from
+``--nmnist-dir`` as ``--nmnist-bins`` frames of ``(2, 34, 34)`` event counts, passed through.
+
+``--reduced`` labels a run that used less than that (the default on a small CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import RESULTS, commit, header, median_time, write_results  # noqa: E402
+from bistable.data import idx, nmnist  # noqa: E402
+from bistable.nn.encoders import flatten_frames, rate_code  # noqa: E402
+from bistable.nn.spiking import SpikingNetwork  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def train_step(net, opt, x, y):
+    R, _ = net(x)
+    loss = F.cross_entropy(R[:, -1], y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def throughput(args) -> list[dict]:
+    torch.manual_seed(0)
+    images = torch.rand(args.tp_batch, 784) * 0.5
+    x = rate_code(images, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 10, (args.tp_batch,))
+    setups = {"src": ("src", {}), "src (compiled loop)": ("src", {"compile_loop": True}),
+              "lif": ("lif", {})}
+    steps = {}
+    for name, (kind, kw) in setups.items():
+        net = SpikingNetwork(kind, 784, args.tp_hidden, args.tp_layers, **kw)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        steps[name] = (lambda net=net, opt=opt: train_step(net, opt, x, y))
+        steps[name]()  # warm-up (and compilation)
+    times = {name: [] for name in steps}
+    for _ in range(args.tp_rounds):  # interleaved, so that load on the machine hits all alike
+        for name, fn in steps.items():
+            times[name].append(median_time(fn, repeats=1, warmup=0))
+    load = os.getloadavg()[0]
+    rows = []
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        rows.append({"model": name, "seconds_per_step": t, "samples_per_s": args.tp_batch / t,
+                     "load_avg_1min": load})
+    lif = next(r for r in rows if r["model"] == "lif")["samples_per_s"]
+    for r in rows:
+        r["vs_lif"] = r["samples_per_s"] / lif
+    return rows
+
+
+def load(args, name: str, split: str, n: int):
+    """Images ``(n, 28, 28)`` in [0, 1] or frames ``(n, T, 2, 34, 34)``, and labels ``(n,)``."""
+    if name == "nmnist-sim":
+        ds = nmnist.NMNIST(args.nmnist_dir, split, n_time_bins=args.nmnist_bins)
+        if not ds.simulated:
+            raise ValueError(f"--nmnist-dir: {args.nmnist_dir} holds no SIMULATED.json")
+        keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]
+        items = [ds[int(i)] for i in keep]
+        return torch.stack([f for f, _ in items]), torch.tensor([lab for _, lab in items])
+    images, labels = idx.load(name, split, DATA / name)
+    return torch.from_numpy(images[:n]).float() / 255, torch.from_numpy(labels[:n])
+
+
+def encode(data: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rate-code images, pass event frames through."""
+    return flatten_frames(data) if data.dim() == 5 else rate_code(data, generator=gen)
+
+
+@torch.no_grad()
+def evaluate(net, images, labels, batch, seed) -> float:
+    gen = torch.Generator().manual_seed(seed)
+    correct = 0
+    for s in range(0, len(labels), batch):
+        R, _ = net(encode(images[s:s + batch], gen))
+        correct += int((R[:, -1].argmax(1) == labels[s:s + batch]).sum())
+    return 100.0 * correct / len(labels)
+
+
+def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
+    torch.manual_seed(seed)
+    kw = {"compile_loop": True} if kind == "src" and args.compile else {}
+    net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth, **kw)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    for _ in range(args.epochs):
+        order = torch.randperm(len(train[1]), generator=gen)
+        for s in range(0, len(order), args.batch):
+            b = order[s:s + args.batch]
+            train_step(net, opt, encode(train[0][b], gen), train[1][b])
+    row = {"dataset": dataset, "kind": kind, "depth": depth, "seed": seed,
+           "train_seconds": time.perf_counter() - t0,
+           "accuracy": evaluate(net, *test, args.batch, seed)}
+    stats = net.spike_stats(encode(test[0][:args.batch], gen))
+    row["firing_rate"] = [round(s["firing_rate"], 4) for s in stats]
+    row["silent_fraction"] = [round(s["silent_fraction"], 3) for s in stats]
+    if kind == "src" and args.noise > 0:
+        noisy = copy.deepcopy(net).perturb_(args.noise, torch.Generator().manual_seed(seed))
+        row["accuracy_noise"] = evaluate(noisy, *test, args.batch, seed)
+    print(row, flush=True)
+    return row
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["depth"], r["kind"]), []).append(r)
+    out = []
+    for (dataset, depth, kind), rs in groups.items():
+        def ms(key, rs=rs):
+            vals = [r[key] for r in rs if key in r]
+            if not vals:
+                return "—"
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            return f"{statistics.mean(vals):.2f} ± {sd:.2f}"
+        out.append({"dataset": dataset, "depth": depth, "kind": kind, "seeds": len(rs),
+                    "accuracy": ms("accuracy"), "accuracy_noise": ms("accuracy_noise"),
+                    "firing_rate": rs[0]["firing_rate"],
+                    "silent_fraction": rs[0]["silent_fraction"]})
+    return out
+
+
+def table(rows: list[dict], keys: list[str]) -> str:
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = [f"{r[k]:.3g}" if isinstance(r.get(k), float) else str(r.get(k, "—"))
+                 for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--tp-layers", type=int, default=4)
+    p.add_argument("--tp-hidden", type=int, default=256)
+    p.add_argument("--tp-batch", type=int, default=32)
+    p.add_argument("--tp-rounds", type=int, default=5)
+    p.add_argument("--datasets", nargs="*", default=["mnist"],
+                   choices=["mnist", "fashion-mnist", "nmnist-sim"])
+    p.add_argument("--nmnist-dir", help="root of simulated N-MNIST recordings")
+    p.add_argument("--nmnist-bins", type=int, default=100, help="time bins per recording")
+    p.add_argument("--depths", type=int, nargs="*", default=[1, 2, 4])
+    p.add_argument("--kinds", nargs="*", default=["src", "lif"], choices=["src", "lif"])
+    p.add_argument("--seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--train-samples", type=int, default=2000)
+    p.add_argument("--test-samples", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s (0: skip)")
+    p.add_argument("--compile", action="store_true", help="SRC with the compiled loop")
+    p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
+    p.add_argument("--name", default="src", help="results/<name>.md")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the section not rerun now from the last results/<name>.json")
+    args = p.parse_args(argv)
+
+    sections = {}
+    if args.keep and (RESULTS / f"{args.name}.json").exists():
+        sections = json.loads((RESULTS / f"{args.name}.json").read_text())
+    made = {"command": f"`python {' '.join(sys.argv)}`", "commit": commit(),
+            "date": datetime.date.today().isoformat(), "args": vars(args)}
+    if not args.skip_throughput:
+        sections["throughput"] = {**made, "rows": throughput(args)}
+    runs = []
+    for dataset in args.datasets:
+        train = load(args, dataset, "train", args.train_samples)
+        test = load(args, dataset, "test", args.test_samples)
+        for depth in args.depths:
+            for seed in args.seeds:
+                for kind in args.kinds:
+                    runs.append(accuracy_run(args, dataset, kind, depth, seed, train, test))
+    if runs:
+        sections["accuracy"] = {**made, "runs": runs}
+    md = header("SRC vs snnTorch LIF: training throughput and accuracy") + "\n"
+    if "throughput" in sections:
+        md += throughput_md(sections["throughput"])
+    if "accuracy" in sections:
+        md += accuracy_md(sections["accuracy"])
+    path = write_results(args.name, md, sections)
+    print(md + f"\nwrote {path}")
+
+
+def made_by(section: dict) -> str:
+    return (f"Made by {section['command']} at commit {section['commit']} on {section['date']}."
+            "\n\n")
+
+
+def throughput_md(section: dict) -> str:
+    a = section["args"]
+    return (f"## Training throughput\n\n{made_by(section)}{a['tp_layers']} hidden layers of "
+            f"{a['tp_hidden']}, T = 220 (20 silent + 200 coded), batch {a['tp_batch']}, 784 "
+            "inputs, one step = forward + cross-entropy + backward + Adam; median of "
+            f"{a['tp_rounds']} interleaved rounds; `load_avg_1min`: the machine's load average "
+            "when measured (other jobs shared its cores).\n\n"
+            + table(section["rows"], ["model", "seconds_per_step", "samples_per_s", "vs_lif",
+                                      "load_avg_1min"]) + "\n")
+
+
+def accuracy_md(section: dict) -> str:
+    a = section["args"]
+    label = " (REDUCED protocol)" if a["reduced"] else ""
+    return (f"## Accuracy{label}\n\n{made_by(section)}Hidden {a['hidden']}, "
+            f"{a['train_samples']} training and {a['test_samples']} test samples, {a['epochs']} "
+            f"epoch(s), batch {a['batch']}, Adam lr {a['lr']}; images: rate coding 0.25 · "
+            "intensity, 20 silent + 200 coded steps; nmnist-sim (simulated N-MNIST): "
+            f"{a.get('nmnist_bins')} frames passed through; population readout (10 per class), "
+            "cross-entropy on R[:, -1]. Depth = hidden layers. `accuracy_noise`: every neuron's "
+            f"r, r_s drawn with σ = {a['noise']:.0%} of |r|, |r_s| (SRC only). Firing rate "
+            "(spikes per neuron per step) and silent fraction per layer, first seed.\n\n"
+            + table(summarise(section["runs"]), ["dataset", "depth", "kind", "seeds", "accuracy",
+                                                 "accuracy_noise", "firing_rate",
+                                                 "silent_fraction"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""The task registry: long-term-dependency tasks (SPEC.md §8) and spiking image tasks (§6).
+
+A task turns ``(split, seq_len, batch_size, generator)`` into a CPU batch ``(x, target)`` with
+``x`` of shape ``(B, T, input_size)``; the network's last step ``y[:, -1]`` of shape
+``(B, output_size)`` is the prediction. ``task.loss(pred, target)`` is the training loss and
+``task.metrics(pred, target)`` gives ``{"loss", "mse", "accuracy"}`` (``None`` where a figure does
+not apply). Synthetic tasks draw every batch from the generator they are given; tasks over a data
+set (``size(split)`` is not ``None``) also serve examples by index, so a training loop can walk
+epochs. Evaluation sets are fixed by :data:`EVAL_SEED` and the sequence length, not by the
+training seed, so every model and seed is scored on the same examples.
+
+Tasks (``bistable tasks`` lists them):
+
+- ``copy-first-input``: ``x_t ~ N(0, 1)`` scalars, ``t = 1..T``; target ``x_1``, read at step T.
+  MSE; predicting the mean gives 1 (chance).
+- ``denoising``: two channels (value ``~ N(0, 1)``, marker ∈ {0, 1}); 5 marked steps drawn
+  uniformly without replacement among the first ``T − gap``; the target is the 5 marked values in
+  time order, read together (``output_size = 5``) at step T. MSE (chance 1). ``gap`` defaults to
+  200; evaluation at another T keeps the gap.
+- ``smnist`` / ``psmnist``: the 784 pixels of an MNIST digit in [0, 1], one per step (row-major,
+  or through a fixed random permutation of seed :data:`PERMUTATION_SEED`), followed by ``pad``
+  zero steps; 10-way cross-entropy at the last step. ``T = 784 + pad``; evaluation at a longer T
+  means more zero padding, so the answer comes later.
+- ``spiking-mnist`` / ``spiking-fashion-mnist``: Bernoulli rate coding of the image (SPEC §6:
+  20 silent steps, then 200 steps where each pixel spikes with probability 0.25 · intensity),
+  784 inputs; cross-entropy on the last step (for the population readout of ``src``/``lif``).
+- ``nmnist``: N-MNIST recordings (``--data-dir`` holds ``Train|Test/<digit>/*.bin``; simulated
+  ones are made by ``bistable data simulate-nmnist``) binned into ``T`` frames ``(2, 34, 34)``,
+  flattened to 2312 inputs per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+EVAL_SEED = 20260101
+"""Seed of every evaluation set (mixed with the sequence length)."""
+
+PERMUTATION_SEED = 92916
+"""Seed of psMNIST's fixed pixel permutation (the same for every run)."""
+
+N_MARKED = 5
+"""Number of marked values the denoising task asks back."""
+
+
+@dataclass
+class Task:
+    """A task's sizes, data, loss and metrics (see the module docstring for the list).
+
+    ``defaults`` holds the training settings a run takes when the command line leaves them out.
+    """
+
+    name: str
+    description: str
+    input_size: int
+    output_size: int
+    kind: str  # "regression" or "classification"
+    defaults: dict = field(default_factory=dict)
+
+    @property
+    def chance(self) -> float:
+        """The metric of a guess that ignores the input: MSE 1 (unit-variance targets) or
+        accuracy 1 / classes."""
+        return 1.0 if self.kind == "regression" else 1.0 / self.output_size
+
+    # --- sequence lengths -------------------------------------------------------------------
+    def seq_len(self, requested: int | None) -> int:
+        """The training length for a requested ``--seq-len`` (``None``: the task's default)."""
+        return self.check_seq_len(self.defaults["seq_len"] if requested is None else requested)
+
+    def min_seq_len(self) -> int:
+        return 1
+
+    def check_seq_len(self, seq_len: int) -> int:
+        """``seq_len`` if the task can be posed at that length, else ValueError."""
+        if seq_len < self.min_seq_len():
+            raise ValueError(f"task {self.name}: sequence length must be at least "
+                             f"{self.min_seq_len()}, got {seq_len}")
+        return seq_len
+
+    # --- data -------------------------------------------------------------------------------
+    def size(self, split: str) -> int | None:
+        """Number of examples in ``split`` for data-set tasks; ``None`` for synthetic ones."""
+        return None
+
+    def batch(self, split: str, seq_len: int, batch_size: int,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch ``(x (B, T, input_size), target)`` drawn with ``generator``."""
+        index = torch.randint(self.size(split), (batch_size,), generator=generator)
+        return self.examples(split, index, seq_len, generator)
+
+    def examples(self, split: str, index: torch.Tensor, seq_len: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at ``index`` of ``split`` (data-set tasks only)."""
+        raise NotImplementedError(f"task {self.name} has no indexed examples")
+
+    def eval_batches(self, split: str, seq_len: int, n: int, batch_size: int):
+        """The fixed evaluation set: ``n`` examples (all of them for data-set tasks when ``n``
+        is ``None`` or larger than the split), in batches of at most ``batch_size``."""
+        generator = torch.Generator().manual_seed(EVAL_SEED + seq_len)
+        size = self.size(split)
+        if size is not None:
+            n = size if n is None else min(n, size)
+            for start in range(0, n, batch_size):
+                index = torch.arange(start, min(start + batch_size, n))
+                yield self.examples(split, index, seq_len, generator)
+            return
+        for start in range(0, n, batch_size):
+            yield self.batch(split, seq_len, min(batch_size, n - start), generator)
+
+    # --- loss and metrics -------------------------------------------------------------------
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """MSE for regression, cross-entropy for classification (mean over the batch)."""
+        if self.kind == "regression":
+            return F.mse_loss(pred, target)
+        return F.cross_entropy(pred, target)
+
+    def metrics(self, pred: torch.Tensor, target: torch.Tensor) -> dict:
+        """``{"loss", "mse", "accuracy"}`` as floats, ``None`` where one does not apply."""
+        pred = pred.detach().float()
+        loss = float(self.loss(pred, target))
+        if self.kind == "regression":
+            return {"loss": loss, "mse": loss, "accuracy": None}
+        accuracy = float((pred.argmax(-1) == target).float().mean())
+        return {"loss": loss, "mse": None, "accuracy": accuracy}
+
+
+class CopyFirstInput(Task):
+    def batch(self, split, seq_len, batch_size, generator):
+        x = torch.randn(batch_size, seq_len, 1, generator=generator)
+        return x, x[:, 0].clone()
+
+
+@dataclass
+class Denoising(Task):
+    gap: int = 200
+
+    def min_seq_len(self) -> int:
+        return self.gap + N_MARKED
+
+    def batch(self, split, seq_len, batch_size, generator):
+        values = torch.randn(batch_size, seq_len, generator=generator)
+        keys = torch.rand(batch_size, seq_len - self.gap, generator=generator)
+        marked = keys.topk(N_MARKED, dim=1).indices.sort(dim=1).values
+        marker = torch.zeros(batch_size, seq_len).scatter_(1, marked, 1.0)
+        return torch.stack([values, marker], dim=-1), values.gather(1, marked)
+
+
+@dataclass
+class ImageTask(Task):
+    """A task over an image data set held in memory as ``uint8 (N, H, W)`` plus labels."""
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def _split(self, split: str):
+        if split not in self._cache:
+            from . import idx
+
+            images, labels = idx.load(self.dataset, "train" if split == "train" else "test",
+                                      self.data_dir)
+            images = torch.as_tensor(images).reshape(len(images), -1)
+            self._cache[split] = (images, torch.as_tensor(labels, dtype=torch.long))
+        return self._cache[split]
+
+    def size(self, split):
+        return len(self._split(split)[1])
+
+
+def permutation() -> torch.Tensor:
+    """psMNIST's fixed pixel order: ``randperm(784)`` with seed :data:`PERMUTATION_SEED`."""
+    return torch.randperm(784, generator=torch.Generator().manual_seed(PERMUTATION_SEED))
+
+
+@dataclass
+class PixelMNIST(ImageTask):
+    """sMNIST / psMNIST: one pixel per step, optionally permuted, then ``pad`` zero steps."""
+
+    permute: bool = False
+    pad: int = 0
+
+    def min_seq_len(self) -> int:
+        return 784
+
+    def seq_len(self, requested):
+        if requested is not None and requested != 784 + self.pad:
+            raise ValueError(f"task {self.name}: the sequence length is 784 + --pad = "
+                             f"{784 + self.pad} (use --pad to lengthen it), got {requested}")
+        return 784 + self.pad
+
+    def examples(self, split, index, seq_len, generator):
+        images, labels = self._split(split)
+        pixels = images[index].float() / 255.0
+        if self.permute:
+            pixels = pixels[:, permutation()]
+        x = F.pad(pixels, (0, seq_len - 784)).unsqueeze(-1)
+        return x, labels[index]
+
+
+@dataclass
+class SpikingImages(ImageTask):
+    """Rate-coded images (SPEC §6): ``silent`` zero steps, then Bernoulli spikes."""
+
+    silent: int = 20
+
+    def min_seq_len(self) -> int:
+        return self.silent + 1
+
+    def examples(self, split, index, seq_len, generator):
+        from ..nn.encoders import rate_code
+
+        images, labels = self._split(split)
+        intensity = images[index].float() / 255.0
+        spikes = rate_code(intensity, steps=seq_len - self.silent, silent=self.silent,
+                           generator=generator)
+        return spikes, labels[index]
+
+
+@dataclass
+class NMNIST(Task):
+    """N-MNIST frames ``(T, 2, 34, 34)`` flattened to ``(T, 2312)``, ``T`` time bins."""
+
+    data_dir: str | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def _root(self) -> str:
+        if self.data_dir is None:
+            raise FileNotFoundError("task nmnist needs --data-dir DIR holding Train/ and Test/ "
+                                    "(`bistable data simulate-nmnist` makes one)")
+        return self.data_dir
+
+    def _dataset(self, split: str, seq_len: int):
+        if (split, seq_len) not in self._cache:
+            from . import nmnist
+
+            self._cache[split, seq_len] = nmnist.NMNIST(self._root(), split, n_time_bins=seq_len,
+                                                        progress=False)
+        return self._cache[split, seq_len]
+
+    def size(self, split):
+        from . import nmnist
+
+        if split not in self._cache:
+            self._cache[split] = len(nmnist.list_samples(self._root(), split)[0])
+        return self._cache[split]
+
+    def examples(self, split, index, seq_len, generator):
+        dataset = self._dataset(split, seq_len)
+        frames, labels = zip(*(dataset[i] for i in index.tolist()), strict=True)
+        return torch.stack(frames).flatten(2), torch.tensor(labels, dtype=torch.long)
+
+
+# The hybrid's LRU gets a fast-forgetting ring (|λ| in [0.5, 0.9]) on the synthetic memory tasks:
+# it then senses time and recent input but cannot carry the answer over the sequence, so the
+# network has to store it in the BMRU, whose memory does not fade beyond the training length.
+# One CPU thread: these widths gain nothing from intra-op threads, which lose much when the
+# cores are shared with other processes.
+_FAST_LRU = {"hybrid": {"unit_kwargs": {"lru": {"r_min": 0.5, "r_max": 0.9}}}}
+_SYNTHETIC = dict(steps=1000, batch_size=64, lr=3e-3, hidden=32, layers=2, eval_samples=256,
+                  model_options=_FAST_LRU, threads=1)
+_IMAGES = dict(epochs=1, batch_size=64, lr=1e-3, hidden=128, layers=2, eval_samples=None)
+
+
+def _registry() -> dict[str, tuple[type, str, dict, dict]]:
+    """name -> (class, description, constructor arguments, training defaults)."""
+    return {
+        "copy-first-input": (CopyFirstInput, "recall the first of T Gaussian scalars (MSE)",
+                             dict(input_size=1, output_size=1, kind="regression"),
+                             dict(_SYNTHETIC, seq_len=50)),
+        "denoising": (Denoising, f"recall {N_MARKED} marked values in order, the last one at "
+                      "least --gap steps before the end (MSE)",
+                      dict(input_size=2, output_size=N_MARKED, kind="regression"),
+                      dict(_SYNTHETIC, seq_len=300)),
+        "smnist": (PixelMNIST, "MNIST pixel by pixel (784 steps + --pad zeros), 10 classes",
+                   dict(input_size=1, output_size=10, kind="classification"), _IMAGES),
+        "psmnist": (PixelMNIST, "MNIST pixels in a fixed random order (+ --pad zeros), 10 classes",
+                    dict(input_size=1, output_size=10, kind="classification", permute=True),
+                    _IMAGES),
+        "spiking-mnist": (SpikingImages, "rate-coded MNIST spikes (20 silent + 200 steps)",
+                          dict(input_size=784, output_size=10, kind="classification"),
+                          dict(_IMAGES, seq_len=220)),
+        "spiking-fashion-mnist": (SpikingImages, "rate-coded Fashion-MNIST spikes (20 + 200 steps)",
+                                  dict(input_size=784, output_size=10, kind="classification",
+                                       dataset="fashion-mnist"), dict(_IMAGES, seq_len=220)),
+        "nmnist": (NMNIST, "N-MNIST event recordings in T time bins (2312 inputs per step)",
+                   dict(input_size=2 * 34 * 34, output_size=10, kind="classification"),
+                   dict(_IMAGES, seq_len=100)),
+    }
+
+
+TASK_NAMES = tuple(_registry())
+
+
+def describe_tasks() -> list[tuple[str, str]]:
+    """``(name, one-line description)`` for every task, for ``bistable tasks``."""
+    return [(name, entry[1]) for name, entry in _registry().items()]
+
+
+def build_task(name: str, *, data_dir: str | None = None, gap: int | None = None,
+               pad: int | None = None) -> Task:
+    """The task called ``name``; ``data_dir`` for data-set tasks, ``gap`` for denoising and
+    ``pad`` for (p)sMNIST (others reject them). Unknown names raise ValueError listing the tasks."""
+    registry = _registry()
+    if name not in registry:
+        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(registry)}")
+    cls, description, kwargs, defaults = registry[name]
+    kwargs = dict(kwargs, name=name, description=description, defaults=dict(defaults))
+    for flag, value, owner in (("--gap", gap, Denoising), ("--pad", pad, PixelMNIST)):
+        if value is None:
+            continue
+        if cls is not owner:
+            raise ValueError(f"{flag} does not apply to task {name}")
+        if value < 0:
+            raise ValueError(f"{flag} must be >= 0, got {value}")
+        kwargs[flag.lstrip("-")] = value
+    if issubclass(cls, (ImageTask, NMNIST)):
+        kwargs["data_dir"] = None if data_dir is None else str(data_dir)
+    elif data_dir is not None:
+        raise ValueError(f"--data-dir does not apply to task {name} (its data are synthetic)")
+    task = cls(**kwargs)
+    if isinstance(task, PixelMNIST):
+        task.defaults["seq_len"] = 784 + task.pad
+    return task
+
+
+def epoch_steps(task: Task, batch_size: int) -> int:
+    """Steps in one pass over the training split (data-set tasks)."""
+    return math.ceil(task.size("train") / batch_size)

@@ -1,0 +1,45 @@
+"""Spike encoders: static images to Bernoulli rate-coded spike trains, event frames to inputs.
+
+Both return batch-first float spike tensors ``(B, T, F)`` that every spiking unit takes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rate_code(images: torch.Tensor, *, steps: int = 200, silent: int = 20, gain: float = 0.25,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bernoulli rate coding (SPEC.md §6).
+
+    ``images`` ``(B, ...)`` with intensities in ``[0, 1]`` (flattened to ``F`` pixels) →
+    spikes ``(B, silent + steps, F)``: ``silent`` all-zero steps (the network settles at rest),
+    then ``steps`` steps where each pixel spikes independently with probability
+    ``gain · intensity`` (0.25 · intensity by default). ``generator`` makes the draw reproducible.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() < 2:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images: expected a tensor of shape (B, ...), got {got}")
+    if not images.is_floating_point():
+        raise ValueError(f"images: expected a floating dtype (intensities in [0, 1]), "
+                         f"got {images.dtype}")
+    if steps < 1 or silent < 0:
+        raise ValueError(f"steps, silent: expected steps >= 1 and silent >= 0, "
+                         f"got {steps}, {silent}")
+    p = (gain * images.flatten(1)).clamp(0, 1)
+    B, F = p.shape
+    out = torch.zeros(B, silent + steps, F, dtype=images.dtype, device=images.device)
+    u = torch.rand(B, steps, F, generator=generator, dtype=images.dtype, device=images.device)
+    out[:, silent:] = (u < p[:, None]).to(images.dtype)
+    return out
+
+
+def flatten_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Pass-through for event frames: ``(B, T, 2, 34, 34)`` (any ``(B, T, ...)``) → float
+    ``(B, T, 2·34·34)``, the event counts per bin and pixel kept as they are."""
+    if not isinstance(frames, torch.Tensor) or frames.dim() < 3:
+        got = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise ValueError(f"frames: expected a tensor of shape (B, T, ...), e.g. (B, T, 2, 34, 34), "
+                         f"got {got}")
+    x = frames.flatten(2)
+    return x if x.is_floating_point() else x.float()

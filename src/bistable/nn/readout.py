@@ -1,0 +1,58 @@
+"""The frozen population readout of spiking networks (SPEC.md §6).
+
+``n_classes · per_class`` output neurons feed ``n_classes`` scores through a fixed matrix ``M``
+(``n_classes × n_classes · per_class``), integrated over time::
+
+    R[t] = α_ro · R[t-1] + M out[t]           R[0] = 0 unless a state is given
+
+``mode="population"`` (default): ``M`` is +1 from the class's own ``per_class`` neurons and −0.1
+from all others. ``mode="count"``: +1 from its own neurons, 0 from the others (with α_ro = 1,
+``R[t]`` is the spike count of each class's population so far). A training loop uses
+cross-entropy on ``R[:, -1]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..scan import linear_scan
+from ..units.base import check_input, check_state
+
+MODES = ("population", "count")
+
+
+class PopulationReadout(nn.Module):
+    """Frozen population readout, integrated over time (no learned parameters).
+
+    Shapes: ``forward(out (B, T, n_classes·per_class), state (B, n_classes) or None)
+    -> (R (B, T, n_classes), R[:, -1])``.
+    """
+
+    def __init__(self, n_classes: int = 10, per_class: int = 10, *, alpha: float = 1.0,
+                 mode: str = "population"):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        self.n_classes, self.per_class, self.alpha, self.mode = n_classes, per_class, alpha, mode
+        self.input_size = n_classes * per_class
+        own = torch.eye(n_classes).repeat_interleave(per_class, dim=1)
+        other = 0.0 if mode == "count" else -0.1
+        self.register_buffer("matrix", own + other * (1 - own))
+
+    def extra_repr(self) -> str:
+        return f"{self.n_classes}, {self.per_class}, alpha={self.alpha}, mode={self.mode!r}"
+
+    def forward(self, out: torch.Tensor, state: torch.Tensor | None = None):
+        check_input(out, self.input_size, "out")
+        if state is not None:
+            check_state(state, (out.shape[0], self.n_classes), "state")
+        drive = out @ self.matrix.to(out.dtype).t()
+        if self.alpha == 1.0:
+            R = drive.cumsum(dim=1)
+            R = R if state is None else R + state[:, None]
+        else:
+            a = torch.full((1,) + drive.shape[1:], self.alpha, dtype=drive.dtype,
+                           device=drive.device)
+            R = linear_scan(a, drive, state)
+        return R, R[:, -1]

@@ -1,0 +1,136 @@
+"""Feed-forward spiking networks: SRC or LIF layers, then the frozen population readout.
+
+``SpikingNetwork("src", F, H, L)`` is ``F → H → … → H`` (``L`` hidden layers) ``→ n_classes ·
+per_class`` output neurons ``→`` :class:`~bistable.nn.readout.PopulationReadout`. It returns the
+integrated scores ``R`` ``(B, T, n_classes)``; train with cross-entropy on ``R[:, -1]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..units.src import SRC
+from .readout import PopulationReadout
+
+KINDS = ("src", "lif")
+
+
+def _unit(kind: str):
+    if kind == "src":
+        return SRC
+    if kind == "lif":
+        from ..units.lif import LIF  # snnTorch is optional: import it only when asked for
+
+        return LIF
+    raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+
+
+def layer_stats(out: torch.Tensor, inp: torch.Tensor, *, pulse: bool) -> dict:
+    """Spike statistics of one layer from its output ``out`` ``(B, T, N)`` and input ``inp``.
+
+    A neuron is active at step t when ``out[t] > 0``. A spike is one active step (LIF) or, with
+    ``pulse=True`` (SRC, whose spike is a pulse lasting 2–3 steps), one onset of activity.
+    Returns ``firing_rate`` (spikes per neuron per step), ``silent_fraction`` (neurons that never
+    spike in the batch), ``spikes_per_sample``, and ``synops_per_sample``: synaptic operations of
+    the layer, one per non-zero input entry and neuron (nonzero inputs × N).
+    """
+    B, T, N = out.shape
+    active = out > 0
+    spikes = active
+    if pulse:
+        spikes = active.clone()
+        spikes[:, 1:] &= ~active[:, :-1]
+    count = spikes.sum(dim=(0, 1))
+    return {
+        "neurons": N,
+        "firing_rate": float(count.sum()) / (B * T * N),
+        "silent_fraction": float((count == 0).float().mean()),
+        "spikes_per_sample": float(count.sum()) / B,
+        "synops_per_sample": float((inp != 0).sum()) * N / B,
+    }
+
+
+class SpikingNetwork(nn.Module):
+    """A feed-forward stack of spiking layers with the population readout (SPEC.md §6).
+
+    Args:
+        kind: ``"src"`` (:class:`~bistable.units.src.SRC`) or ``"lif"`` (snnTorch LIF peer).
+        input_size: ``F`` input spikes per step. hidden_size: ``H`` neurons per hidden layer.
+        layers: number of hidden layers (0 allowed: input → output neurons directly).
+        n_classes: classes (10). per_class: output neurons per class (10).
+        readout: ``"population"`` (+1 / −0.1) or ``"count"``. alpha_ro: readout leak (1).
+        **unit_kw: passed to every layer (e.g. ``detach_recurrent=True``, ``beta=0.9``).
+
+    Shapes: ``forward(x (B, T, F), state) -> (R (B, T, n_classes), state)``; the state is a tuple
+    of each layer's state then the readout's ``R[:, -1]`` (``None``: everything at rest).
+    """
+
+    def __init__(self, kind: str, input_size: int, hidden_size: int, layers: int,
+                 n_classes: int = 10, *, per_class: int = 10, readout: str = "population",
+                 alpha_ro: float = 1.0, **unit_kw):
+        super().__init__()
+        unit = _unit(kind)
+        if layers < 0:
+            raise ValueError(f"layers: expected >= 0 hidden layers, got {layers}")
+        self.kind, self.input_size, self.n_classes = kind, input_size, n_classes
+        sizes = [input_size] + [hidden_size] * layers + [n_classes * per_class]
+        self.layers = nn.ModuleList(unit(a, b, **unit_kw) for a, b in zip(sizes, sizes[1:]))
+        self.readout = PopulationReadout(n_classes, per_class, alpha=alpha_ro, mode=readout)
+
+    def run(self, x: torch.Tensor, state=None):
+        """Like :meth:`forward`, also returning every layer's output spikes ``(B, T, N_l)``."""
+        n = len(self.layers) + 1
+        if state is None:
+            state = (None,) * n
+        elif not isinstance(state, (tuple, list)) or len(state) != n:
+            got = len(state) if isinstance(state, (tuple, list)) else type(state).__name__
+            raise ValueError(f"state: expected a tuple of {n} states (one per layer, then the "
+                             f"readout), got {got}")
+        spikes, new = [], []
+        h = x
+        for layer, s in zip(self.layers, state):
+            h, s = layer(h, s)
+            spikes.append(h)
+            new.append(s)
+        R, r = self.readout(h, state[-1])
+        return R, (*new, r), spikes
+
+    def forward(self, x: torch.Tensor, state=None):
+        R, state, _ = self.run(x, state)
+        return R, state
+
+    def step(self, x_t: torch.Tensor, state=None):
+        """One time step: ``x_t`` ``(B, F)`` → ``(R_t (B, n_classes), state)``."""
+        if not isinstance(x_t, torch.Tensor) or x_t.dim() != 2:
+            got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
+            raise ValueError(f"x_t: expected shape (B, {self.input_size}), got {got}")
+        R, state = self.forward(x_t[:, None], state)
+        return R[:, 0], state
+
+    @torch.no_grad()
+    def spike_stats(self, x: torch.Tensor, state=None) -> list[dict]:
+        """:func:`layer_stats` of every spiking layer for the input ``x`` (no gradients)."""
+        _, _, spikes = self.run(x, state)
+        inputs = [x] + spikes[:-1]
+        return [layer_stats(o, i, pulse=self.kind == "src") for o, i in zip(spikes, inputs)]
+
+    def perturb_(self, sigma: float, generator: torch.Generator | None = None):
+        """Noise on the SRC's feedback gains: every neuron's ``r``, ``r_s`` drawn from normals
+        around their nominal values (2, −7) with standard deviation ``sigma`` × magnitude
+        (0.1 = 10 %); ``sigma=0`` restores them. SRC networks only."""
+        if self.kind != "src":
+            raise ValueError(f"perturb_: only SRC networks have r, r_s; this one is {self.kind!r}")
+        for layer in self.layers:
+            layer.perturb_(sigma, generator)
+        return self
+
+
+def build_src(input_size: int, output_size: int, hidden: int, layers: int, **kw) -> SpikingNetwork:
+    """Registry builder ``src``: an SRC network with ``layers`` hidden layers of ``hidden``."""
+    return SpikingNetwork("src", input_size, hidden, layers, n_classes=output_size, **kw)
+
+
+def build_lif(input_size: int, output_size: int, hidden: int, layers: int, **kw) -> SpikingNetwork:
+    """Registry builder ``lif``: the snnTorch LIF peer of :func:`build_src` (same sizes)."""
+    return SpikingNetwork("lif", input_size, hidden, layers, n_classes=output_size, **kw)

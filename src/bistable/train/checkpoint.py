@@ -1,0 +1,71 @@
+"""Checkpoints that a kill cannot corrupt, and the random states a resumed run needs.
+
+A checkpoint is one ``torch.save`` file written to a temporary name in the same folder, flushed to
+disk, then renamed over the old one (``os.replace`` is atomic on POSIX): at every instant the
+path holds either the previous complete checkpoint or the new complete one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write(path, write) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it to ``path``.
+
+    The temporary name is fixed (``.<name>.tmp``), so a write killed half-way leaves at most one
+    stale temporary file, which the next write replaces. One writer per path at a time.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_checkpoint(path, state: dict) -> Path:
+    """Write ``state`` (tensors, numbers, strings, dicts) to ``path`` atomically."""
+    return atomic_write(path, lambda file: torch.save(state, file))
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint; a missing file raises FileNotFoundError, an unreadable one ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several kinds on a damaged file
+        raise ValueError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err})") from err
+
+
+def rng_state() -> dict:
+    """The global random states a training step may touch: Python, NumPy, torch (and CUDA)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

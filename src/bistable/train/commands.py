@@ -1,0 +1,96 @@
+"""The ``bistable train`` and ``bistable tasks`` commands (registered by ``bistable.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import sys
+
+from ..data.tasks import TASK_NAMES, describe_tasks
+from .loop import TrainConfig, TrainingDiverged, horizon_table, train
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as a Python literal when it is one (``3``, ``0.5``,
+    ``True``), else kept as a string (``lru+bmru``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _train(args) -> int:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    config = TrainConfig(**settings, model_options=dict(args.option or []))
+    try:
+        metrics = train(config)
+    except TrainingDiverged as err:
+        print(f"bistable: error: {err}", file=sys.stderr)
+        return 1
+    if metrics["eval"]:
+        print(horizon_table(metrics["eval"]))
+        print(f"metrics, checkpoint and plots in {args.out}")
+    return 0
+
+
+def _tasks(args) -> int:
+    rows = describe_tasks()
+    width = max(len(name) for name, _ in rows)
+    for name, text in rows:
+        print(f"{name:<{width}}  {text}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    """Register ``train`` and ``tasks`` on the ``bistable`` command's subparsers."""
+    p = subparsers.add_parser(
+        "train", help="train a model on a task; writes metrics.json, checkpoint and plots",
+        description="Train MODEL on TASK, evaluate at the training length and every "
+                    "--eval-seq-len; resumable with --resume. Under torchrun: DDP.",
+        epilog="Settings left out take the task's defaults (docs/training.md); metrics.json "
+               "records the values used.")
+    p.add_argument("task", metavar="TASK", help=f"one of: {', '.join(TASK_NAMES)}")
+    p.add_argument("--model", required=True, help="a name from `bistable models`")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
+    size = p.add_argument_group("model size")
+    size.add_argument("--layers", type=int, metavar="N")
+    size.add_argument("--hidden", type=int, metavar="N")
+    size.add_argument("--params", type=int, metavar="N", help="parameter budget: picks --hidden")
+    size.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+                      help="model option passed to build_model (repeatable)")
+    data = p.add_argument_group("task")
+    data.add_argument("--seq-len", type=int, metavar="N")
+    data.add_argument("--eval-seq-len", type=int, nargs="+", metavar="N",
+                      help="also evaluate at these lengths (horizon generalisation)")
+    data.add_argument("--eval-samples", type=int, metavar="N")
+    data.add_argument("--data-dir", metavar="DIR", help="data folder (MNIST, N-MNIST tasks)")
+    data.add_argument("--pad", type=int, metavar="N", help="(p)smnist: zero steps after the pixels")
+    data.add_argument("--gap", type=int, metavar="N", help="denoising: steps after the last mark")
+    opt = p.add_argument_group("optimisation")
+    length = opt.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, metavar="N")
+    length.add_argument("--epochs", type=int, metavar="N")
+    opt.add_argument("--batch-size", type=int, metavar="N")
+    opt.add_argument("--lr", type=float, metavar="F")
+    opt.add_argument("--warmup", type=int, metavar="N")
+    opt.add_argument("--schedule", choices=("cosine", "constant"))
+    opt.add_argument("--weight-decay", type=float, metavar="F")
+    opt.add_argument("--grad-clip", type=float, metavar="F")
+    opt.add_argument("--seed", type=int, metavar="N")
+    run = p.add_argument_group("run")
+    run.add_argument("--device", choices=("cpu", "cuda"))
+    run.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--checkpoint-every", type=int, metavar="N")
+    run.add_argument("--eval-every", type=int, metavar="N")
+    run.add_argument("--log-every", type=int, metavar="N")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    t = subparsers.add_parser("tasks", help="list the training tasks")
+    t.set_defaults(func=_tasks)

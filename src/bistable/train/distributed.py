@@ -1,0 +1,84 @@
+"""torchrun / DistributedDataParallel, PyTorch's own scale-out (no home-made distribution).
+
+``torchrun --nproc_per_node=N -m bistable train ...`` sets ``RANK``, ``LOCAL_RANK`` and
+``WORLD_SIZE``; :func:`setup` then joins the process group (gloo on CPU, nccl on CUDA). Every rank
+builds the same global batch of ``--batch-size`` examples from the same seeded generator and trains
+on its own contiguous slice of ``batch_size / world_size`` examples; DDP averages the gradients, so
+a step equals one process's step on the whole global batch (to float rounding). Only rank 0
+evaluates and writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands: its rank, the number of ranks, and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def shard(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous slice of a global batch (dimension 0)."""
+        if not self.distributed:
+            return tensor
+        size = tensor.shape[0] // self.world_size
+        return tensor[self.rank * size:(self.rank + 1) * size]
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a scalar over the ranks (the global-batch loss)."""
+        if not self.distributed:
+            return value
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value / self.world_size
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def setup(device: str = "cpu") -> Context:
+    """Join the torchrun process group if there is one; otherwise a one-process context."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Context(device=torch.device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return Context(rank, world_size,
+                   torch.device(f"cuda:{local_rank}" if device == "cuda" else "cpu"))
+
+
+def wrap(model: torch.nn.Module, context: Context) -> torch.nn.Module:
+    """The model under DDP when there are several ranks, else itself."""
+    if not context.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [context.device.index] if context.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def teardown(context: Context) -> None:
+    if context.distributed and dist.is_initialized():
+        dist.destroy_process_group()

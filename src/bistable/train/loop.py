@@ -1,0 +1,311 @@
+"""The training loop, top to bottom (in the spirit of nanoGPT's ``train.py``).
+
+One step: build the global batch for this step (a pure function of the seed and the step, so a
+resumed or distributed run sees exactly the same data), take this rank's slice, forward, loss on
+the last step ``y[:, -1]``, backward, clip the gradient norm, check that loss and gradients are
+finite, set the learning rate (linear warm-up then cosine decay to ``min_lr``, or constant), AdamW
+step. Every ``eval_every`` steps: evaluate at the training length; every ``checkpoint_every``
+steps: write the checkpoint (model, optimiser, schedule, RNG states, data position, history)
+atomically. At the end: evaluate at the training length and at every ``eval_seq_len``, write
+``metrics.json``, the checkpoint and the learning- and horizon-curve plots into ``out``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..data.tasks import Task, build_task, epoch_steps
+from . import distributed
+from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .metrics import evaluate, write_metrics
+
+# settings a resumed run may change; every other one must match the checkpoint
+MAY_CHANGE = ("steps", "epochs", "warmup", "eval_seq_len", "eval_every", "checkpoint_every",
+              "log_every", "eval_samples", "device", "threads", "data_dir", "out", "resume",
+              "quiet")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. ``None`` means: the task's default (``Task.defaults``),
+    else the global one below."""
+
+    task: str
+    model: str
+    out: str
+    layers: int | None = None
+    hidden: int | None = None
+    params: int | None = None          # parameter budget: picks ``hidden``
+    seq_len: int | None = None
+    eval_seq_len: list[int] = field(default_factory=list)
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    min_lr: float | None = None        # end of the cosine; default lr / 10
+    warmup: int | None = None          # default 5 % of the steps, at most 200
+    schedule: str = "cosine"           # or "constant" (after warm-up)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None         # torch CPU threads (None: the task's, else torch's)
+    data_dir: str | None = None
+    pad: int | None = None
+    gap: int | None = None
+    model_options: dict = field(default_factory=dict)
+    eval_samples: int | None = None    # synthetic: examples per eval set; data sets: None = all
+    eval_every: int | None = None      # default: 10 evaluations per run
+    checkpoint_every: int | None = None  # default: as eval_every
+    log_every: int = 10
+    resume: bool = False
+    quiet: bool = False
+
+
+def resolve(config: TrainConfig, task: Task) -> TrainConfig:
+    """Fill every ``None`` from the task's defaults and the rules above; check the values."""
+    from ..models import MODEL_NAMES
+
+    if config.model not in MODEL_NAMES:
+        raise ValueError(f"unknown model {config.model!r}; choose one of: "
+                         f"{', '.join(MODEL_NAMES)}")
+    c = dataclasses.replace(config, eval_seq_len=list(config.eval_seq_len),
+                            model_options=dict(config.model_options))
+    d = task.defaults
+    c.layers = c.layers if c.layers is not None else d.get("layers", 2)
+    c.batch_size = c.batch_size if c.batch_size is not None else d.get("batch_size", 64)
+    c.lr = c.lr if c.lr is not None else d.get("lr", 1e-3)
+    c.min_lr = c.min_lr if c.min_lr is not None else c.lr / 10
+    c.seq_len = task.seq_len(c.seq_len)
+    c.eval_seq_len = sorted({c.seq_len, *(task.check_seq_len(n) for n in c.eval_seq_len)})
+    c.model_options = {**d.get("model_options", {}).get(c.model, {}), **c.model_options}
+    if c.eval_samples is None:
+        c.eval_samples = d.get("eval_samples")
+    if c.threads is None and c.device == "cpu":
+        c.threads = d.get("threads")
+    for name in ("layers", "batch_size", "steps", "epochs", "hidden", "params", "eval_samples",
+                 "threads"):
+        value = getattr(c, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if c.schedule not in ("cosine", "constant"):
+        raise ValueError(f"--schedule: expected cosine or constant, got {c.schedule!r}")
+    if c.steps is not None and c.epochs is not None:
+        raise ValueError("give --steps or --epochs, not both")
+    if c.epochs is not None:
+        if task.size("train") is None:
+            raise ValueError(f"--epochs needs a data-set task ({task.name} is synthetic): "
+                             "use --steps")
+        c.steps = c.epochs * epoch_steps(task, c.batch_size)
+    elif c.steps is None:
+        c.steps = (d["epochs"] * epoch_steps(task, c.batch_size) if "epochs" in d
+                   else d.get("steps", 1000))
+    c.warmup = c.warmup if c.warmup is not None else min(200, c.steps // 20)
+    c.eval_every = c.eval_every or max(1, c.steps // 10)
+    c.checkpoint_every = c.checkpoint_every or c.eval_every
+    if c.hidden is None:
+        c.hidden = d.get("hidden", 64) if c.params is None else _width(c, task)
+    return c
+
+
+def _width(c: TrainConfig, task: Task) -> int:
+    from ..models import width_for_budget
+
+    return width_for_budget(c.model, c.params, task.input_size, task.output_size,
+                            layers=c.layers, **c.model_options)
+
+
+def learning_rate(step: int, c: TrainConfig) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``lr`` to ``min_lr`` at ``steps``
+    (or constant ``lr``)."""
+    if step < c.warmup:
+        return c.lr * (step + 1) / c.warmup
+    if c.schedule == "constant" or c.steps <= c.warmup:
+        return c.lr
+    progress = min(1.0, (step - c.warmup) / (c.steps - c.warmup))
+    return c.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (c.lr - c.min_lr)
+
+
+def _generator(seed: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + index)
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
+    return torch.randperm(size, generator=_generator(seed, -1 - epoch))
+
+
+def train_batch(task: Task, c: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of ``step``: synthetic tasks draw it from a generator seeded by
+    ``(seed, step)``; data-set tasks take positions ``step·B … step·B + B − 1`` of the endless
+    sequence of epochs, each epoch a permutation seeded by ``(seed, epoch)``."""
+    generator = _generator(c.seed, step)
+    size = task.size("train")
+    if size is None:
+        return task.batch("train", c.seq_len, c.batch_size, generator)
+    position = step * c.batch_size + torch.arange(c.batch_size)
+    epoch, offset = position // size, position % size
+    index = torch.empty_like(position)
+    for e in epoch.unique().tolist():
+        where = epoch == e
+        index[where] = _epoch_order(c.seed, e, size)[offset[where]]
+    return task.examples("train", index, c.seq_len, generator)
+
+
+def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
+    from ..models import build_model
+
+    torch.manual_seed(c.seed)
+    return build_model(c.model, task.input_size, task.output_size, hidden=c.hidden,
+                       layers=c.layers, **c.model_options)
+
+
+def _check_resumable(saved: dict, c: TrainConfig) -> None:
+    now = dataclasses.asdict(c)
+    diff = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
+            if k not in MAY_CHANGE and saved.get(k) != now[k]]
+    if diff:
+        raise ValueError("--resume: the run in --out was made with other settings ("
+                         + "; ".join(diff) + "); use another --out or the same settings")
+    if c.steps < saved["steps"] and c.schedule == "cosine":
+        raise ValueError(f"--resume: --steps {c.steps} is below the run's {saved['steps']}")
+
+
+def _checkpoint(path: Path, step: int, c, model, optimizer, history) -> None:
+    save_checkpoint(path, {
+        "version": 1, "step": step, "config": dataclasses.asdict(c),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": {"schedule": c.schedule, "lr": c.lr, "min_lr": c.min_lr,
+                      "warmup": c.warmup, "steps": c.steps, "next_lr": learning_rate(step, c)},
+        "rng": rng_state(),
+        "data": {"seed": c.seed, "step": step, "samples_seen": step * c.batch_size},
+        "history": history,
+    })
+
+
+def _plots(out: Path, c: TrainConfig, task: Task, history: list, evals: list) -> None:
+    try:
+        from ..plot import horizon_curve, learning_curve
+
+        title = f"{c.task}, {c.model}"
+        learning_curve(history, out / "learning-curve.png", title=title)
+        horizon_curve(evals, out / "horizon-curve.png", title=title, train_seq_len=c.seq_len,
+                      chance=task.chance)
+    except ImportError as err:
+        warnings.warn(f"plots skipped: {err}", stacklevel=2)
+
+
+def horizon_table(evals: list) -> str:
+    """The final evaluation as a small plain-text table (one row per split and length)."""
+    def fmt(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    lines = [f"{'split':<6} {'seq_len':>8} {'loss':>9} {'mse':>9} {'accuracy':>9}"]
+    lines += [f"{e['split']:<6} {e['seq_len']:>8} {fmt(e['loss']):>9} {fmt(e['mse']):>9} "
+              f"{fmt(e['accuracy']):>9}" for e in evals]
+    return "\n".join(lines)
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) the training described by ``config``; return the ``metrics.json`` dict."""
+    ctx = distributed.setup(config.device)
+    try:
+        return _train(config, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
+    task = build_task(config.task, data_dir=config.data_dir, gap=config.gap, pad=config.pad)
+    c = resolve(config, task)
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    if c.batch_size % ctx.world_size:
+        raise ValueError(f"--batch-size {c.batch_size} must be divisible by the "
+                         f"{ctx.world_size} ranks")
+    out = Path(c.out)
+    ckpt_path = out / CHECKPOINT
+    model = _build_model(c, task).to(ctx.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    step, history = 0, []
+    if c.resume and ckpt_path.is_file():
+        saved = load_checkpoint(ckpt_path)
+        _check_resumable(saved["config"], c)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"])
+        step, history = saved["step"], saved["history"]
+    elif c.resume and ctx.is_main:
+        print(f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
+    elif ckpt_path.is_file():
+        raise ValueError(f"{out} already holds a run; add --resume to continue it, or use "
+                         "another --out")
+    net = distributed.wrap(model, ctx)
+
+    bar = tqdm(total=c.steps, initial=step, disable=c.quiet or not ctx.is_main,
+               desc=f"{c.task}/{c.model}", dynamic_ncols=True)
+    losses, t0, done = [], time.perf_counter(), 0
+    while step < c.steps:
+        lr = learning_rate(step, c)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, target = (ctx.shard(t).to(ctx.device) for t in train_batch(task, c, step))
+        y, _ = net(x)
+        loss = task.loss(y[:, -1], target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   c.grad_clip if c.grad_clip > 0 else math.inf)
+        loss = float(ctx.mean(loss.detach()))
+        if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
+            kept = (f"the last good checkpoint, {ckpt_path}, is kept" if ckpt_path.is_file()
+                    else "no checkpoint was written")
+            raise TrainingDiverged(f"training diverged at step {step}: loss {loss}, gradient norm "
+                                   f"{float(grad_norm)}; {kept}. Try a lower --lr.")
+        optimizer.step()
+        step, done = step + 1, done + 1
+        losses.append(loss)
+
+        if step % c.log_every == 0 or step == c.steps:
+            rate = done * c.batch_size / (time.perf_counter() - t0)
+            history.append({"step": step, "loss": sum(losses) / len(losses), "lr": lr,
+                            "samples_per_s": rate})
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
+            losses = []
+        if step % c.eval_every == 0 and step < c.steps and ctx.is_main:
+            result = evaluate(model, task, "test", c.seq_len, n=min(c.eval_samples or 1000, 1000),
+                              device=ctx.device)
+            history.append({"step": step, "eval_loss": result["loss"], "eval_mse": result["mse"],
+                            "eval_accuracy": result["accuracy"]})
+        if step % c.checkpoint_every == 0 and step < c.steps:
+            if ctx.is_main:
+                _checkpoint(ckpt_path, step, c, model, optimizer, history)
+            ctx.barrier()
+        bar.update(1)
+    bar.close()
+
+    metrics = {"task": c.task, "model": c.model, "config": dataclasses.asdict(c),
+               "history": history, "eval": []}
+    if ctx.is_main:
+        metrics["eval"] = [evaluate(model, task, "test", n, n=c.eval_samples, device=ctx.device)
+                           for n in c.eval_seq_len]
+        _checkpoint(ckpt_path, step, c, model, optimizer, history)
+        write_metrics(out / "metrics.json", task=c.task, model=c.model, config=metrics["config"],
+                      history=history, evals=metrics["eval"])
+        _plots(out, c, task, history, metrics["eval"])
+    ctx.barrier()
+    return metrics

@@ -1,0 +1,57 @@
+"""Evaluation (streamed in chunks, so T = 50 000 fits in memory) and the ``metrics.json`` file.
+
+``metrics.json`` (DESIGN.md)::
+
+    {"task": str, "model": str, "config": {...}, "history": [{"step", "loss", "lr", ...}, ...],
+     "eval": [{"split", "seq_len", "loss", "mse", "accuracy"}, ...]}
+
+with ``null`` where a figure does not apply (accuracy for regression, MSE for classification).
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from .checkpoint import atomic_write
+
+CHUNK_ELEMENTS = 2**12
+"""Batch × time steps per forward chunk during evaluation: bounds activation memory, and small
+chunks stay in cache (measured: 2^12 evaluates twice as fast as 2^18 on a 2-core CPU)."""
+
+
+@torch.no_grad()
+def predict_last(model: torch.nn.Module, x: torch.Tensor, *, chunk: int | None = None):
+    """The network's output at the last step, ``y[:, -1]``, streaming ``x (B, T, F)`` through
+    ``forward(x_chunk, state)`` in chunks of ``chunk`` steps (default ``CHUNK_ELEMENTS // B``).
+    Equals ``model(x)[0][:, -1]`` for networks whose state continues a sequence exactly."""
+    chunk = chunk or max(1, CHUNK_ELEMENTS // x.shape[0])
+    state = None
+    for start in range(0, x.shape[1], chunk):
+        y, state = model(x[:, start:start + chunk], state)
+    return y[:, -1]
+
+
+def evaluate(model, task, split: str, seq_len: int, *, n: int | None, batch_size: int = 256,
+             device="cpu") -> dict:
+    """Score ``model`` on the task's fixed evaluation set at length ``seq_len``.
+
+    Returns ``{"split", "seq_len", "loss", "mse", "accuracy"}``; the model is left in train mode.
+    """
+    model.eval()
+    preds, targets = [], []
+    for x, target in task.eval_batches(split, seq_len, n, batch_size):
+        preds.append(predict_last(model, x.to(device)).float().cpu())
+        targets.append(target)
+    model.train()
+    return {"split": split, "seq_len": seq_len,
+            **task.metrics(torch.cat(preds), torch.cat(targets))}
+
+
+def write_metrics(path, *, task: str, model: str, config: dict, history: list,
+                  evals: list) -> None:
+    """Write ``metrics.json`` atomically."""
+    text = json.dumps({"task": task, "model": model, "config": config, "history": history,
+                       "eval": evals}, indent=1)
+    atomic_write(path, lambda file: file.write(text.encode()))

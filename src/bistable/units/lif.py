@@ -1,0 +1,79 @@
+"""The LIF peer: a layer of snnTorch ``Leaky`` neurons behind a learned linear map (SPEC.md §6).
+
+Per layer, with input spikes ``s_in[t]`` and weights ``W``, bias ``c`` (``nn.Linear``)::
+
+    mem[t] = β · mem[t-1] + W s_in[t] + c − θ · H(mem[t-1] − θ)     reset by subtraction
+    out[t] = H(mem[t] − θ)                                           backward: arctan surrogate
+
+computed by ``snntorch.Leaky(beta, threshold=θ, spike_grad=surrogate.atan(),
+reset_mechanism="subtract")``, one call per step. snnTorch is an optional peer: install it with
+``pip install 'bistable[peers]'``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import check_input, check_state, check_step_input
+
+
+def _snntorch():
+    try:
+        import snntorch
+        from snntorch import surrogate
+    except ImportError as err:
+        raise ImportError("the LIF peer needs snntorch: pip install 'bistable[peers]'") from err
+    return snntorch, surrogate
+
+
+class LIF(nn.Module):
+    """A layer of leaky integrate-and-fire neurons (snnTorch ``Leaky``), unit interface.
+
+    Args:
+        input_size, hidden_size: ``F`` inputs per step, ``H`` neurons.
+        beta: membrane decay β (0.95). threshold: θ (1.0). slope: the arctan surrogate's α (2.0,
+            snnTorch's default).
+
+    Shapes: ``forward(x (B, T, F), mem) -> (spikes (B, T, H), mem (B, H))``, the state ``mem``
+    starting at 0; ``step(x_t (B, F), mem) -> (spikes_t (B, H), mem)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, beta: float = 0.95,
+                 threshold: float = 1.0, slope: float = 2.0):
+        super().__init__()
+        snntorch, surrogate = _snntorch()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.linear = nn.Linear(input_size, hidden_size)
+        self.leaky = snntorch.Leaky(beta=beta, threshold=threshold,
+                                    spike_grad=surrogate.atan(alpha=slope),
+                                    reset_mechanism="subtract")
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
+        """The rest state: ``mem = 0``, ``(batch_size, hidden_size)``."""
+        w = self.linear.weight
+        return torch.zeros(batch_size, self.hidden_size, device=device or w.device,
+                           dtype=dtype or w.dtype)
+
+    def _state(self, mem, x):
+        if mem is None:
+            return self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        check_state(mem, (x.shape[0], self.hidden_size), "state")
+        return mem
+
+    def forward(self, x: torch.Tensor, state=None):
+        """``x`` ``(B, T, input_size)`` → spikes ``(B, T, hidden_size)``, ``mem`` after step T."""
+        check_input(x, self.input_size)
+        mem = self._state(state, x)
+        drive = self.linear(x)  # all steps in one matrix product
+        out = []
+        for d in drive.unbind(1):  # unbind: one backward node, not T full-size selects
+            spk, mem = self.leaky(d, mem)
+            out.append(spk)
+        return torch.stack(out, dim=1).to(x.dtype), mem  # snnTorch's spikes are float32
+
+    def step(self, x_t: torch.Tensor, state=None):
+        """One time step: ``x_t`` ``(B, input_size)`` → ``(spikes_t (B, hidden_size), mem)``."""
+        check_step_input(x_t, self.input_size)
+        spk, mem = self.leaky(self.linear(x_t), self._state(state, x_t))
+        return spk.to(x_t.dtype), mem

@@ -1,0 +1,279 @@
+"""The Spiking Recurrent Cell (SRC, De Geeter, Ernst, Drion 2024), SPEC.md §6.
+
+Per layer, with input spikes ``s_in[t]`` and learned feed-forward weights ``W`` (no recurrent
+weights between neurons)::
+
+    i[t]   = α · i[t-1] + W s_in[t]                           leaky input integration
+    x[t]   = ρ · tanh(i[t] / ρ)                               saturation
+    h[t]   = tanh(x[t] + r · h[t-1] + r_s · h_s[t-1] + b)     fast +, slow − feedback
+    z_s[t] = z_hyp if g[t] ≤ 0.5 else z_dep                   g = h[t-1] (default) or h[t]
+    h_s[t] = z_s[t] · h_s[t-1] + (1 − z_s[t]) · h[t-1]
+    out[t] = ReLU(h[t])                                       the spike; backward: identity
+
+How it is computed (the efficient time loop):
+
+- ``i`` over all steps is one matrix product ``W s_in`` and one :func:`bistable.scan.linear_scan`
+  with constant ``a = α``;
+- ``x + b`` is elementwise over the whole ``(B, T, H)`` tensor;
+- only ``(h, h_s)`` need a time loop. It runs as a custom autograd function: the forward loop
+  builds no graph (it keeps ``h`` and the gates ``z_s``), and the backward is the hand-written
+  reverse recurrence (the gate ``z_s`` is piecewise constant, so it carries no gradient)::
+
+      δ[t]      = (∂L/∂h[t] + c_h[t]) · (1 − h[t]²)                  (∂L/∂(x[t] + b))
+      c_h[t-1]  = r · δ[t] + (1 − z_s[t]) · c_s[t]                    (gradient into h[t-1])
+      c_s[t-1]  = r_s · δ[t] + z_s[t] · c_s[t]                        (gradient into h_s[t-1])
+
+  ``detach_recurrent=True`` cuts both recurrent paths (``c_h = c_s = 0``): truncated, one-step BPTT.
+  ``compile_loop=True`` runs both loops as ``torch.compile``'d chunks of ``CHUNK`` = 8 steps, each
+  chunk one fused kernel (needs a C++ compiler; compiling takes tens of seconds once per shape).
+  It is opt-in: on the project's shared 2-core CPU it was slower than the eager loop in the
+  training benchmark (``results/src.md``); it is meant for quieter many-core machines and GPUs.
+
+``r`` and ``r_s`` are per-neuron buffers (not learned) so that the noise evaluation can draw each
+neuron's values (:meth:`SRC.perturb_`). The state is ``(i, h, h_s)``, each ``(B, hidden_size)``,
+starting at rest: ``i = 0`` and ``h = h_s = h*`` with ``h* = tanh((r + r_s) h* + b)`` solved
+numerically (h* ≈ −0.9027 for the defaults).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+from ..scan import linear_scan
+from .base import check_input, check_state, check_step_input
+
+GATES = ("previous", "current")
+
+
+class SpikeReLU(torch.autograd.Function):
+    """``ReLU(h)`` forward, identity backward (the SRC's spike; SPEC.md §6)."""
+
+    @staticmethod
+    def forward(ctx, h):
+        return h.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def rest_state(r: torch.Tensor, r_s: torch.Tensor, bias: torch.Tensor, iters: int = 60):
+    """The fixed point ``h* = tanh((r + r_s) h* + b)`` per neuron (input 0, ``h = h_s``).
+
+    Bisection on ``[-1, 1]`` in float64 (``f(h) = h − tanh(...)`` changes sign there; the root is
+    unique whenever ``r + r_s < 1``, as for the defaults). Returns a ``(H,)`` tensor in ``bias``'s
+    dtype.
+    """
+    k = (r + r_s).detach().double()
+    b = bias.detach().double()
+    lo, hi = -torch.ones_like(b), torch.ones_like(b)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        above = mid - torch.tanh(k * mid + b) > 0
+        hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
+    return ((lo + hi) / 2).to(bias.dtype)
+
+
+def _forward_steps(u, h, hs, r, r_s, z_hyp: float, z_dep: float, gate_current: bool):
+    """Steps ``t = 0..K-1`` of the ``(h, h_s)`` loop from ``(h, hs)``: returns ``h`` and the gate
+    ``z_s`` over the chunk ``(B, K, H)``, and the last ``h``, ``h_s``."""
+    hseq, zseq = [], []
+    for k in range(u.shape[1]):
+        h_new = torch.tanh(torch.addcmul(torch.addcmul(u[:, k], r, h), r_s, hs))
+        z = torch.where((h_new if gate_current else h) <= 0.5, z_hyp, z_dep).to(h.dtype)
+        hs = torch.lerp(h, hs, z)  # z · hs + (1 − z) · h
+        h = h_new
+        hseq.append(h)
+        zseq.append(z)
+    return torch.stack(hseq, 1), torch.stack(zseq, 1), h, hs
+
+
+def _backward_steps(g_h, dtanh, z, c_h, c_s, r, r_s):
+    """Steps ``t = K-1..0`` of the reverse recurrence over a chunk: ``δ`` ``(B, K, H)`` and the
+    gradients ``c_h``, ``c_s`` flowing into the state before the chunk."""
+    deltas = []
+    for k in range(g_h.shape[1] - 1, -1, -1):
+        d = (g_h[:, k] + c_h) * dtanh[:, k]
+        zc = z[:, k] * c_s
+        c_h = torch.addcmul(c_s - zc, r, d)  # r · δ + (1 − z) · c_s
+        c_s = torch.addcmul(zc, r_s, d)  # r_s · δ + z · c_s
+        deltas.append(d)
+    return torch.stack(deltas[::-1], 1), c_h, c_s
+
+
+CHUNK = 8  # steps per torch.compile'd call
+
+
+@functools.cache
+def _compiled():
+    return (torch.compile(_forward_steps, dynamic=False),
+            torch.compile(_backward_steps, dynamic=False))
+
+
+class _Recurrence(torch.autograd.Function):
+    """The ``(h, h_s)`` loop: input ``u = x + b`` ``(B, T, H)`` → ``h`` ``(B, T, H)``, ``h_s[T]``.
+
+    ``compiled=False`` runs :func:`_forward_steps` / :func:`_backward_steps` eagerly over all T
+    steps; ``compiled=True`` runs their ``torch.compile``'d versions on chunks of ``CHUNK`` steps
+    (each chunk one fused kernel).
+    """
+
+    @staticmethod
+    def forward(ctx, u, h0, hs0, r, r_s, z_hyp, z_dep, gate_current, detach, compiled):
+        T = u.shape[1]
+        fwd = _compiled()[0] if compiled else _forward_steps
+        size = CHUNK if compiled else T
+        hseq, zseq = torch.empty_like(u), torch.empty_like(u)
+        h, hs = h0, hs0
+        for t in range(0, T, size):
+            hseq[:, t:t + size], zseq[:, t:t + size], h, hs = fwd(
+                u[:, t:t + size], h, hs, r, r_s, z_hyp, z_dep, gate_current)
+        ctx.save_for_backward(hseq, zseq, r, r_s)
+        ctx.detach, ctx.compiled = detach, compiled
+        return hseq, hs
+
+    @staticmethod
+    def backward(ctx, g_h, g_hs):
+        hseq, zseq, r, r_s = ctx.saved_tensors
+        g_h = torch.zeros_like(hseq) if g_h is None else g_h
+        dtanh = torch.addcmul(torch.ones_like(hseq), hseq, hseq, value=-1)
+        none = (None,) * 7
+        if ctx.detach:
+            return (g_h * dtanh, None, None) + none
+        T = hseq.shape[1]
+        bwd = _compiled()[1] if ctx.compiled else _backward_steps
+        size = CHUNK if ctx.compiled else T
+        dpre = torch.empty_like(hseq)
+        c_h = torch.zeros_like(hseq[:, 0])
+        c_s = torch.zeros_like(c_h) if g_hs is None else g_hs
+        for t in range(((T - 1) // size) * size, -1, -size):
+            sl = slice(t, t + size)
+            dpre[:, sl], c_h, c_s = bwd(g_h[:, sl], dtanh[:, sl], zseq[:, sl], c_h, c_s, r, r_s)
+        return (dpre, c_h, c_s) + none
+
+
+class SRC(nn.Module):
+    """A layer of Spiking Recurrent Cells (SPEC.md §6; equations in the module docstring).
+
+    Args:
+        input_size, hidden_size: ``F`` input spikes per step, ``H`` neurons.
+        alpha: input leak α (0.9). rho: saturation ρ (3). r, r_s: fast and slow feedback gains
+            (2, −7), stored per neuron (see :meth:`perturb_`). z_hyp, z_dep: slow gate values below
+            and above h = 0.5 (0.9, 0).
+        bias: ``b`` per neuron (−6). learn_bias: learn it, its forward value clamped to
+            ``≤ bias_max`` (−4) with a straight-through gradient.
+        detach_recurrent: detach ``h[t-1]``, ``h_s[t-1]`` in the recurrence (default: full BPTT).
+        gate: ``"previous"`` gates ``z_s[t]`` on ``h[t-1]`` (the authors' code, causal; default) or
+            ``"current"`` on ``h[t]`` (the paper's text).
+        compile_loop: run the elementwise loop through ``torch.compile`` (default: eager).
+
+    ``W`` (``hidden_size × input_size``, no bias) starts as ``nn.Linear``'s default.
+    Shapes: ``forward(x (B, T, F), state) -> (out (B, T, H), (i, h, h_s))``, each state
+    ``(B, H)``; ``step(x_t (B, F), state) -> (out_t (B, H), state)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, alpha: float = 0.9, rho: float = 3.0,
+                 r: float = 2.0, r_s: float = -7.0, z_hyp: float = 0.9, z_dep: float = 0.0,
+                 bias: float = -6.0, learn_bias: bool = False, bias_max: float = -4.0,
+                 detach_recurrent: bool = False, gate: str = "previous",
+                 compile_loop: bool = False):
+        super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"gate: expected one of {GATES}, got {gate!r}")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.alpha, self.rho, self.z_hyp, self.z_dep = alpha, rho, z_hyp, z_dep
+        self.r_mean, self.r_s_mean, self.bias_max = r, r_s, bias_max
+        self.detach_recurrent, self.gate, self.compile_loop = detach_recurrent, gate, compile_loop
+        self.weight = nn.Parameter(torch.empty(hidden_size, input_size))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
+        self.register_buffer("r", torch.full((hidden_size,), float(r)))
+        self.register_buffer("r_s", torch.full((hidden_size,), float(r_s)))
+        b = torch.full((hidden_size,), float(bias))
+        if learn_bias:
+            self.bias = nn.Parameter(b)
+        else:
+            self.register_buffer("bias", b)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, alpha={self.alpha}, rho={self.rho}, "
+                f"r={self.r_mean}, r_s={self.r_s_mean}, gate={self.gate!r}, "
+                f"learn_bias={isinstance(self.bias, nn.Parameter)}, "
+                f"detach_recurrent={self.detach_recurrent}")
+
+    def effective_bias(self) -> torch.Tensor:
+        """``b``, clamped to ``≤ bias_max`` when learned (straight-through: the gradient is 1)."""
+        if not isinstance(self.bias, nn.Parameter):
+            return self.bias
+        return self.bias - (self.bias - self.bias_max).clamp(min=0).detach()
+
+    @torch.no_grad()
+    def perturb_(self, sigma: float, generator: torch.Generator | None = None) -> SRC:
+        """Draw each neuron's ``r ~ N(r, (σ|r|)²)`` and ``r_s ~ N(r_s, (σ|r_s|)²)`` around the
+        constructor's values (σ relative: 0.1 is 10 % of the magnitude; σ = 0 restores them)."""
+        for buf, mean in ((self.r, self.r_mean), (self.r_s, self.r_s_mean)):
+            noise = torch.randn(buf.shape, generator=generator, dtype=buf.dtype)
+            buf.copy_(mean + sigma * abs(mean) * noise.to(buf.device))
+        return self
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None):
+        """The rest state ``(i, h, h_s) = (0, h*, h*)``, each ``(batch_size, hidden_size)``."""
+        device = device or self.weight.device
+        dtype = dtype or self.weight.dtype
+        h = rest_state(self.r, self.r_s, self.effective_bias()).to(device, dtype)
+        h = h.expand(batch_size, -1).contiguous()
+        return torch.zeros_like(h), h, h.clone()
+
+    def _state(self, state, x):
+        B = x.shape[0]
+        if state is None:
+            return self.init_state(B, device=x.device, dtype=x.dtype)
+        if not isinstance(state, (tuple, list)) or len(state) != 3:
+            raise ValueError("state: expected a tuple (i, h, h_s) of (B, hidden_size) tensors, "
+                             f"got {type(state).__name__}")
+        for name, s in zip(("state[0] (i)", "state[1] (h)", "state[2] (h_s)"), state):
+            check_state(s, (B, self.hidden_size), name)
+        return tuple(state)
+
+    def _run(self, x, state):
+        i0, h0, hs0 = state
+        drive = x @ self.weight.t()
+        a = torch.full((1, x.shape[1], self.hidden_size), self.alpha, dtype=drive.dtype,
+                       device=drive.device)
+        i = linear_scan(a, drive, i0)
+        u = self.rho * torch.tanh(i / self.rho) + self.effective_bias()
+        h, hs = _Recurrence.apply(u, h0, hs0, self.r.to(u.dtype), self.r_s.to(u.dtype),
+                                  self.z_hyp, self.z_dep, self.gate == "current",
+                                  self.detach_recurrent, self.compile_loop)
+        return h, (i[:, -1], h[:, -1], hs)
+
+    def forward(self, x: torch.Tensor, state=None):
+        """``x`` ``(B, T, input_size)`` → spikes ``(B, T, hidden_size)`` and the state after
+        step T (``state=None``: the rest state)."""
+        check_input(x, self.input_size)
+        h, state = self._run(x, self._state(state, x))
+        return SpikeReLU.apply(h), state
+
+    @torch.no_grad()
+    def membrane(self, x: torch.Tensor, state=None):
+        """The traces ``h`` and ``h_s``, each ``(B, T, hidden_size)``, for plots (no gradients).
+
+        ``h_s`` is rebuilt from ``h`` by the scan ``h_s[t] = z_s[t] h_s[t-1] + (1 − z_s[t]) h[t-1]``
+        with the same gates as the forward loop.
+        """
+        check_input(x, self.input_size)
+        _, h0, hs0 = state = self._state(state, x)
+        h, _ = self._run(x, state)
+        hprev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
+        z = torch.where((h if self.gate == "current" else hprev) <= 0.5, self.z_hyp, self.z_dep)
+        z = z.to(h.dtype)
+        return h, linear_scan(z, (1 - z) * hprev, hs0)
+
+    def step(self, x_t: torch.Tensor, state=None):
+        """One time step: ``x_t`` ``(B, input_size)`` → ``(out_t (B, hidden_size), state)``."""
+        check_step_input(x_t, self.input_size)
+        out, state = self.forward(x_t[:, None], state)
+        return out[:, 0], state

@@ -1,0 +1,112 @@
+"""``bistable train`` / ``bistable tasks`` as a user runs them: a subprocess per command."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bistable.cli import main
+from bistable.data.tasks import TASK_NAMES
+from bistable.train.checkpoint import load_checkpoint
+
+TINY = ["--model", "bmru", "--hidden", "8", "--layers", "1", "--seq-len", "12",
+        "--batch-size", "8", "--eval-samples", "16", "--threads", "1", "--quiet"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def bistable(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "bistable", *map(str, args)], text=True,
+                          capture_output=True, env=ENV, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_tasks_lists_every_task(capsys):
+    assert main(["tasks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(TASK_NAMES)
+
+
+def test_short_run_writes_metrics_json_as_specified(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "copy-first-input", *TINY, "--steps", "6", "--eval-seq-len", "40",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "seq_len" in printed and "40" in printed                # the horizon table
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["task", "model", "config", "history", "eval"]
+    assert metrics["task"] == "copy-first-input" and metrics["model"] == "bmru"
+    assert metrics["config"]["steps"] == 6 and metrics["config"]["hidden"] == 8
+    assert [e["seq_len"] for e in metrics["eval"]] == [12, 40]
+    for e in metrics["eval"]:
+        assert list(e) == ["split", "seq_len", "loss", "mse", "accuracy"]
+        assert e["split"] == "test" and e["accuracy"] is None and e["mse"] >= 0
+    assert {"checkpoint.pt", "learning-curve.png", "horizon-curve.png"} <= set(os.listdir(out))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["copy", "--model", "bmru"], "unknown task 'copy'; choose one of: copy-first-input"),
+    (["copy-first-input", "--model", "rnn"], "unknown model 'rnn'; choose one of: bmru, cmru"),
+    (["copy-first-input", "--model", "bmru", "--epochs", "2"], "--epochs needs a data-set task"),
+    (["copy-first-input", "--model", "bmru", "--hidden", "0"], "--hidden must be >= 1"),
+    (["denoising", "--model", "bmru", "--seq-len", "100"], "at least 205"),
+    (["psmnist", "--model", "lru", "--data-dir", "/nonexistent/mnist"], "no train-images"),
+    (["copy-first-input", "--model", "bmru", "--pad", "3"], "--pad does not apply"),
+    (["copy-first-input", "--model", "bmru", "--batch-size", "-2"], "--batch-size must be >= 1"),
+])
+def test_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
+    assert main(["train", *args, "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bistable: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_user_error_in_a_process_has_no_traceback(tmp_path):
+    proc = bistable("train", "copy", "--model", "bmru", "--out", tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("bistable: error: unknown task")
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
+    args = ["train", "copy-first-input", *TINY, "--steps", "150", "--checkpoint-every", "5",
+            "--eval-seq-len", "30"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "bistable", *args, "--out", str(out)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ckpt = out / "checkpoint.pt"
+        if ckpt.is_file() and load_checkpoint(ckpt)["step"] >= 10:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    bistable(*args, "--out", out, "--resume")
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["eval"] == whole["eval"]
+
+
+def test_two_torchrun_ranks_match_one_process(tmp_path):
+    args = ["train", "copy-first-input", *TINY, "--steps", "8", "--eval-seq-len", "30"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "bistable", *args, "--out", str(tmp_path / "two")],
+        text=True, capture_output=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (json.loads(Path(tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
+    assert len(two["eval"]) == len(one["eval"]) == 2
+    for a, b in zip(one["eval"], two["eval"], strict=True):
+        assert b["seq_len"] == a["seq_len"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
+    losses = [[h["loss"] for h in m["history"] if "loss" in h] for m in (one, two)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)

@@ -1,0 +1,105 @@
+"""The model registry: names, building, parameter budgets, descriptions."""
+
+import pytest
+import torch
+
+from bistable import models
+from bistable.models import (
+    MODEL_NAMES,
+    build_model,
+    count_parameters,
+    describe_models,
+    register_model,
+    width_for_budget,
+)
+
+CORE = ["bmru", "cmru", "lru", "hybrid", "brc", "nbrc", "mingru", "gru", "lstm"]
+
+
+def test_registry_names():
+    assert MODEL_NAMES[: len(CORE) + 2] == [*CORE, "src", "lif"]
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_every_model_streams(name):
+    torch.manual_seed(0)
+    model = build_model(name, 3, 2, hidden=6, layers=2).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    y, state = model(x)
+    assert y.shape == (2, 5, 2)
+    ys, s = [], None
+    for t in range(5):
+        y_t, s = model.step(x[:, t], s)
+        ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys, dim=1), y, rtol=1e-9, atol=1e-9)
+
+
+def test_options_reach_the_network_and_the_units():
+    model = build_model("cmru", 1, 1, hidden=4, epsilon=0.25, norm="rms")
+    assert torch.all(model.blocks[0].units[0].epsilon() == 0.25)
+    assert isinstance(model.norm, torch.nn.RMSNorm)
+    lru = build_model("lru", 1, 1, hidden=4, state_size=9)
+    assert lru.blocks[1].units[0].state_size == 9
+    alternating = build_model("hybrid", 1, 1, hidden=4, layers=2, mixer="lru,bmru")
+    assert [b.mixer for b in alternating.blocks] == [("lru",), ("bmru",)]
+    assert build_model("hybrid", 1, 1, hidden=4).blocks[0].mixer == ("lru", "bmru")
+
+
+def test_unknown_model_lists_the_choices():
+    with pytest.raises(ValueError, match="bmru, cmru, lru"):
+        build_model("transformer", 1, 1)
+
+
+@pytest.mark.parametrize("budget", [20_000, 1_000_000])
+def test_budget_widths_give_counts_within_10_percent(budget):
+    counts = {}
+    for name in [*CORE, "src"]:
+        hidden = width_for_budget(name, budget, 28, 10, layers=3)
+        with torch.device("meta"):  # shapes only: counts without the cost of initialisation
+            counts[name] = count_parameters(build_model(name, 28, 10, hidden=hidden, layers=3))
+        assert abs(counts[name] - budget) <= 0.05 * budget, (name, hidden, counts[name])
+    assert max(counts.values()) <= 1.1 * min(counts.values()), counts
+
+
+def test_width_for_budget_is_the_closest_width():
+    budget = 30_000
+    hidden = width_for_budget("gru", budget, 1, 1)
+
+    def gap(h):
+        return abs(count_parameters(build_model("gru", 1, 1, hidden=h)) - budget)
+
+    assert gap(hidden) <= gap(hidden - 1) and gap(hidden) <= gap(hidden + 1)
+    assert width_for_budget("gru", 1, 1, 1) == 1
+    with pytest.raises(ValueError, match="params"):
+        width_for_budget("gru", 0, 1, 1)
+
+
+def test_describe_models_counts_the_default_size():
+    rows = describe_models(3, 2)
+    assert [r[0] for r in rows] == MODEL_NAMES
+    for name, n_params, description in rows:
+        if name == "lif" and n_params is None:
+            pytest.importorskip("snntorch")
+        assert n_params == count_parameters(build_model(name, 3, 2)) and description
+
+
+def test_describe_models_without_an_optional_dependency(monkeypatch):
+    def needs_extra(*args, **kwargs):
+        raise ImportError("pip install 'bistable[peers]'")
+
+    monkeypatch.setattr(models, "_REGISTRY", {"peer": models.ModelSpec(needs_extra, "a peer")})
+    assert describe_models() == [("peer", None, "a peer")]
+
+
+def test_register_model(monkeypatch):
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(models, "MODEL_NAMES", list(MODEL_NAMES))
+
+    def tiny(input_size, output_size, *, hidden, layers):
+        return torch.nn.Linear(input_size, output_size)
+
+    register_model("tiny", tiny, "a linear map")
+    assert models.MODEL_NAMES[-1] == "tiny"
+    assert count_parameters(models.build_model("tiny", 3, 2)) == 8
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("tiny", tiny, "again")

@@ -1,0 +1,110 @@
+"""Blocks and networks (SPEC.md §4): the residual structure, hybrids, streaming."""
+
+import pytest
+import torch
+
+from bistable.nn import GLUMLP, Block, Network, parse_mixers
+
+
+def stepped(module, x, state=None):
+    ys = []
+    for t in range(x.shape[1]):
+        y_t, state = module.step(x[:, t], state)
+        ys.append(y_t)
+    return torch.stack(ys, dim=1), state
+
+
+def assert_nested_close(a, b):
+    if isinstance(a, tuple):
+        assert isinstance(b, tuple) and len(a) == len(b)
+        for u, v in zip(a, b):
+            assert_nested_close(u, v)
+    else:
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_parse_mixers():
+    assert parse_mixers("lru") == [("lru",)]
+    assert parse_mixers("lru+bmru") == [("lru", "bmru")]
+    assert parse_mixers("lru, bmru") == [("lru",), ("bmru",)]
+    assert parse_mixers(["lru+bmru", ("gru",)]) == [("lru", "bmru"), ("gru",)]
+    for bad in ("", "lru+", "lru,,bmru", []):
+        with pytest.raises(ValueError, match="mixer"):
+            parse_mixers(bad)
+
+
+def test_block_is_prenorm_mixer_then_prenorm_glu_mlp():
+    torch.manual_seed(0)
+    block = Block(6, ("lru", "bmru"), norm="rms").double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    u_in = block.norm1(x)
+    mixed = x + block.units[0](u_in)[0] + block.units[1](u_in)[0]
+    up = block.mlp.up(block.norm2(mixed))
+    a, g = up.chunk(2, dim=-1)
+    expected = mixed + block.mlp.down(a * torch.sigmoid(g))
+    y, state = block(x)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    assert isinstance(state, tuple) and len(state) == 2
+    assert isinstance(block.norm1, torch.nn.RMSNorm)
+    assert block.mlp.down.in_features == 4 * 6
+
+
+def test_glu_mlp_width():
+    mlp = GLUMLP(5, ratio=2)
+    assert mlp.up.out_features == 20 and mlp.down.in_features == 10
+    assert mlp(torch.randn(3, 5)).shape == (3, 5)
+
+
+def test_unit_kwargs_reach_the_units():
+    block = Block(4, "lru+cmru", unit_kwargs={"lru": {"state_size": 7}, "cmru": {"epsilon": 0.5}})
+    assert block.units[0].state_size == 7
+    assert torch.all(block.units[1].epsilon() == 0.5)
+
+
+@pytest.mark.parametrize("mixer", ["lru+bmru", "lru,bmru", "gru+lstm", "cmru,brc+nbrc,mingru"])
+def test_network_forward_equals_step_and_split_forwards_continue(mixer):
+    torch.manual_seed(1)
+    net = Network(3, 2, hidden=6, layers=3, mixer=mixer).double()
+    x = torch.randn(2, 7, 3, dtype=torch.float64)
+    y, state = net(x)
+    assert y.shape == (2, 7, 2)
+    y_step, state_step = stepped(net, x)
+    torch.testing.assert_close(y, y_step, rtol=1e-9, atol=1e-9)
+    assert_nested_close(state, state_step)
+    y1, s1 = net(x[:, :3])
+    y2, s2 = net(x[:, 3:], s1)
+    torch.testing.assert_close(torch.cat([y1, y2], dim=1), y, rtol=1e-9, atol=1e-9)
+    assert_nested_close(s2, state)
+
+
+def test_alternating_and_side_by_side_layouts():
+    alternating = Network(1, 1, hidden=4, layers=4, mixer="lru,bmru")
+    assert [b.mixer for b in alternating.blocks] == [("lru",), ("bmru",)] * 2
+    side = Network(1, 1, hidden=4, layers=2, mixer="lru+bmru")
+    assert all(len(b.units) == 2 for b in side.blocks)
+
+
+def test_network_gradients_reach_every_parameter():
+    torch.manual_seed(2)
+    net = Network(3, 2, hidden=6, layers=2, mixer="lru+mingru").double()
+    y, _ = net(torch.randn(4, 5, 3, dtype=torch.float64))
+    y.square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_network_checks_its_arguments():
+    net = Network(3, 2, hidden=4, layers=2, mixer="bmru")
+    with pytest.raises(ValueError, match=r"x: expected shape \(B, T, 3\)"):
+        net(torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match=r"x_t: expected shape \(B, 3\)"):
+        net.step(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="state: expected a tuple of 2 block states"):
+        net(torch.randn(2, 5, 3), state=(None,))
+    with pytest.raises(ValueError, match="unit: expected one of"):
+        Network(3, 2, mixer="transformer")
+    with pytest.raises(ValueError, match="norm: expected one of"):
+        Network(3, 2, norm="batch")
+    with pytest.raises(ValueError, match="hidden: expected a positive integer"):
+        Network(3, 2, hidden=0)

@@ -1,0 +1,193 @@
+"""Encoders, the population readout, the LIF peer and spiking networks (SPEC.md §6)."""
+
+import sys
+
+import pytest
+import torch
+
+from bistable.nn.encoders import flatten_frames, rate_code
+from bistable.nn.readout import PopulationReadout
+from bistable.nn.spiking import SpikingNetwork, build_lif, build_src, layer_stats
+from bistable.scan import linear_scan_reference
+
+
+def test_rate_code_shape_silence_rate_and_reproducibility():
+    images = torch.tensor([[0.0, 0.4, 1.0]]).repeat(2, 1)
+    x = rate_code(images, steps=4000, silent=20, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 4020, 3) and x.dtype == torch.float32
+    assert float(x[:, :20].abs().sum()) == 0.0
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    rate = x[:, 20:].mean(dim=(0, 1))
+    assert float(rate[0]) == 0.0
+    assert abs(float(rate[1]) - 0.1) < 0.01 and abs(float(rate[2]) - 0.25) < 0.015
+    again = rate_code(images, steps=4000, silent=20, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, again)
+    assert rate_code(torch.rand(3, 28, 28)).shape == (3, 220, 784)
+
+
+def test_rate_code_rejects_bad_images():
+    with pytest.raises(ValueError, match="images: expected a floating dtype"):
+        rate_code(torch.zeros(2, 784, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"images: expected a tensor of shape \(B, ...\)"):
+        rate_code(torch.zeros(784))
+
+
+def test_flatten_frames_passes_counts_through():
+    frames = torch.randint(0, 3, (2, 5, 2, 34, 34))
+    x = flatten_frames(frames)
+    assert x.shape == (2, 5, 2312) and x.dtype == torch.float32
+    assert torch.equal(x.view(2, 5, 2, 34, 34), frames.float())
+    with pytest.raises(ValueError, match="frames"):
+        flatten_frames(torch.zeros(2, 5))
+
+
+def test_population_readout_weights_and_integration():
+    ro = PopulationReadout(3, 2).double()
+    expected = torch.tensor([[1, 1, -.1, -.1, -.1, -.1], [-.1, -.1, 1, 1, -.1, -.1],
+                             [-.1, -.1, -.1, -.1, 1, 1]], dtype=torch.float64)
+    torch.testing.assert_close(ro.matrix, expected)
+    assert list(ro.parameters()) == []  # frozen
+    out = torch.rand(2, 9, 6, dtype=torch.float64)
+    R, last = ro(out)
+    torch.testing.assert_close(R, torch.cumsum(out @ expected.t(), 1))
+    first, s = ro(out[:, :4])
+    second, _ = ro(out[:, 4:], s)
+    torch.testing.assert_close(torch.cat([first, second], 1), R)
+    assert torch.equal(last, R[:, -1])
+
+
+def test_leaky_and_count_readouts():
+    out = torch.rand(2, 9, 4, dtype=torch.float64)
+    R, _ = PopulationReadout(2, 2, alpha=0.8).double()(out)
+    drive = out @ PopulationReadout(2, 2).matrix.double().t()
+    a = torch.full_like(drive, 0.8)
+    torch.testing.assert_close(R, linear_scan_reference(a, drive, None))
+    counts, _ = PopulationReadout(2, 2, mode="count").double()(out)
+    torch.testing.assert_close(counts[:, -1], out.sum(1).view(2, 2, 2).sum(-1))
+    with pytest.raises(ValueError, match="mode"):
+        PopulationReadout(mode="softmax")
+    with pytest.raises(ValueError, match=r"out: expected shape \(B, T, 4\)"):
+        PopulationReadout(2, 2)(torch.zeros(1, 3, 5))
+
+
+def test_layer_stats_counts_by_hand():
+    out = torch.zeros(1, 6, 2)
+    out[0, 1:4, 0] = 0.9  # one SRC pulse of 3 steps in neuron 0; neuron 1 silent
+    inp = torch.zeros(1, 6, 3)
+    inp[0, 0, :2] = 1.0
+    pulse = layer_stats(out, inp, pulse=True)
+    assert pulse == {"neurons": 2, "firing_rate": 1 / 12, "silent_fraction": 0.5,
+                     "spikes_per_sample": 1.0, "synops_per_sample": 4.0}
+    assert layer_stats(out, inp, pulse=False)["spikes_per_sample"] == 3.0
+
+
+@pytest.mark.parametrize("layers", [0, 2])
+def test_src_network_shapes_step_split_and_gradients(layers):
+    torch.manual_seed(0)
+    net = SpikingNetwork("src", 6, 5, layers, n_classes=3).double()
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.weight.mul_(15)
+    assert len(net.layers) == layers + 1 and net.layers[-1].hidden_size == 30
+    x = (torch.rand(2, 23, 6, dtype=torch.float64) < 0.5).double()
+    R, state = net(x)
+    assert R.shape == (2, 23, 3) and len(state) == layers + 2
+    steps, s = [], None
+    for t in range(23):
+        r, s = net.step(x[:, t], s)
+        steps.append(r)
+    torch.testing.assert_close(torch.stack(steps, 1), R, atol=1e-9, rtol=0)
+    first, s = net(x[:, :10])
+    second, _ = net(x[:, 10:], s)
+    torch.testing.assert_close(torch.cat([first, second], 1), R, atol=1e-9, rtol=0)
+    torch.nn.functional.cross_entropy(R[:, -1], torch.tensor([0, 2])).backward()
+    assert float(net.layers[0].weight.grad.abs().sum()) > 0
+    stats = net.spike_stats(x)
+    assert [s["neurons"] for s in stats] == [5] * layers + [30]
+    n0 = net.layers[0].hidden_size
+    assert stats[0]["synops_per_sample"] == float((x != 0).sum()) * n0 / 2
+
+
+def test_noise_helper_perturbs_every_src_layer():
+    net = build_src(4, 2, hidden=8, layers=2)
+    net.perturb_(0.1, torch.Generator().manual_seed(0))
+    for layer in net.layers:
+        assert float(layer.r.std()) > 0 and float(layer.r_s.std()) > 0
+    net.perturb_(0.0)
+    assert all(bool((layer.r == 2.0).all()) for layer in net.layers)
+
+
+def test_bad_network_arguments_raise():
+    with pytest.raises(ValueError, match="kind"):
+        SpikingNetwork("izhikevich", 4, 8, 1)
+    with pytest.raises(ValueError, match="layers"):
+        SpikingNetwork("src", 4, 8, -1)
+    net = SpikingNetwork("src", 4, 8, 1, n_classes=2)
+    with pytest.raises(ValueError, match="state: expected a tuple of 3 states"):
+        net(torch.zeros(1, 3, 4), (None,))
+    with pytest.raises(ValueError, match=r"x_t: expected shape \(B, 4\)"):
+        net.step(torch.zeros(1, 3, 4))
+
+
+def test_lif_matches_its_equations_and_steps():
+    pytest.importorskip("snntorch")
+    from bistable.units.lif import LIF
+
+    torch.manual_seed(0)
+    m = LIF(3, 4, beta=0.9).double()
+    x = torch.rand(2, 30, 3, dtype=torch.float64) * 2
+    out, mem = m(x)
+    beta = m.leaky.beta  # the stored decay (0.9 rounded to float32, then cast)
+    ref_mem, ref = torch.zeros(2, 4, dtype=torch.float64), []
+    for t in range(30):
+        reset = (ref_mem > 1.0).double()
+        ref_mem = beta * ref_mem + m.linear(x[:, t]) - reset
+        ref.append((ref_mem > 1.0).double())
+    assert out.dtype == torch.float64 and float(out.detach().sum()) > 0
+    torch.testing.assert_close(out, torch.stack(ref, 1))
+    torch.testing.assert_close(mem, ref_mem)
+    s, steps = None, []
+    for t in range(30):
+        y, s = m.step(x[:, t], s)
+        steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), out)
+    torch.testing.assert_close(s, mem)
+
+
+def test_lif_network_trains_through_the_surrogate():
+    pytest.importorskip("snntorch")
+    torch.manual_seed(0)
+    net = build_lif(6, 2, hidden=8, layers=1)
+    x = (torch.rand(2, 15, 6) < 0.5).float()
+    R, state = net(x)
+    assert R.shape == (2, 15, 2) and state[0].shape == (2, 8)
+    torch.nn.functional.cross_entropy(R[:, -1] + 0.0, torch.tensor([0, 1])).backward()
+    assert float(net.layers[0].linear.weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="perturb_"):
+        net.perturb_(0.1)
+
+
+def test_lif_without_snntorch_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "snntorch", None)
+    from bistable.units.lif import LIF
+
+    with pytest.raises(ImportError, match=r"bistable\[peers\]"):
+        LIF(3, 4)
+
+
+def test_raster_and_membrane_plots_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bistable import plot
+    from bistable.units.src import SRC
+
+    torch.manual_seed(0)
+    cell = SRC(6, 4)
+    with torch.no_grad():
+        cell.weight.mul_(15)
+    x = (torch.rand(1, 40, 6) < 0.5).float()
+    out, _ = cell(x)
+    h, h_s = cell.membrane(x)
+    assert torch.equal(out.detach(), h.clamp(min=0))
+    for path in (plot.raster(out[0], tmp_path / "raster.png", title="SRC"),
+                 plot.membrane_traces(h[0], tmp_path / "traces.png", h_s=h_s[0])):
+        assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,177 @@
+"""The SRC unit (SPEC.md §6) against a plain autograd loop, in float64 on odd sizes."""
+
+import pytest
+import torch
+
+from bistable.units.src import SRC, SpikeReLU, rest_state
+
+REST = -0.9027
+
+
+def reference(m: SRC, x, state):
+    """SPEC.md §6 written out step by step; autograd does the backward."""
+    i, h, hs = state
+    hseq = []
+    for t in range(x.shape[1]):
+        i = m.alpha * i + x[:, t] @ m.weight.t()
+        u = m.rho * torch.tanh(i / m.rho)
+        hp, hsp = (h.detach(), hs.detach()) if m.detach_recurrent else (h, hs)
+        h_new = torch.tanh(u + m.r * hp + m.r_s * hsp + m.effective_bias())
+        z = torch.where((h_new if m.gate == "current" else hp) <= 0.5, m.z_hyp, m.z_dep)
+        hs = z * hsp + (1 - z) * hp
+        h = h_new
+        hseq.append(h)
+    return torch.stack(hseq, 1), (i, h, hs)
+
+
+def make(F=5, H=7, scale=20.0, seed=0, **kw):
+    torch.manual_seed(seed)
+    m = SRC(F, H, **kw).double()
+    with torch.no_grad():
+        m.weight.mul_(scale)  # strong enough drive that the neurons spike
+    return m
+
+
+def spikes_in(B, T, F, p=0.5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(B, T, F, generator=g, dtype=torch.float64) < p).double()
+
+
+def test_rest_state_is_the_fixed_point():
+    d = torch.float64
+    h = rest_state(torch.tensor([2.0], dtype=d), torch.tensor([-7.0], dtype=d),
+                   torch.tensor([-6.0], dtype=d))
+    assert abs(float(h) - REST) < 1e-4
+    assert abs(float(h - torch.tanh(-5 * h - 6))) < 1e-12
+    m = make(3, 4, bias=-5.0)
+    _, h, hs = m.init_state(2)
+    assert torch.allclose(h, torch.tanh((m.r + m.r_s) * h + m.bias), atol=1e-12)
+    assert torch.equal(h, hs)
+    # silence keeps the cell at rest
+    with torch.no_grad():
+        out, (i, h2, hs2) = m(torch.zeros(2, 30, 3, dtype=torch.float64))
+    assert float(out.abs().max()) == 0.0
+    assert torch.allclose(h2, h, atol=1e-12) and torch.allclose(hs2, hs, atol=1e-12)
+
+
+@pytest.mark.parametrize("T,H", [(1, 1), (7, 3), (60, 13)])
+@pytest.mark.parametrize("kw", [{}, {"gate": "current"}, {"detach_recurrent": True},
+                                {"learn_bias": True, "bias": -4.5}])
+def test_forward_matches_reference_values_and_gradients(T, H, kw):
+    m = make(5, H, **kw)
+    x = spikes_in(3, T, 5).requires_grad_()
+    state = tuple(s.clone().requires_grad_() for s in m.init_state(3))
+    out, (i, h, hs) = m(x, state)
+    h_ref, (i_r, h_r, hs_r) = reference(m, x, state)
+    torch.testing.assert_close(out, h_ref.clamp(min=0), atol=1e-10, rtol=0)
+    for a, b in ((i, i_r), (h, h_r), (hs, hs_r)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    w = torch.randn_like(out)
+    params = [x, m.weight, *state] + ([m.bias] if kw.get("learn_bias") else [])
+    # the spike's backward is the identity, so compare against the reference's h
+    loss = (out * w).sum() + (i * 0.3).sum() + (hs * 0.7).sum()
+    loss_ref = (h_ref * w).sum() + (i_r * 0.3).sum() + (hs_r * 0.7).sum()
+    got = torch.autograd.grad(loss, params, allow_unused=True)
+    want = torch.autograd.grad(loss_ref, params, allow_unused=True)
+    for a, b in zip(got, want):
+        if b is None:
+            assert a is None or float(a.abs().max()) == 0.0
+        else:
+            torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_the_drive_makes_spikes_pulses_of_two_or_three_steps():
+    m = make(1, 1, scale=1.0)
+    with torch.no_grad():
+        m.weight.fill_(6.0)
+    x = torch.zeros(1, 40, 1, dtype=torch.float64)
+    x[0, 5] = 1.0  # one input spike
+    h, h_s = m.membrane(x)
+    _, (_, _, hs_last) = m(x)
+    torch.testing.assert_close(h_s[:, -1], hs_last, atol=1e-12, rtol=0)
+    h = h[0, :, 0]
+    active = (h > 0).nonzero().flatten().tolist()
+    assert len(active) in (2, 3) and active == list(range(active[0], active[0] + len(active)))
+    assert float(h.max()) > 0.9
+    assert abs(float(h[-1]) - REST) < 0.05  # back towards rest
+
+
+def test_forward_equals_step_loop_and_split_forwards_continue():
+    m = make(4, 9, gate="current")
+    x = spikes_in(2, 41, 4)
+    out, state = m(x)
+    steps, s = [], None
+    for t in range(x.shape[1]):
+        y, s = m.step(x[:, t], s)
+        steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), out, atol=1e-9, rtol=0)
+    for a, b in zip(s, state):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+    first, s1 = m(x[:, :17])
+    second, s2 = m(x[:, 17:], s1)
+    torch.testing.assert_close(torch.cat([first, second], 1), out, atol=1e-9, rtol=0)
+    assert out.gt(0).any()
+
+
+def test_learned_bias_is_clamped_straight_through():
+    m = make(3, 4, learn_bias=True, bias=-3.0, bias_max=-4.0)
+    assert float(m.effective_bias().detach().max()) == -4.0
+    out, _ = m(spikes_in(2, 9, 3))
+    (g,) = torch.autograd.grad(out.sum(), [m.bias])
+    assert float(g.abs().sum()) > 0  # gradient passes the clamp
+    assert isinstance(make(3, 4).bias, torch.Tensor) and not make(3, 4).bias.requires_grad
+
+
+def test_perturb_draws_each_neurons_gains_around_nominal():
+    m = SRC(3, 4000)
+    m.perturb_(0.1, torch.Generator().manual_seed(0))
+    assert abs(float(m.r.mean()) - 2.0) < 0.02 and abs(float(m.r.std()) - 0.2) < 0.02
+    assert abs(float(m.r_s.mean()) + 7.0) < 0.07 and abs(float(m.r_s.std()) - 0.7) < 0.07
+    r1 = m.r.clone()
+    m.perturb_(0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(m.r, r1)
+    m.perturb_(0.0)
+    assert torch.equal(m.r, torch.full((4000,), 2.0))
+    assert torch.equal(m.r_s, torch.full((4000,), -7.0))
+
+
+def test_spike_relu_backward_is_identity():
+    h = torch.tensor([-0.5, 0.0, 0.7], requires_grad=True)
+    y = SpikeReLU.apply(h)
+    assert y.tolist() == [0.0, 0.0, pytest.approx(0.7)]
+    (g,) = torch.autograd.grad(y.sum(), [h])
+    assert g.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (torch.zeros(2, 5), r"x: expected shape \(B, T, 3\)"),
+    (torch.zeros(2, 5, 4), r"x: expected shape \(B, T, 3\)"),
+    (torch.zeros(2, 5, 3, dtype=torch.int64), "x: expected a floating dtype"),
+])
+def test_bad_input_raises(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SRC(3, 2)(bad)
+
+
+def test_bad_state_and_options_raise():
+    m = SRC(3, 2)
+    with pytest.raises(ValueError, match="state"):
+        m(torch.zeros(1, 4, 3), (torch.zeros(1, 2), torch.zeros(1, 2)))
+    with pytest.raises(ValueError, match=r"state\[1\] \(h\): expected shape \(1, 2\)"):
+        m(torch.zeros(1, 4, 3), (torch.zeros(1, 2), torch.zeros(1, 3), torch.zeros(1, 2)))
+    with pytest.raises(ValueError, match=r"x_t: expected shape \(B, 3\)"):
+        m.step(torch.zeros(1, 4, 3))
+    with pytest.raises(ValueError, match="gate"):
+        SRC(3, 2, gate="next")
+
+
+@pytest.mark.slow  # torch.compile takes tens of seconds on a small CPU
+def test_compiled_loop_matches_eager():
+    x = spikes_in(3, 21, 5)
+    eager, compiled = make(5, 6), make(5, 6, compile_loop=True)
+    out_e, s_e = eager(x)
+    out_c, s_c = compiled(x)
+    torch.testing.assert_close(out_c, out_e, atol=1e-9, rtol=0)
+    ge = torch.autograd.grad(out_e.sum() + s_e[2].sum(), [eager.weight])
+    gc = torch.autograd.grad(out_c.sum() + s_c[2].sum(), [compiled.weight])
+    torch.testing.assert_close(gc, ge, atol=1e-8, rtol=1e-8)

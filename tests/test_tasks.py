@@ -1,0 +1,137 @@
+"""The task registry: shapes, targets, fixed evaluation sets, losses and bad arguments."""
+
+import numpy as np
+import pytest
+import torch
+
+from bistable.data.tasks import (
+    N_MARKED,
+    TASK_NAMES,
+    build_task,
+    describe_tasks,
+    permutation,
+)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_registry_lists_every_task_once_with_a_description():
+    names = [name for name, _ in describe_tasks()]
+    assert names == list(TASK_NAMES)
+    assert {"copy-first-input", "denoising", "smnist", "psmnist", "spiking-mnist",
+            "spiking-fashion-mnist", "nmnist"} <= set(names)
+    assert all(text and "\n" not in text for _, text in describe_tasks())
+
+
+def test_unknown_task_names_the_choices():
+    with pytest.raises(ValueError, match="unknown task 'copy'.*copy-first-input.*psmnist"):
+        build_task("copy")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name="copy-first-input", gap=3), "--gap does not apply"),
+    (dict(name="denoising", pad=3), "--pad does not apply"),
+    (dict(name="smnist", pad=-1), "--pad must be >= 0"),
+    (dict(name="denoising", data_dir="/tmp"), "--data-dir does not apply"),
+])
+def test_flags_that_do_not_fit_the_task_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_task(kwargs.pop("name"), **kwargs)
+
+
+def test_copy_first_input_target_is_the_first_value():
+    task = build_task("copy-first-input")
+    x, target = task.batch("train", 7, 5, gen())
+    assert x.shape == (5, 7, 1) and target.shape == (5, 1)
+    assert torch.equal(target, x[:, 0])
+    x2, _ = task.batch("train", 7, 5, gen())
+    assert torch.equal(x, x2)                                  # the generator decides the batch
+    assert task.metrics(torch.zeros(5, 1), target)["accuracy"] is None
+
+
+def test_denoising_marks_five_values_before_the_gap_and_asks_them_in_order():
+    task = build_task("denoising", gap=10)
+    x, target = task.batch("train", 30, 64, gen())
+    assert x.shape == (64, 30, 2) and target.shape == (64, N_MARKED)
+    marker = x[..., 1]
+    assert torch.equal(marker.sum(1), torch.full((64,), float(N_MARKED)))
+    assert marker[:, 30 - 10:].sum() == 0                      # nothing marked in the gap
+    for b in range(64):
+        assert torch.equal(target[b], x[b, marker[b] == 1, 0])  # time order
+    with pytest.raises(ValueError, match="at least 15"):
+        task.seq_len(14)
+
+
+def test_evaluation_set_is_fixed_by_length_not_by_call():
+    task = build_task("copy-first-input")
+    first = list(task.eval_batches("test", 9, 10, 4))
+    again = list(task.eval_batches("test", 9, 10, 4))
+    assert [x.shape[0] for x, _ in first] == [4, 4, 2]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+
+
+def fake_mnist(task, n=6):
+    images = torch.arange(n * 784, dtype=torch.int64).reshape(n, 784).remainder(256).to(torch.uint8)
+    labels = torch.arange(n) % 10
+    task._cache.update(train=(images, labels), test=(images, labels))
+    return images, labels
+
+
+def test_psmnist_permutes_pixels_with_a_fixed_order_and_pads_zeros():
+    task = build_task("psmnist", pad=5)
+    images, labels = fake_mnist(task)
+    assert task.seq_len(None) == 789
+    with pytest.raises(ValueError, match="784 \\+ --pad = 789"):
+        task.seq_len(800)
+    x, y = task.examples("train", torch.tensor([2, 0]), 789, gen())
+    assert x.shape == (2, 789, 1) and torch.equal(y, labels[[2, 0]])
+    assert torch.equal(x[:, :784, 0], images[[2, 0]][:, permutation()].float() / 255)
+    assert x[:, 784:].abs().sum() == 0
+    assert torch.equal(permutation(), permutation())
+    assert not torch.equal(permutation(), torch.arange(784))
+    plain = build_task("smnist")
+    fake_mnist(plain)
+    xs, _ = plain.examples("test", torch.tensor([1]), 784, gen())
+    assert torch.equal(xs[0, :, 0], images[1].float() / 255)
+
+
+def test_classification_loss_and_accuracy():
+    task = build_task("smnist")
+    pred = torch.tensor([[5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])
+    target = torch.tensor([0, 1, 1])
+    m = task.metrics(torch.nn.functional.pad(pred, (0, 8)), target)
+    assert m["mse"] is None and m["accuracy"] == pytest.approx(2 / 3)
+    assert m["loss"] > 0
+
+
+def test_spiking_mnist_rate_codes_the_image():
+    task = build_task("spiking-mnist")
+    images = torch.zeros(2, 784, dtype=torch.uint8)
+    images[:, :392] = 255
+    task._cache.update(train=(images, torch.tensor([3, 4])))
+    x, y = task.examples("train", torch.tensor([0, 1]), 220, gen())
+    assert x.shape == (2, 220, 784) and torch.equal(y, torch.tensor([3, 4]))
+    assert x[:, :20].sum() == 0 and x[:, :, 392:].sum() == 0
+    assert 0.2 < x[:, 20:, :392].mean() < 0.3                   # 0.25 per step at full intensity
+
+
+def test_nmnist_bins_recordings_into_flat_frames(tmp_path):
+    from bistable.data import nmnist
+
+    rng = np.random.default_rng(0)
+    for split, digits in (("Train", (0, 3)), ("Test", (1,))):
+        for digit in digits:
+            (tmp_path / split / str(digit)).mkdir(parents=True)
+            events = np.zeros(50, dtype=[("x", "i2"), ("y", "i2"), ("t", "i8"), ("p", "i2")])
+            events["x"], events["y"] = rng.integers(0, 34, 50), rng.integers(0, 34, 50)
+            events["t"], events["p"] = np.sort(rng.integers(0, 300_000, 50)), rng.integers(0, 2, 50)
+            nmnist.write_events(tmp_path / split / str(digit) / "00001.bin", events)
+    task = build_task("nmnist", data_dir=str(tmp_path))
+    assert task.size("train") == 2 and task.size("test") == 1
+    x, y = task.examples("train", torch.tensor([1, 0]), 10, gen())
+    assert x.shape == (2, 10, 2 * 34 * 34) and y.tolist() == [3, 0]
+    assert x.sum() == 100                                        # every event counted once
+    with pytest.raises(FileNotFoundError, match="--data-dir"):
+        build_task("nmnist").size("train")

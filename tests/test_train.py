@@ -1,0 +1,135 @@
+"""The training loop in-process: schedule, data order, streaming evaluation, resume, divergence."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from bistable.data.tasks import build_task
+from bistable.models import build_model
+from bistable.train import loop
+from bistable.train.checkpoint import load_checkpoint
+from bistable.train.loop import TrainConfig, TrainingDiverged, learning_rate, resolve, train
+from bistable.train.metrics import predict_last
+
+
+def config(tmp_path, name="run", **kw):
+    base = dict(task="copy-first-input", model="bmru", out=str(tmp_path / name), hidden=8,
+                layers=1, seq_len=12, steps=12, batch_size=8, eval_samples=16, eval_every=4,
+                checkpoint_every=4, quiet=True)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
+    c = resolve(config(tmp_path, steps=100, warmup=10, lr=1.0, min_lr=0.1),
+                build_task("copy-first-input"))
+    assert learning_rate(0, c) == pytest.approx(0.1)
+    assert learning_rate(9, c) == pytest.approx(1.0)
+    assert learning_rate(10, c) == pytest.approx(1.0)
+    assert learning_rate(55, c) == pytest.approx(0.55)
+    assert learning_rate(100, c) == pytest.approx(0.1)
+    c.schedule = "constant"
+    assert learning_rate(80, c) == 1.0
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(epochs=1, steps=None), "--epochs needs a data-set task"),
+    (dict(hidden=0), "--hidden must be >= 1"),
+    (dict(schedule="linear"), "--schedule"),
+    (dict(eval_seq_len=[0]), "at least 1"),
+])
+def test_impossible_settings_are_one_line_errors(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        resolve(config(tmp_path, **kw), build_task("copy-first-input"))
+
+
+def test_training_batches_depend_on_seed_and_step_only(tmp_path):
+    task = build_task("copy-first-input")
+    c = resolve(config(tmp_path), task)
+    a, b = loop.train_batch(task, c, 5), loop.train_batch(task, c, 5)
+    assert torch.equal(a[0], b[0])
+    assert not torch.equal(a[0], loop.train_batch(task, c, 6)[0])
+
+
+def test_data_set_batches_walk_each_epoch_once(tmp_path):
+    task = build_task("smnist")
+    images = torch.zeros(10, 784, dtype=torch.uint8)
+    images[:, 0] = torch.arange(10, dtype=torch.uint8)        # pixel 0 names the example
+    task._cache["train"] = (images, torch.arange(10))
+    c = resolve(config(tmp_path, task="smnist", seq_len=None, steps=None, batch_size=4), task)
+    assert c.steps == 3                                        # one epoch by default: ceil(10 / 4)
+    seen = torch.cat([loop.train_batch(task, c, s)[1] for s in range(5)])
+    assert sorted(seen[:10].tolist()) == list(range(10))      # epoch 1, then epoch 2 begins
+    assert sorted(seen[10:20].tolist()) == list(range(10))
+
+
+def test_streamed_prediction_equals_one_forward():
+    torch.manual_seed(0)
+    model = build_model("hybrid", 2, 3, hidden=8, layers=2).double()
+    x = torch.randn(3, 37, 2, dtype=torch.float64)
+    with torch.no_grad():
+        full = model(x)[0][:, -1]
+    assert torch.allclose(predict_last(model, x, chunk=5), full, atol=1e-12)
+
+
+def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
+    metrics = train(config(tmp_path, eval_seq_len=[30, 12]))
+    out = tmp_path / "run"
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert set(on_disk) == {"task", "model", "config", "history", "eval"}
+    assert [(e["split"], e["seq_len"]) for e in on_disk["eval"]] == [("test", 12), ("test", 30)]
+    for e in on_disk["eval"]:
+        assert set(e) == {"split", "seq_len", "loss", "mse", "accuracy"}
+        assert e["accuracy"] is None and e["mse"] == e["loss"] and math.isfinite(e["loss"])
+    assert on_disk["history"][-1]["step"] == 12
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 12
+    assert (out / "learning-curve.png").stat().st_size > 0
+    assert (out / "horizon-curve.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(config(tmp_path))
+
+
+def test_resume_extends_a_finished_run_exactly(tmp_path):
+    whole = train(config(tmp_path, "whole", steps=16, schedule="constant"))
+    train(config(tmp_path, "parts", steps=8, schedule="constant"))
+    extended = train(config(tmp_path, "parts", steps=16, schedule="constant", resume=True))
+    assert extended["eval"] == whole["eval"]
+    with pytest.raises(ValueError, match="other settings.*hidden"):
+        train(config(tmp_path, "parts", steps=20, hidden=9, resume=True))
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    build = loop._build_model
+
+    def poisoned(c, task):
+        model = build(c, task)
+        calls = {"n": 0}
+
+        def nan_after_six(module, args, output):
+            calls["n"] += 1
+            return (output[0] * math.nan, output[1]) if calls["n"] > 6 else output
+
+        model.register_forward_hook(nan_after_six)
+        return model
+
+    monkeypatch.setattr(loop, "_build_model", poisoned)
+    with pytest.raises(TrainingDiverged, match="diverged at step 6.*last good checkpoint"):
+        train(config(tmp_path, checkpoint_every=4, eval_every=100))
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_without_matplotlib_plots_are_skipped_with_a_warning(tmp_path, monkeypatch):
+    import bistable.plot
+
+    def missing():
+        raise ImportError("plots need matplotlib")
+
+    monkeypatch.setattr(bistable.plot, "_pyplot", missing)
+    with pytest.warns(UserWarning, match="plots skipped"):
+        train(config(tmp_path, steps=2))
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert not (tmp_path / "run" / "learning-curve.png").exists()
