@@ -62,3 +62,11 @@ def check_state(state, shape: Sequence[int], name: str = "state") -> None:
     if not (state.is_floating_point() or state.is_complex()):
         raise ValueError(f"{name}: expected a floating or complex dtype, got {state.dtype}")
     _finite(state, name)
+
+
+def state_or_zeros(state, x: torch.Tensor, hidden_size: int, name: str = "state") -> torch.Tensor:
+    """``state`` checked against ``(B, hidden_size)`` (``B`` from ``x``), or zeros like ``x``."""
+    if state is None:
+        return x.new_zeros(x.shape[0], hidden_size)
+    check_state(state, (x.shape[0], hidden_size), name)
+    return state

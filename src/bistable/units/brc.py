@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .base import check_input, check_state, check_step_input
+from .base import check_input, check_step_input, state_or_zeros
 
 
 class BRC(nn.Module):
@@ -62,16 +62,10 @@ class BRC(nn.Module):
         c = torch.sigmoid(gates[:, H:])
         return c * h + (1 - c) * torch.tanh(u_t[:, 2 * H :] + a * h)
 
-    def _state(self, state, x: torch.Tensor) -> torch.Tensor:
-        if state is None:
-            return x.new_zeros(x.shape[0], self.hidden_size)
-        check_state(state, (x.shape[0], self.hidden_size))
-        return state
-
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         """x ``(B, T, F)``, state ``(B, H)`` or None → (y ``(B, T, H)``, state ``(B, H)``)."""
         check_input(x, self.input_size)
-        h = self._state(state, x)
+        h = state_or_zeros(state, x, self.hidden_size)
         u = x @ self.U.T
         ys = []
         for t in range(x.shape[1]):
@@ -82,7 +76,7 @@ class BRC(nn.Module):
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         """One step: x_t ``(B, F)``, state ``(B, H)`` or None → (y_t ``(B, H)``, new state)."""
         check_step_input(x_t, self.input_size)
-        h = self._cell(x_t @ self.U.T, self._state(state, x_t))
+        h = self._cell(x_t @ self.U.T, state_or_zeros(state, x_t, self.hidden_size))
         return h, h
 
     def extra_repr(self) -> str:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from .base import check_input, check_state, check_step_input
+from .base import check_input, check_step_input, state_or_zeros
 
 
 class MinGRU(nn.Module):
@@ -33,16 +33,10 @@ class MinGRU(nn.Module):
         z = torch.sigmoid(gate)
         return 1 - z, z * cand
 
-    def _state(self, state, x: torch.Tensor) -> torch.Tensor:
-        if state is None:
-            return x.new_zeros(x.shape[0], self.hidden_size)
-        check_state(state, (x.shape[0], self.hidden_size))
-        return state
-
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         """x ``(B, T, F)``, state ``(B, H)`` or None → (y ``(B, T, H)``, state ``(B, H)``)."""
         check_input(x, self.input_size)
-        h0 = self._state(state, x)
+        h0 = state_or_zeros(state, x, self.hidden_size)
         h = linear_scan(*self._coefficients(x), h0)
         return h, h[:, -1]
 
@@ -50,7 +44,7 @@ class MinGRU(nn.Module):
         """One step: x_t ``(B, F)``, state ``(B, H)`` or None → (y_t ``(B, H)``, new state)."""
         check_step_input(x_t, self.input_size)
         a, b = self._coefficients(x_t)
-        h = a * self._state(state, x_t) + b
+        h = a * state_or_zeros(state, x_t, self.hidden_size) + b
         return h, h
 
     def extra_repr(self) -> str:
