@@ -21,6 +21,7 @@ import torch
 
 MIN_CHUNK = 16
 MAX_CHUNK = 256
+ACCUMULATE = {torch.bfloat16: torch.float32, torch.float16: torch.float32}
 
 
 def chunk_length(T: int) -> int:
@@ -28,10 +29,19 @@ def chunk_length(T: int) -> int:
     return max(MIN_CHUNK, min(MAX_CHUNK, math.isqrt(T)))
 
 
+def _step(a_t, b_t, h, out_t):
+    """``h ← a_t ⊙ h + b_t`` in ``h``'s (accumulation) dtype, stored into ``out_t``."""
+    if out_t.dtype == h.dtype:
+        return torch.addcmul(b_t, a_t, h, out=out_t)
+    h = torch.addcmul(b_t, a_t, h)  # low-precision inputs promote to h's float32
+    out_t.copy_(h)
+    return h
+
+
 def _loop(a, b, h, steps, out):
     """``h ← a_t ⊙ h + b_t`` for ``t`` in ``steps``, writing each state into ``out[:, t]``."""
     for t in steps:
-        h = torch.addcmul(b[:, t], a[:, t], h, out=out[:, t])
+        h = _step(a[:, t], b[:, t], h, out[:, t])
     return h
 
 
@@ -45,10 +55,12 @@ def scan_cpu(
     """``h`` with ``h_t = a_t ⊙ h_{t∓1} + b_t``; ``a`` is ``(B|1, T, D)``, ``b`` is ``(B, T, D)``.
 
     Inputs may be strided views along time; ``out`` (same shape as ``b``) receives ``h``.
+    bfloat16/float16 are read and written as they are, and accumulated in float32.
     """
     B, T, D = b.shape
+    acc = ACCUMULATE.get(b.dtype, b.dtype)
     h = torch.empty_like(b, memory_format=torch.contiguous_format) if out is None else out
-    start = torch.zeros_like(b[:, 0]) if h0 is None else h0
+    start = b.new_zeros(B, D, dtype=acc) if h0 is None else h0.to(acc)
     L = chunk_length(T)
     n = T // L
     if n < 2:
@@ -63,12 +75,12 @@ def scan_cpu(
     first, *others = order
 
     # 1. chunk end states from zero, and chunk products
-    e = bc[:, :, first].clone()
+    e = bc[:, :, first].to(acc, copy=True)
     for l in others:
         torch.addcmul(bc[:, :, l], ac[:, :, l], e, out=e)
-    p = ac.prod(dim=2)
+    p = ac.prod(dim=2, dtype=acc)
     # 2. chunk start states
-    ends = scan_cpu(p, e, h0, reverse)
+    ends = scan_cpu(p, e, start, reverse)
     starts = torch.empty_like(ends)
     if reverse:
         starts[:, :-1] = ends[:, 1:]
@@ -79,11 +91,11 @@ def scan_cpu(
     # 3. every chunk again from its start state
     state = starts
     for l in order:
-        state = torch.addcmul(bc[:, :, l], ac[:, :, l], state, out=hc[:, :, l])
+        state = _step(ac[:, :, l], bc[:, :, l], state, hc[:, :, l])
 
-    if rest:
+    if rest:  # from the state next to the rest, kept in the accumulation dtype
         if reverse:
-            _loop(a, b, h[:, rest], range(rest - 1, -1, -1), h)
+            _loop(a, b, state[:, 0], range(rest - 1, -1, -1), h)
         else:
-            _loop(a, b, h[:, n * L - 1], range(n * L, T), h)
+            _loop(a, b, state[:, -1], range(n * L, T), h)
     return h

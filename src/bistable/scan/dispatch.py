@@ -10,7 +10,8 @@ from .reference import linear_scan_reference
 
 _BACKENDS: dict[str, Backend] = {"cpu": Backend(scan_cpu)}
 # dtypes each backend stores natively; others are computed in float32 and cast back
-_NATIVE = {"cpu": {torch.float32, torch.float64, torch.complex64, torch.complex128}}
+_NATIVE = {"cpu": {torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64,
+                   torch.complex128}}
 BACKEND_NAMES = ("auto", "reference", "cpu", "triton")
 
 
