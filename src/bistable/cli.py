@@ -58,8 +58,16 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=run)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one ``bistable: error:`` line and exit code 2 (sub-commands included)."""
+
+    def error(self, message):
+        print(f"bistable: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bistable",
         description="Memory recurrent units, LRU hybrids and spiking recurrent cells.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -78,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error already printed
+        return int(done.code or 0)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:

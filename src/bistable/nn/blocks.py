@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -26,6 +27,12 @@ def make_unit(name: str, input_size: int, hidden_size: int, **kwargs) -> nn.Modu
     """The unit ``UNITS[name](input_size, hidden_size, **kwargs)``."""
     if name not in UNITS:
         raise ValueError(f"unit: expected one of {sorted(UNITS)}, got {name!r}")
+    options = [p for p in inspect.signature(UNITS[name]).parameters
+               if p not in ("input_size", "hidden_size")]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(options) or 'none'}")
     return UNITS[name](input_size, hidden_size, **kwargs)
 
 

@@ -102,6 +102,11 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
         value = getattr(c, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+        value = getattr(c, name)
+        if not (math.isfinite(value) and value >= (1e-300 if name == "lr" else 0)):
+            limit = "> 0" if name == "lr" else ">= 0"
+            raise ValueError(f"--{name.replace('_', '-')} must be finite and {limit}, got {value}")
     if c.schedule not in ("cosine", "constant"):
         raise ValueError(f"--schedule: expected cosine or constant, got {c.schedule!r}")
     if c.steps is not None and c.epochs is not None:
