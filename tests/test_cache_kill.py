@@ -89,6 +89,7 @@ def _check_recovers(root, cache_dir, fresh):
         _open(root, cache_dir)
     assert list(cache_dir.glob("*.frames")) == [data]
     assert (os.stat(data).st_mtime_ns, os.stat(data).st_ino) == stamp
+    assert not list(cache_dir.glob(".*.tmp")), "a killed writer's temp file was left behind"
 
 
 def _binned(k):

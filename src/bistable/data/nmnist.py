@@ -91,6 +91,24 @@ def write_events(path, events: np.ndarray) -> None:
     _atomic_write(Path(path), encode_events(events))
 
 
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temp files ``.<name>.<pid>.tmp`` left beside ``path`` by killed writers."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -332,6 +350,8 @@ class FrameCache:
         from tqdm import tqdm
 
         self.data.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(self.data)
+        _remove_orphans(self.meta)
         tmp = self.data.with_name(f".{self.data.name}.{os.getpid()}.tmp")
         offsets, crc, nbytes = [0], 0, 0
         with open(tmp, "wb") as f:
