@@ -167,6 +167,8 @@ def main(argv=None) -> None:
     p.add_argument("--tp-hidden", type=int, default=256)
     p.add_argument("--tp-batch", type=int, default=32)
     p.add_argument("--tp-rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 gives "
+                   "steady timings on a CPU shared with other jobs")
     p.add_argument("--datasets", nargs="*", default=["mnist"],
                    choices=["mnist", "fashion-mnist", "nmnist-sim"])
     p.add_argument("--nmnist-dir", help="root of simulated N-MNIST recordings")
@@ -187,6 +189,8 @@ def main(argv=None) -> None:
     p.add_argument("--keep", action="store_true",
                    help="keep the section not rerun now from the last results/<name>.json")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     sections = {}
     if args.keep and (RESULTS / f"{args.name}.json").exists():
@@ -223,7 +227,8 @@ def throughput_md(section: dict) -> str:
     a = section["args"]
     return (f"## Training throughput\n\n{made_by(section)}{a['tp_layers']} hidden layers of "
             f"{a['tp_hidden']}, T = 220 (20 silent + 200 coded), batch {a['tp_batch']}, 784 "
-            "inputs, one step = forward + cross-entropy + backward + Adam; median of "
+            "inputs, one step = forward + cross-entropy + backward + Adam, "
+            f"{a.get('threads') or 'default'} torch thread(s); median of "
             f"{a['tp_rounds']} interleaved rounds; `load_avg_1min`: the machine's load average "
             "when measured (other jobs shared its cores).\n\n"
             + table(section["rows"], ["model", "seconds_per_step", "samples_per_s", "vs_lif",
