@@ -2,7 +2,8 @@
 
 Throughput: one training step (forward, cross-entropy on R[:, -1], backward, Adam) of networks with
 ``--tp-layers`` hidden layers of ``--tp-hidden`` neurons on rate-coded 784-pixel inputs, T = 220,
-batch ``--tp-batch``; SRC (eager loop and torch.compile'd loop) and LIF measured interleaved.
+batch ``--tp-batch``; SRC (eager loop, and ``compile_loop=True``: the fused loop, a C++ kernel on
+CPU) and LIF measured interleaved.
 
 Accuracy: for each dataset, depth, seed and kind, train on the first ``--train-samples`` images for
 ``--epochs`` epochs, test on the first ``--test-samples`` test images; the SRC networks are also
@@ -55,7 +56,7 @@ def throughput(args) -> list[dict]:
     images = torch.rand(args.tp_batch, 784) * 0.5
     x = rate_code(images, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 10, (args.tp_batch,))
-    setups = {"src": ("src", {}), "src (compiled loop)": ("src", {"compile_loop": True}),
+    setups = {"src": ("src", {}), "src (fused loop)": ("src", {"compile_loop": True}),
               "lif": ("lif", {})}
     steps = {}
     for name, (kind, kw) in setups.items():
@@ -183,7 +184,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s (0: skip)")
-    p.add_argument("--compile", action="store_true", help="SRC with the compiled loop")
+    p.add_argument("--compile", action="store_true", help="SRC with the fused loop (compile_loop)")
     p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
     p.add_argument("--name", default="src", help="results/<name>.md")
     p.add_argument("--keep", action="store_true",
@@ -229,8 +230,9 @@ def throughput_md(section: dict) -> str:
             f"{a['tp_hidden']}, T = 220 (20 silent + 200 coded), batch {a['tp_batch']}, 784 "
             "inputs, one step = forward + cross-entropy + backward + Adam, "
             f"{a.get('threads') or 'default'} torch thread(s); median of "
-            f"{a['tp_rounds']} interleaved rounds; `load_avg_1min`: the machine's load average "
-            "when measured (other jobs shared its cores).\n\n"
+            f"{a['tp_rounds']} interleaved rounds; `src`: the eager Python loop, `src (fused "
+            "loop)`: `compile_loop=True` (on CPU the C++ kernel); `load_avg_1min`: the machine's "
+            "load average when measured (other jobs shared its cores).\n\n"
             + table(section["rows"], ["model", "seconds_per_step", "samples_per_s", "vs_lif",
                                       "load_avg_1min"]) + "\n")
 

@@ -14,20 +14,24 @@ How it is computed (the efficient time loop):
 
 - ``i`` over all steps is one matrix product ``W s_in`` and one :func:`bistable.scan.linear_scan`
   with constant ``a = α``;
-- ``x + b`` is elementwise over the whole ``(B, T, H)`` tensor;
-- only ``(h, h_s)`` need a time loop. It runs as a custom autograd function: the forward loop
-  builds no graph (it keeps ``h`` and the gates ``z_s``), and the backward is the hand-written
-  reverse recurrence (the gate ``z_s`` is piecewise constant, so it carries no gradient)::
+- the saturation and the ``(h, h_s)`` loop run as one custom autograd function: the forward
+  builds no graph (it keeps ``i``, ``h`` and, in the Python loops, the gates ``z_s``), and the
+  backward is the hand-written reverse recurrence (the gate ``z_s`` is piecewise constant, so it
+  carries no gradient)::
 
-      δ[t]      = (∂L/∂h[t] + c_h[t]) · (1 − h[t]²)                  (∂L/∂(x[t] + b))
+      δ[t]      = (∂L/∂h[t] + c_h[t]) · (1 − h[t]²)                  (∂L/∂b gathers δ)
       c_h[t-1]  = r · δ[t] + (1 − z_s[t]) · c_s[t]                    (gradient into h[t-1])
       c_s[t-1]  = r_s · δ[t] + z_s[t] · c_s[t]                        (gradient into h_s[t-1])
+      ∂L/∂i[t]  = δ[t] · (1 − tanh²(i[t] / ρ))                        (then the scan's backward)
 
   ``detach_recurrent=True`` cuts both recurrent paths (``c_h = c_s = 0``): truncated, one-step BPTT.
-  ``compile_loop=True`` runs both loops as ``torch.compile``'d chunks of ``CHUNK`` = 8 steps, each
-  chunk one fused kernel (needs a C++ compiler; compiling takes tens of seconds once per shape).
-  It is opt-in; in the training benchmark (``results/src.md``, 1 CPU thread) it made a full step
-  about 1.2× faster than the eager loop.
+  ``compile_loop=True`` fuses the loop. On CPU (float32/64) it is a small C++ kernel
+  (:data:`_CPP`, built once by ``torch.utils.cpp_extension`` — needs a C++ compiler and ninja,
+  about 30 s the first time, then cached on disk): one pass over the sequence each way, batch rows
+  in parallel, neurons in AVX2/AVX-512 lanes. Elsewhere (GPU) both loops run as ``torch.compile``'d
+  chunks of ``CHUNK`` = 8 steps, each chunk one fused kernel. It is opt-in; in the training
+  benchmark (``results/src.md``, 1 CPU thread) the C++ loop made a full step about 1.45× faster
+  than the eager loop.
 
 ``r`` and ``r_s`` are per-neuron buffers (not learned) so that the noise evaluation can draw each
 neuron's values (:meth:`SRC.perturb_`). The state is ``(i, h, h_s)``, each ``(B, hidden_size)``,
@@ -119,17 +123,159 @@ def _join(chunks: list[torch.Tensor]) -> torch.Tensor:
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 
+_CPP = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+using at::vec::Vectorized;
+
+// One layer's (h, h_s) loop over (B, T, H) tensors, the saturation u = rho tanh(i / rho) + b
+// included; batch rows run in parallel, neurons in vector lanes.
+template <typename T>
+void forward_rows(const T* i, const T* h0, const T* hs0, const T* r, const T* rs, const T* b,
+                  T* hseq, T* hs_last, int64_t B, int64_t L, int64_t H, T rho, T zh, T zd,
+                  bool current) {
+  using V = Vectorized<T>;
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> hs(H);
+    for (int64_t n = b0; n < b1; ++n) {
+      std::copy(hs0 + n * H, hs0 + (n + 1) * H, hs.begin());
+      const T* hprev = h0 + n * H;
+      for (int64_t t = 0; t < L; ++t) {
+        const int64_t off = (n * L + t) * H;
+        for (int64_t j = 0; j < H; j += V::size()) {
+          const int64_t c = std::min<int64_t>(V::size(), H - j);
+          V u = V(rho) * (V::loadu(i + off + j, c) / V(rho)).tanh() + V::loadu(b + j, c);
+          V h = V::loadu(hprev + j, c), s = V::loadu(hs.data() + j, c);
+          V hn = (u + V::loadu(r + j, c) * h + V::loadu(rs + j, c) * s).tanh();
+          V z = V::blendv(V(zh), V(zd), (current ? hn : h) > V(0.5));
+          (h + z * (s - h)).store(hs.data() + j, c);
+          hn.store(hseq + off + j, c);
+        }
+        hprev = hseq + (n * L + t) * H;
+      }
+      std::copy(hs.begin(), hs.end(), hs_last + n * H);
+    }
+  });
+}
+
+// The reverse recurrence: gradients into i (through the saturation), b (per batch row), h0, hs0.
+template <typename T>
+void backward_rows(const T* g, const T* hseq, const T* i, const T* h0, const T* r, const T* rs,
+                   T* gi, T* gb, T* gh0, T* ghs0, int64_t B, int64_t L, int64_t H, T rho, T zh,
+                   T zd, bool current, bool detach) {
+  using V = Vectorized<T>;
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t n = b0; n < b1; ++n) {
+      T* ch = gh0 + n * H;  // running c_h, c_s; end as the gradients into h0, hs0
+      T* cs = ghs0 + n * H;
+      for (int64_t t = L - 1; t >= 0; --t) {
+        const int64_t off = (n * L + t) * H;
+        const T* hprev = t > 0 ? hseq + off - H : h0 + n * H;
+        for (int64_t j = 0; j < H; j += V::size()) {
+          const int64_t c = std::min<int64_t>(V::size(), H - j);
+          V h = V::loadu(hseq + off + j, c);
+          V d = (V::loadu(g + off + j, c) + V::loadu(ch + j, c)) * (V(1) - h * h);
+          if (!detach) {
+            V hp = V::loadu(hprev + j, c), s = V::loadu(cs + j, c);
+            V z = V::blendv(V(zh), V(zd), (current ? h : hp) > V(0.5));
+            V zc = z * s;
+            (s - zc + V::loadu(r + j, c) * d).store(ch + j, c);
+            (zc + V::loadu(rs + j, c) * d).store(cs + j, c);
+          }
+          V th = (V::loadu(i + off + j, c) / V(rho)).tanh();
+          (d * (V(1) - th * th)).store(gi + off + j, c);
+          (V::loadu(gb + n * H + j, c) + d).store(gb + n * H + j, c);
+        }
+      }
+    }
+  });
+}
+
+std::vector<at::Tensor> forward(at::Tensor i, at::Tensor h0, at::Tensor hs0, at::Tensor r,
+                                at::Tensor rs, at::Tensor b, double rho, double zh, double zd,
+                                bool current) {
+  auto hseq = at::empty_like(i);
+  auto hs_last = at::empty_like(hs0);
+  const int64_t B = i.size(0), L = i.size(1), H = i.size(2);
+  AT_DISPATCH_FLOATING_TYPES(i.scalar_type(), "src_forward", [&] {
+    forward_rows<scalar_t>(i.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
+                           hs0.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
+                           rs.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                           hseq.data_ptr<scalar_t>(), hs_last.data_ptr<scalar_t>(), B, L, H,
+                           rho, zh, zd, current);
+  });
+  return {hseq, hs_last};
+}
+
+std::vector<at::Tensor> backward(at::Tensor g, at::Tensor ghs, at::Tensor hseq, at::Tensor i,
+                                 at::Tensor h0, at::Tensor r, at::Tensor rs, double rho,
+                                 double zh, double zd, bool current, bool detach) {
+  auto gi = at::empty_like(i);
+  auto gh0 = at::zeros_like(h0);
+  auto ghs0 = ghs.clone();
+  auto gb = at::zeros_like(h0);
+  const int64_t B = i.size(0), L = i.size(1), H = i.size(2);
+  AT_DISPATCH_FLOATING_TYPES(i.scalar_type(), "src_backward", [&] {
+    backward_rows<scalar_t>(g.data_ptr<scalar_t>(), hseq.data_ptr<scalar_t>(),
+                            i.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
+                            r.data_ptr<scalar_t>(), rs.data_ptr<scalar_t>(),
+                            gi.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(),
+                            gh0.data_ptr<scalar_t>(), ghs0.data_ptr<scalar_t>(), B, L, H, rho,
+                            zh, zd, current, detach);
+  });
+  return {gi, gb.sum(0), gh0, ghs0};
+}
+"""
+
+
+@functools.cache
+def _cpu_kernel():
+    """The fused CPU loop (:data:`_CPP`), built once per machine by ``torch.utils.cpp_extension``
+    (cached on disk); AVX2 or AVX-512 vectors (with SLEEF's ``tanh``) where the CPU has them."""
+    from torch.utils.cpp_extension import load_inline
+
+    isa = torch.backends.cpu.get_cpu_capability()
+    flags = ["-O3"] + {
+        "AVX2": ["-mavx2", "-mfma"],
+        "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
+    }.get(isa, [])
+    if len(flags) > 1:
+        flags += [f"-DCPU_CAPABILITY_{isa}", f"-DCPU_CAPABILITY={isa}"]
+    return load_inline(f"bistable_src_loop_{isa.lower()}", _CPP, functions=["forward", "backward"],
+                       extra_cflags=flags)
+
+
+def _uses_cpu_kernel(i: torch.Tensor, compiled: bool) -> bool:
+    return compiled and i.device.type == "cpu" and i.dtype in (torch.float32, torch.float64)
+
+
 class _Recurrence(torch.autograd.Function):
-    """The ``(h, h_s)`` loop: input ``u = x + b`` ``(B, T, H)`` → ``h`` ``(B, T, H)``, ``h_s[T]``.
+    """The saturation and the ``(h, h_s)`` loop: ``i`` ``(B, T, H)`` → ``h`` ``(B, T, H)``,
+    ``h_s[T]``, with ``u = ρ tanh(i / ρ) + b``.
 
     ``compiled=False`` runs :func:`_forward_steps` / :func:`_backward_steps` eagerly over all T
-    steps; ``compiled=True`` runs their ``torch.compile``'d versions on chunks of ``CHUNK`` steps
-    (each chunk one fused kernel).
+    steps. ``compiled=True`` runs, on CPU (float32/64), the fused C++ loop :func:`_cpu_kernel`
+    (saturation included, one pass over the sequence each way); elsewhere the
+    ``torch.compile``'d steps on chunks of ``CHUNK`` steps (each chunk one fused kernel).
     """
 
     @staticmethod
-    def forward(ctx, u, h0, hs0, r, r_s, z_hyp, z_dep, gate_current, detach, compiled):
-        T = u.shape[1]
+    def forward(ctx, i, bias, h0, hs0, r, r_s, rho, z_hyp, z_dep, gate_current, detach,
+                compiled):
+        # the gate values rounded as the eager loop's torch.where(cond, z_hyp, z_dep) rounds them
+        z_hyp, z_dep = torch.tensor([z_hyp, z_dep], dtype=torch.get_default_dtype()).tolist()
+        ctx.consts = (rho, z_hyp, z_dep, gate_current)
+        ctx.detach, ctx.kernel = detach, _uses_cpu_kernel(i, compiled)
+        if ctx.kernel:
+            i, h0, hs0 = i.contiguous(), h0.contiguous(), hs0.contiguous()
+            hseq, hs = _cpu_kernel().forward(i, h0, hs0, r.contiguous(), r_s.contiguous(),
+                                             bias.expand(r.shape).contiguous(), *ctx.consts)
+            ctx.save_for_backward(i, hseq, h0, r, r_s)
+            return hseq, hs
+        T = i.shape[1]
+        u = rho * torch.tanh(i / rho) + bias
         fwd = _compiled()[0] if compiled else _forward_steps
         size = CHUNK if compiled else T
         h_parts, z_parts = [], []
@@ -140,29 +286,43 @@ class _Recurrence(torch.autograd.Function):
             h_parts.append(h_chunk)
             z_parts.append(z_chunk)
         hseq, zseq = _join(h_parts), _join(z_parts)
-        ctx.save_for_backward(hseq, zseq, r, r_s)
-        ctx.detach, ctx.compiled = detach, compiled
+        ctx.save_for_backward(i, hseq, zseq, r, r_s)
+        ctx.compiled = compiled
         return hseq, hs
 
     @staticmethod
     def backward(ctx, g_h, g_hs):
-        hseq, zseq, r, r_s = ctx.saved_tensors
+        rho = ctx.consts[0]
+        grad_b = ctx.needs_input_grad[1]
+        none = (None,) * 8
+        if ctx.kernel:
+            i, hseq, h0, r, r_s = ctx.saved_tensors
+            g_h = torch.zeros_like(hseq) if g_h is None else g_h.contiguous()
+            g_hs = torch.zeros_like(h0) if g_hs is None else g_hs.contiguous()
+            gi, gb, gh0, ghs0 = _cpu_kernel().backward(g_h, g_hs, hseq, i, h0, r, r_s,
+                                                       *ctx.consts, ctx.detach)
+            if ctx.detach:
+                gh0 = ghs0 = None
+            return (gi, gb if grad_b else None, gh0, ghs0) + none
+        i, hseq, zseq, r, r_s = ctx.saved_tensors
         g_h = torch.zeros_like(hseq) if g_h is None else g_h
         dtanh = torch.addcmul(torch.ones_like(hseq), hseq, hseq, value=-1)
-        none = (None,) * 7
         if ctx.detach:
-            return (g_h * dtanh, None, None) + none
-        T = hseq.shape[1]
-        bwd = _compiled()[1] if ctx.compiled else _backward_steps
-        size = CHUNK if ctx.compiled else T
-        parts = []
-        c_h = torch.zeros_like(hseq[:, 0])
-        c_s = torch.zeros_like(c_h) if g_hs is None else g_hs
-        for t in range(((T - 1) // size) * size, -1, -size):
-            sl = slice(t, t + size)
-            d, c_h, c_s = bwd(g_h[:, sl], dtanh[:, sl], zseq[:, sl], c_h, c_s, r, r_s)
-            parts.append(d)
-        return (_join(parts[::-1]), c_h, c_s) + none
+            d, c_h, c_s = g_h * dtanh, None, None
+        else:
+            T = hseq.shape[1]
+            bwd = _compiled()[1] if ctx.compiled else _backward_steps
+            size = CHUNK if ctx.compiled else T
+            parts = []
+            c_h = torch.zeros_like(hseq[:, 0])
+            c_s = torch.zeros_like(c_h) if g_hs is None else g_hs
+            for t in range(((T - 1) // size) * size, -1, -size):
+                sl = slice(t, t + size)
+                d, c_h, c_s = bwd(g_h[:, sl], dtanh[:, sl], zseq[:, sl], c_h, c_s, r, r_s)
+                parts.append(d)
+            d = _join(parts[::-1])
+        gi = d * (1 - torch.tanh(i / rho).square())
+        return (gi, d.sum((0, 1)) if grad_b else None, c_h, c_s) + none
 
 
 class SRC(nn.Module):
@@ -178,7 +338,8 @@ class SRC(nn.Module):
         detach_recurrent: detach ``h[t-1]``, ``h_s[t-1]`` in the recurrence (default: full BPTT).
         gate: ``"previous"`` gates ``z_s[t]`` on ``h[t-1]`` (the authors' code, causal; default) or
             ``"current"`` on ``h[t]`` (the paper's text).
-        compile_loop: run the elementwise loop through ``torch.compile`` (default: eager).
+        compile_loop: run the loop fused: a C++ kernel on CPU, ``torch.compile`` elsewhere
+            (default: eager; see the module docstring).
 
     ``W`` (``hidden_size × input_size``, no bias) starts as ``nn.Linear``'s default.
     Shapes: ``forward(x (B, T, F), state) -> (out (B, T, H), (i, h, h_s))``, each state
@@ -228,11 +389,20 @@ class SRC(nn.Module):
             buf.copy_(mean + sigma * abs(mean) * noise.to(buf.device))
         return self
 
+    def _rest(self) -> torch.Tensor:
+        """:func:`rest_state` for the current ``r``, ``r_s``, ``b``, solved again only when one of
+        them changed (a new tensor, or an in-place change: ``perturb_``, an optimizer step)."""
+        key = tuple((t.data_ptr(), t.dtype, t._version) for t in (self.r, self.r_s, self.bias))
+        if getattr(self, "_rest_key", None) != key:
+            self._rest_key = key
+            self._rest_h = rest_state(self.r, self.r_s, self.effective_bias())
+        return self._rest_h
+
     def init_state(self, batch_size: int, *, device=None, dtype=None):
         """The rest state ``(i, h, h_s) = (0, h*, h*)``, each ``(batch_size, hidden_size)``."""
         device = device or self.weight.device
         dtype = dtype or self.weight.dtype
-        h = rest_state(self.r, self.r_s, self.effective_bias()).to(device, dtype)
+        h = self._rest().to(device, dtype)
         h = h.expand(batch_size, -1).contiguous()
         return torch.zeros_like(h), h, h.clone()
 
@@ -253,10 +423,10 @@ class SRC(nn.Module):
         a = torch.full((1, x.shape[1], self.hidden_size), self.alpha, dtype=drive.dtype,
                        device=drive.device)
         i = linear_scan(a, drive, i0)
-        u = self.rho * torch.tanh(i / self.rho) + self.effective_bias()
-        h, hs = _Recurrence.apply(u, h0, hs0, self.r.to(u.dtype), self.r_s.to(u.dtype),
-                                  self.z_hyp, self.z_dep, self.gate == "current",
-                                  self.detach_recurrent, self.compile_loop)
+        h, hs = _Recurrence.apply(i, self.effective_bias().to(i.dtype), h0, hs0,
+                                  self.r.to(i.dtype), self.r_s.to(i.dtype), self.rho, self.z_hyp,
+                                  self.z_dep, self.gate == "current", self.detach_recurrent,
+                                  self.compile_loop)
         return h, (i[:, -1], h[:, -1], hs)
 
     def forward(self, x: torch.Tensor, state=None):

@@ -1,0 +1,83 @@
+"""Denoising, gap 200 (issue 6 target: BMRU or hybrid MSE <= 0.05 where GRU and LSTM stay >= 0.5).
+
+Runs each command of :data:`RUNS` with ``bistable train`` (one process at a time, one thread),
+keeps finished runs under ``runs/denoising/`` (a run whose ``metrics.json`` exists is reused, not
+retrained) and tabulates their ``metrics.json`` into results/denoising.md/.json::
+
+    python benchmarks/denoising.py
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import header, write_results  # noqa: E402
+
+RUNS_DIR = "runs/denoising"
+CMRU_HYBRID = ["--option", "mixer=cmru+lru+bmru",
+               "--option", "unit_kwargs={'lru': {'r_min': 0.5, 'r_max': 0.9}}"]
+PARAMS = "167557"  # the hybrid below (cmru+lru+bmru, width 64, 2 layers)
+COMMON = ["--threads", "1", "--quiet", "--eval-seq-len", "3000"]
+# name -> bistable train arguments (after `bistable train denoising`), in run order
+RUNS = {
+    "hybrid-cmru-650": ["--model", "hybrid", "--hidden", "64", "--steps", "650", *CMRU_HYBRID],
+    "hybrid-cmru-1000": ["--model", "hybrid", "--hidden", "64", "--steps", "1000", *CMRU_HYBRID],
+    "gru-1000": ["--model", "gru", "--params", PARAMS, "--steps", "1000"],
+    "lstm-1000": ["--model", "lstm", "--params", PARAMS, "--steps", "1000"],
+}
+
+
+def command(name: str) -> list[str]:
+    return ["bistable", "train", "denoising", *RUNS[name], *COMMON, "--out", f"{RUNS_DIR}/{name}"]
+
+
+def run(name: str, train: bool) -> dict | None:
+    """The run's metrics.json, training it first unless it is there (or ``train`` is False)."""
+    metrics = ROOT / RUNS_DIR / name / "metrics.json"
+    if not metrics.exists() and not train:
+        return None
+    if not metrics.exists():
+        argv = [str(Path(sys.executable).with_name("bistable")), *command(name)[1:]]
+        subprocess.run(argv, cwd=ROOT, check=True)
+    return json.loads(metrics.read_text())
+
+
+def quote(arg: str) -> str:
+    return f'"{arg}"' if " " in arg or "{" in arg else arg
+
+
+def main() -> None:
+    train = "--no-train" not in sys.argv[1:]  # --no-train: tabulate the finished runs only
+    rows, data = [], []
+    for name in RUNS:
+        metrics = run(name, train)
+        if metrics is None:
+            cmd = ' '.join(command(name))
+            rows.append(f"| {name}: not finished (no metrics.json) | | | | | | `{cmd}` |")
+            continue
+        cfg = metrics["config"]
+        mse = {e["seq_len"]: e["mse"] for e in metrics["eval"]}
+        cmd = " ".join(quote(a) for a in command(name))
+        data.append({"name": name, "command": cmd, "config": cfg, "eval": metrics["eval"]})
+        rows.append(f"| {cfg['model']} | {cfg['model_options'].get('mixer', '-')} | "
+                    f"{cfg['hidden']} | {cfg['steps']} | {mse[300]:.3f} | {mse[3000]:.3f} | "
+                    f"`{cmd}` |")
+    markdown = "\n".join([
+        header("Denoising, gap 200 (issue 6)"), "",
+        "5 marked values among the first T - 200 steps, all read at step T (`output_size = 5`). "
+        "MSE on 256 fixed evaluation sequences; chance is 1. Training at T = 300 (batch 64, "
+        "AdamW lr 3e-3, cosine); evaluation at T = 300 and 3000 (same gap). One seed, one "
+        "CPU thread. Target: BMRU or hybrid MSE <= 0.05 where GRU and LSTM stay >= 0.5.", "",
+        "| model | mixer | hidden | steps | MSE T=300 | MSE T=3000 | command |",
+        "|---|---|---:|---:|---:|---:|---|", *rows, ""])
+    print(write_results("denoising", markdown, data))
+
+
+if __name__ == "__main__":
+    main()
