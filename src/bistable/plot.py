@@ -34,6 +34,17 @@ def _save(fig, path) -> Path:
     os.replace(tmp, path)
     return path
 
+def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str | None, legend_size=None) -> Path:
+    """Axis labels, grid, legend and optional title, then :func:`_save`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
 
 def learning_curve(history: list[dict], path, *, title: str | None = None) -> Path:
     """Training loss (and evaluation loss, where recorded) against the step.
@@ -52,13 +63,7 @@ def learning_curve(history: list[dict], path, *, title: str | None = None) -> Pa
     values = [v for _, v in train + evals]
     if values and min(values) > 0:
         ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "step", "loss", title)
 
 
 def horizon_curve(evals: list[dict], path, *, title: str | None = None,
@@ -85,13 +90,7 @@ def horizon_curve(evals: list[dict], path, *, title: str | None = None,
         ax.axvline(train_seq_len, ls="--", color="grey", lw=1, label="training length")
     if chance is not None:
         ax.axhline(chance, ls=":", color="black", lw=1, label="chance")
-    ax.set_xlabel("sequence length T")
-    ax.set_ylabel(key)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "sequence length T", key, title)
 
 
 def _numpy(v):
@@ -133,13 +132,7 @@ def membrane_traces(h, path, *, h_s=None, neurons=(0, 1, 2), title: str | None =
         ax.plot(_numpy(h)[:, n], color=f"C{k}", lw=1, label=f"h, neuron {n}")
         if h_s is not None:
             ax.plot(_numpy(h_s)[:, n], color=f"C{k}", lw=1, ls="--", label=f"h_s, neuron {n}")
-    ax.set_xlabel("step t")
-    ax.set_ylabel("state")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "step t", "state", title, legend_size=7)
 
 
 def plot_hysteresis(drive, states, path, *, labels=None, title: str | None = None) -> Path:
@@ -159,13 +152,7 @@ def plot_hysteresis(drive, states, path, *, labels=None, title: str | None = Non
             seg_u, seg_s = u[1:].copy(), s[1:, n].copy()
             seg_u[~mask], seg_s[~mask] = float("nan"), float("nan")
             ax.plot(seg_u, seg_s, style, color=f"C{n}", lw=1.5, label=f"{label} ({tag})")
-    ax.set_xlabel("input")
-    ax.set_ylabel("state")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "input", "state", title, legend_size=7)
 
 
 def plot_state_traces(states, path, *, inputs=None, labels=None,
