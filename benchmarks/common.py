@@ -78,3 +78,21 @@ def write_results(name: str, markdown: str, data) -> Path:
         tmp.write_text(text)
         os.replace(tmp, path)
     return RESULTS / (name + ".md")
+
+
+def quote(arg: str) -> str:
+    """``arg`` as typed in a shell."""
+    return f'"{arg}"' if " " in arg or "{" in arg else arg
+
+
+def trained_run(out: str, argv: list[str], train: bool) -> dict | None:
+    """The ``metrics.json`` of ``bistable train *argv --out out`` (``out`` relative to the repo),
+    training it first unless it is there; None when it is not there and ``train`` is False.
+    Finished runs are reused and cut-off ones resumed, so a driver can be stopped and started
+    again."""
+    metrics = RESULTS.parent / out / "metrics.json"
+    if not metrics.exists() and train:
+        exe = str(Path(sys.executable).with_name("bistable"))
+        argv = [exe, "train", *argv, "--out", out, "--resume"]
+        subprocess.run(argv, cwd=RESULTS.parent, check=True)
+    return json.loads(metrics.read_text()) if metrics.exists() else None

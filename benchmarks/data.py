@@ -1,12 +1,14 @@
 """Data pipeline speed and the simulator's calibration.
 
-    python benchmarks/data.py [--n-files 10000] [--n-time-bins 10] [--repeats 3]
+    python benchmarks/data.py [--n-files 10000] [--n-time-bins 10] [--repeats 3] [--real DIR]
 
 1. Simulates ``--n-files`` MNIST test digits as N-MNIST recordings (``nmnist_sim``, seed 0) into
    a temporary folder: simulator speed and the statistics compared with real N-MNIST.
 2. Reads and bins all those files (``n_time_bins``), median of ``--repeats`` passes, files/s:
    read only, read + bin, read + denoise + bin, and the dataset's cache (build, then reads).
 3. Loads MNIST and Fashion-MNIST (train + test) from the shared copy with md5 verification.
+4. With ``--real DIR`` (a real N-MNIST download, e.g. by ``bistable data fetch nmnist``): the
+   same statistics over its first ``--n-files`` test recordings, beside the simulated ones.
 Writes results/data.md and results/data.json.
 """
 
@@ -66,10 +68,22 @@ def reading(root: Path, bins: int, repeats: int) -> dict:
     return out
 
 
+def real_statistics(root: Path, n: int) -> dict:
+    files, _ = nmnist.list_samples(root, "test")
+    step = max(1, len(files) // n)  # spread over all digits (files are sorted by digit)
+    return nmnist_sim.statistics([nmnist.read_events(f) for f in files[::step][:n]])
+
+
 def mnist_loading(repeats: int) -> dict:
     return {name: median_time(lambda name=name: [idx.load(name, s, SHARED, verify=True)
                                                  for s in ("train", "test")], repeats=repeats)
             for name in ("mnist", "fashion-mnist")}
+
+
+def real_cell(real: dict | None, fmt: str, published: str = "not measured here") -> str:
+    """A statistic of the real recordings (``--real``), or what is known without them
+    (docs/data.md)."""
+    return fmt.format(**real) + f" ({real['samples']} files)" if real else published
 
 
 def main() -> None:
@@ -77,7 +91,9 @@ def main() -> None:
     parser.add_argument("--n-files", type=int, default=10_000)
     parser.add_argument("--n-time-bins", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--real", type=Path, help="root of a real N-MNIST copy (Train/, Test/)")
     args = parser.parse_args()
+    real = real_statistics(args.real, args.n_files) if args.real else None
     with tempfile.TemporaryDirectory() as tmp:
         sim = simulate(Path(tmp), args.n_files)
         speed = reading(Path(tmp), args.n_time_bins, args.repeats)
@@ -95,18 +111,20 @@ def main() -> None:
            "Target: <= 2 s.\n\n| dataset | seconds |\n|---|---:|\n")
     md += "".join(f"| {k} | {v:.2f} |\n" for k, v in load.items())
     md += (f"\n## Simulated N-MNIST (MNIST test digits 0..{args.n_files - 1}, seed 0, default "
-           "SimConfig)\n\n| statistic | simulated | real N-MNIST (docs/data.md) |\n|---|---:|---|\n"
+           "SimConfig)\n\n| statistic | simulated | real N-MNIST |\n|---|---:|---|\n"
            f"| events per sample, mean ± sd | {sim['events_mean']:.0f} ± {sim['events_std']:.0f}"
-           " | about 4,000 |\n"
-           f"| ON fraction | {sim['on_fraction']:.3f} | both polarities, roughly balanced |\n"
+           f" | {real_cell(real, '{events_mean:.0f} ± {events_std:.0f}')} |\n"
+           f"| ON fraction | {sim['on_fraction']:.3f} | {real_cell(real, '{on_fraction:.3f}')} |\n"
            f"| duration (ms), mean [min, max] | {sim['duration_ms_mean']:.1f} "
-           f"[{sim['duration_ms_min']:.1f}, {sim['duration_ms_max']:.1f}] | about 300 "
-           "(3 saccades) |\n"
+           f"[{sim['duration_ms_min']:.1f}, {sim['duration_ms_max']:.1f}] | "
+           + real_cell(real, "{duration_ms_mean:.1f} [{duration_ms_min:.1f}, "
+                             "{duration_ms_max:.1f}]", "about 300 (3 saccades of 100 ms)")
+           + " |\n"
            f"| simulator speed (samples/s) | {sim['simulate_samples_per_s']:.0f} | |\n"
            f"| writing .bin files (files/s) | {sim['write_files_per_s']:.0f} | |\n")
     write_results("data", md, {"n_files": args.n_files, "n_time_bins": args.n_time_bins,
                                "files_per_s": speed, "mnist_load_s": load, "simulated": sim,
-                               "load_average_5min": busy})
+                               "real": real, "load_average_5min": busy})
     print(md)
 
 

@@ -9,15 +9,13 @@ retrained) and tabulates their ``metrics.json`` into results/denoising.md/.json:
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, write_results  # noqa: E402
+from benchmarks.common import header, quote, trained_run, write_results  # noqa: E402
 
 RUNS_DIR = "runs/denoising"
 CMRU_HYBRID = ["--option", "mixer=cmru+lru+bmru",
@@ -30,6 +28,7 @@ RUNS = {
     "hybrid-cmru-1000": ["--model", "hybrid", "--hidden", "64", "--steps", "1000", *CMRU_HYBRID],
     "gru-1000": ["--model", "gru", "--params", PARAMS, "--steps", "1000"],
     "lstm-1000": ["--model", "lstm", "--params", PARAMS, "--steps", "1000"],
+    "hybrid-cmru-3000": ["--model", "hybrid", "--hidden", "64", "--steps", "3000", *CMRU_HYBRID],
 }
 
 
@@ -37,26 +36,11 @@ def command(name: str) -> list[str]:
     return ["bistable", "train", "denoising", *RUNS[name], *COMMON, "--out", f"{RUNS_DIR}/{name}"]
 
 
-def run(name: str, train: bool) -> dict | None:
-    """The run's metrics.json, training it first unless it is there (or ``train`` is False)."""
-    metrics = ROOT / RUNS_DIR / name / "metrics.json"
-    if not metrics.exists() and not train:
-        return None
-    if not metrics.exists():
-        argv = [str(Path(sys.executable).with_name("bistable")), *command(name)[1:]]
-        subprocess.run(argv, cwd=ROOT, check=True)
-    return json.loads(metrics.read_text())
-
-
-def quote(arg: str) -> str:
-    return f'"{arg}"' if " " in arg or "{" in arg else arg
-
-
 def main() -> None:
     train = "--no-train" not in sys.argv[1:]  # --no-train: tabulate the finished runs only
     rows, data = [], []
     for name in RUNS:
-        metrics = run(name, train)
+        metrics = trained_run(f"{RUNS_DIR}/{name}", command(name)[2:-2], train)
         if metrics is None:
             cmd = ' '.join(command(name))
             rows.append(f"| {name}: not finished (no metrics.json) | | | | | | `{cmd}` |")

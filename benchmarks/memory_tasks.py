@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--runs", default="runs/memory_tasks", help="folder of the runs")
+    parser.add_argument("--name", default="memory_tasks", help="results/<name>.md and .json")
     args = parser.parse_args()
     if args.full:
         args.models, args.experiments, args.seeds = RECURRENT, list(EXPERIMENTS), 3
@@ -109,8 +110,8 @@ def main() -> None:
             rows += table_rows(name, model, results, commands[0])
     title = "Long-term memory tasks" + (" (REDUCED run: see the settings)" if reduced else "")
     markdown = header(title) + notes(args, params, reduced) + table(rows)
-    print(write_results("memory_tasks", markdown, {"reduced": reduced, "params": params,
-                                                  "runs": data}))
+    print(write_results(args.name, markdown, {"reduced": reduced, "params": params,
+                                              "runs": data}))
 
 
 def table_rows(name: str, model: str, results: list[dict], first: str) -> list[tuple]:
@@ -152,7 +153,7 @@ def table(rows: list[tuple]) -> str:
              + " | ".join(f"at {f}× T" for f in FACTORS) + " | seeds | command (seed 0) |",
              "|---|---|---:|---:|---|" + "---:|" * len(FACTORS) + "---:|---|"]
     lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    return "\n".join(lines) + "\n\nEvery run's command and metrics: results/memory_tasks.json.\n"
+    return "\n".join(lines) + "\n\nEvery run's command and metrics: the .json file of this name.\n"
 
 
 if __name__ == "__main__":

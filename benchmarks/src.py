@@ -53,21 +53,23 @@ def train_step(net, opt, x, y):
 
 def throughput(args) -> list[dict]:
     torch.manual_seed(0)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     images = torch.rand(args.tp_batch, 784) * 0.5
-    x = rate_code(images, generator=torch.Generator().manual_seed(0))
-    y = torch.randint(0, 10, (args.tp_batch,))
+    x = rate_code(images, generator=torch.Generator().manual_seed(0)).to(device)
+    y = torch.randint(0, 10, (args.tp_batch,)).to(device)
     setups = {"src": ("src", {}), "src (fused loop)": ("src", {"compile_loop": True}),
               "lif": ("lif", {})}
     steps = {}
     for name, (kind, kw) in setups.items():
-        net = SpikingNetwork(kind, 784, args.tp_hidden, args.tp_layers, **kw)
+        net = SpikingNetwork(kind, 784, args.tp_hidden, args.tp_layers, **kw).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         steps[name] = (lambda net=net, opt=opt: train_step(net, opt, x, y))
         steps[name]()  # warm-up (and compilation)
     times = {name: [] for name in steps}
     for _ in range(args.tp_rounds):  # interleaved, so that load on the machine hits all alike
         for name, fn in steps.items():
-            times[name].append(median_time(fn, repeats=1, warmup=0))
+            times[name].append(median_time(fn, repeats=1, warmup=0, sync=sync))
     load = os.getloadavg()[0]
     rows = []
     for name, ts in times.items():
@@ -168,6 +170,8 @@ def main(argv=None) -> None:
     p.add_argument("--tp-hidden", type=int, default=256)
     p.add_argument("--tp-batch", type=int, default=32)
     p.add_argument("--tp-rounds", type=int, default=5)
+    p.add_argument("--device", default="cpu", help="device of the throughput runs (cuda: the "
+                   "fused loop is the Triton kernel)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 gives "
                    "steady timings on a CPU shared with other jobs")
     p.add_argument("--datasets", nargs="*", default=["mnist"],
@@ -230,9 +234,10 @@ def throughput_md(section: dict) -> str:
             f"{a['tp_hidden']}, T = 220 (20 silent + 200 coded), batch {a['tp_batch']}, 784 "
             "inputs, one step = forward + cross-entropy + backward + Adam, "
             f"{a.get('threads') or 'default'} torch thread(s); median of "
-            f"{a['tp_rounds']} interleaved rounds; `src`: the eager Python loop, `src (fused "
-            "loop)`: `compile_loop=True` (on CPU the C++ kernel); `load_avg_1min`: the machine's "
-            "load average when measured (other jobs shared its cores).\n\n"
+            f"{a['tp_rounds']} interleaved rounds on {a.get('device', 'cpu')}; `src`: the eager "
+            "Python loop, `src (fused loop)`: `compile_loop=True` (the C++ kernel on CPU, the "
+            "Triton kernel on CUDA); `load_avg_1min`: the machine's load average when measured "
+            "(other jobs shared its cores).\n\n"
             + table(section["rows"], ["model", "seconds_per_step", "samples_per_s", "vs_lif",
                                       "load_avg_1min"]) + "\n")
 

@@ -10,6 +10,7 @@ from bistable.nn.blocks import UNITS, make_unit
 from bistable.units.brc import BRC, NBRC
 from bistable.units.mingru import MinGRU
 from bistable.units.rnn import GRU, LSTM
+from streaming import assert_nested_close, stepped
 
 ALL_UNITS = sorted(UNITS)
 
@@ -17,22 +18,6 @@ ALL_UNITS = sorted(UNITS)
 def build(name, F=3, H=5, seed=0):
     torch.manual_seed(seed)
     return make_unit(name, F, H).double()
-
-
-def stepped(unit, x, state=None):
-    ys = []
-    for t in range(x.shape[1]):
-        y_t, state = unit.step(x[:, t], state)
-        ys.append(y_t)
-    return torch.stack(ys, dim=1), state
-
-
-def assert_states_close(a, b):
-    if isinstance(a, tuple):
-        for u, v in zip(a, b, strict=True):
-            torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-9)
-    else:
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ALL_UNITS)
@@ -44,7 +29,7 @@ def test_forward_equals_the_step_loop(name, T):
     y_ref, state_ref = stepped(unit, x)
     assert y.shape == (2, T, 5)
     torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9)
-    assert_states_close(state, state_ref)
+    assert_nested_close(state, state_ref)
 
 
 @pytest.mark.parametrize("name", ALL_UNITS)
@@ -55,7 +40,7 @@ def test_split_forwards_continue(name):
     y1, s1 = unit(x[:, :4])
     y2, s2 = unit(x[:, 4:], s1)
     torch.testing.assert_close(torch.cat([y1, y2], dim=1), y, rtol=1e-9, atol=1e-9)
-    assert_states_close(s2, state)
+    assert_nested_close(s2, state)
 
 
 @pytest.mark.parametrize("name", ALL_UNITS)

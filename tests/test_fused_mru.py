@@ -1,28 +1,18 @@
 """The fused MRU-family kernel against its plain PyTorch reference: states and surrogate gradients.
 
-Without CUDA the kernels run on the CPU under ``TRITON_INTERPRET=1`` (set here, before triton is
-imported); the interpreter is slow, so sizes stay small. With CUDA the same tests run compiled.
+Without CUDA the kernels run on the CPU under ``TRITON_INTERPRET=1`` (see triton_kernels.py);
+the interpreter is slow, so sizes stay small. With CUDA the same tests run compiled.
 """
 
-import importlib
 import math
-import os
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
-pytest.importorskip("triton")
+from triton_kernels import DEVICE, load
 
-from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
-
-from bistable.scan import triton_bmru as tb  # noqa: E402
-from bistable.scan.triton_scan import Config  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not isinstance(tb._fwd_kernel, InterpretedFunction):
-    tb = importlib.reload(tb)  # imported earlier without the interpreter
+tb = load("bistable.scan.triton_bmru")
+Config = tb.Config
 
 
 def _inputs(B, T, H, dtype=torch.float64, seed=0):

@@ -1,5 +1,6 @@
 """N-MNIST codec, frames, denoise, dataset and cache (bistable.data.nmnist)."""
 
+import os
 import warnings
 
 import numpy as np
@@ -326,3 +327,17 @@ def test_empty_recordings(root):
     assert ds[4][0].shape == (0, 2, 34, 34) and ds[4][1] == 9
     assert ds[0][0].shape[0] > 0
     assert nmnist.NMNIST(root, "test", n_time_bins=3, progress=False)[4][0].abs().sum() == 0
+
+
+def test_cache_follows_a_file_rewritten_with_the_same_size(root):
+    ds = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    path = ds.files[0]
+    ev = nmnist.read_events(path)
+    ev["p"] = 1 - ev["p"]  # same events, polarities swapped: same size, other frames
+    nmnist.write_events(path, ev)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # coarse clocks
+    again = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    want = nmnist.to_frames(ev, n_time_bins=3)
+    np.testing.assert_array_equal(again[0][0].numpy(), want)
+    assert not np.array_equal(ds[0][0].numpy(), want)

@@ -4,23 +4,7 @@ import pytest
 import torch
 
 from bistable.nn import GLUMLP, Block, Network, parse_mixers
-
-
-def stepped(module, x, state=None):
-    ys = []
-    for t in range(x.shape[1]):
-        y_t, state = module.step(x[:, t], state)
-        ys.append(y_t)
-    return torch.stack(ys, dim=1), state
-
-
-def assert_nested_close(a, b):
-    if isinstance(a, tuple):
-        assert isinstance(b, tuple) and len(a) == len(b)
-        for u, v in zip(a, b):
-            assert_nested_close(u, v)
-    else:
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+from streaming import assert_nested_close, stepped
 
 
 def test_parse_mixers():

@@ -1,31 +1,21 @@
 """The Triton scan kernels against the plain float64 loop: values and gradients.
 
-Without CUDA the kernels run on the CPU under ``TRITON_INTERPRET=1`` (set here, before triton is
-imported); the interpreter is slow, so sizes stay small. With CUDA the same tests run compiled.
+Without CUDA the kernels run on the CPU under ``TRITON_INTERPRET=1`` (see triton_kernels.py);
+the interpreter is slow, so sizes stay small. With CUDA the same tests run compiled.
 """
 
 import importlib
-import os
 import sys
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
-pytest.importorskip("triton")
+from bistable.scan import dispatch, linear_scan, linear_scan_reference
+from bistable.scan.autograd import LinearScan
+from triton_kernels import DEVICE, load
 
-from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
-
-from bistable.scan import dispatch, linear_scan, linear_scan_reference  # noqa: E402
-from bistable.scan import triton_scan as ts  # noqa: E402
-from bistable.scan.autograd import LinearScan  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not isinstance(ts._fwd_kernel, InterpretedFunction):
-    # imported earlier without the interpreter: decorate the kernels again under it
-    ts = importlib.reload(ts)
-    dispatch._BACKENDS.pop("triton", None)
+ts = load("bistable.scan.triton_scan")
+dispatch._BACKENDS.pop("triton", None)  # drop a backend cached from a module without interpreter
 
 
 def _inputs(B, T, D, dtype, broadcast_a=False, seed=0):

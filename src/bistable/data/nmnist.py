@@ -306,16 +306,18 @@ def pad_collate(batch):
 
 class FrameCache:
     """One split's binned frames in ``<dir>/<split>-<key>.frames`` (raw uint16, ``(ΣT, 2, 34,
-    34)``) plus ``.json`` metadata (binning, file fingerprint, offsets, byte count, CRC-32)."""
+    34)``) plus ``.json`` metadata (binning, file fingerprint, offsets, byte count, CRC-32).
+    The fingerprint covers every file's relative path, size and modification time, so a file
+    rewritten in place, even with the same size, gives a new cache."""
 
     VERSION = 1
 
     def __init__(self, cache_dir: Path, split: str, ds: NMNIST):
         self.ds = ds
         rel = [str(f.relative_to(ds.root)) for f in ds.files]
-        sizes = [os.stat(f).st_size for f in ds.files]
+        stats = [(st.st_size, st.st_mtime_ns) for st in map(os.stat, ds.files)]
         self.key = {"version": self.VERSION, "split": split, **ds.binning,
-                    "files": hashlib.sha1(json.dumps([rel, sizes]).encode()).hexdigest()}
+                    "files": hashlib.sha1(json.dumps([rel, stats]).encode()).hexdigest()}
         digest = hashlib.sha1(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.data = Path(cache_dir) / f"{split}-{digest}.frames"
         self.meta = self.data.with_suffix(".json")

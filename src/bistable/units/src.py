@@ -28,10 +28,11 @@ How it is computed (the efficient time loop):
   ``compile_loop=True`` fuses the loop. On CPU (float32/64) it is a small C++ kernel
   (:data:`_CPP`, built once by ``torch.utils.cpp_extension`` — needs a C++ compiler and ninja,
   about 30 s the first time, then cached on disk): one pass over the sequence each way, batch rows
-  in parallel, neurons in AVX2/AVX-512 lanes. Elsewhere (GPU) both loops run as ``torch.compile``'d
-  chunks of ``CHUNK`` = 8 steps, each chunk one fused kernel. It is opt-in; in the training
-  benchmark (``results/src.md``, 1 CPU thread) the C++ loop made a full step about 1.45× faster
-  than the eager loop.
+  in parallel, neurons in AVX2/AVX-512 lanes. On CUDA it is one Triton kernel each way
+  (:mod:`bistable.units.src_triton`: a program per batch row and block of neurons walks all T
+  steps with the state in registers). Other devices and dtypes run the eager loop. It is opt-in;
+  in the training benchmark (``results/src.md``, 1 CPU thread) the C++ loop made a full step
+  about 1.45× faster than the eager loop.
 
 ``r`` and ``r_s`` are per-neuron buffers (not learned) so that the noise evaluation can draw each
 neuron's values (:meth:`SRC.perturb_`). The state is ``(i, h, h_s)``, each ``(B, hidden_size)``,
@@ -83,8 +84,8 @@ def rest_state(r: torch.Tensor, r_s: torch.Tensor, bias: torch.Tensor, iters: in
 
 
 def _forward_steps(u, h, hs, r, r_s, z_hyp: float, z_dep: float, gate_current: bool):
-    """Steps ``t = 0..K-1`` of the ``(h, h_s)`` loop from ``(h, hs)``: returns ``h`` and the gate
-    ``z_s`` over the chunk ``(B, K, H)``, and the last ``h``, ``h_s``."""
+    """The ``(h, h_s)`` loop over ``u`` ``(B, T, H)`` from ``(h, hs)``: returns ``h`` and the gate
+    ``z_s`` ``(B, T, H)``, and the last ``h``, ``h_s``."""
     hseq, zseq = [], []
     for k in range(u.shape[1]):
         h_new = torch.tanh(torch.addcmul(torch.addcmul(u[:, k], r, h), r_s, hs))
@@ -97,8 +98,8 @@ def _forward_steps(u, h, hs, r, r_s, z_hyp: float, z_dep: float, gate_current: b
 
 
 def _backward_steps(g_h, dtanh, z, c_h, c_s, r, r_s):
-    """Steps ``t = K-1..0`` of the reverse recurrence over a chunk: ``δ`` ``(B, K, H)`` and the
-    gradients ``c_h``, ``c_s`` flowing into the state before the chunk."""
+    """The reverse recurrence, ``t = T-1..0``: ``δ`` ``(B, T, H)`` and the gradients ``c_h``,
+    ``c_s`` flowing into the initial state."""
     deltas = []
     for k in range(g_h.shape[1] - 1, -1, -1):
         d = (g_h[:, k] + c_h) * dtanh[:, k]
@@ -107,20 +108,6 @@ def _backward_steps(g_h, dtanh, z, c_h, c_s, r, r_s):
         c_s = torch.addcmul(zc, r_s, d)  # r_s · δ + z · c_s
         deltas.append(d)
     return torch.stack(deltas[::-1], 1), c_h, c_s
-
-
-CHUNK = 8  # steps per torch.compile'd call
-
-
-@functools.cache
-def _compiled():
-    return (torch.compile(_forward_steps, dynamic=False),
-            torch.compile(_backward_steps, dynamic=False))
-
-
-def _join(chunks: list[torch.Tensor]) -> torch.Tensor:
-    """Chunks ``(B, K, H)`` joined along time (no copy when there is one)."""
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
 
 
 _CPP = r"""
@@ -247,8 +234,18 @@ def _cpu_kernel():
                        extra_cflags=flags)
 
 
-def _uses_cpu_kernel(i: torch.Tensor, compiled: bool) -> bool:
-    return compiled and i.device.type == "cpu" and i.dtype in (torch.float32, torch.float64)
+def _fused_kernel(i: torch.Tensor, compiled: bool):
+    """The fused loop for ``i``'s device when ``compiled`` (float32/64): the C++ kernel on CPU,
+    the Triton kernel (:mod:`bistable.units.src_triton`) on CUDA; None: the eager loop."""
+    if not compiled or i.dtype not in (torch.float32, torch.float64):
+        return None
+    if i.device.type == "cpu":
+        return _cpu_kernel()
+    if i.device.type == "cuda":
+        from . import src_triton
+
+        return src_triton
+    return None
 
 
 class _Recurrence(torch.autograd.Function):
@@ -256,9 +253,8 @@ class _Recurrence(torch.autograd.Function):
     ``h_s[T]``, with ``u = ρ tanh(i / ρ) + b``.
 
     ``compiled=False`` runs :func:`_forward_steps` / :func:`_backward_steps` eagerly over all T
-    steps. ``compiled=True`` runs, on CPU (float32/64), the fused C++ loop :func:`_cpu_kernel`
-    (saturation included, one pass over the sequence each way); elsewhere the
-    ``torch.compile``'d steps on chunks of ``CHUNK`` steps (each chunk one fused kernel).
+    steps. ``compiled=True`` runs the fused loop of :func:`_fused_kernel` where there is one
+    (saturation included, one pass over the sequence each way).
     """
 
     @staticmethod
@@ -267,27 +263,16 @@ class _Recurrence(torch.autograd.Function):
         # the gate values rounded as the eager loop's torch.where(cond, z_hyp, z_dep) rounds them
         z_hyp, z_dep = torch.tensor([z_hyp, z_dep], dtype=torch.get_default_dtype()).tolist()
         ctx.consts = (rho, z_hyp, z_dep, gate_current)
-        ctx.detach, ctx.kernel = detach, _uses_cpu_kernel(i, compiled)
-        if ctx.kernel:
+        ctx.detach, ctx.kernel = detach, _fused_kernel(i, compiled)
+        if ctx.kernel is not None:
             i, h0, hs0 = i.contiguous(), h0.contiguous(), hs0.contiguous()
-            hseq, hs = _cpu_kernel().forward(i, h0, hs0, r.contiguous(), r_s.contiguous(),
-                                             bias.expand(r.shape).contiguous(), *ctx.consts)
+            hseq, hs = ctx.kernel.forward(i, h0, hs0, r.contiguous(), r_s.contiguous(),
+                                          bias.expand(r.shape).contiguous(), *ctx.consts)
             ctx.save_for_backward(i, hseq, h0, r, r_s)
             return hseq, hs
-        T = i.shape[1]
         u = rho * torch.tanh(i / rho) + bias
-        fwd = _compiled()[0] if compiled else _forward_steps
-        size = CHUNK if compiled else T
-        h_parts, z_parts = [], []
-        h, hs = h0, hs0
-        for t in range(0, T, size):
-            h_chunk, z_chunk, h, hs = fwd(u[:, t:t + size], h, hs, r, r_s, z_hyp, z_dep,
-                                          gate_current)
-            h_parts.append(h_chunk)
-            z_parts.append(z_chunk)
-        hseq, zseq = _join(h_parts), _join(z_parts)
+        hseq, zseq, _, hs = _forward_steps(u, h0, hs0, r, r_s, z_hyp, z_dep, gate_current)
         ctx.save_for_backward(i, hseq, zseq, r, r_s)
-        ctx.compiled = compiled
         return hseq, hs
 
     @staticmethod
@@ -295,12 +280,12 @@ class _Recurrence(torch.autograd.Function):
         rho = ctx.consts[0]
         grad_b = ctx.needs_input_grad[1]
         none = (None,) * 8
-        if ctx.kernel:
+        if ctx.kernel is not None:
             i, hseq, h0, r, r_s = ctx.saved_tensors
             g_h = torch.zeros_like(hseq) if g_h is None else g_h.contiguous()
             g_hs = torch.zeros_like(h0) if g_hs is None else g_hs.contiguous()
-            gi, gb, gh0, ghs0 = _cpu_kernel().backward(g_h, g_hs, hseq, i, h0, r, r_s,
-                                                       *ctx.consts, ctx.detach)
+            gi, gb, gh0, ghs0 = ctx.kernel.backward(g_h, g_hs, hseq, i, h0, r, r_s,
+                                                    *ctx.consts, ctx.detach)
             if ctx.detach:
                 gh0 = ghs0 = None
             return (gi, gb if grad_b else None, gh0, ghs0) + none
@@ -310,17 +295,9 @@ class _Recurrence(torch.autograd.Function):
         if ctx.detach:
             d, c_h, c_s = g_h * dtanh, None, None
         else:
-            T = hseq.shape[1]
-            bwd = _compiled()[1] if ctx.compiled else _backward_steps
-            size = CHUNK if ctx.compiled else T
-            parts = []
             c_h = torch.zeros_like(hseq[:, 0])
             c_s = torch.zeros_like(c_h) if g_hs is None else g_hs
-            for t in range(((T - 1) // size) * size, -1, -size):
-                sl = slice(t, t + size)
-                d, c_h, c_s = bwd(g_h[:, sl], dtanh[:, sl], zseq[:, sl], c_h, c_s, r, r_s)
-                parts.append(d)
-            d = _join(parts[::-1])
+            d, c_h, c_s = _backward_steps(g_h, dtanh, zseq, c_h, c_s, r, r_s)
         gi = d * (1 - torch.tanh(i / rho).square())
         return (gi, d.sum((0, 1)) if grad_b else None, c_h, c_s) + none
 
@@ -338,7 +315,7 @@ class SRC(nn.Module):
         detach_recurrent: detach ``h[t-1]``, ``h_s[t-1]`` in the recurrence (default: full BPTT).
         gate: ``"previous"`` gates ``z_s[t]`` on ``h[t-1]`` (the authors' code, causal; default) or
             ``"current"`` on ``h[t]`` (the paper's text).
-        compile_loop: run the loop fused: a C++ kernel on CPU, ``torch.compile`` elsewhere
+        compile_loop: run the loop fused: a C++ kernel on CPU, a Triton kernel on CUDA
             (default: eager; see the module docstring).
 
     ``W`` (``hidden_size × input_size``, no bias) starts as ``nn.Linear``'s default.

@@ -1,0 +1,122 @@
+"""SRC vs snnTorch LIF trained by ``bistable train`` on the full data sets (issue 9): test
+accuracy at every epoch, accuracy with noise on r, r_s, firing statistics → results/spiking_runs.md.
+
+Each run is one ``bistable train`` command (in the table); finished runs under ``runs/src/`` are
+reused and cut-off ones resumed, so the driver can be stopped and started again::
+
+    python benchmarks/spiking_runs.py              # train what is missing, then tabulate
+    python benchmarks/spiking_runs.py --no-train   # tabulate the finished runs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import header, quote, trained_run, write_results  # noqa: E402
+from bistable.data.tasks import build_task  # noqa: E402
+from bistable.models import build_model  # noqa: E402
+from bistable.train.checkpoint import load_checkpoint  # noqa: E402
+from bistable.train.metrics import evaluate  # noqa: E402
+
+RUNS_DIR = "runs/src"
+COMMON = ["--hidden", "256", "--layers", "1", "--epochs", "4", "--lr", "2e-3", "--batch-size", "64",
+          "--eval-every", "938", "--checkpoint-every", "200", "--log-every", "50", "--threads", "1",
+          "--data-dir", "../shared/data", "--quiet"]
+FUSED = ["--option", "compile_loop=True"]
+# name -> (task, model arguments), in run order
+RUNS = {
+    "mnist-h256": ("spiking-mnist", ["--model", "src", *FUSED]),
+    "mnist-h256-lif": ("spiking-mnist", ["--model", "lif"]),
+    "fashion-mnist-h256": ("spiking-fashion-mnist", ["--model", "src", *FUSED]),
+    "fashion-mnist-h256-lif": ("spiking-fashion-mnist", ["--model", "lif"]),
+}
+
+
+def arguments(name: str) -> list[str]:
+    """``bistable train`` arguments of run ``name``, without ``--out``."""
+    task, model = RUNS[name]
+    return [task, *model, *COMMON]
+
+
+def trained_model(name: str, metrics: dict):
+    """The run's task and its model with the last checkpoint's weights."""
+    c = metrics["config"]
+    task = build_task(c["task"], data_dir=c["data_dir"], gap=c["gap"], pad=c["pad"])
+    model = build_model(c["model"], task.input_size, task.output_size, hidden=c["hidden"],
+                        layers=c["layers"], **c["model_options"])
+    model.load_state_dict(load_checkpoint(ROOT / RUNS_DIR / name / "checkpoint.pt")["model"])
+    return task, model
+
+
+def noise_and_stats(name: str, metrics: dict, sigma: float, draws: int) -> dict:
+    """Test accuracy with ``draws`` noise draws on r, r_s (SRC), and the firing statistics of
+    every layer on 256 test samples."""
+    task, model = trained_model(name, metrics)
+    seq_len = metrics["eval"][0]["seq_len"]
+    out = {}
+    x, _ = next(task.eval_batches("test", seq_len, 256, 256))
+    out["layers"] = model.spike_stats(x)
+    if model.kind == "src" and draws:
+        accs = []
+        for seed in range(draws):
+            model.perturb_(sigma, torch.Generator().manual_seed(seed))
+            accs.append(evaluate(model, task, "test", seq_len, n=None)["accuracy"])
+        model.perturb_(0.0)
+        out["accuracy_noise"] = accs
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--no-train", action="store_true", help="tabulate the finished runs only")
+    p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s")
+    p.add_argument("--draws", type=int, default=3, help="noise draws per SRC run (0: skip)")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    rows, data = [], []
+    for name in RUNS:
+        out = f"{RUNS_DIR}/{name}"
+        cmd = " ".join(["bistable", "train", *map(quote, arguments(name)), "--out", out])
+        metrics = trained_run(out, arguments(name), not args.no_train)
+        if metrics is None:
+            rows.append(f"| {name}: not finished (no metrics.json) | | | | | | | `{cmd}` |")
+            continue
+        extra = noise_and_stats(name, metrics, args.noise, args.draws)
+        curve = [h["eval_accuracy"] for h in metrics["history"] if "eval_accuracy" in h]
+        final = metrics["eval"][0]["accuracy"]
+        noisy = extra.get("accuracy_noise")
+        noise = (f"{100 * statistics.mean(noisy):.2f} (min {100 * min(noisy):.2f})"
+                 if noisy else "—")
+        rates = ", ".join(f"{s['firing_rate']:.4f}" for s in extra["layers"])
+        silent = ", ".join(f"{s['silent_fraction']:.2f}" for s in extra["layers"])
+        c = metrics["config"]
+        rows.append(f"| {c['task']} | {c['model']} | {c['epochs']} | "
+                    f"{' / '.join(f'{100 * a:.2f}' for a in curve + [final])} | "
+                    f"**{100 * final:.2f}** | {noise} | {rates} | {silent} | `{cmd}` |")
+        data.append({"name": name, "command": cmd, "config": c, "eval": metrics["eval"],
+                     "eval_curve": curve, **extra})
+    markdown = "\n".join([
+        header("SRC vs snnTorch LIF on the full data sets (issue 9)"), "",
+        "One hidden layer of 256 neurons, 60 000 training images, 4 epochs (batch 64, AdamW "
+        "lr 2e-3, cosine), rate coding (20 silent + 200 coded steps), population readout, "
+        "cross-entropy on R at the last step; test accuracy on all 10 000 test images. One seed, "
+        "one CPU thread. `accuracy per epoch`: the evaluations after each epoch, then the final "
+        f"one. `noise`: every SRC neuron's r, r_s drawn with σ = {args.noise:.0%} of |r|, |r_s| "
+        f"({args.draws} draws, mean and worst). Firing rate (spikes per neuron per step) and "
+        "silent fraction per layer (hidden, output) on 256 test images.", "",
+        "| task | model | epochs | accuracy per epoch (%) | test accuracy (%) | noise (%) | "
+        "firing rate | silent fraction | command |",
+        "|---|---|---:|---|---:|---|---|---|---|", *rows, ""])
+    print(write_results("spiking_runs", markdown, data))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The SRC's fused Triton loop against the eager loop: values and gradients (float64, odd sizes).
+
+Without CUDA the kernels run on the CPU under ``TRITON_INTERPRET=1`` (see triton_kernels.py).
+"""
+
+import pytest
+import torch
+
+from bistable.units import src
+from triton_kernels import DEVICE, load
+
+st = load("bistable.units.src_triton")
+RHO = 3.0
+Z_HYP, Z_DEP = torch.tensor([0.9, 0.0]).tolist()  # as the autograd function rounds them
+
+
+def _inputs(B, T, H, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kw = {"dtype": torch.float64}
+    i = torch.randn(B, T, H, generator=g, **kw) * 4  # drives some neurons past the gate
+    h0 = torch.rand(B, H, generator=g, **kw) * 2 - 1
+    hs0 = torch.rand(B, H, generator=g, **kw) * 2 - 1
+    r = 2 + 0.2 * torch.randn(H, generator=g, **kw)
+    r_s = -7 + 0.7 * torch.randn(H, generator=g, **kw)
+    b = -6 + torch.randn(H, generator=g, **kw)
+    return [x.to(DEVICE) for x in (i, h0, hs0, r, r_s, b)]
+
+
+def _run(kernel, i, h0, hs0, r, r_s, b, current, detach):
+    """h, h_s[T] and the gradients into i, b, h0, hs0 of a fixed random loss."""
+    i, h0, hs0, b = (x.clone().requires_grad_() for x in (i, h0, hs0, b))
+    if kernel:
+        h, hs = src._Recurrence.apply(i, b, h0, hs0, r, r_s, RHO, Z_HYP, Z_DEP, current, detach,
+                                      True)
+    else:  # autograd through the plain loop
+        h_in, hs_in = (h0.detach(), hs0.detach()) if detach else (h0, hs0)
+        u = RHO * torch.tanh(i / RHO) + b
+        h, _, _, hs = src._forward_steps(u, h_in, hs_in, r, r_s, Z_HYP, Z_DEP, current)
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(h.shape, generator=g, dtype=h.dtype).to(h.device)
+    loss = (h * w).sum() + (hs * w[:, 0]).sum() if not detach else (h * w).sum()
+    grads = torch.autograd.grad(loss, [i, b, h0, hs0], allow_unused=True)
+    return h, hs, grads
+
+
+@pytest.fixture
+def triton_loop(monkeypatch):
+    """``compile_loop=True`` runs the Triton kernel on this device (CPU: interpreted)."""
+    monkeypatch.setattr(src, "_fused_kernel", lambda i, compiled: st if compiled else None)
+
+
+@pytest.mark.parametrize("B,T,H", [(1, 1, 1), (2, 7, 3), (3, 37, 130)])
+@pytest.mark.parametrize("current", [False, True])
+def test_values_and_gradients_match_the_loop(triton_loop, B, T, H, current):
+    args = _inputs(B, T, H, seed=T)
+    h_k, hs_k, g_k = _run(True, *args, current, False)
+    h_r, hs_r, g_r = _run(False, *args, current, False)
+    torch.testing.assert_close(h_k, h_r, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hs_k, hs_r, rtol=1e-12, atol=1e-12)
+    for name, a, b in zip(("i", "b", "h0", "hs0"), g_k, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=f"grad {name}")
+
+
+def test_detached_recurrence_matches_the_eager_function(triton_loop):
+    args = _inputs(2, 9, 5)
+    i, h0, hs0, r, r_s, b = args
+    h_k, _, g_k = _run(True, *args, False, True)
+    # the eager autograd function with detach: δ = grad_h (1 − h²), no flow through the state
+    eager = [x.clone().requires_grad_() for x in (i, b)]
+    h_e, _ = src._Recurrence.apply(eager[0], eager[1], h0, hs0, r, r_s, RHO, Z_HYP, Z_DEP,
+                                   False, True, False)
+    w = torch.randn(h_e.shape, generator=torch.Generator().manual_seed(1), dtype=h_e.dtype)
+    g_e = torch.autograd.grad((h_e * w.to(h_e.device)).sum(), eager)
+    torch.testing.assert_close(h_k, h_e, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_k[0], g_e[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g_k[1], g_e[1], rtol=1e-10, atol=1e-10)
+    assert g_k[2] is None and g_k[3] is None
+
+
+def test_layer_with_compile_loop_runs_the_kernel(triton_loop):
+    torch.manual_seed(0)
+    layer = src.SRC(11, 6, compile_loop=True).double().to(DEVICE)
+    eager = src.SRC(11, 6).double().to(DEVICE)
+    eager.load_state_dict(layer.state_dict())
+    x = (torch.rand(2, 30, 11, dtype=torch.float64) < 0.3).double().to(DEVICE) * 3
+    (y_k, s_k), (y_e, s_e) = layer(x), eager(x)
+    torch.testing.assert_close(y_k, y_e, rtol=1e-12, atol=1e-12)
+    for a, b in zip(s_k, s_e):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    gk = torch.autograd.grad(y_k.sum() + s_k[2].sum(), layer.weight)
+    ge = torch.autograd.grad(y_e.sum() + s_e[2].sum(), eager.weight)
+    torch.testing.assert_close(gk, ge, rtol=1e-10, atol=1e-10)
