@@ -27,8 +27,9 @@ RUNS = {
     "hybrid-cmru-650": ["--model", "hybrid", "--hidden", "64", "--steps", "650", *CMRU_HYBRID],
     "hybrid-cmru-1000": ["--model", "hybrid", "--hidden", "64", "--steps", "1000", *CMRU_HYBRID],
     "gru-1000": ["--model", "gru", "--params", PARAMS, "--steps", "1000"],
-    "lstm-1000": ["--model", "lstm", "--params", PARAMS, "--steps", "1000"],
     "hybrid-cmru-3000": ["--model", "hybrid", "--hidden", "64", "--steps", "3000", *CMRU_HYBRID],
+    "lstm-3000": ["--model", "lstm", "--params", PARAMS, "--steps", "3000"],
+    "gru-3000": ["--model", "gru", "--params", PARAMS, "--steps", "3000"],
 }
 
 

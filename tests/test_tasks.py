@@ -133,5 +133,8 @@ def test_nmnist_bins_recordings_into_flat_frames(tmp_path):
     x, y = task.examples("train", torch.tensor([1, 0]), 10, gen())
     assert x.shape == (2, 10, 2 * 34 * 34) and y.tolist() == [3, 0]
     assert x.sum() == 100                                        # every event counted once
+    assert task.data_note() is None
+    (tmp_path / "SIMULATED.json").write_text("{}")
+    assert "SIMULATED" in task.data_note()
     with pytest.raises(FileNotFoundError, match="--data-dir"):
         build_task("nmnist").size("train")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +128,10 @@ class Task:
             return {"loss": loss, "mse": loss, "accuracy": None}
         accuracy = float((pred.argmax(-1) == target).float().mean())
         return {"loss": loss, "mse": None, "accuracy": accuracy}
+
+    def data_note(self) -> str | None:
+        """A line to print beside results whose data are not the real data set (None: they are)."""
+        return None
 
 
 class CopyFirstInput(Task):
@@ -248,6 +253,12 @@ class NMNIST(Task):
         if split not in self._cache:
             self._cache[split] = len(nmnist.list_samples(self._root(), split)[0])
         return self._cache[split]
+
+    def data_note(self):
+        marker = Path(self._root()) / "SIMULATED.json"
+        if marker.exists():
+            return f"data: SIMULATED N-MNIST recordings ({marker}), not the real N-MNIST"
+        return None
 
     def examples(self, split, index, seq_len, generator):
         dataset = self._dataset(split, seq_len)

@@ -7,7 +7,7 @@ import ast
 import dataclasses
 import sys
 
-from ..data.tasks import TASK_NAMES, describe_tasks
+from ..data.tasks import TASK_NAMES, build_task, describe_tasks
 from .loop import TrainConfig, TrainingDiverged, horizon_table, train
 
 
@@ -34,6 +34,10 @@ def _train(args) -> int:
         return 1
     if metrics["eval"]:
         print(horizon_table(metrics["eval"]))
+        note = build_task(config.task, data_dir=config.data_dir, gap=config.gap,
+                          pad=config.pad).data_note()
+        if note:
+            print(note)
         print(f"metrics, checkpoint and plots in {args.out}")
     return 0
 
