@@ -31,19 +31,20 @@ from bistable.train.metrics import evaluate  # noqa: E402
 RUNS_DIR = "runs/src"
 COMMON = ["--hidden", "256", "--layers", "1", "--lr", "2e-3", "--batch-size", "64",
           "--checkpoint-every", "200", "--log-every", "50", "--threads", "1", "--quiet"]
-IMAGES = ["--data-dir", "../shared/data", "--epochs", "4", "--eval-every", "938"]
+MNIST = ["--data-dir", "../shared/data", "--epochs", "4", "--eval-every", "938"]
+FASHION = ["--data-dir", "../shared/data", "--epochs", "2", "--eval-every", "938"]
 NMNIST_SIM = ["--data-dir", "data/nmnist-sim", "--epochs", "2", "--eval-every", "938"]
 FUSED = ["--option", "compile_loop=True"]
 # name -> (task, model and data arguments), in run order
 RUNS = {
-    "mnist-h256": ("spiking-mnist", ["--model", "src", *FUSED, *IMAGES]),
-    "mnist-h256-lif": ("spiking-mnist", ["--model", "lif", *IMAGES]),
+    "mnist-h256": ("spiking-mnist", ["--model", "src", *FUSED, *MNIST]),
+    "mnist-h256-lif": ("spiking-mnist", ["--model", "lif", *MNIST]),
     # simulated N-MNIST: `bistable data simulate-nmnist --data-dir ../shared/data/mnist
     # --out data/nmnist-sim` (all 60 000 + 10 000 digits), 100 time bins
     "nmnist-sim-h256": ("nmnist", ["--model", "src", *FUSED, *NMNIST_SIM]),
     "nmnist-sim-h256-lif": ("nmnist", ["--model", "lif", *NMNIST_SIM]),
-    "fashion-mnist-h256": ("spiking-fashion-mnist", ["--model", "src", *FUSED, *IMAGES]),
-    "fashion-mnist-h256-lif": ("spiking-fashion-mnist", ["--model", "lif", *IMAGES]),
+    "fashion-mnist-h256": ("spiking-fashion-mnist", ["--model", "src", *FUSED, *FASHION]),
+    "fashion-mnist-h256-lif": ("spiking-fashion-mnist", ["--model", "lif", *FASHION]),
 }
 
 
@@ -105,10 +106,12 @@ def main() -> None:
         train = not args.no_train and (args.only is None or name in args.only)
         metrics = trained_run(out, arguments(name), train)
         if metrics is None:
-            rows.append(f"| {name}: not finished (no metrics.json) | | | | | | | `{cmd}` |")
+            rows.append(f"| {name}: not finished (no metrics.json) | | | | | | | | `{cmd}` |")
             continue
         extra = noise_and_stats(name, metrics, args.noise, args.draws)
         curve = [h["eval_accuracy"] for h in metrics["history"] if "eval_accuracy" in h]
+        speed = statistics.median(h["samples_per_s"] for h in metrics["history"]
+                                  if "samples_per_s" in h)
         final = metrics["eval"][0]["accuracy"]
         noisy = extra.get("accuracy_noise")
         noise = (f"{100 * statistics.mean(noisy):.2f} (min {100 * min(noisy):.2f})"
@@ -118,23 +121,26 @@ def main() -> None:
         c = metrics["config"]
         rows.append(f"| {c['task']} | {c['model']} | {c['epochs']} | "
                     f"{' / '.join(f'{100 * a:.2f}' for a in curve + [final])} | "
-                    f"**{100 * final:.2f}** | {noise} | {rates} | {silent} | `{cmd}` |")
+                    f"**{100 * final:.2f}** | {noise} | {rates} | {silent} | {speed:.0f} | "
+                    f"`{cmd}` |")
         data.append({"name": name, "command": cmd, "config": c, "eval": metrics["eval"],
                      "eval_curve": curve, **extra})
     markdown = "\n".join([
         header("SRC vs snnTorch LIF on the full data sets (issue 9)"), "",
         "One hidden layer of 256 neurons, all 60 000 training samples, batch 64, AdamW lr 2e-3 "
-        "with cosine decay; images: 4 epochs, rate coding (20 silent + 200 coded steps); "
+        "with cosine decay; images: rate coding (20 silent + 200 coded steps), 4 epochs for "
+        "MNIST and 2 for Fashion-MNIST (the session's CPU time); "
         "N-MNIST: SIMULATED recordings (docs/data.md), 2 epochs, 100 time bins passed through; "
         "population readout, cross-entropy on R at the last step; test accuracy on all 10 000 "
         "test samples. One seed, one CPU thread. `accuracy per epoch`: the evaluations after "
         "each epoch, then the final one. `noise`: every SRC neuron's r, r_s drawn with "
         f"σ = {args.noise:.0%} of |r|, |r_s| ({args.draws} draws, mean and worst). Firing rate "
         "(spikes per neuron per step) and silent fraction per layer (hidden, output) on 256 "
-        "test samples.", "",
+        "test samples. `train samples/s`: median over the run (the two cores were shared by two "
+        "or three jobs).", "",
         "| task | model | epochs | accuracy per epoch (%) | test accuracy (%) | noise (%) | "
-        "firing rate | silent fraction | command |",
-        "|---|---|---:|---|---:|---|---|---|---|", *rows, ""])
+        "firing rate | silent fraction | train samples/s | command |",
+        "|---|---|---:|---|---:|---|---|---|---:|---|", *rows, ""])
     print(write_results("spiking_runs", markdown, data))
 
 

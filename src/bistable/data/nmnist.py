@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 SENSOR = 34  # the sensor is 34 x 34 pixels, 2 polarities
+# one non-zero cell of a sample's frames in the cache: flat (bin, polarity, y, x) index, count
+_CELL = np.dtype([("index", "<u4"), ("count", "<u2")])
 EVENT_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
 T_MAX = (1 << 23) - 1  # largest timestamp the 23-bit field holds (µs)
 SPLITS = {"train": "Train", "test": "Test"}
@@ -276,14 +278,16 @@ class NMNIST(torch.utils.data.Dataset):
     def __getitem__(self, i):
         label = int(self.labels[i])
         if self._cache is not None:
-            path, offsets = self._cache
+            path, offsets, lengths = self._cache
             a, b = offsets[i], offsets[i + 1]
-            if a == b:  # no events and time_window binning: T = 0
-                return torch.zeros(0, 2, SENSOR, SENSOR), label
-            if self._memmap is None:  # opened lazily, so that DataLoader workers reopen it
-                shape = (int(offsets[-1]), 2, SENSOR, SENSOR)
-                self._memmap = np.memmap(path, dtype="<u2", mode="r", shape=shape)
-            return torch.from_numpy(self._memmap[a:b].astype(np.float32)), label
+            frames = np.zeros(int(lengths[i]) * 2 * SENSOR * SENSOR, np.float32)
+            if b > a:
+                if self._memmap is None:  # opened lazily, so that DataLoader workers reopen it
+                    self._memmap = np.memmap(path, dtype=_CELL, mode="r",
+                                             shape=(int(offsets[-1]),))
+                cells = self._memmap[a:b]
+                frames[cells["index"]] = cells["count"]
+            return torch.from_numpy(frames.reshape(-1, 2, SENSOR, SENSOR)), label
         if not self.binned:
             ev = read_events(self.files[i])
             ft = self.binning["filter_time"]
@@ -305,12 +309,16 @@ def pad_collate(batch):
 
 
 class FrameCache:
-    """One split's binned frames in ``<dir>/<split>-<key>.frames`` (raw uint16, ``(ΣT, 2, 34,
-    34)``) plus ``.json`` metadata (binning, file fingerprint, offsets, byte count, CRC-32).
+    """One split's binned frames in ``<dir>/<split>-<key>.frames`` plus ``.json`` metadata
+    (binning, file fingerprint, per-sample cell offsets and T, byte count, CRC-32).
+
+    Frames are sparse (a recording fills about 2 % of its cells at 100 bins), so the file holds
+    only the non-zero cells: a ``(flat index uint32, count uint16)`` record each, sample after
+    sample; items are rebuilt dense on reading.
     The fingerprint covers every file's relative path, size and modification time, so a file
     rewritten in place, even with the same size, gives a new cache."""
 
-    VERSION = 1
+    VERSION = 2  # 1: dense uint16 frames
 
     def __init__(self, cache_dir: Path, split: str, ds: NMNIST):
         self.ds = ds
@@ -323,7 +331,8 @@ class FrameCache:
         self.meta = self.data.with_suffix(".json")
 
     def load(self, progress: bool = True):
-        """``(path, offsets)`` of the checked cache, built or rebuilt when missing or corrupt."""
+        """``(path, cell offsets, T per sample)`` of the checked cache, built or rebuilt when
+        missing or corrupt."""
         try:
             return self._open()
         except FileNotFoundError:
@@ -346,7 +355,8 @@ class FrameCache:
                 crc = zlib.crc32(chunk, crc)
         if crc != meta["crc32"]:
             raise ValueError("cache CRC-32 mismatch")
-        return self.data, np.asarray(meta["offsets"], dtype=np.int64)
+        return (self.data, np.asarray(meta["offsets"], dtype=np.int64),
+                np.asarray(meta["lengths"], dtype=np.int64))
 
     def _build(self, progress: bool):
         from tqdm import tqdm
@@ -355,17 +365,24 @@ class FrameCache:
         _remove_orphans(self.data)
         _remove_orphans(self.meta)
         tmp = self.data.with_name(f".{self.data.name}.{os.getpid()}.tmp")
-        offsets, crc, nbytes = [0], 0, 0
+        offsets, lengths, crc, nbytes = [0], [], 0, 0
         with open(tmp, "wb") as f:
             for path in tqdm(self.ds.files, desc=f"binning {self.data.name}", unit="file",
                              disable=None if progress else True):
                 fr = load_frames(path, **self.ds.binning)
                 if fr.size and fr.max() > np.iinfo(np.uint16).max:
                     raise ValueError(f"{path}: more than 65535 events in one pixel and bin")
-                chunk = fr.astype("<u2").tobytes()
+                if fr.size > np.iinfo(np.uint32).max:
+                    raise ValueError(f"{path}: {fr.shape[0]} time bins are too many to cache")
+                flat = np.flatnonzero(fr)
+                cells = np.empty(len(flat), _CELL)
+                cells["index"], cells["count"] = flat, fr.ravel()[flat]
+                chunk = cells.tobytes()
                 f.write(chunk)
                 crc, nbytes = zlib.crc32(chunk, crc), nbytes + len(chunk)
-                offsets.append(offsets[-1] + fr.shape[0])
+                offsets.append(offsets[-1] + len(flat))
+                lengths.append(fr.shape[0])
         os.replace(tmp, self.data)
-        meta = {"key": self.key, "offsets": offsets, "nbytes": nbytes, "crc32": crc}
+        meta = {"key": self.key, "offsets": offsets, "lengths": lengths, "nbytes": nbytes,
+                "crc32": crc}
         _atomic_write(self.meta, json.dumps(meta).encode())
