@@ -112,8 +112,12 @@ def evaluate(net, images, labels, batch, seed) -> float:
 
 def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     torch.manual_seed(seed)
-    kw = {"compile_loop": True} if kind == "src" and args.compile else {}
+    kw = {}
+    if kind == "src":
+        kw = {"compile_loop": args.compile, "learn_bias": args.learn_bias}
     net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth, **kw)
+    if kind == "src" and args.train_noise:  # heterogeneous neurons throughout training
+        net.perturb_(args.train_noise, torch.Generator().manual_seed(1000 + seed))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
@@ -189,6 +193,9 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s (0: skip)")
     p.add_argument("--compile", action="store_true", help="SRC with the fused loop (compile_loop)")
+    p.add_argument("--learn-bias", action="store_true", help="SRC with learned b (capped at -4)")
+    p.add_argument("--train-noise", type=float, default=0.0, help="train SRC networks with every "
+                   "neuron's r, r_s drawn with this relative σ (heterogeneous neurons)")
     p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
     p.add_argument("--name", default="src", help="results/<name>.md")
     p.add_argument("--keep", action="store_true",
@@ -250,7 +257,11 @@ def accuracy_md(section: dict) -> str:
             f"epoch(s), batch {a['batch']}, Adam lr {a['lr']}; images: rate coding 0.25 · "
             "intensity, 20 silent + 200 coded steps; nmnist-sim (simulated N-MNIST): "
             f"{a.get('nmnist_bins')} frames passed through; population readout (10 per class), "
-            "cross-entropy on R[:, -1]. Depth = hidden layers. `accuracy_noise`: every neuron's "
+            "cross-entropy on R[:, -1]. SRC bias "
+            f"{'learned (capped at -4)' if a.get('learn_bias') else 'fixed at -6'}"
+            + (f"; SRC trained with r, r_s drawn with σ = {a['train_noise']:.0%} (heterogeneous "
+               "neurons)" if a.get("train_noise") else "") + ". "
+            "Depth = hidden layers. `accuracy_noise`: every neuron's "
             f"r, r_s drawn with σ = {a['noise']:.0%} of |r|, |r_s| (SRC only). Firing rate "
             "(spikes per neuron per step) and silent fraction per layer, first seed.\n\n"
             + table(summarise(section["runs"]), ["dataset", "depth", "kind", "seeds", "accuracy",
