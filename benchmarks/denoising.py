@@ -33,22 +33,23 @@ RUNS = {
 }
 
 
-def command(name: str) -> list[str]:
-    return ["bistable", "train", "denoising", *RUNS[name], *COMMON, "--out", f"{RUNS_DIR}/{name}"]
+def arguments(name: str) -> list[str]:
+    """``bistable train`` arguments of run ``name``, without ``--out``."""
+    return ["denoising", *RUNS[name], *COMMON]
 
 
 def main() -> None:
     train = "--no-train" not in sys.argv[1:]  # --no-train: tabulate the finished runs only
     rows, data = [], []
     for name in RUNS:
-        metrics = trained_run(f"{RUNS_DIR}/{name}", command(name)[2:-2], train)
+        out = f"{RUNS_DIR}/{name}"
+        cmd = " ".join(["bistable", "train", *map(quote, arguments(name)), "--out", out])
+        metrics = trained_run(out, arguments(name), train)
         if metrics is None:
-            cmd = ' '.join(command(name))
             rows.append(f"| {name}: not finished (no metrics.json) | | | | | | `{cmd}` |")
             continue
         cfg = metrics["config"]
         mse = {e["seq_len"]: e["mse"] for e in metrics["eval"]}
-        cmd = " ".join(quote(a) for a in command(name))
         data.append({"name": name, "command": cmd, "config": cfg, "eval": metrics["eval"]})
         rows.append(f"| {cfg['model']} | {cfg['model_options'].get('mixer', '-')} | "
                     f"{cfg['hidden']} | {cfg['steps']} | {mse[300]:.3f} | {mse[3000]:.3f} | "

@@ -23,10 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import header, quote, trained_run, write_results  # noqa: E402
-from bistable.data.tasks import build_task  # noqa: E402
-from bistable.models import build_model  # noqa: E402
-from bistable.train.checkpoint import load_checkpoint  # noqa: E402
-from bistable.train.metrics import evaluate  # noqa: E402
+from bistable.train import evaluate, load_run  # noqa: E402
 
 RUNS_DIR = "runs/src"
 COMMON = ["--hidden", "256", "--layers", "1", "--lr", "2e-3", "--batch-size", "64",
@@ -54,16 +51,6 @@ def arguments(name: str) -> list[str]:
     return [task, *model, *COMMON]
 
 
-def trained_model(name: str, metrics: dict):
-    """The run's task and its model with the last checkpoint's weights."""
-    c = metrics["config"]
-    task = build_task(c["task"], data_dir=c["data_dir"], gap=c["gap"], pad=c["pad"])
-    model = build_model(c["model"], task.input_size, task.output_size, hidden=c["hidden"],
-                        layers=c["layers"], **c["model_options"])
-    model.load_state_dict(load_checkpoint(ROOT / RUNS_DIR / name / "checkpoint.pt")["model"])
-    return task, model
-
-
 def noise_and_stats(name: str, metrics: dict, sigma: float, draws: int) -> dict:
     """Test accuracy with ``draws`` noise draws on r, r_s (SRC), and the firing statistics of
     every layer on 256 test samples; kept in the run's folder (``evaluation.json``)."""
@@ -72,7 +59,7 @@ def noise_and_stats(name: str, metrics: dict, sigma: float, draws: int) -> dict:
         saved = json.loads(path.read_text())
         if saved["sigma"] == sigma and saved["draws"] == draws:
             return saved
-    task, model = trained_model(name, metrics)
+    task, model = load_run(ROOT / RUNS_DIR / name)
     seq_len = metrics["eval"][0]["seq_len"]
     out = {"sigma": sigma, "draws": draws}
     x, _ = next(task.eval_batches("test", seq_len, 256, 256))

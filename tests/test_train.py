@@ -11,7 +11,7 @@ from bistable.models import build_model
 from bistable.train import loop
 from bistable.train.checkpoint import load_checkpoint
 from bistable.train.loop import TrainConfig, TrainingDiverged, learning_rate, resolve, train
-from bistable.train.metrics import predict_last
+from bistable.train.metrics import evaluate, predict_last
 
 
 def config(tmp_path, name="run", **kw):
@@ -89,6 +89,14 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
     assert (out / "horizon-curve.png").stat().st_size > 0
     with pytest.raises(ValueError, match="already holds a run"):
         train(config(tmp_path))
+
+
+def test_load_run_gives_back_the_trained_model(tmp_path):
+    metrics = train(config(tmp_path))
+    task, model = loop.load_run(tmp_path / "run")
+    assert task.name == "copy-first-input"
+    again = evaluate(model, task, "test", 12, n=16)
+    assert again["mse"] == pytest.approx(metrics["eval"][0]["mse"], rel=1e-6)
 
 
 def test_resume_extends_a_finished_run_exactly(tmp_path):

@@ -179,6 +179,16 @@ def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
                        layers=c.layers, **c.model_options)
 
 
+def load_run(out) -> tuple[Task, torch.nn.Module]:
+    """The task and the model of the run in ``out``, with its last checkpoint's weights."""
+    saved = load_checkpoint(Path(out) / CHECKPOINT)
+    c = TrainConfig(**saved["config"])
+    task = build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad)
+    model = _build_model(c, task)
+    model.load_state_dict(saved["model"])
+    return task, model
+
+
 def _check_resumable(saved: dict, c: TrainConfig) -> None:
     now = dataclasses.asdict(c)
     diff = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
