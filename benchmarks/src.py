@@ -114,7 +114,8 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     torch.manual_seed(seed)
     kw = {}
     if kind == "src":
-        kw = {"compile_loop": args.compile, "learn_bias": args.learn_bias}
+        kw = {"compile_loop": args.compile, "learn_bias": args.learn_bias,
+              "detach_recurrent": args.detach}
     net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth, **kw)
     if kind == "src" and args.train_noise:  # heterogeneous neurons throughout training
         net.perturb_(args.train_noise, torch.Generator().manual_seed(1000 + seed))
@@ -194,6 +195,8 @@ def main(argv=None) -> None:
     p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s (0: skip)")
     p.add_argument("--compile", action="store_true", help="SRC with the fused loop (compile_loop)")
     p.add_argument("--learn-bias", action="store_true", help="SRC with learned b (capped at -4)")
+    p.add_argument("--detach", action="store_true", help="SRC with detach_recurrent=True "
+                   "(gradients through time only via the input integration i)")
     p.add_argument("--train-noise", type=float, default=0.0, help="train SRC networks with every "
                    "neuron's r, r_s drawn with this relative σ (heterogeneous neurons)")
     p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
@@ -260,7 +263,9 @@ def accuracy_md(section: dict) -> str:
             "cross-entropy on R[:, -1]. SRC bias "
             f"{'learned (capped at -4)' if a.get('learn_bias') else 'fixed at -6'}"
             + (f"; SRC trained with r, r_s drawn with σ = {a['train_noise']:.0%} (heterogeneous "
-               "neurons)" if a.get("train_noise") else "") + ". "
+               "neurons)" if a.get("train_noise") else "")
+            + ("; SRC recurrence detached (gradients through time via i only)"
+               if a.get("detach") else "; SRC with full BPTT") + ". "
             "Depth = hidden layers. `accuracy_noise`: every neuron's "
             f"r, r_s drawn with σ = {a['noise']:.0%} of |r|, |r_s| (SRC only). Firing rate "
             "(spikes per neuron per step) and silent fraction per layer, first seed.\n\n"
