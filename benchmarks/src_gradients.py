@@ -61,7 +61,7 @@ def run(name, kind, kw, args, data) -> dict:
         recent.append([float(weight(layer).grad.norm()) for layer in net.layers])
         recent = recent[-args.window:]
         opt.step()
-        loss_avg = float(loss) if loss_avg is None else 0.9 * loss_avg + 0.1 * float(loss)
+        loss_avg = loss.item() if loss_avg is None else 0.9 * loss_avg + 0.1 * loss.item()
         if step in marks:
             norms = [statistics.median(col) for col in zip(*recent)]
             history.append({"step": step, "loss": loss_avg, "grad_norms": norms,
