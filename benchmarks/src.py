@@ -117,8 +117,10 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         kw = {"compile_loop": args.compile, "learn_bias": args.learn_bias,
               "detach_recurrent": args.detach}
     net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth, **kw)
-    if kind == "src" and args.train_noise:  # heterogeneous neurons throughout training
-        net.perturb_(args.train_noise, torch.Generator().manual_seed(1000 + seed))
+    noisy_training = kind == "src" and args.train_noise > 0
+    noise_gen = torch.Generator().manual_seed(1000 + seed)
+    if noisy_training:  # heterogeneous neurons throughout training
+        net.perturb_(args.train_noise, noise_gen)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
@@ -126,7 +128,11 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         order = torch.randperm(len(train[1]), generator=gen)
         for s in range(0, len(order), args.batch):
             b = order[s:s + args.batch]
+            if noisy_training and args.redraw:
+                net.perturb_(args.train_noise, noise_gen)
             train_step(net, opt, encode(train[0][b], gen), train[1][b])
+    if noisy_training and args.redraw:
+        net.perturb_(0.0)  # evaluated with the nominal r, r_s
     row = {"dataset": dataset, "kind": kind, "depth": depth, "seed": seed,
            "train_seconds": time.perf_counter() - t0,
            "accuracy": evaluate(net, *test, args.batch, seed)}
@@ -199,6 +205,9 @@ def main(argv=None) -> None:
                    "(gradients through time only via the input integration i)")
     p.add_argument("--train-noise", type=float, default=0.0, help="train SRC networks with every "
                    "neuron's r, r_s drawn with this relative σ (heterogeneous neurons)")
+    p.add_argument("--redraw", action="store_true", help="with --train-noise: draw r, r_s "
+                   "again before every step (noise-aware training; tested with the nominal "
+                   "values)")
     p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
     p.add_argument("--name", default="src", help="results/<name>.md")
     p.add_argument("--keep", action="store_true",
@@ -262,8 +271,9 @@ def accuracy_md(section: dict) -> str:
             f"{a.get('nmnist_bins')} frames passed through; population readout (10 per class), "
             "cross-entropy on R[:, -1]. SRC bias "
             f"{'learned (capped at -4)' if a.get('learn_bias') else 'fixed at -6'}"
-            + (f"; SRC trained with r, r_s drawn with σ = {a['train_noise']:.0%} (heterogeneous "
-               "neurons)" if a.get("train_noise") else "")
+            + (f"; SRC trained with r, r_s drawn with σ = {a['train_noise']:.0%} "
+               + ("again at every step, tested with the nominal values" if a.get("redraw")
+                  else "once (heterogeneous neurons)") if a.get("train_noise") else "")
             + ("; SRC recurrence detached (gradients through time via i only)"
                if a.get("detach") else "; SRC with full BPTT") + ". "
             "Depth = hidden layers. `accuracy_noise`: every neuron's "

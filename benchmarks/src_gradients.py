@@ -1,4 +1,4 @@
-"""Why deep SRC stacks train badly here: gradient norms per layer (issue 9) → results/src_gradients.md.
+"""Gradient norms per layer in deep SRC and LIF stacks (issue 9) → results/src_gradients.md.
 
 For each network (SRC with full BPTT, SRC with ``detach_recurrent=True``, the snnTorch LIF peer),
 ``--depth`` hidden layers of ``--hidden``, train on the first ``--train-samples`` MNIST images

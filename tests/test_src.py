@@ -135,6 +135,28 @@ def test_perturb_draws_each_neurons_gains_around_nominal():
     assert torch.equal(m.r_s, torch.full((4000,), -7.0))
 
 
+def test_train_noise_draws_gains_per_call_in_training_mode_only():
+    m = make(4, 9, train_noise=0.1)
+    x = spikes_in(2, 31, 4)
+    torch.manual_seed(5)
+    noisy, _ = m(x)
+    torch.manual_seed(5)  # the same draw, made by hand: r + σ|r|ε, r_s + σ|r_s|ε'
+    eps, eps_s = torch.randn(9, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
+    by_hand = make(4, 9)
+    with torch.no_grad():
+        by_hand.r.add_(0.1 * 2.0 * eps)
+        by_hand.r_s.add_(0.1 * 7.0 * eps_s)
+    h, _ = reference(by_hand, x, m.init_state(2))  # from the rest of the stored r, r_s
+    torch.testing.assert_close(noisy, h.clamp(min=0), atol=1e-9, rtol=0)
+    assert not torch.equal(m(x)[0], noisy)  # a new draw at every call
+    assert torch.equal(m.r, torch.full((9,), 2.0, dtype=torch.float64))  # buffers untouched
+    m.eval()
+    torch.testing.assert_close(m(x)[0], make(4, 9).eval()(x)[0], atol=0, rtol=0)
+    for bad in (-0.1, "0.1", True):
+        with pytest.raises(ValueError, match="train_noise"):
+            SRC(3, 2, train_noise=bad)
+
+
 def test_spike_relu_backward_is_identity():
     h = torch.tensor([-0.5, 0.0, 0.7], requires_grad=True)
     y = SpikeReLU.apply(h)

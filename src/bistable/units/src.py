@@ -35,7 +35,8 @@ How it is computed (the efficient time loop):
   about 1.45× faster than the eager loop.
 
 ``r`` and ``r_s`` are per-neuron buffers (not learned) so that the noise evaluation can draw each
-neuron's values (:meth:`SRC.perturb_`). The state is ``(i, h, h_s)``, each ``(B, hidden_size)``,
+neuron's values (:meth:`SRC.perturb_`); ``train_noise`` draws them anew at every training forward
+call instead (noise-aware training). The state is ``(i, h, h_s)``, each ``(B, hidden_size)``,
 starting at rest: ``i = 0`` and ``h = h_s = h*`` with ``h* = tanh((r + r_s) h* + b)`` solved
 numerically (h* ≈ −0.9027 for the defaults).
 """
@@ -317,6 +318,10 @@ class SRC(nn.Module):
             ``"current"`` on ``h[t]`` (the paper's text).
         compile_loop: run the loop fused: a C++ kernel on CPU, a Triton kernel on CUDA
             (default: eager; see the module docstring).
+        train_noise: noise-aware training: in training mode, every forward call uses
+            ``r + σ|r|·ε``, ``r_s + σ|r_s|·ε'`` per neuron (ε, ε' standard normal, drawn anew at
+            each call, like dropout) with ``σ = train_noise``, from the rest state of the stored
+            values; evaluation uses ``r``, ``r_s`` as stored (default 0: off).
 
     ``W`` (``hidden_size × input_size``, no bias) starts as ``nn.Linear``'s default.
     Shapes: ``forward(x (B, T, F), state) -> (out (B, T, H), (i, h, h_s))``, each state
@@ -327,14 +332,18 @@ class SRC(nn.Module):
                  r: float = 2.0, r_s: float = -7.0, z_hyp: float = 0.9, z_dep: float = 0.0,
                  bias: float = -6.0, learn_bias: bool = False, bias_max: float = -4.0,
                  detach_recurrent: bool = False, gate: str = "previous",
-                 compile_loop: bool = False):
+                 compile_loop: bool = False, train_noise: float = 0.0):
         super().__init__()
         if gate not in GATES:
             raise ValueError(f"gate: expected one of {GATES}, got {gate!r}")
+        if isinstance(train_noise, bool) or not isinstance(train_noise, (int, float)) \
+                or not train_noise >= 0:
+            raise ValueError(f"train_noise: expected a relative σ >= 0, got {train_noise!r}")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.alpha, self.rho, self.z_hyp, self.z_dep = alpha, rho, z_hyp, z_dep
         self.r_mean, self.r_s_mean, self.bias_max = r, r_s, bias_max
         self.detach_recurrent, self.gate, self.compile_loop = detach_recurrent, gate, compile_loop
+        self.train_noise = float(train_noise)
         self.weight = nn.Parameter(torch.empty(hidden_size, input_size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
         self.register_buffer("r", torch.full((hidden_size,), float(r)))
@@ -349,7 +358,7 @@ class SRC(nn.Module):
         return (f"{self.input_size}, {self.hidden_size}, alpha={self.alpha}, rho={self.rho}, "
                 f"r={self.r_mean}, r_s={self.r_s_mean}, gate={self.gate!r}, "
                 f"learn_bias={isinstance(self.bias, nn.Parameter)}, "
-                f"detach_recurrent={self.detach_recurrent}")
+                f"detach_recurrent={self.detach_recurrent}, train_noise={self.train_noise}")
 
     def effective_bias(self) -> torch.Tensor:
         """``b``, clamped to ``≤ bias_max`` when learned (straight-through: the gradient is 1)."""
@@ -394,6 +403,16 @@ class SRC(nn.Module):
             check_state(s, (B, self.hidden_size), name)
         return tuple(state)
 
+    def _gains(self, dtype):
+        """``r``, ``r_s`` for this forward call: as stored, or drawn around them
+        (``train_noise`` in training mode)."""
+        r, r_s = self.r.to(dtype), self.r_s.to(dtype)
+        if self.training and self.train_noise > 0:
+            sigma = self.train_noise
+            r = r + sigma * abs(self.r_mean) * torch.randn_like(r)
+            r_s = r_s + sigma * abs(self.r_s_mean) * torch.randn_like(r_s)
+        return r, r_s
+
     def _run(self, x, state):
         i0, h0, hs0 = state
         drive = x @ self.weight.t()
@@ -401,7 +420,7 @@ class SRC(nn.Module):
                        device=drive.device)
         i = linear_scan(a, drive, i0)
         h, hs = _Recurrence.apply(i, self.effective_bias().to(i.dtype), h0, hs0,
-                                  self.r.to(i.dtype), self.r_s.to(i.dtype), self.rho, self.z_hyp,
+                                  *self._gains(i.dtype), self.rho, self.z_hyp,
                                   self.z_dep, self.gate == "current", self.detach_recurrent,
                                   self.compile_loop)
         return h, (i[:, -1], h[:, -1], hs)
