@@ -115,12 +115,11 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     kw = {}
     if kind == "src":
         kw = {"compile_loop": args.compile, "learn_bias": args.learn_bias,
-              "detach_recurrent": args.detach}
+              "detach_recurrent": args.detach,
+              "train_noise": args.train_noise if args.redraw else 0.0}
     net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth, **kw)
-    noisy_training = kind == "src" and args.train_noise > 0
-    noise_gen = torch.Generator().manual_seed(1000 + seed)
-    if noisy_training:  # heterogeneous neurons throughout training
-        net.perturb_(args.train_noise, noise_gen)
+    if kind == "src" and args.train_noise and not args.redraw:  # heterogeneous neurons
+        net.perturb_(args.train_noise, torch.Generator().manual_seed(1000 + seed))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
@@ -128,11 +127,8 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         order = torch.randperm(len(train[1]), generator=gen)
         for s in range(0, len(order), args.batch):
             b = order[s:s + args.batch]
-            if noisy_training and args.redraw:
-                net.perturb_(args.train_noise, noise_gen)
             train_step(net, opt, encode(train[0][b], gen), train[1][b])
-    if noisy_training and args.redraw:
-        net.perturb_(0.0)  # evaluated with the nominal r, r_s
+    net.eval()  # tested with the stored r, r_s (no train_noise)
     row = {"dataset": dataset, "kind": kind, "depth": depth, "seed": seed,
            "train_seconds": time.perf_counter() - t0,
            "accuracy": evaluate(net, *test, args.batch, seed)}
@@ -206,8 +202,7 @@ def main(argv=None) -> None:
     p.add_argument("--train-noise", type=float, default=0.0, help="train SRC networks with every "
                    "neuron's r, r_s drawn with this relative σ (heterogeneous neurons)")
     p.add_argument("--redraw", action="store_true", help="with --train-noise: draw r, r_s "
-                   "again before every step (noise-aware training; tested with the nominal "
-                   "values)")
+                   "anew at every step (the SRC's train_noise; tested with the nominal values)")
     p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
     p.add_argument("--name", default="src", help="results/<name>.md")
     p.add_argument("--keep", action="store_true",
