@@ -94,8 +94,9 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
 def test_load_run_gives_back_the_trained_model(tmp_path):
     metrics = train(config(tmp_path))
     task, model = loop.load_run(tmp_path / "run")
-    assert task.name == "copy-first-input"
+    assert task.name == "copy-first-input" and not model.training
     again = evaluate(model, task, "test", 12, n=16)
+    assert not model.training
     assert again["mse"] == pytest.approx(metrics["eval"][0]["mse"], rel=1e-6)
 
 

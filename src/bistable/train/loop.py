@@ -180,13 +180,14 @@ def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
 
 
 def load_run(out) -> tuple[Task, torch.nn.Module]:
-    """The task and the model of the run in ``out``, with its last checkpoint's weights."""
+    """The task and the model of the run in ``out``, with its last checkpoint's weights, in
+    evaluation mode (training-only noise such as the SRC's ``train_noise`` off)."""
     saved = load_checkpoint(Path(out) / CHECKPOINT)
     c = TrainConfig(**saved["config"])
     task = build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad)
     model = _build_model(c, task)
     model.load_state_dict(saved["model"])
-    return task, model
+    return task, model.eval()
 
 
 def _check_resumable(saved: dict, c: TrainConfig) -> None:

@@ -37,14 +37,16 @@ def evaluate(model, task, split: str, seq_len: int, *, n: int | None, batch_size
              device="cpu") -> dict:
     """Score ``model`` on the task's fixed evaluation set at length ``seq_len``.
 
-    Returns ``{"split", "seq_len", "loss", "mse", "accuracy"}``; the model is left in train mode.
+    Returns ``{"split", "seq_len", "loss", "mse", "accuracy"}``; the model is scored in eval
+    mode and left in the mode it came in.
     """
+    was_training = model.training
     model.eval()
     preds, targets = [], []
     for x, target in task.eval_batches(split, seq_len, n, batch_size):
         preds.append(predict_last(model, x.to(device)).float().cpu())
         targets.append(target)
-    model.train()
+    model.train(was_training)
     return {"split": split, "seq_len": seq_len,
             **task.metrics(torch.cat(preds), torch.cat(targets))}
 
