@@ -49,6 +49,8 @@ RUNS = {
     "fashion-mnist-h256-robust": ("spiking-fashion-mnist", ["--model", "src", *ROBUST,
                                                             *FASHION]),
     "nmnist-sim-h256-robust": ("nmnist", ["--model", "src", *ROBUST, *NMNIST_SIM]),
+    "mnist-h256-robust-seed1": ("spiking-mnist", ["--model", "src", *ROBUST, *MNIST,
+                                                  "--seed", "1"]),
 }
 
 
@@ -116,6 +118,7 @@ def main() -> None:
         options = c.get("model_options", {})
         model = c["model"] + (f" (detached, train noise {options.get('train_noise', 0)})"
                               if options.get("detach_recurrent") else "")
+        model += f", seed {c['seed']}" if c.get("seed") else ""
         rows.append(f"| {c['task']} | {model} | {c['epochs']} | "
                     f"{' / '.join(f'{100 * a:.2f}' for a in curve + [final])} | "
                     f"**{100 * final:.2f}** | {noise} | {rates} | {silent} | {speed:.0f} | "
