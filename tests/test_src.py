@@ -148,6 +148,10 @@ def test_train_noise_draws_gains_per_call_in_training_mode_only():
         by_hand.r_s.add_(0.1 * 7.0 * eps_s)
     h, _ = reference(by_hand, x, m.init_state(2))  # from the rest of the stored r, r_s
     torch.testing.assert_close(noisy, h.clamp(min=0), atol=1e-9, rtol=0)
+    w = torch.linspace(-1, 1, h.numel(), dtype=torch.float64).view_as(h)
+    (g,) = torch.autograd.grad((noisy * w).sum(), [m.weight])  # backward with the same draw
+    (g_ref,) = torch.autograd.grad((h * w).sum(), [by_hand.weight])
+    torch.testing.assert_close(g, g_ref, atol=1e-9, rtol=1e-7)
     assert not torch.equal(m(x)[0], noisy)  # a new draw at every call
     assert torch.equal(m.r, torch.full((9,), 2.0, dtype=torch.float64))  # buffers untouched
     m.eval()
