@@ -51,6 +51,9 @@ RUNS = {
     "nmnist-sim-h256-robust": ("nmnist", ["--model", "src", *ROBUST, *NMNIST_SIM]),
     "mnist-h256-robust-seed1": ("spiking-mnist", ["--model", "src", *ROBUST, *MNIST,
                                                   "--seed", "1"]),
+    "mnist-h256-robust-seed2": ("spiking-mnist", ["--model", "src", *ROBUST, *MNIST,
+                                                  "--seed", "2"]),
+    "mnist-h256-lif-seed1": ("spiking-mnist", ["--model", "lif", *MNIST, "--seed", "1"]),
 }
 
 
