@@ -85,6 +85,11 @@ def quote(arg: str) -> str:
     return f'"{arg}"' if " " in arg or "{" in arg else arg
 
 
+def train_command(argv: list[str], out: str) -> str:
+    """The shell line of ``bistable train *argv --out out``, as a results table shows it."""
+    return " ".join(["bistable", "train", *map(quote, argv), "--out", out])
+
+
 def trained_run(out: str, argv: list[str], train: bool) -> dict | None:
     """The ``metrics.json`` of ``bistable train *argv --out out`` (``out`` relative to the repo),
     training it first unless it is there; None when it is not there and ``train`` is False.

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, quote, trained_run, write_results  # noqa: E402
+from benchmarks.common import header, train_command, trained_run, write_results  # noqa: E402
 
 RUNS_DIR = "runs/denoising"
 CMRU_HYBRID = ["--option", "mixer=cmru+lru+bmru",
@@ -43,7 +43,7 @@ def main() -> None:
     rows, data = [], []
     for name in RUNS:
         out = f"{RUNS_DIR}/{name}"
-        cmd = " ".join(["bistable", "train", *map(quote, arguments(name)), "--out", out])
+        cmd = train_command(arguments(name), out)
         metrics = trained_run(out, arguments(name), train)
         if metrics is None:
             rows.append(f"| {name}: not finished (no metrics.json) | | | | | | `{cmd}` |")

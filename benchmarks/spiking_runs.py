@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, quote, trained_run, write_results  # noqa: E402
+from benchmarks.common import header, train_command, trained_run, write_results  # noqa: E402
 from bistable.train import evaluate, load_run  # noqa: E402
 
 RUNS_DIR = "runs/src"
@@ -101,7 +101,7 @@ def main() -> None:
     rows, data = [], []
     for name in RUNS:
         out = f"{RUNS_DIR}/{name}"
-        cmd = " ".join(["bistable", "train", *map(quote, arguments(name)), "--out", out])
+        cmd = train_command(arguments(name), out)
         train = not args.no_train and (args.only is None or name in args.only)
         metrics = trained_run(out, arguments(name), train)
         if metrics is None:

@@ -23,11 +23,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header, write_results  # noqa: E402
-from bistable.data import idx  # noqa: E402
+from benchmarks.src import load  # noqa: E402
 from bistable.nn.encoders import rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 SETUPS = {"src (full BPTT)": ("src", {"compile_loop": True}),
           "src (detached recurrence)": ("src", {"compile_loop": True, "detach_recurrent": True}),
           "lif": ("lif", {})}
@@ -97,9 +96,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     data = []
     for split, n in (("train", args.train_samples), ("test", args.test_samples)):
-        images, labels = idx.load("mnist", split, DATA)
-        data.append((torch.from_numpy(images[:n]).float() / 255,
-                     torch.from_numpy(labels[:n]).long()))
+        images, labels = load(args, "mnist", split, n)
+        data.append((images, labels.long()))
     runs = [run(name, *SETUPS[name], args, data) for name in args.networks]
     keys = ["network", "step", "train_loss", "growth", "grad_norm_per_layer", "test_accuracy"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

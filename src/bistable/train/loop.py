@@ -171,6 +171,10 @@ def train_batch(task: Task, c: TrainConfig, step: int) -> tuple[torch.Tensor, to
     return task.examples("train", index, c.seq_len, generator)
 
 
+def _build_task(c: TrainConfig) -> Task:
+    return build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad)
+
+
 def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
     from ..models import build_model
 
@@ -184,7 +188,7 @@ def load_run(out) -> tuple[Task, torch.nn.Module]:
     evaluation mode (training-only noise such as the SRC's ``train_noise`` off)."""
     saved = load_checkpoint(Path(out) / CHECKPOINT)
     c = TrainConfig(**saved["config"])
-    task = build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad)
+    task = _build_task(c)
     model = _build_model(c, task)
     model.load_state_dict(saved["model"])
     return task, model.eval()
@@ -246,7 +250,7 @@ def train(config: TrainConfig) -> dict:
 
 
 def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
-    task = build_task(config.task, data_dir=config.data_dir, gap=config.gap, pad=config.pad)
+    task = _build_task(config)
     c = resolve(config, task)
     if c.threads:
         torch.set_num_threads(c.threads)
