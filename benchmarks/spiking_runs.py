@@ -136,7 +136,8 @@ def main() -> None:
         header("SRC vs snnTorch LIF on the full data sets (issue 9)"), "",
         "One hidden layer of 256 neurons, all 60 000 training samples, batch 64, AdamW lr 2e-3 "
         "with cosine decay; images: rate coding (20 silent + 200 coded steps), 4 epochs for "
-        "MNIST (8 where the epochs column says so) and 2 for Fashion-MNIST (the session's CPU time); "
+        "MNIST (8 where the epochs column says so) and 2 for Fashion-MNIST (the session's CPU "
+        "time); "
         "N-MNIST: SIMULATED recordings (docs/data.md), 2 epochs, 100 time bins passed through; "
         "population readout, cross-entropy on R at the last step; test accuracy on all 10 000 "
         "test samples. `src`: full BPTT (the defaults); `src (detached, train noise σ)`: "

@@ -117,7 +117,8 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         kw = {"compile_loop": args.compile, "learn_bias": args.learn_bias,
               "detach_recurrent": args.detach,
               "train_noise": args.train_noise if args.redraw else 0.0}
-    net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth, **kw)
+    net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth,
+                         init_rate=args.init_rate, **kw)
     if kind == "src" and args.train_noise and not args.redraw:  # heterogeneous neurons
         net.perturb_(args.train_noise, torch.Generator().manual_seed(1000 + seed))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
@@ -203,6 +204,8 @@ def main(argv=None) -> None:
                    "neuron's r, r_s drawn with this relative σ (heterogeneous neurons)")
     p.add_argument("--redraw", action="store_true", help="with --train-noise: draw r, r_s "
                    "anew at every step (the SRC's train_noise; tested with the nominal values)")
+    p.add_argument("--init-rate", type=float, help="data-driven initialisation (both kinds): "
+                   "every layer's weights scaled at the first batch to fire at this rate")
     p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
     p.add_argument("--name", default="src", help="results/<name>.md")
     p.add_argument("--keep", action="store_true",
@@ -270,7 +273,10 @@ def accuracy_md(section: dict) -> str:
                + ("again at every step, tested with the nominal values" if a.get("redraw")
                   else "once (heterogeneous neurons)") if a.get("train_noise") else "")
             + ("; SRC recurrence detached (gradients through time via i only)"
-               if a.get("detach") else "; SRC with full BPTT") + ". "
+               if a.get("detach") else "; SRC with full BPTT")
+            + (f"; every layer's weights calibrated at the first batch to fire at "
+               f"{a['init_rate']} spikes per neuron per step (`init_rate`)"
+               if a.get("init_rate") else "") + ". "
             "Depth = hidden layers. `accuracy_noise`: every neuron's "
             f"r, r_s drawn with σ = {a['noise']:.0%} of |r|, |r_s| (SRC only). Firing rate "
             "(spikes per neuron per step) and silent fraction per layer, first seed.\n\n"

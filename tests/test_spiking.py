@@ -129,6 +129,57 @@ def test_bad_network_arguments_raise():
         net.step(torch.zeros(1, 3, 4))
 
 
+def _rates(net, x):
+    return [s["firing_rate"] for s in net.spike_stats(x)]
+
+
+@pytest.mark.parametrize("kind", ["src", "lif"])
+def test_calibrate_sets_every_layer_to_the_target_rate(kind):
+    if kind == "lif":
+        pytest.importorskip("snntorch")
+    torch.manual_seed(0)
+    x = rate_code(torch.rand(8, 30) * 0.5, silent=5, steps=40, generator=torch.Generator()
+                  .manual_seed(1))
+    net = SpikingNetwork(kind, 30, 24, 3, per_class=3)
+    assert _rates(net, x) != pytest.approx([0.02] * 4, rel=0.25)  # not there by chance
+    gains = net.calibrate_(x, 0.02)
+    assert len(gains) == 4 and all(g != pytest.approx(1.0) for g in gains)
+    assert _rates(net, x) == pytest.approx([0.02] * 4, rel=0.25)
+
+
+def test_init_rate_calibrates_once_at_the_first_training_call():
+    torch.manual_seed(0)
+    x = rate_code(torch.rand(6, 30) * 0.5, silent=5, steps=40, generator=torch.Generator()
+                  .manual_seed(1))
+    net = SpikingNetwork("src", 30, 24, 2, per_class=3, init_rate=0.02)
+    w0 = [layer.weight.clone() for layer in net.layers]
+    net.eval()(x)  # evaluation does not calibrate
+    assert all(torch.equal(a, layer.weight) for a, layer in zip(w0, net.layers))
+    assert not net.calibrated
+    net.train()(x)
+    assert net.calibrated
+    assert _rates(net, x) == pytest.approx([0.02] * 3, rel=0.25)
+    w1 = [layer.weight.clone() for layer in net.layers]
+    net(x[:3])  # a second batch: left alone
+    assert all(torch.equal(a, layer.weight) for a, layer in zip(w1, net.layers))
+    # a resumed run (state loaded) is not calibrated again
+    again = SpikingNetwork("src", 30, 24, 2, per_class=3, init_rate=0.02)
+    again.load_state_dict(net.state_dict())
+    again(x[:3])
+    assert all(torch.equal(a, layer.weight) for a, layer in zip(w1, again.layers))
+
+
+def test_calibrate_rejects_bad_rates_and_warns_when_out_of_reach():
+    with pytest.raises(ValueError, match="init_rate: expected a firing rate in \\(0, 1\\)"):
+        SpikingNetwork("src", 30, 24, 1, init_rate=0.0)
+    net = SpikingNetwork("src", 30, 24, 1, per_class=3)
+    x = rate_code(torch.rand(4, 30), silent=5, steps=20)
+    with pytest.raises(ValueError, match="rate: expected"):
+        net.calibrate_(x, 1.5)
+    with pytest.warns(UserWarning, match="the target was 0.9"):
+        net.calibrate_(x, 0.9)  # an SRC pulse lasts 2-3 steps: 0.9 pulses a step is impossible
+
+
 def test_lif_matches_its_equations_and_steps():
     pytest.importorskip("snntorch")
     from bistable.units.lif import LIF

@@ -7,6 +7,9 @@ integrated scores ``R`` ``(B, T, n_classes)``; train with cross-entropy on ``R[:
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 from torch import nn
 
@@ -60,6 +63,10 @@ class SpikingNetwork(nn.Module):
         layers: number of hidden layers (0 allowed: input → output neurons directly).
         n_classes: classes (10). per_class: output neurons per class (10).
         readout: ``"population"`` (+1 / −0.1) or ``"count"``. alpha_ro: readout leak (1).
+        init_rate: data-driven initialisation (default ``None``: off): at the first forward call
+            in training mode, :meth:`calibrate_` scales every layer's weights so that it fires at
+            this rate (spikes per neuron per step) on that batch; a buffer remembers that it was
+            done, so a resumed run does not do it again.
         **unit_kw: passed to every layer (e.g. ``detach_recurrent=True``, ``beta=0.9``).
 
     Shapes: ``forward(x (B, T, F), state) -> (R (B, T, n_classes), state)``; the state is a tuple
@@ -68,11 +75,15 @@ class SpikingNetwork(nn.Module):
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, layers: int,
                  n_classes: int = 10, *, per_class: int = 10, readout: str = "population",
-                 alpha_ro: float = 1.0, **unit_kw):
+                 alpha_ro: float = 1.0, init_rate: float | None = None, **unit_kw):
         super().__init__()
         unit = _unit(kind)
         if layers < 0:
             raise ValueError(f"layers: expected >= 0 hidden layers, got {layers}")
+        if init_rate is not None:
+            _check_rate(init_rate, "init_rate")
+            self.register_buffer("calibrated", torch.tensor(False))
+        self.init_rate = init_rate
         self.kind, self.input_size, self.n_classes = kind, input_size, n_classes
         sizes = [input_size] + [hidden_size] * layers + [n_classes * per_class]
         self.layers = nn.ModuleList(unit(a, b, **unit_kw) for a, b in zip(sizes, sizes[1:]))
@@ -97,6 +108,8 @@ class SpikingNetwork(nn.Module):
         return R, (*new, r), spikes
 
     def forward(self, x: torch.Tensor, state=None):
+        if self.init_rate is not None and self.training and not self.calibrated:
+            self.calibrate_(x, self.init_rate, None if state is None else state[:-1])
         R, state, _ = self.run(x, state)
         return R, state
 
@@ -107,6 +120,53 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"x_t: expected shape (B, {self.input_size}), got {got}")
         R, state = self.forward(x_t[:, None], state)
         return R[:, 0], state
+
+    @torch.no_grad()
+    def calibrate_(self, x: torch.Tensor, rate: float, state=None, *, iters: int = 16):
+        """Data-driven initialisation: scale each layer's input map (``W``; ``W`` and ``c`` for
+        LIF) by a gain ``g`` so that, on the input ``x`` ``(B, T, F)``, the layer fires at
+        ``rate`` spikes per neuron per step (:func:`layer_stats`), layer after layer from the
+        input (in eval mode: no training noise). ``g`` is found by bisection on
+        ``log g ∈ [log 1/100, log 100]`` (the rate grows with the gain); a layer that cannot reach
+        the rate keeps the closest gain, with a warning. Under ``torch.distributed`` the result
+        of rank 0 is broadcast, so every replica starts from the same weights. Returns the gains.
+        """
+        _check_rate(rate, "rate")
+        state = (None,) * len(self.layers) if state is None else state
+        mode = self.training
+        self.eval()
+        gains, h = [], x
+        for k, (layer, s) in enumerate(zip(self.layers, state)):
+            # the input map: W for SRC (its bias b is intrinsic), W and c for LIF
+            maps = [layer.weight] if self.kind == "src" else list(layer.linear.parameters())
+            originals = [m.clone() for m in maps]
+            lo, hi = math.log(1e-2), math.log(1e2)
+            for _ in range(iters):
+                mid = (lo + hi) / 2
+                for m, m0 in zip(maps, originals):
+                    m.copy_(m0 * math.exp(mid))
+                out, _ = layer(h, s)
+                if layer_stats(out, h, pulse=self.kind == "src")["firing_rate"] < rate:
+                    lo = mid
+                else:
+                    hi = mid
+            gains.append(math.exp((lo + hi) / 2))
+            for m, m0 in zip(maps, originals):
+                m.copy_(m0 * gains[-1])
+            out, _ = layer(h, s)
+            got = layer_stats(out, h, pulse=self.kind == "src")["firing_rate"]
+            h = out
+            if not rate / 2 <= got <= 2 * rate:
+                warnings.warn(f"calibrate_: layer {k} fires at {got:.4g} with gain "
+                              f"{gains[-1]:.3g}, the target was {rate:.4g}", stacklevel=2)
+        self.train(mode)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for layer in self.layers:
+                for p in layer.parameters():
+                    torch.distributed.broadcast(p.data, src=0)
+        if hasattr(self, "calibrated"):
+            self.calibrated.fill_(True)
+        return gains
 
     @torch.no_grad()
     def spike_stats(self, x: torch.Tensor, state=None) -> list[dict]:
@@ -124,6 +184,12 @@ class SpikingNetwork(nn.Module):
         for layer in self.layers:
             layer.perturb_(sigma, generator)
         return self
+
+
+def _check_rate(rate, name: str) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+        raise ValueError(f"{name}: expected a firing rate in (0, 1) spikes per neuron per step, "
+                         f"got {rate!r}")
 
 
 def build_src(input_size: int, output_size: int, hidden: int, layers: int, **kw) -> SpikingNetwork:
