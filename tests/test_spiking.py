@@ -1,5 +1,7 @@
 """Encoders, the population readout, the LIF peer and spiking networks (SPEC.md §6)."""
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -178,6 +180,34 @@ def test_calibrate_rejects_bad_rates_and_warns_when_out_of_reach():
         net.calibrate_(x, 1.5)
     with pytest.warns(UserWarning, match="the target was 0.9"):
         net.calibrate_(x, 0.9)  # an SRC pulse lasts 2-3 steps: 0.9 pulses a step is impossible
+
+
+CALIBRATE_RANKS = """
+import torch, torch.distributed as dist
+from bistable.nn.encoders import rate_code
+from bistable.nn.spiking import SpikingNetwork
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+net = SpikingNetwork("src", 30, 24, 2, per_class=3, init_rate=0.02)
+images = torch.rand(6, 30, generator=torch.Generator().manual_seed(rank)) * 0.5
+net(rate_code(images, silent=5, steps=40))  # each rank calibrates on its own batch
+w = torch.cat([layer.weight.flatten() for layer in net.layers])
+every = [torch.empty_like(w) for _ in range(2)]
+dist.all_gather(every, w)
+assert torch.equal(every[0], every[1]), "the ranks start from different weights"
+dist.destroy_process_group()
+"""
+
+
+def test_init_rate_under_two_ranks_starts_every_replica_alike(tmp_path):
+    script = tmp_path / "calibrate_ranks.py"
+    script.write_text(CALIBRATE_RANKS)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script)], text=True, capture_output=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_lif_matches_its_equations_and_steps():

@@ -135,37 +135,35 @@ class SpikingNetwork(nn.Module):
         state = (None,) * len(self.layers) if state is None else state
         mode = self.training
         self.eval()
+        try:
+            gains = self._calibrate_layers(x, rate, state, iters)
+        finally:
+            self.train(mode)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for layer in self.layers:
+                for p in layer.parameters():
+                    torch.distributed.broadcast(p, src=0)
+        if hasattr(self, "calibrated"):
+            self.calibrated.fill_(True)
+        return gains
+
+    def _calibrate_layers(self, x, rate, state, iters):
         gains, h = [], x
         for k, (layer, s) in enumerate(zip(self.layers, state)):
             # the input map: W for SRC (its bias b is intrinsic), W and c for LIF
             maps = [layer.weight] if self.kind == "src" else list(layer.linear.parameters())
             originals = [m.clone() for m in maps]
+            pulse = self.kind == "src"
             lo, hi = math.log(1e-2), math.log(1e2)
             for _ in range(iters):
                 mid = (lo + hi) / 2
-                for m, m0 in zip(maps, originals):
-                    m.copy_(m0 * math.exp(mid))
-                out, _ = layer(h, s)
-                if layer_stats(out, h, pulse=self.kind == "src")["firing_rate"] < rate:
-                    lo = mid
-                else:
-                    hi = mid
+                below = _rate_at(math.exp(mid), layer, maps, originals, h, s, pulse)[0] < rate
+                lo, hi = (mid, hi) if below else (lo, mid)
             gains.append(math.exp((lo + hi) / 2))
-            for m, m0 in zip(maps, originals):
-                m.copy_(m0 * gains[-1])
-            out, _ = layer(h, s)
-            got = layer_stats(out, h, pulse=self.kind == "src")["firing_rate"]
-            h = out
+            got, h = _rate_at(gains[-1], layer, maps, originals, h, s, pulse)
             if not rate / 2 <= got <= 2 * rate:
                 warnings.warn(f"calibrate_: layer {k} fires at {got:.4g} with gain "
-                              f"{gains[-1]:.3g}, the target was {rate:.4g}", stacklevel=2)
-        self.train(mode)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for layer in self.layers:
-                for p in layer.parameters():
-                    torch.distributed.broadcast(p.data, src=0)
-        if hasattr(self, "calibrated"):
-            self.calibrated.fill_(True)
+                              f"{gains[-1]:.3g}, the target was {rate:.4g}", stacklevel=3)
         return gains
 
     @torch.no_grad()
@@ -184,6 +182,15 @@ class SpikingNetwork(nn.Module):
         for layer in self.layers:
             layer.perturb_(sigma, generator)
         return self
+
+
+def _rate_at(gain, layer, maps, originals, x, state, pulse):
+    """The firing rate of ``layer`` on ``x`` with its input map ``maps`` set to gain × originals,
+    and its output."""
+    for m, m0 in zip(maps, originals):
+        m.copy_(m0 * gain)
+    out, _ = layer(x, state)
+    return layer_stats(out, x, pulse=pulse)["firing_rate"], out
 
 
 def _check_rate(rate, name: str) -> None:
