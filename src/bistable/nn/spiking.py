@@ -148,12 +148,11 @@ class SpikingNetwork(nn.Module):
         return gains
 
     def _calibrate_layers(self, x, rate, state, iters):
-        gains, h = [], x
+        gains, h, pulse = [], x, self.kind == "src"
         for k, (layer, s) in enumerate(zip(self.layers, state)):
             # the input map: W for SRC (its bias b is intrinsic), W and c for LIF
-            maps = [layer.weight] if self.kind == "src" else list(layer.linear.parameters())
+            maps = [layer.weight] if pulse else list(layer.linear.parameters())
             originals = [m.clone() for m in maps]
-            pulse = self.kind == "src"
             lo, hi = math.log(1e-2), math.log(1e2)
             for _ in range(iters):
                 mid = (lo + hi) / 2
