@@ -1,35 +1,75 @@
 #!/usr/bin/env bash
-# The one script run on a lent GPU (device tool): the Triton tests compiled (no interpreter), then
-# benchmarks/scan_cuda.py and the SRC training throughput against snnTorch LIF (benchmarks/src.py).
-# Logs and results land in $OUT (default /tmp/gpu_out); short tables are printed last. Carry .whl
-# (the wheels of accelerated-scan and snntorch) for the peer columns.
+# The one script run on a lent GPU (device tool), within about 8 minutes:
+#   1. the SRC training throughput against snnTorch LIF, alone on the GPU (benchmarks/src.py,
+#      issue 9);
+#   2. in the background from then on: psMNIST with and without --pad 1000, hybrid and LRU at a
+#      matched budget, each run as many steps as fit in the time left (issue 6);
+#   3. the Triton tests compiled (no interpreter), beside them;
+#   4. the SRC recipe on MNIST for the epochs that fit in the time left (issue 9).
+# The scan kernels' figures (issue 3) are a separate run: python3 benchmarks/scan_cuda.py --sweep.
+# Carry .whl (the wheels of accelerated-scan and snntorch) and .gpu_data (a copy of
+# ../shared/data/mnist under .gpu_data/mnist; ../shared does not travel). Set BISTABLE_COMMIT
+# (there is no .git there). Logs, results and the runs' metrics (and the SRC run's checkpoint)
+# land in $OUT/gpu.tar; the summary lines are printed.
 #
-#     bash benchmarks/gpu_check.sh            # from the repository root
+#     BISTABLE_COMMIT=$(git rev-parse --short HEAD) bash benchmarks/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
-mkdir -p "$OUT"
+LOG=/tmp/gpu_logs
+START=$SECONDS
+mkdir -p "$OUT" "$LOG"
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv \
-    | tee "$OUT/gpu.txt"
+    | tee "$LOG/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-
-timeout "${TEST_TIMEOUT:-200}" python3 -m pytest -q -p no:cacheprovider \
-    tests/test_scan_triton.py tests/test_fused_mru.py tests/test_src_triton.py >"$OUT/tests.log" 2>&1
-echo "tests: exit $?"; tail -n 15 "$OUT/tests.log"
-
-timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/scan_cuda.py --sweep "$@" >"$OUT/bench.log" 2>&1
-echo "benchmark: exit $?"
-cp results/scan_gpu_* "$OUT/" 2>/dev/null
-grep -v "^{" "$OUT/bench.log" | tail -n 60
-
-# the SRC anchor of issue 9: 4 hidden layers of 256, T = 220, batch 128
 GPU=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[1].lower())")
-timeout "${SRC_TIMEOUT:-150}" python3 benchmarks/src.py --device cuda --tp-batch 128 \
-    --tp-rounds 9 --datasets --name "src_gpu_$GPU" >"$OUT/src.log" 2>&1
-echo "src benchmark: exit $?"
-cp results/src_gpu_* "$OUT/" 2>/dev/null
-grep "^|" "$OUT/src.log" | tail -n 6
+
+# the SRC anchor of issue 9, alone on the GPU: 4 hidden layers of 256, T = 220, batch 128
+timeout 100 python3 benchmarks/src.py --device cuda --tp-batch 128 --tp-rounds 7 --datasets \
+    --name "src_gpu_$GPU" >"$LOG/src.log" 2>&1
+echo "src benchmark: exit $?"; grep "^|" "$LOG/src.log" | tail -n 5
+
+# psMNIST: one process per cell (they are launch-bound and share the GPU), each training for the
+# minutes that leave 90 s before second 480 for its pilot and evaluation; tabulated at the end
+PSMNIST="--params 596746 --device cuda --data-dir .gpu_data/mnist --runs runs/memory_tasks_gpu"
+MINUTES=$(python3 -c "print(round((480 - 90 - $SECONDS + $START) / 60, 1))")
+echo "psMNIST minutes per run: $MINUTES"
+for exp in psmnist psmnist-pad1000; do
+    for model in hybrid lru; do
+        timeout $((480 - SECONDS + START)) python3 benchmarks/memory_tasks.py --experiments $exp \
+            --models $model $PSMNIST --minutes "$MINUTES" --name "part_${exp}_$model" \
+            >"$LOG/psmnist_${exp}_$model.log" 2>&1 &
+    done
+done
+
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_src_triton.py \
+    tests/test_fused_mru.py tests/test_scan_triton.py >"$LOG/tests.log" 2>&1
+echo "tests: exit $?"; tail -n 8 "$LOG/tests.log"
+
+# the SRC recipe (results/spiking_runs.md) for the epochs that fit before second 450: half the
+# fused loop's batch-128 rate, for batch 64 and the psMNIST runs beside it
+EPOCHS=$(python3 -c "
+import json; rows = json.load(open('results/src_gpu_$GPU.json'))['throughput']['rows']
+rate = next(r['samples_per_s'] for r in rows if r['model'] == 'src (fused loop)')
+print(min(30, int((450 - 40 - $SECONDS + $START) * rate / 2 / 60000)))" 2>/dev/null || echo 0)
+echo "SRC MNIST epochs: $EPOCHS"
+if [ "$EPOCHS" -ge 1 ]; then
+    timeout $((470 - SECONDS + START)) python3 -m bistable train spiking-mnist --model src \
+        --option compile_loop=True --option detach_recurrent=True --option train_noise=0.2 \
+        --hidden 256 --layers 1 --lr 2e-3 --batch-size 64 --epochs "$EPOCHS" --eval-every 938 \
+        --checkpoint-every 938 --data-dir .gpu_data --device cuda --quiet \
+        --out "runs/src/mnist-h256-robust-gpu-${EPOCHS}ep" >"$LOG/src_mnist.log" 2>&1
+    echo "SRC MNIST: exit $?"; tail -n 3 "$LOG/src_mnist.log"
+fi
+
+wait
+python3 benchmarks/memory_tasks.py --experiments psmnist psmnist-pad1000 --models hybrid lru \
+    $PSMNIST --minutes "$MINUTES" --name "memory_tasks_psmnist_$GPU" >/dev/null 2>&1
+echo "psMNIST table: exit $?"; grep "^| ps" "results/memory_tasks_psmnist_$GPU.md"
+find runs -name metrics.json -o -path "runs/src/*" -name checkpoint.pt >"$LOG/files"
+tar cf "$OUT/gpu.tar" "$LOG" results/src_gpu_* results/memory_tasks_psmnist_* -T "$LOG/files"
+echo "done in $((SECONDS - START)) s"

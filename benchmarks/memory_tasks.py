@@ -8,12 +8,14 @@ under ``--runs`` and reused, so the driver can be stopped and started again. The
     python benchmarks/memory_tasks.py --full
 
 is days of CPU time (hours on a GPU with ``--device cuda``); ``--models``, ``--seeds``,
-``--experiments`` and ``--steps`` select a reduced version, which the results file labels as such.
+``--experiments`` and ``--steps`` (or ``--minutes``) select a reduced version, which the results
+file labels as such.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -58,6 +60,16 @@ def command(c: TrainConfig) -> str:
     return " ".join(parts)
 
 
+def fit_steps(c: TrainConfig, minutes: float) -> int:
+    """Training steps of ``c`` that fit in ``minutes``, from the median throughput of a 60-step
+    pilot run (its first 20 steps, with compilation, left out)."""
+    pilot = dataclasses.replace(c, steps=60, warmup=0, out=c.out + "-pilot", log_every=10,
+                                eval_every=60, eval_samples=256, eval_seq_len=[])
+    metrics = run(pilot)
+    rate = statistics.median(h["samples_per_s"] for h in metrics["history"] if h["step"] > 20)
+    return max(1, int(minutes * 60 * rate / metrics["config"]["batch_size"]))
+
+
 def run(c: TrainConfig) -> dict:
     """Train (or reuse the finished run in ``c.out``) and return its metrics."""
     path = Path(c.out) / "metrics.json"
@@ -74,9 +86,15 @@ def main() -> None:
                         choices=MODEL_NAMES)
     parser.add_argument("--experiments", nargs="+", default=["copy50"], choices=list(EXPERIMENTS))
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--steps", type=int, help="training steps (default: the task's)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="training steps (default: the task's)")
+    length.add_argument("--minutes", type=float, help="training steps that fit in this many "
+                        "minutes per run, measured by a 60-step pilot run")
     parser.add_argument("--max-factor", type=int, default=100,
                         help="largest horizon factor evaluated (full: 1000)")
+    parser.add_argument("--params", type=int, help="the matched parameter budget (default: "
+                        "the synthetic tasks' hybrid, hidden 32)")
+    parser.add_argument("--data-dir", default=str(DATA.resolve()), help="MNIST folder (psMNIST)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--runs", default="runs/memory_tasks", help="folder of the runs")
@@ -86,7 +104,7 @@ def main() -> None:
         args.models, args.experiments, args.seeds = RECURRENT, list(EXPERIMENTS), 3
         args.max_factor = 1000
     reduced = not args.full
-    params = budget()
+    params = args.params or budget()
 
     rows, data = [], []
     for name in args.experiments:
@@ -98,10 +116,12 @@ def main() -> None:
                                 seq_len=seq_len, steps=args.steps, device=args.device,
                                 threads=args.threads, quiet=True,
                                 out=f"{args.runs}/{name}/{model}/seed{seed}",
-                                data_dir=str(DATA.resolve()) if task == "psmnist" else None,
+                                data_dir=args.data_dir if task == "psmnist" else None,
                                 eval_seq_len=[seq_len * f for f in factors
                                               if seq_len and 1 < f <= args.max_factor],
                                 **extra)
+                if args.minutes and not (Path(c.out) / "metrics.json").is_file():
+                    c.steps = fit_steps(c, args.minutes)
                 metrics = run(c)
                 results.append(metrics)
                 commands.append(command(c))
@@ -141,10 +161,13 @@ def notes(args, params: int, reduced: bool) -> str:
              "the width is chosen per model, within 10 %). Evaluation: 256 fixed sequences per "
              "length for the synthetic tasks, the 10 000 test digits for psMNIST. Chance MSE ≈ 1."]
     if reduced:
-        lines.append(f"\n**Reduced run** (the CPU is shared): models {', '.join(args.models)}; "
+        steps = (f"the steps that fit in {args.minutes:g} minutes per run on {args.device} "
+                 "(each row's command gives them)" if args.minutes
+                 else args.steps or "task default")
+        lines.append(f"\n**Reduced run**: models {', '.join(args.models)}; "
                      f"experiments {', '.join(args.experiments)}; {args.seeds} seed(s); "
-                     f"horizons up to {args.max_factor}× the training length; steps "
-                     f"{args.steps or 'task default'}. The full protocol is `--full`.")
+                     f"horizons up to {args.max_factor}× the training length; steps: "
+                     f"{steps}. The full protocol is `--full`.")
     return "\n".join(lines) + "\n\n"
 
 
