@@ -97,7 +97,6 @@ def trained_run(out: str, argv: list[str], train: bool) -> dict | None:
     again."""
     metrics = RESULTS.parent / out / "metrics.json"
     if not metrics.exists() and train:
-        exe = str(Path(sys.executable).with_name("bistable"))
-        argv = [exe, "train", *argv, "--out", out, "--resume"]
+        argv = [sys.executable, "-m", "bistable", "train", *argv, "--out", out, "--resume"]
         subprocess.run(argv, cwd=RESULTS.parent, check=True)
     return json.loads(metrics.read_text()) if metrics.exists() else None

@@ -123,6 +123,7 @@ def main() -> None:
                 if args.minutes and not (Path(c.out) / "metrics.json").is_file():
                     c.steps = fit_steps(c, args.minutes)
                 metrics = run(c)
+                c.steps = metrics["config"]["steps"] if args.minutes else c.steps
                 results.append(metrics)
                 commands.append(command(c))
                 data.append({"experiment": name, "command": commands[-1],

@@ -117,6 +117,20 @@ def test_spiking_mnist_rate_codes_the_image():
     assert 0.2 < x[:, 20:, :392].mean() < 0.3                   # 0.25 per step at full intensity
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_spiking_examples_are_drawn_on_the_device():
+    task = build_task("spiking-mnist")
+    images = torch.zeros(64, 784, dtype=torch.uint8)
+    images[:, :392] = 255
+    task._cache.update(train=(images, torch.arange(64)))
+    x, y = task.examples("train", torch.arange(64), 220, gen(), "cuda")
+    again, _ = task.examples("train", torch.arange(64), 220, gen(), "cuda")
+    assert x.is_cuda and y.is_cuda and torch.equal(x, again)
+    assert torch.equal(y.cpu(), torch.arange(64))
+    assert x[:, :20].sum() == 0 and x[:, :, 392:].sum() == 0
+    assert 0.24 < x[:, 20:, :392].mean() < 0.26
+
+
 def test_nmnist_bins_recordings_into_flat_frames(tmp_path):
     from bistable.data import nmnist
 

@@ -1,13 +1,16 @@
 """The task registry: long-term-dependency tasks (SPEC.md §8) and spiking image tasks (§6).
 
-A task turns ``(split, seq_len, batch_size, generator)`` into a CPU batch ``(x, target)`` with
-``x`` of shape ``(B, T, input_size)``; the network's last step ``y[:, -1]`` of shape
+A task turns ``(split, seq_len, batch_size, generator, device)`` into a batch ``(x, target)`` on
+``device`` with ``x`` of shape ``(B, T, input_size)``; the network's last step ``y[:, -1]`` of shape
 ``(B, output_size)`` is the prediction. ``task.loss(pred, target)`` is the training loss and
 ``task.metrics(pred, target)`` gives ``{"loss", "mse", "accuracy"}`` (``None`` where a figure does
 not apply). Synthetic tasks draw every batch from the generator they are given; tasks over a data
 set (``size(split)`` is not ``None``) also serve examples by index, so a training loop can walk
 epochs. Evaluation sets are fixed by :data:`EVAL_SEED` and the sequence length, not by the
-training seed, so every model and seed is scored on the same examples.
+training seed, so every model and seed is scored on the same examples. Examples are drawn on the
+CPU with the generator and moved to ``device``, except the rate-coded spikes, which are drawn on
+``device`` (the CPU draw would feed a GPU at a small fraction of its training speed) from a device
+generator seeded by one draw of the CPU one: reproducible per device type, not across them.
 
 Tasks (``bistable tasks`` lists them):
 
@@ -88,30 +91,32 @@ class Task:
         """Number of examples in ``split`` for data-set tasks; ``None`` for synthetic ones."""
         return None
 
-    def batch(self, split: str, seq_len: int, batch_size: int,
-              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random batch ``(x (B, T, input_size), target)`` drawn with ``generator``."""
+    def batch(self, split: str, seq_len: int, batch_size: int, generator: torch.Generator,
+              device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch ``(x (B, T, input_size), target)`` drawn with ``generator``, on
+        ``device``."""
         index = torch.randint(self.size(split), (batch_size,), generator=generator)
-        return self.examples(split, index, seq_len, generator)
+        return self.examples(split, index, seq_len, generator, device)
 
     def examples(self, split: str, index: torch.Tensor, seq_len: int,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The examples at ``index`` of ``split`` (data-set tasks only)."""
+                 generator: torch.Generator, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at ``index`` of ``split`` (data-set tasks only), on ``device``."""
         raise NotImplementedError(f"task {self.name} has no indexed examples")
 
-    def eval_batches(self, split: str, seq_len: int, n: int, batch_size: int):
+    def eval_batches(self, split: str, seq_len: int, n: int, batch_size: int, device="cpu"):
         """The fixed evaluation set: ``n`` examples (all of them for data-set tasks when ``n``
-        is ``None`` or larger than the split), in batches of at most ``batch_size``."""
+        is ``None`` or larger than the split), in batches of at most ``batch_size``, on
+        ``device``."""
         generator = torch.Generator().manual_seed(EVAL_SEED + seq_len)
         size = self.size(split)
         if size is not None:
             n = size if n is None else min(n, size)
             for start in range(0, n, batch_size):
                 index = torch.arange(start, min(start + batch_size, n))
-                yield self.examples(split, index, seq_len, generator)
+                yield self.examples(split, index, seq_len, generator, device)
             return
         for start in range(0, n, batch_size):
-            yield self.batch(split, seq_len, min(batch_size, n - start), generator)
+            yield self.batch(split, seq_len, min(batch_size, n - start), generator, device)
 
     # --- loss and metrics -------------------------------------------------------------------
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -135,8 +140,8 @@ class Task:
 
 
 class CopyFirstInput(Task):
-    def batch(self, split, seq_len, batch_size, generator):
-        x = torch.randn(batch_size, seq_len, 1, generator=generator)
+    def batch(self, split, seq_len, batch_size, generator, device="cpu"):
+        x = torch.randn(batch_size, seq_len, 1, generator=generator).to(device)
         return x, x[:, 0].clone()
 
 
@@ -147,12 +152,13 @@ class Denoising(Task):
     def min_seq_len(self) -> int:
         return self.gap + N_MARKED
 
-    def batch(self, split, seq_len, batch_size, generator):
+    def batch(self, split, seq_len, batch_size, generator, device="cpu"):
         values = torch.randn(batch_size, seq_len, generator=generator)
         keys = torch.rand(batch_size, seq_len - self.gap, generator=generator)
         marked = keys.topk(N_MARKED, dim=1).indices.sort(dim=1).values
         marker = torch.zeros(batch_size, seq_len).scatter_(1, marked, 1.0)
-        return torch.stack([values, marker], dim=-1), values.gather(1, marked)
+        x, target = torch.stack([values, marker], dim=-1), values.gather(1, marked)
+        return x.to(device), target.to(device)
 
 
 @dataclass
@@ -198,13 +204,13 @@ class PixelMNIST(ImageTask):
                              f"{784 + self.pad} (use --pad to lengthen it), got {requested}")
         return 784 + self.pad
 
-    def examples(self, split, index, seq_len, generator):
+    def examples(self, split, index, seq_len, generator, device="cpu"):
         images, labels = self._split(split)
         pixels = images[index].float() / 255.0
         if self.permute:
             pixels = pixels[:, permutation()]
         x = F.pad(pixels, (0, seq_len - 784)).unsqueeze(-1)
-        return x, labels[index]
+        return x.to(device), labels[index].to(device)
 
 
 @dataclass
@@ -216,14 +222,17 @@ class SpikingImages(ImageTask):
     def min_seq_len(self) -> int:
         return self.silent + 1
 
-    def examples(self, split, index, seq_len, generator):
+    def examples(self, split, index, seq_len, generator, device="cpu"):
         from ..nn.encoders import rate_code
 
         images, labels = self._split(split)
-        intensity = images[index].float() / 255.0
+        intensity = images[index].to(device).float() / 255.0
+        if intensity.device.type != "cpu":
+            seed = int(torch.randint(2**62, (), generator=generator))
+            generator = torch.Generator(intensity.device).manual_seed(seed)
         spikes = rate_code(intensity, steps=seq_len - self.silent, silent=self.silent,
                            generator=generator)
-        return spikes, labels[index]
+        return spikes, labels[index].to(device)
 
 
 @dataclass
@@ -260,10 +269,11 @@ class NMNIST(Task):
             return f"data: SIMULATED N-MNIST recordings ({marker}), not the real N-MNIST"
         return None
 
-    def examples(self, split, index, seq_len, generator):
+    def examples(self, split, index, seq_len, generator, device="cpu"):
         dataset = self._dataset(split, seq_len)
         frames, labels = zip(*(dataset[i] for i in index.tolist()), strict=True)
-        return torch.stack(frames).flatten(2), torch.tensor(labels, dtype=torch.long)
+        return (torch.stack(frames).flatten(2).to(device),
+                torch.tensor(labels, dtype=torch.long, device=device))
 
 
 # The hybrid's LRU gets a fast-forgetting ring (|λ| in [0.5, 0.9]) on the synthetic memory tasks:

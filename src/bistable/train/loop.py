@@ -154,21 +154,22 @@ def _epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
     return torch.randperm(size, generator=_generator(seed, -1 - epoch))
 
 
-def train_batch(task: Task, c: TrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The global batch of ``step``: synthetic tasks draw it from a generator seeded by
-    ``(seed, step)``; data-set tasks take positions ``step·B … step·B + B − 1`` of the endless
-    sequence of epochs, each epoch a permutation seeded by ``(seed, epoch)``."""
+def train_batch(task: Task, c: TrainConfig, step: int,
+                device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of ``step`` on ``device``: synthetic tasks draw it from a generator
+    seeded by ``(seed, step)``; data-set tasks take positions ``step·B … step·B + B − 1`` of the
+    endless sequence of epochs, each epoch a permutation seeded by ``(seed, epoch)``."""
     generator = _generator(c.seed, step)
     size = task.size("train")
     if size is None:
-        return task.batch("train", c.seq_len, c.batch_size, generator)
+        return task.batch("train", c.seq_len, c.batch_size, generator, device)
     position = step * c.batch_size + torch.arange(c.batch_size)
     epoch, offset = position // size, position % size
     index = torch.empty_like(position)
     for e in epoch.unique().tolist():
         where = epoch == e
         index[where] = _epoch_order(c.seed, e, size)[offset[where]]
-    return task.examples("train", index, c.seq_len, generator)
+    return task.examples("train", index, c.seq_len, generator, device)
 
 
 def _build_task(c: TrainConfig) -> Task:
@@ -283,7 +284,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         lr = learning_rate(step, c)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, target = (ctx.shard(t).to(ctx.device) for t in train_batch(task, c, step))
+        x, target = (ctx.shard(t) for t in train_batch(task, c, step, ctx.device))
         y, _ = net(x)
         loss = task.loss(y[:, -1], target)
         optimizer.zero_grad(set_to_none=True)

@@ -43,9 +43,9 @@ def evaluate(model, task, split: str, seq_len: int, *, n: int | None, batch_size
     was_training = model.training
     model.eval()
     preds, targets = [], []
-    for x, target in task.eval_batches(split, seq_len, n, batch_size):
-        preds.append(predict_last(model, x.to(device)).float().cpu())
-        targets.append(target)
+    for x, target in task.eval_batches(split, seq_len, n, batch_size, device):
+        preds.append(predict_last(model, x).float().cpu())
+        targets.append(target.cpu())
     model.train(was_training)
     return {"split": split, "seq_len": seq_len,
             **task.metrics(torch.cat(preds), torch.cat(targets))}
