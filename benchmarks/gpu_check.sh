@@ -4,13 +4,13 @@
 #      issue 9);
 #   2. in the background from then on: psMNIST with and without --pad 1000, hybrid and LRU at a
 #      matched budget, each run as many steps as fit in the time left (issue 6);
-#   3. the Triton tests compiled (no interpreter), beside them;
-#   4. the SRC recipe on MNIST for the epochs that fit in the time left (issue 9).
+#   3. the SRC recipe's GPU runs of spiking_runs.py beside them (issue 9);
+#   4. the Triton tests compiled (no interpreter), beside them.
 # The scan kernels' figures (issue 3) are a separate run: python3 benchmarks/scan_cuda.py --sweep.
 # Carry .whl (the wheels of accelerated-scan and snntorch) and .gpu_data (a copy of
-# ../shared/data/mnist under .gpu_data/mnist; ../shared does not travel). Set BISTABLE_COMMIT
-# (there is no .git there). Logs, results and the runs' metrics (and the SRC run's checkpoint)
-# land in $OUT/gpu.tar; the summary lines are printed.
+# ../shared/data/mnist and fashion-mnist under .gpu_data; ../shared does not travel). Set
+# BISTABLE_COMMIT (the .git there may be stale). Logs, results and the runs' metrics (and the
+# SRC runs' checkpoints) land in $OUT/gpu.tar; the summary lines are printed.
 #
 #     BISTABLE_COMMIT=$(git rev-parse --short HEAD) bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -46,25 +46,19 @@ for exp in psmnist psmnist-pad1000; do
     done
 done
 
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_src_triton.py \
-    tests/test_fused_mru.py tests/test_scan_triton.py >"$LOG/tests.log" 2>&1
-echo "tests: exit $?"; tail -n 8 "$LOG/tests.log"
+# the SRC recipe's GPU runs of benchmarks/spiking_runs.py (about 2 minutes each, side by side);
+# tabulate them here afterwards with `python benchmarks/spiking_runs.py --no-train`
+for r in mnist-h256-robust-15ep-gpu fashion-mnist-h256-robust-15ep-gpu \
+         mnist-h256-robust-25ep-gpu; do
+    A=$(python3 -c "import sys; sys.path.insert(0, '.'); from benchmarks.spiking_runs import \
+arguments; print(' '.join(arguments('$r')))")
+    timeout $((470 - SECONDS + START)) python3 -m bistable train $A --out "runs/src/$r" \
+        >"$LOG/$r.log" 2>&1 &
+done
 
-# the SRC recipe (results/spiking_runs.md) for the epochs that fit before second 450: half the
-# fused loop's batch-128 rate, for batch 64 and the psMNIST runs beside it
-EPOCHS=$(python3 -c "
-import json; rows = json.load(open('results/src_gpu_$GPU.json'))['throughput']['rows']
-rate = next(r['samples_per_s'] for r in rows if r['model'] == 'src (fused loop)')
-print(min(30, int((450 - 40 - $SECONDS + $START) * rate / 2 / 60000)))" 2>/dev/null || echo 0)
-echo "SRC MNIST epochs: $EPOCHS"
-if [ "$EPOCHS" -ge 1 ]; then
-    timeout $((470 - SECONDS + START)) python3 -m bistable train spiking-mnist --model src \
-        --option compile_loop=True --option detach_recurrent=True --option train_noise=0.2 \
-        --hidden 256 --layers 1 --lr 2e-3 --batch-size 64 --epochs "$EPOCHS" --eval-every 938 \
-        --checkpoint-every 938 --data-dir .gpu_data --device cuda --quiet \
-        --out "runs/src/mnist-h256-robust-gpu-${EPOCHS}ep" >"$LOG/src_mnist.log" 2>&1
-    echo "SRC MNIST: exit $?"; tail -n 3 "$LOG/src_mnist.log"
-fi
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_src_triton.py \
+    tests/test_tasks.py tests/test_fused_mru.py tests/test_scan_triton.py >"$LOG/tests.log" 2>&1
+echo "tests: exit $?"; tail -n 8 "$LOG/tests.log"
 
 wait
 python3 benchmarks/memory_tasks.py --experiments psmnist psmnist-pad1000 --models hybrid lru \

@@ -39,6 +39,7 @@ MNIST, MNIST_LONG = data("../shared/data", 4), data("../shared/data", 8)
 FASHION, FASHION_LONG = data("../shared/data", 2), data("../shared/data", 4)
 NMNIST_SIM = data("data/nmnist-sim", 2)
 GPU_MNIST = [*data(".gpu_data", 15), "--device", "cuda"]
+GPU_MNIST_LONG = [*data(".gpu_data", 25), "--device", "cuda"]
 FUSED = ["--option", "compile_loop=True"]
 # the recurrence detached (gradients through time via i only) and noise-aware training (r, r_s
 # drawn anew with σ = 20 % at every step)
@@ -73,6 +74,7 @@ RUNS = {
     "mnist-h256-robust-15ep-gpu": ("spiking-mnist", ["--model", "src", *ROBUST, *GPU_MNIST]),
     "fashion-mnist-h256-robust-15ep-gpu": ("spiking-fashion-mnist", ["--model", "src", *ROBUST,
                                                                      *GPU_MNIST]),
+    "mnist-h256-robust-25ep-gpu": ("spiking-mnist", ["--model", "src", *ROBUST, *GPU_MNIST_LONG]),
 }
 
 
