@@ -167,7 +167,10 @@ def main() -> None:
         f"with σ = {args.noise:.0%} of |r|, |r_s| ({args.draws} draws, mean and worst). Firing "
         "rate (spikes per neuron per step) and silent fraction per layer (hidden, output) on 256 "
         "test samples. `train samples/s`: median over the run (the two cores were shared by two "
-        "or three jobs).", "",
+        "or three jobs). Rows whose command has `--device cuda` were trained on a lent NVIDIA "
+        "H100 80GB HBM3 (torch 2.11.0+cu130, `benchmarks/gpu_check.sh`, 2026-11-26; two or three "
+        "runs sharing the GPU): their samples/s are that GPU's; their noise and firing figures "
+        "were evaluated on this CPU.", "",
         "| task | model | epochs | accuracy per epoch (%) | test accuracy (%) | noise (%) | "
         "firing rate | silent fraction | train samples/s | command |",
         "|---|---|---:|---|---:|---|---|---|---:|---|", *rows, ""])
