@@ -123,7 +123,8 @@ def main() -> None:
                 if args.minutes and not (Path(c.out) / "metrics.json").is_file():
                     c.steps = fit_steps(c, args.minutes)
                 metrics = run(c)
-                c.steps = metrics["config"]["steps"] if args.minutes else c.steps
+                if args.minutes:  # a reused run: the steps it was fitted to, for its command
+                    c.steps = metrics["config"]["steps"]
                 results.append(metrics)
                 commands.append(command(c))
                 data.append({"experiment": name, "command": commands[-1],

@@ -38,8 +38,8 @@ def data(data_dir: str, epochs: int) -> list[str]:
 MNIST, MNIST_LONG = data("../shared/data", 4), data("../shared/data", 8)
 FASHION, FASHION_LONG = data("../shared/data", 2), data("../shared/data", 4)
 NMNIST_SIM = data("data/nmnist-sim", 2)
-GPU_MNIST = [*data(".gpu_data", 15), "--device", "cuda"]
-GPU_MNIST_LONG = [*data(".gpu_data", 25), "--device", "cuda"]
+# on a lent GPU, MNIST and Fashion-MNIST alike
+GPU_15EP, GPU_25EP = ([*data(".gpu_data", n), "--device", "cuda"] for n in (15, 25))
 FUSED = ["--option", "compile_loop=True"]
 # the recurrence detached (gradients through time via i only) and noise-aware training (r, r_s
 # drawn anew with σ = 20 % at every step)
@@ -71,10 +71,10 @@ RUNS = {
     "fashion-mnist-h256-lif-4ep": ("spiking-fashion-mnist", ["--model", "lif", *FASHION_LONG]),
     # on a lent GPU (benchmarks/gpu_check.sh; .gpu_data holds a copy of ../shared/data/mnist and
     # fashion-mnist): the budget the CPU cannot give
-    "mnist-h256-robust-15ep-gpu": ("spiking-mnist", ["--model", "src", *ROBUST, *GPU_MNIST]),
+    "mnist-h256-robust-15ep-gpu": ("spiking-mnist", ["--model", "src", *ROBUST, *GPU_15EP]),
     "fashion-mnist-h256-robust-15ep-gpu": ("spiking-fashion-mnist", ["--model", "src", *ROBUST,
-                                                                     *GPU_MNIST]),
-    "mnist-h256-robust-25ep-gpu": ("spiking-mnist", ["--model", "src", *ROBUST, *GPU_MNIST_LONG]),
+                                                                     *GPU_15EP]),
+    "mnist-h256-robust-25ep-gpu": ("spiking-mnist", ["--model", "src", *ROBUST, *GPU_25EP]),
 }
 
 
