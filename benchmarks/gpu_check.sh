@@ -2,15 +2,16 @@
 # The one script run on a lent GPU (device tool), within about 8 minutes:
 #   1. the SRC training throughput against snnTorch LIF, alone on the GPU (benchmarks/src.py,
 #      issue 9);
-#   2. in the background from then on: psMNIST with and without --pad 1000, hybrid and LRU at a
-#      matched budget, each run as many steps as fit in the time left (issue 6);
-#   3. the SRC recipe's GPU runs of spiking_runs.py beside them (issue 9);
-#   4. the Triton tests compiled (no interpreter), beside them.
+#   2. in the background from then on: psMNIST with and without --pad 1000 at a matched budget,
+#      three hybrids (side by side; side by side with detach_input BMRUs; alternating blocks) and
+#      the LRU, each run as many steps as fit in the time left (issue 6);
+#   3. the Triton tests compiled (no interpreter), beside them.
+# The SRC recipe's GPU runs (issue 9) are in benchmarks/spiking_runs.py (RUNS, "-gpu").
 # The scan kernels' figures (issue 3) are a separate run: python3 benchmarks/scan_cuda.py --sweep.
 # Carry .whl (the wheels of accelerated-scan and snntorch) and .gpu_data (a copy of
 # ../shared/data/mnist and fashion-mnist under .gpu_data; ../shared does not travel). Set
-# BISTABLE_COMMIT (the .git there may be stale). Logs, results and the runs' metrics (and the
-# SRC runs' checkpoints) land in $OUT/gpu.tar; the summary lines are printed.
+# BISTABLE_COMMIT (the .git there may be stale). Logs, results and the runs' metrics land in
+# $OUT/gpu.tar; the summary lines are printed.
 #
 #     BISTABLE_COMMIT=$(git rev-parse --short HEAD) bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -39,21 +40,11 @@ PSMNIST="--params 596746 --device cuda --data-dir .gpu_data/mnist --runs runs/me
 MINUTES=$(python3 -c "print(round((480 - 90 - $SECONDS + $START) / 60, 1))")
 echo "psMNIST minutes per run: $MINUTES"
 for exp in psmnist psmnist-pad1000; do
-    for model in hybrid lru; do
+    for model in hybrid hybrid-detached hybrid-alternating lru; do
         timeout $((480 - SECONDS + START)) python3 benchmarks/memory_tasks.py --experiments $exp \
             --models $model $PSMNIST --minutes "$MINUTES" --name "part_${exp}_$model" \
             >"$LOG/psmnist_${exp}_$model.log" 2>&1 &
     done
-done
-
-# the SRC recipe's GPU runs of benchmarks/spiking_runs.py (about 2 minutes each, side by side);
-# tabulate them here afterwards with `python benchmarks/spiking_runs.py --no-train`
-for r in mnist-h256-robust-15ep-gpu fashion-mnist-h256-robust-15ep-gpu \
-         mnist-h256-robust-25ep-gpu; do
-    A=$(python3 -c "import sys; sys.path.insert(0, '.'); from benchmarks.spiking_runs import \
-arguments; print(' '.join(arguments('$r')))")
-    timeout $((470 - SECONDS + START)) python3 -m bistable train $A --out "runs/src/$r" \
-        >"$LOG/$r.log" 2>&1 &
 done
 
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_src_triton.py \
@@ -61,9 +52,10 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_src_triton.py \
 echo "tests: exit $?"; tail -n 8 "$LOG/tests.log"
 
 wait
-python3 benchmarks/memory_tasks.py --experiments psmnist psmnist-pad1000 --models hybrid lru \
+python3 benchmarks/memory_tasks.py --experiments psmnist psmnist-pad1000 \
+    --models hybrid hybrid-detached hybrid-alternating lru \
     $PSMNIST --minutes "$MINUTES" --name "memory_tasks_psmnist_$GPU" >/dev/null 2>&1
 echo "psMNIST table: exit $?"; grep "^| ps" "results/memory_tasks_psmnist_$GPU.md"
-find runs -name metrics.json -o -path "runs/src/*" -name checkpoint.pt >"$LOG/files"
+find runs -name metrics.json >"$LOG/files"
 tar cf "$OUT/gpu.tar" "$LOG" results/src_gpu_* results/memory_tasks_psmnist_* -T "$LOG/files"
 echo "done in $((SECONDS - START)) s"

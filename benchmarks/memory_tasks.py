@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import header, write_results  # noqa: E402
+from benchmarks.common import header, quote, write_results  # noqa: E402
 from bistable.models import MODEL_NAMES, build_model, count_parameters  # noqa: E402
 from bistable.train import TrainConfig, train  # noqa: E402
 
@@ -35,6 +35,11 @@ EXPERIMENTS = {
     "denoising": ("denoising", 300, (1, 10), {"gap": 200}),
     "psmnist": ("psmnist", None, (1,), {}),
     "psmnist-pad1000": ("psmnist", None, (1,), {"pad": 1000}),
+}
+# named variants: model -> (registry name, model options, merged into the task's defaults)
+VARIANTS = {
+    "hybrid-alternating": ("hybrid", {"mixer": "lru,bmru"}),
+    "hybrid-detached": ("hybrid", {"unit_kwargs": {"bmru": {"detach_input": True}}}),
 }
 FACTORS = (1, 10, 100, 1000)
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
@@ -50,6 +55,8 @@ def command(c: TrainConfig) -> str:
     """The ``bistable train`` command line equivalent to ``c``."""
     parts = ["bistable train", c.task, "--model", c.model, "--params", str(c.params),
              "--seed", str(c.seed), "--out", c.out]
+    for key, value in c.model_options.items():
+        parts += ["--option", quote(f"{key}={value}")]
     for flag, value in (("--seq-len", c.seq_len), ("--steps", c.steps), ("--gap", c.gap),
                         ("--pad", c.pad), ("--data-dir", c.data_dir), ("--device", c.device),
                         ("--threads", c.threads)):
@@ -83,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="every model, experiment, 3 seeds")
     parser.add_argument("--models", nargs="+", default=["hybrid", "bmru", "lru", "gru", "lstm"],
-                        choices=MODEL_NAMES)
+                        choices=[*MODEL_NAMES, *VARIANTS])
     parser.add_argument("--experiments", nargs="+", default=["copy50"], choices=list(EXPERIMENTS))
     parser.add_argument("--seeds", type=int, default=1)
     length = parser.add_mutually_exclusive_group()
@@ -111,8 +118,10 @@ def main() -> None:
         task, seq_len, factors, extra = EXPERIMENTS[name]
         for model in args.models:
             results, commands = [], []
+            registered, options = VARIANTS.get(model, (model, {}))
             for seed in range(args.seeds):
-                c = TrainConfig(task=task, model=model, params=params, seed=seed,
+                c = TrainConfig(task=task, model=registered, model_options=options,
+                                params=params, seed=seed,
                                 seq_len=seq_len, steps=args.steps, device=args.device,
                                 threads=args.threads, quiet=True,
                                 out=f"{args.runs}/{name}/{model}/seed{seed}",

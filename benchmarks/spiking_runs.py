@@ -69,8 +69,9 @@ RUNS = {
     "fashion-mnist-h256-robust-4ep": ("spiking-fashion-mnist", ["--model", "src", *ROBUST,
                                                                 *FASHION_LONG]),
     "fashion-mnist-h256-lif-4ep": ("spiking-fashion-mnist", ["--model", "lif", *FASHION_LONG]),
-    # on a lent GPU (benchmarks/gpu_check.sh; .gpu_data holds a copy of ../shared/data/mnist and
-    # fashion-mnist): the budget the CPU cannot give
+    # on a lent GPU (.gpu_data holds a copy of ../shared/data/mnist and fashion-mnist), each run
+    # as `python3 -m bistable train <arguments(NAME)> --out runs/src/NAME`, side by side: the
+    # budget the CPU cannot give
     "mnist-h256-robust-15ep-gpu": ("spiking-mnist", ["--model", "src", *ROBUST, *GPU_15EP]),
     "fashion-mnist-h256-robust-15ep-gpu": ("spiking-fashion-mnist", ["--model", "src", *ROBUST,
                                                                      *GPU_15EP]),
@@ -168,7 +169,7 @@ def main() -> None:
         "rate (spikes per neuron per step) and silent fraction per layer (hidden, output) on 256 "
         "test samples. `train samples/s`: median over the run (the two cores were shared by two "
         "or three jobs). Rows whose command has `--device cuda` were trained on a lent NVIDIA "
-        "H100 80GB HBM3 (torch 2.11.0+cu130, `benchmarks/gpu_check.sh`, 2026-11-26; two or three "
+        "H100 80GB HBM3 (torch 2.11.0+cu130, 2026-11-26; two or three "
         "runs sharing the GPU): their samples/s are that GPU's; their noise and firing figures "
         "were evaluated on this CPU.", "",
         "| task | model | epochs | accuracy per epoch (%) | test accuracy (%) | noise (%) | "

@@ -208,6 +208,27 @@ def test_gradients_reach_inputs_and_every_parameter(cls, kw):
         assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("cls,kw", [(BMRU, {}), (CMRU, {"epsilon": 0.5}),
+                                    (FirstQuadrantBMRU, {})])
+@pytest.mark.parametrize("method", ["forward", "step"])
+def test_detach_input_stops_the_gradient_into_x_only(cls, kw, method):
+    """Same outputs and the same gradients for the unit's own weights; none into x."""
+    x = torch.randn(3, 17, 3, dtype=F64)
+    x = x[:, 0] if method == "step" else x
+    results = []
+    for detach in (False, True):
+        unit = make(cls, detach_input=detach, **kw)
+        xg = x.clone().requires_grad_()
+        y, s = getattr(unit, method)(xg)
+        (y.pow(2).sum() + s.sum()).backward()
+        results.append((y, {n: p.grad for n, p in unit.named_parameters()}, xg.grad))
+    (y0, g0, x0), (y1, g1, x1) = results
+    assert torch.equal(y0, y1)
+    assert x0 is not None and x0.abs().sum() > 0 and x1 is None
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=0, atol=0)
+
+
 def test_write_rate_value_and_gradient():
     k = 1.3
     unit = make(CMRU, F=3, H=4, sharpness=k, epsilon=0.5)

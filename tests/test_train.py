@@ -44,6 +44,18 @@ def test_impossible_settings_are_one_line_errors(tmp_path, kw, message):
         resolve(config(tmp_path, **kw), build_task("copy-first-input"))
 
 
+def test_model_options_merge_into_the_task_defaults_per_key(tmp_path):
+    given = {"unit_kwargs": {"bmru": {"detach_input": True}, "lru": {"r_min": 0.7}}}
+    c = resolve(config(tmp_path, model="hybrid", model_options=given),
+                build_task("copy-first-input"))
+    assert c.model_options == {"unit_kwargs": {"bmru": {"detach_input": True},
+                                               "lru": {"r_min": 0.7, "r_max": 0.9}}}
+    c = resolve(config(tmp_path, model="hybrid", model_options={"mixer": "lru,bmru"},
+                       task="denoising", seq_len=300), build_task("denoising"))
+    assert c.model_options["mixer"] == "lru,bmru"
+    assert c.model_options["unit_kwargs"] == {"lru": {"r_min": 0.5, "r_max": 0.9}}
+
+
 def test_training_batches_depend_on_seed_and_step_only(tmp_path):
     task = build_task("copy-first-input")
     c = resolve(config(tmp_path), task)

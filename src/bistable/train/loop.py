@@ -76,6 +76,16 @@ class TrainConfig:
     quiet: bool = False
 
 
+def _merged(defaults: dict, given: dict) -> dict:
+    """``defaults`` updated by ``given``, nested dicts key by key: an option given for one unit
+    (``unit_kwargs={"bmru": {...}}``) keeps the task's defaults for the others."""
+    out = dict(defaults)
+    for key, value in given.items():
+        both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+        out[key] = _merged(defaults[key], value) if both else value
+    return out
+
+
 def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     """Fill every ``None`` from the task's defaults and the rules above; check the values."""
     from ..models import MODEL_NAMES
@@ -92,7 +102,7 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     c.min_lr = c.min_lr if c.min_lr is not None else c.lr / 10
     c.seq_len = task.seq_len(c.seq_len)
     c.eval_seq_len = sorted({c.seq_len, *(task.check_seq_len(n) for n in c.eval_seq_len)})
-    c.model_options = {**d.get("model_options", {}).get(c.model, {}), **c.model_options}
+    c.model_options = _merged(d.get("model_options", {}).get(c.model, {}), c.model_options)
     if c.eval_samples is None:
         c.eval_samples = d.get("eval_samples")
     if c.threads is None and c.device == "cpu":

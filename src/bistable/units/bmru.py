@@ -196,6 +196,9 @@ class MRU(nn.Module):
         sharpness: k of the surrogate (height of dH/du at 0), default 1.
         learn_init: the start state is ``s_0 = sign(p)`` (or ``H(p)``) of a learned ``p`` (H,),
             drawn uniformly in [−1, 1], with the surrogate gradient; False: ``s_0 = 0``.
+        detach_input: the gates read ``x`` detached: the unit's own weights learn through the
+            surrogate, but no surrogate gradient flows into ``x`` (the layers below learn from
+            the other units' gradients only). Same forward. Default False.
 
     State: ``(B, H)`` tensor, ``s_t``. ``forward(x (B, T, F), state=None) -> (y (B, T, H), s_T)``;
     ``step(x_t (B, F), state=None) -> (y_t (B, H), s_t)``. After each call, ``write_rate`` holds
@@ -206,7 +209,7 @@ class MRU(nn.Module):
     signed = True
 
     def __init__(self, input_size: int, hidden_size: int, *, surrogate: str = "atan",
-                 sharpness: float = 1.0, learn_init: bool = True):
+                 sharpness: float = 1.0, learn_init: bool = True, detach_input: bool = False):
         super().__init__()
         for name, n in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(n, int) or n < 1:
@@ -218,7 +221,11 @@ class MRU(nn.Module):
         self.alpha = nn.Parameter(torch.ones(hidden_size))
         self.init_logit = (nn.Parameter(torch.empty(hidden_size).uniform_(-1, 1))
                            if learn_init else None)
+        self.detach_input = bool(detach_input)
         self.write_rate: torch.Tensor | None = None
+
+    def _drive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.drive(x.detach() if self.detach_input else x)
 
     def drive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -245,7 +252,7 @@ class MRU(nn.Module):
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         check_input(x, self.input_size)
         s0 = self._start(state, x)
-        c, beta = self.drive(x)
+        c, beta = self._drive(x)
         eps = self.epsilon()
         use_fused = c.is_cuda and self.signed and self.surrogate == "atan"
         fused = _fused_mru() if use_fused else None
@@ -260,7 +267,7 @@ class MRU(nn.Module):
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         check_step_input(x_t, self.input_size)
         s = self._start(state, x_t)
-        c, beta = self.drive(x_t)
+        c, beta = self._drive(x_t)
         z = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness)
         a, b = _coefficients(z, self._level(c), self.epsilon())
         s = a * s + b
@@ -269,7 +276,8 @@ class MRU(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, surrogate={self.surrogate!r}, "
-                f"sharpness={self.sharpness}, learn_init={self.init_logit is not None}")
+                f"sharpness={self.sharpness}, learn_init={self.init_logit is not None}, "
+                f"detach_input={self.detach_input}")
 
 
 class BMRU(MRU):
@@ -282,9 +290,9 @@ class BMRU(MRU):
     """
 
     def __init__(self, input_size: int, hidden_size: int, *, surrogate: str = "atan",
-                 sharpness: float = 1.0, learn_init: bool = True):
+                 sharpness: float = 1.0, learn_init: bool = True, detach_input: bool = False):
         super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
-                         learn_init=learn_init)
+                         learn_init=learn_init, detach_input=detach_input)
         self.linear = nn.Linear(input_size, 2 * hidden_size)
         with torch.no_grad():
             self.linear.bias[hidden_size:] = 1.0
@@ -309,9 +317,9 @@ class CMRU(BMRU):
 
     def __init__(self, input_size: int, hidden_size: int, *, epsilon: float = 1.0,
                  learn_epsilon: bool = False, surrogate: str = "atan", sharpness: float = 1.0,
-                 learn_init: bool = True):
+                 learn_init: bool = True, detach_input: bool = False):
         super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
-                         learn_init=learn_init)
+                         learn_init=learn_init, detach_input=detach_input)
         q = torch.full((hidden_size,), self._checked_epsilon(epsilon))
         if learn_epsilon:
             self.epsilon_raw = nn.Parameter(q)
@@ -355,9 +363,9 @@ class FirstQuadrantBMRU(MRU):
     signed = False
 
     def __init__(self, input_size: int, hidden_size: int, *, surrogate: str = "atan",
-                 sharpness: float = 1.0, learn_init: bool = True):
+                 sharpness: float = 1.0, learn_init: bool = True, detach_input: bool = False):
         super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
-                         learn_init=learn_init)
+                         learn_init=learn_init, detach_input=detach_input)
         self.linear = nn.Linear(input_size, hidden_size)
         self.low = nn.Parameter(torch.full((hidden_size,), 0.25))
         self.width = nn.Parameter(torch.full((hidden_size,), 0.5))

@@ -1,0 +1,180 @@
+"""What survives the pad on psMNIST (issue 6): hybrids and the LRU trained with ``--pad 1000``,
+where the digit's information is at the end of the pad, and where the gradient goes.
+
+Per run (one ``bistable train psmnist`` command, in the table):
+- test accuracy on the 10 000 test digits (from the run);
+- per mixer unit, on 256 test digits, the *spread*: the standard deviation of the unit's output
+  across digits, averaged over its units, at the last pixel and at the last step (what of the
+  digit is left there for the readout);
+- per MRU, the write rate during the pixels and during the last 100 pad steps, and the share of
+  units that write at the last step for most digits (they hold a constant: no memory);
+- at initialisation (the run's seed, one batch of 64 training digits), the norm of the gradient
+  of each unit's parameters and of all parameters.
+
+Finished runs under ``runs/pad_memory/`` are reused and cut-off ones resumed::
+
+    python benchmarks/pad_memory.py              # train what is missing (25 min a run here)
+    python benchmarks/pad_memory.py --no-train   # tabulate the finished runs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import header, train_command, trained_run, write_results  # noqa: E402
+from bistable.data.tasks import build_task  # noqa: E402
+from bistable.models import build_model  # noqa: E402
+from bistable.train import load_run  # noqa: E402
+from bistable.units.bmru import MRU  # noqa: E402
+
+RUNS_DIR = "runs/pad_memory"
+COMMON = ["--params", "38305", "--data-dir", "../shared/data/mnist", "--threads", "1", "--quiet"]
+PAD = ["--pad", "1000"]
+ALTERNATING = ["--option", "mixer='lru,bmru'"]
+DETACHED = ["--option", "unit_kwargs={'bmru': {'detach_input': True}}"]
+
+
+def seed(n: int) -> list[str]:
+    return ["--seed", str(n), *COMMON]
+
+
+# name -> arguments of `bistable train psmnist`, in run order
+RUNS = {
+    "hybrid": ["--model", "hybrid", *seed(0)],
+    "hybrid-pad1000": ["--model", "hybrid", *PAD, *seed(0)],
+    "lru-pad1000": ["--model", "lru", *PAD, *seed(0)],
+    "hybrid-alternating-pad1000": ["--model", "hybrid", *ALTERNATING, *PAD, *seed(0)],
+    "hybrid-alternating": ["--model", "hybrid", *ALTERNATING, *seed(0)],
+    "hybrid-detached-pad1000": ["--model", "hybrid", *DETACHED, *PAD, *seed(0)],
+    "hybrid-detached": ["--model", "hybrid", *DETACHED, *seed(0)],
+    "hybrid-pad1000-seed1": ["--model", "hybrid", *PAD, *seed(1)],
+    "hybrid-detached-pad1000-seed1": ["--model", "hybrid", *DETACHED, *PAD, *seed(1)],
+    "lru-pad1000-seed1": ["--model", "lru", *PAD, *seed(1)],
+}
+SAMPLES, LAST_PAD = 256, 100
+
+
+@contextlib.contextmanager
+def recording(model: torch.nn.Module):
+    """Record ``{(block, unit name): (input, output)}`` of every mixer unit's ``forward``."""
+    records, patched = {}, []
+    for b, block in enumerate(model.blocks):
+        for name, unit in zip(block.mixer, block.units):
+            def forward(x, state=None, _f=unit.forward, _key=(b, name)):
+                out = _f(x, state)
+                records[_key] = (x, out[0])
+                return out
+            unit.forward = forward
+            patched.append(unit)
+    try:
+        yield records
+    finally:
+        for unit in patched:
+            del unit.forward
+
+
+def spread(y: torch.Tensor) -> float:
+    """Standard deviation across the batch, averaged over units: ``y (B, H)``."""
+    return y.std(0).mean().item()
+
+
+def unit_rows(run: str) -> list[dict]:
+    """Spread at the last pixel and last step, and the MRUs' writes, per mixer unit of ``run``."""
+    task, model = load_run(ROOT / RUNS_DIR / run)
+    T = task.seq_len(None)
+    pixels = T - task.pad
+    x, _ = task.examples("test", torch.arange(SAMPLES), T, torch.Generator().manual_seed(0))
+    rows = []
+    with torch.no_grad(), recording(model) as records:
+        model(x)
+        for (block, name), (inp, y) in records.items():
+            row = {"block": block, "unit": name, "spread_last_pixel": spread(y[:, pixels - 1]),
+                   "spread_end": spread(y[:, -1])}
+            unit = model.blocks[block].units[model.blocks[block].mixer.index(name)]
+            if isinstance(unit, MRU):
+                c, beta = unit.drive(inp)
+                z = (c.abs() >= beta.abs()).float()
+                row.update(writes_pixels=z[:, :pixels].mean().item(),
+                           writes_pad=z[:, -LAST_PAD:].mean().item(),
+                           writing_at_end=(z[:, -1].mean(0) > 0.5).float().mean().item())
+            rows.append(row)
+    return rows
+
+
+def init_gradients(config: dict) -> dict:
+    """Gradient norm of each unit's parameters (and of all) at initialisation, one batch of 64."""
+    task = build_task("psmnist", data_dir=config["data_dir"], pad=config["pad"])
+    torch.manual_seed(config["seed"])
+    model = build_model(config["model"], task.input_size, task.output_size,
+                        hidden=config["hidden"], layers=config["layers"],
+                        **config["model_options"])
+    T = task.seq_len(None)
+    x, y = task.examples("train", torch.arange(64), T, torch.Generator().manual_seed(0))
+    task.loss(model(x)[0][:, -1], y).backward()
+    norms = {"all": torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()}
+    for b, block in enumerate(model.blocks):
+        for name, unit in zip(block.mixer, block.units):
+            norms[f"{b}:{name}"] = torch.cat([p.grad.flatten() for p in unit.parameters()]
+                                             ).norm().item()
+    return norms
+
+
+COLUMNS = ("run", "hidden", "test accuracy", "block:unit", "spread at the last pixel",
+           "spread at the end", "write rate, pixels", f"write rate, last {LAST_PAD} pad steps",
+           "units writing at the end", "gradient norm at init (unit / all)")
+NOTES = (f"psMNIST runs at a matched budget of 38 305 parameters, the task's default steps (one "
+         f"epoch). Spread and writes on the first {SAMPLES} test digits; a unit 'writing at the "
+         f"end' writes at the last step for most digits. 'hybrid': an LRU and a BMRU side by side "
+         f"in both blocks (`mixer=lru+bmru`, the default); 'detached': the same with "
+         f"`detach_input=True` on the BMRUs; 'alternating': an LRU block, then a BMRU block "
+         f"(`mixer=lru,bmru`).")
+
+
+def table_rows(run: str, metrics: dict, rows: list[dict], grads: dict) -> list[str]:
+    """One markdown row per mixer unit of ``run``."""
+    lines = []
+    for r in rows:
+        key = f"{r['block']}:{r['unit']}"
+        mru = [f"{r[k]:.3f}" if k in r else "" for k in ("writes_pixels", "writes_pad",
+                                                         "writing_at_end")]
+        cells = [run, metrics["config"]["hidden"], f"{metrics['eval'][0]['accuracy']:.4f}", key,
+                 f"{r['spread_last_pixel']:.4f}", f"{r['spread_end']:.4f}", *mru,
+                 f"{grads[key]:.3g} / {grads['all']:.3g}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-train", action="store_true", help="tabulate finished runs only")
+    parser.add_argument("--name", default="pad_memory", help="results/<name>.md and .json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    table = ["| " + " | ".join(COLUMNS) + " |", "|---|---:|---:|---|" + "---:|" * 6]
+    commands, data = [], []
+    for run, argv in RUNS.items():
+        out = f"{RUNS_DIR}/{run}"
+        metrics = trained_run(out, ["psmnist", *argv], train=not args.no_train)
+        if metrics is None:
+            continue
+        rows, grads = unit_rows(run), init_gradients(metrics["config"])
+        table += table_rows(run, metrics, rows, grads)
+        commands.append(f"- {run}: `{train_command(['psmnist', *argv], out)}`")
+        data.append({"run": run, "command": commands[-1], "eval": metrics["eval"],
+                     "units": rows, "init_gradients": grads})
+    markdown = (header("What survives the pad: psMNIST --pad 1000") + "\n" + NOTES + "\n\n"
+                + "\n".join(table) + "\n\nCommands:\n" + "\n".join(commands) + "\n")
+    print(write_results(args.name, markdown, data))
+
+
+if __name__ == "__main__":
+    main()
