@@ -58,6 +58,8 @@ RUNS = {
     "hybrid-pad1000-seed1": ["--model", "hybrid", *PAD, *seed(1)],
     "hybrid-detached-pad1000-seed1": ["--model", "hybrid", *DETACHED, *PAD, *seed(1)],
     "lru-pad1000-seed1": ["--model", "lru", *PAD, *seed(1)],
+    "hybrid-seed1": ["--model", "hybrid", *seed(1)],
+    "hybrid-detached-seed1": ["--model", "hybrid", *DETACHED, *seed(1)],
 }
 SAMPLES, LAST_PAD = 256, 100
 
