@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import header, train_command, trained_run, write_results  # noqa: E402
-from bistable.data.tasks import build_task  # noqa: E402
 from bistable.models import build_model  # noqa: E402
 from bistable.train import load_run  # noqa: E402
 from bistable.units.bmru import MRU  # noqa: E402
+from bistable.units.surrogate import exact_heaviside  # noqa: E402
 
 RUNS_DIR = "runs/pad_memory"
 COMMON = ["--params", "38305", "--data-dir", "../shared/data/mnist", "--threads", "1", "--quiet"]
@@ -66,13 +66,13 @@ SAMPLES, LAST_PAD = 256, 100
 
 @contextlib.contextmanager
 def recording(model: torch.nn.Module):
-    """Record ``{(block, unit name): (input, output)}`` of every mixer unit's ``forward``."""
+    """Record ``{(block, unit name): (unit, input, output)}`` of every mixer unit's ``forward``."""
     records, patched = {}, []
     for b, block in enumerate(model.blocks):
         for name, unit in zip(block.mixer, block.units):
-            def forward(x, state=None, _f=unit.forward, _key=(b, name)):
+            def forward(x, state=None, _f=unit.forward, _key=(b, name), _unit=unit):
                 out = _f(x, state)
-                records[_key] = (x, out[0])
+                records[_key] = (_unit, x, out[0])
                 return out
             unit.forward = forward
             patched.append(unit)
@@ -88,22 +88,21 @@ def spread(y: torch.Tensor) -> float:
     return y.std(0).mean().item()
 
 
-def unit_rows(run: str) -> list[dict]:
-    """Spread at the last pixel and last step, and the MRUs' writes, per mixer unit of ``run``."""
-    task, model = load_run(ROOT / RUNS_DIR / run)
+def unit_rows(task, model: torch.nn.Module) -> list[dict]:
+    """Spread at the last pixel and last step, and the MRUs' writes, per mixer unit of a trained
+    ``model``."""
     T = task.seq_len(None)
     pixels = T - task.pad
     x, _ = task.examples("test", torch.arange(SAMPLES), T, torch.Generator().manual_seed(0))
     rows = []
     with torch.no_grad(), recording(model) as records:
         model(x)
-        for (block, name), (inp, y) in records.items():
+        for (block, name), (unit, inp, y) in records.items():
             row = {"block": block, "unit": name, "spread_last_pixel": spread(y[:, pixels - 1]),
                    "spread_end": spread(y[:, -1])}
-            unit = model.blocks[block].units[model.blocks[block].mixer.index(name)]
             if isinstance(unit, MRU):
                 c, beta = unit.drive(inp)
-                z = (c.abs() >= beta.abs()).float()
+                z = exact_heaviside(c.abs() - beta.abs())
                 row.update(writes_pixels=z[:, :pixels].mean().item(),
                            writes_pad=z[:, -LAST_PAD:].mean().item(),
                            writing_at_end=(z[:, -1].mean(0) > 0.5).float().mean().item())
@@ -111,9 +110,9 @@ def unit_rows(run: str) -> list[dict]:
     return rows
 
 
-def init_gradients(config: dict) -> dict:
-    """Gradient norm of each unit's parameters (and of all) at initialisation, one batch of 64."""
-    task = build_task("psmnist", data_dir=config["data_dir"], pad=config["pad"])
+def init_gradients(task, config: dict) -> dict:
+    """Gradient norm of each unit's parameters (and of all) at initialisation (the model built as
+    ``bistable train`` builds it from ``config``), one batch of 64."""
     torch.manual_seed(config["seed"])
     model = build_model(config["model"], task.input_size, task.output_size,
                         hidden=config["hidden"], layers=config["layers"],
@@ -168,7 +167,8 @@ def main() -> None:
         metrics = trained_run(out, ["psmnist", *argv], train=not args.no_train)
         if metrics is None:
             continue
-        rows, grads = unit_rows(run), init_gradients(metrics["config"])
+        task, model = load_run(ROOT / out)
+        rows, grads = unit_rows(task, model), init_gradients(task, metrics["config"])
         table += table_rows(run, metrics, rows, grads)
         commands.append(f"- {run}: `{train_command(['psmnist', *argv], out)}`")
         data.append({"run": run, "command": commands[-1], "eval": metrics["eval"],
