@@ -60,6 +60,13 @@ RUNS = {
     "lru-pad1000-seed1": ["--model", "lru", *PAD, *seed(1)],
     "hybrid-seed1": ["--model", "hybrid", *seed(1)],
     "hybrid-detached-seed1": ["--model", "hybrid", *DETACHED, *seed(1)],
+    "hybrid-detached-pad1000-seed2": ["--model", "hybrid", *DETACHED, *PAD, *seed(2)],
+    "lru-pad1000-seed2": ["--model", "lru", *PAD, *seed(2)],
+    "hybrid-pad1000-seed2": ["--model", "hybrid", *PAD, *seed(2)],
+    "hybrid-cmru-pad1000": ["--model", "hybrid", "--option", "mixer=lru+cmru", *PAD, *seed(0)],
+    "lru-pad1000-2epochs": ["--model", "lru", *PAD, "--epochs", "2", *seed(0)],
+    "hybrid-detached-pad1000-2epochs": ["--model", "hybrid", *DETACHED, *PAD, "--epochs", "2",
+                                        *seed(0)],
 }
 SAMPLES, LAST_PAD = 256, 100
 
@@ -132,11 +139,13 @@ COLUMNS = ("run", "hidden", "test accuracy", "block:unit", "spread at the last p
            "spread at the end", "write rate, pixels", f"write rate, last {LAST_PAD} pad steps",
            "units writing at the end", "gradient norm at init (unit / all)")
 NOTES = (f"psMNIST runs at a matched budget of 38 305 parameters, the task's default steps (one "
-         f"epoch). Spread and writes on the first {SAMPLES} test digits; a unit 'writing at the "
+         f"epoch; '-2epochs': two, the cosine schedule stretched over both). Spread and writes "
+         f"on the first {SAMPLES} test digits; a unit 'writing at the "
          f"end' writes at the last step for most digits. 'hybrid': an LRU and a BMRU side by side "
          f"in both blocks (`mixer=lru+bmru`, the default); 'detached': the same with "
          f"`detach_input=True` on the BMRUs; 'alternating': an LRU block, then a BMRU block "
-         f"(`mixer=lru,bmru`).")
+         f"(`mixer=lru,bmru`); 'cmru': an LRU and a CMRU (ε = 1, a counter) side by side "
+         f"(`mixer=lru+cmru`).")
 
 
 def table_rows(run: str, metrics: dict, rows: list[dict], grads: dict) -> list[str]:

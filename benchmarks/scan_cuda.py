@@ -10,7 +10,8 @@
    layout ``(B, D, T)``, prepared outside the timing) and against the device-to-device copy of a
    tensor of the same size (bandwidth counts bytes read + written). The forward moves 3 elements
    per step (a, b in, h out), the forward+backward 8 (+ grad_h, a, h in, da, db out).
-2. ``--sweep``: the forward and backward kernels at T = 16384 fp32 with other tile shapes.
+2. ``--sweep``: the forward and backward kernels at T = 16384, fp32 and bf16, with other tile
+   shapes.
 3. The fused MRU op (``fused_mru``: gates from ``c, β`` inside the kernels) at T = 4096 against the
    bare scan of the same shape, and against cuDNN ``nn.GRU`` of the same width; also the BMRU layer
    with its input projection (``Linear(D, 2D)`` → ``c, β``), TF32 allowed as cuDNN does by default.
@@ -31,7 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header, write_results  # noqa: E402
 from bistable.scan import linear_scan  # noqa: E402
 
-SWEEP = [(16, 128, 1), (16, 512, 4), (64, 32, 4)]
+# Longer tiles publish fewer hand-off vectors (3 of BLOCK_D per tile: 1 / BLOCK_T of the traffic);
+# 2-byte storage with 8 channels a thread loads 16 bytes at a time.
+SWEEP = {torch.float32: [(16, 128, 1), (16, 512, 4), (64, 32, 4), (64, 256, 4), (64, 256, 8),
+                         (32, 256, 2)],
+         torch.bfloat16: [(16, 256, 1), (32, 256, 2), (64, 256, 4), (64, 512, 8)]}
 MRU_SWEEP = [(16, 256, 2), (8, 128, 1), (128, 16, 4)]
 
 
@@ -112,25 +117,30 @@ def sweep_rows(args):
 
     B, T, D = args.B, 16384, args.D
     n = B * T * D
+    rows = []
+    for dtype, shapes in SWEEP.items():
+        a = (torch.rand(B, T, D, device="cuda") * 0.2 + 0.79).to(dtype)
+        b = torch.randn(B, T, D, device="cuda").to(dtype)
+        h = ts.forward(a, b, None, False)
+        size = a.element_size()
+        for cfg in [None, *(ts.Config(*c) for c in shapes), None]:  # default twice: the spread
+            fwd = bench(lambda: ts.forward(a, b, None, False, cfg))
+            bwd = bench(lambda: ts.backward(a, h, None, b, False, cfg))
+            label = tuple(cfg or ts.default_config(D, dtype))
+            rows.append({"kernel": "scan", "dtype": str(dtype).removeprefix("torch."),
+                         "config": label, "default": cfg is None,
+                         "fwd_ms": fwd, "fwd_TB_s": 3 * size * n / fwd / 1e9,
+                         "bwd_ms": bwd, "bwd_TB_s": 5 * size * n / bwd / 1e9})
+            print(rows[-1], flush=True)
     a = torch.rand(B, T, D, device="cuda") * 0.2 + 0.79
     b = torch.randn(B, T, D, device="cuda")
-    h = ts.forward(a, b, None, False)
-    rows = []
-    for cfg in [None, *map(lambda c: ts.Config(*c), SWEEP), None]:  # default twice: the spread
-        fwd = bench(lambda: ts.forward(a, b, None, False, cfg))
-        bwd = bench(lambda: ts.backward(a, h, None, b, False, cfg))
-        label = tuple(cfg or ts.default_config(D))
-        rows.append({"kernel": "scan", "config": label, "default": cfg is None,
-                     "fwd_ms": fwd, "fwd_TB_s": 12 * n / fwd / 1e9,
-                     "bwd_ms": bwd, "bwd_TB_s": 20 * n / bwd / 1e9})
-        print(rows[-1], flush=True)
     s0 = torch.ones(B, D, device="cuda")
     for cfg in [None, *(ts.Config(*c) for c in MRU_SWEEP)]:
         c_, beta = a - 0.9, b
         fwd = bench(lambda: tb.FusedMRU.apply(c_, beta, s0, None, 1.0, cfg))
         label = tuple(cfg) if cfg else (tuple(tb.default_config(D)),
                                         tuple(tb.default_config(D, backward=True)))
-        rows.append({"kernel": "mru", "config": label,
+        rows.append({"kernel": "mru", "dtype": "float32", "config": label,
                      "default": cfg is None, "fwd_ms": fwd, "fwd_TB_s": 12 * n / fwd / 1e9})
         cr = c_.clone().requires_grad_()
         fb = bench(lambda: tb.FusedMRU.apply(cr, beta, s0, None, 1.0, cfg).backward(b), (cr,))
@@ -198,13 +208,14 @@ def markdown(data: dict, versions: str) -> str:
                f"{r['fb_ms']:.3f} | {r['fb_TB_s']:.2f} | {r.get('peer_fb_ms', nan):.3f} | "
                f"{r.get('fb_speedup_vs_peer', nan):.2f}× |\n")
     if sweep:
-        md += ("\nTile shapes (block_t, block_d, num_warps) at T = 16384 fp32; *default* is what "
+        md += ("\nTile shapes (block_t, block_d, num_warps) at T = 16384; *default* is what "
                "the library launches (the MRU's: forward, backward), measured twice, first and "
                "last, for the spread. MRU backward = fwd+bwd − fwd.\n\n"
-               "| kernel | tiles | default | fwd ms | fwd TB/s | bwd ms | bwd TB/s |\n"
-               "|---|---|---|---|---|---|---|\n")
+               "| kernel | dtype | tiles | default | fwd ms | fwd TB/s | bwd ms | bwd TB/s |\n"
+               "|---|---|---|---|---|---|---|---|\n")
         for r in sweep:
-            md += (f"| {r['kernel']} | {r['config']} | {'yes' if r['default'] else ''} | "
+            md += (f"| {r['kernel']} | {r.get('dtype', 'float32')} | {r['config']} | "
+                   f"{'yes' if r['default'] else ''} | "
                    f"{r['fwd_ms']:.3f} | {r['fwd_TB_s']:.2f} | {r['bwd_ms']:.3f} | "
                    f"{r['bwd_TB_s']:.2f} |\n")
     if mru is None:

@@ -123,16 +123,21 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         net.perturb_(args.train_noise, torch.Generator().manual_seed(1000 + seed))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    for _ in range(args.epochs):
+    t0, per_epoch = time.perf_counter(), []
+    for epoch in range(args.epochs):
         order = torch.randperm(len(train[1]), generator=gen)
         for s in range(0, len(order), args.batch):
             b = order[s:s + args.batch]
             train_step(net, opt, encode(train[0][b], gen), train[1][b])
+        if epoch < args.epochs - 1:  # the learning curve: test accuracy after every epoch
+            net.eval()
+            per_epoch.append(evaluate(net, *test, args.batch, seed))
+            net.train()
     net.eval()  # tested with the stored r, r_s (no train_noise)
     row = {"dataset": dataset, "kind": kind, "depth": depth, "seed": seed,
            "train_seconds": time.perf_counter() - t0,
            "accuracy": evaluate(net, *test, args.batch, seed)}
+    row["accuracy_per_epoch"] = per_epoch + [row["accuracy"]]
     stats = net.spike_stats(encode(test[0][:args.batch], gen))
     row["firing_rate"] = [round(s["firing_rate"], 4) for s in stats]
     row["silent_fraction"] = [round(s["silent_fraction"], 3) for s in stats]
@@ -157,6 +162,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             return f"{statistics.mean(vals):.2f} ± {sd:.2f}"
         out.append({"dataset": dataset, "depth": depth, "kind": kind, "seeds": len(rs),
                     "accuracy": ms("accuracy"), "accuracy_noise": ms("accuracy_noise"),
+                    "per_epoch": " / ".join(f"{x:.2f}" for x in rs[0].get("accuracy_per_epoch",
+                                                                        [])) or "—",
                     "firing_rate": rs[0]["firing_rate"],
                     "silent_fraction": rs[0]["silent_fraction"]})
     return out
@@ -279,9 +286,10 @@ def accuracy_md(section: dict) -> str:
                if a.get("init_rate") else "") + ". "
             "Depth = hidden layers. `accuracy_noise`: every neuron's "
             f"r, r_s drawn with σ = {a['noise']:.0%} of |r|, |r_s| (SRC only). Firing rate "
-            "(spikes per neuron per step) and silent fraction per layer, first seed.\n\n"
+            "(spikes per neuron per step), silent fraction per layer and `per_epoch` (test "
+            "accuracy after each epoch), first seed.\n\n"
             + table(summarise(section["runs"]), ["dataset", "depth", "kind", "seeds", "accuracy",
-                                                 "accuracy_noise", "firing_rate",
+                                                 "accuracy_noise", "per_epoch", "firing_rate",
                                                  "silent_fraction"]))
 
 
