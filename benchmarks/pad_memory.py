@@ -67,6 +67,7 @@ RUNS = {
     "lru-pad1000-2epochs": ["--model", "lru", *PAD, "--epochs", "2", *seed(0)],
     "hybrid-detached-pad1000-2epochs": ["--model", "hybrid", *DETACHED, *PAD, "--epochs", "2",
                                         *seed(0)],
+    "hybrid-pad1000-2epochs": ["--model", "hybrid", *PAD, "--epochs", "2", *seed(0)],
 }
 SAMPLES, LAST_PAD = 256, 100
 
