@@ -74,21 +74,19 @@ SAMPLES, LAST_PAD = 256, 100
 
 @contextlib.contextmanager
 def recording(model: torch.nn.Module):
-    """Record ``{(block, unit name): (unit, input, output)}`` of every mixer unit's ``forward``."""
-    records, patched = {}, []
+    """Record ``{(block, unit name): (unit, input, output)}`` of every mixer unit's ``forward``
+    (forward hooks)."""
+    records, handles = {}, []
     for b, block in enumerate(model.blocks):
         for name, unit in zip(block.mixer, block.units):
-            def forward(x, state=None, _f=unit.forward, _key=(b, name), _unit=unit):
-                out = _f(x, state)
-                records[_key] = (_unit, x, out[0])
-                return out
-            unit.forward = forward
-            patched.append(unit)
+            def hook(module, args, out, _key=(b, name)):
+                records[_key] = (module, args[0], out[0])
+            handles.append(unit.register_forward_hook(hook))
     try:
         yield records
     finally:
-        for unit in patched:
-            del unit.forward
+        for handle in handles:
+            handle.remove()
 
 
 def spread(y: torch.Tensor) -> float:

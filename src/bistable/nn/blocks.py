@@ -102,10 +102,11 @@ class Block(nn.Module):
         return state
 
     def _mix(self, x, state, method: str):
-        """(x + Σ_k unit_k.method(norm_1(x)), new states), then the MLP with its residual."""
+        """(x + Σ_k unit_k.method(norm_1(x)), new states), then the MLP with its residual.
+        ``forward`` goes through the unit's ``__call__``, so its forward hooks run."""
         u = self.norm1(x)
-        outputs, states = zip(*(getattr(unit, method)(u, s)
-                                for unit, s in zip(self.units, self._states(state))))
+        calls = self.units if method == "forward" else [unit.step for unit in self.units]
+        outputs, states = zip(*(call(u, s) for call, s in zip(calls, self._states(state))))
         x = x + sum(outputs)
         return x + self.mlp(self.norm2(x)), tuple(states)
 
