@@ -68,6 +68,10 @@ RUNS = {
     "hybrid-detached-pad1000-2epochs": ["--model", "hybrid", *DETACHED, *PAD, "--epochs", "2",
                                         *seed(0)],
     "hybrid-pad1000-2epochs": ["--model", "hybrid", *PAD, "--epochs", "2", *seed(0)],
+    "hybrid-detached-penalty10-pad1000": ["--model", "hybrid", *DETACHED, "--write-penalty", "10",
+                                          *PAD, *seed(0)],
+    "hybrid-detached-penalty100-pad1000": ["--model", "hybrid", *DETACHED, "--write-penalty",
+                                           "100", *PAD, *seed(0)],
 }
 SAMPLES, LAST_PAD = 256, 100
 

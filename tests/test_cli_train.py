@@ -59,6 +59,8 @@ def test_short_run_writes_metrics_json_as_specified(tmp_path, capsys):
     (["psmnist", "--model", "lru", "--data-dir", "/nonexistent/mnist"], "no train-images"),
     (["copy-first-input", "--model", "bmru", "--pad", "3"], "--pad does not apply"),
     (["copy-first-input", "--model", "bmru", "--batch-size", "-2"], "--batch-size must be >= 1"),
+    (["copy-first-input", "--model", "lru", "--write-penalty", "0.1"],
+     "--write-penalty needs a model with memory units (MRU); model 'lru' has none"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
     assert main(["train", *args, "--out", str(tmp_path / "x"), "--quiet"]) == 2

@@ -9,9 +9,10 @@ import torch
 from bistable.data.tasks import build_task
 from bistable.models import build_model
 from bistable.train import loop
-from bistable.train.checkpoint import load_checkpoint
+from bistable.train.checkpoint import load_checkpoint, save_checkpoint
 from bistable.train.loop import TrainConfig, TrainingDiverged, learning_rate, resolve, train
 from bistable.train.metrics import evaluate, predict_last
+from bistable.units.bmru import CMRU, write_rate
 
 
 def config(tmp_path, name="run", **kw):
@@ -115,10 +116,55 @@ def test_load_run_gives_back_the_trained_model(tmp_path):
 def test_resume_extends_a_finished_run_exactly(tmp_path):
     whole = train(config(tmp_path, "whole", steps=16, schedule="constant"))
     train(config(tmp_path, "parts", steps=8, schedule="constant"))
+    ckpt = tmp_path / "parts" / "checkpoint.pt"      # as if made before the setting existed
+    saved = load_checkpoint(ckpt)
+    del saved["config"]["write_penalty"]
+    save_checkpoint(ckpt, saved)
     extended = train(config(tmp_path, "parts", steps=16, schedule="constant", resume=True))
     assert extended["eval"] == whole["eval"]
     with pytest.raises(ValueError, match="other settings.*hidden"):
         train(config(tmp_path, "parts", steps=20, hidden=9, resume=True))
+
+
+def _one_step_by_hand(c: TrainConfig, penalty: float) -> torch.nn.Module:
+    """The first training step of ``c`` written out: AdamW on loss + penalty · mean(z)."""
+    task = build_task(c.task)
+    r = resolve(c, task)
+    model = loop._build_model(r, task)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    x, target = loop.train_batch(task, r, 0)
+    y, _ = model(x)
+    (task.loss(y[:, -1], target) + penalty * write_rate(model)).backward()
+    optimizer.step()
+    return model
+
+
+def test_write_penalty_adds_lambda_times_the_write_rate_to_the_loss(tmp_path):
+    c = config(tmp_path, steps=1, write_penalty=0.5, grad_clip=0.0, log_every=1)
+    metrics = train(c)
+    assert 0 < metrics["history"][0]["write_rate"] < 1
+    trained = loop.load_run(c.out)[1].state_dict()
+    for penalty, same in ((0.5, True), (0.0, False)):
+        by_hand = _one_step_by_hand(c, penalty).state_dict()
+        assert all(torch.equal(by_hand[k], trained[k]) for k in trained) is same
+
+
+def test_anneal_epsilon_takes_every_cmru_from_counter_to_bmru(tmp_path):
+    metrics = train(config(tmp_path, model="cmru", steps=5, anneal_epsilon=2, log_every=1))
+    assert [h["epsilon"] for h in metrics["history"] if "epsilon" in h] == [1, 0.5, 0, 0, 0]
+    units = [m for m in loop.load_run(tmp_path / "run")[1].modules() if isinstance(m, CMRU)]
+    assert units and all(torch.equal(u.epsilon(), torch.zeros(u.hidden_size)) for u in units)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(model="lru", write_penalty=0.1), "--write-penalty needs a model with memory units"),
+    (dict(model="bmru", anneal_epsilon=10), "--anneal-epsilon needs a model with cumulative"),
+    (dict(write_penalty=-1.0), "--write-penalty must be finite and >= 0"),
+    (dict(model="cmru", anneal_epsilon=0), "--anneal-epsilon must be >= 1"),
+])
+def test_training_aids_on_the_wrong_model_are_one_line_errors(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        train(config(tmp_path, **kw))
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -85,6 +85,10 @@ def add_parser(subparsers) -> None:
     opt.add_argument("--schedule", choices=("cosine", "constant"))
     opt.add_argument("--weight-decay", type=float, metavar="F")
     opt.add_argument("--grad-clip", type=float, metavar="F")
+    opt.add_argument("--write-penalty", type=float, metavar="F",
+                     help="add F · mean write rate of the memory units to the loss")
+    opt.add_argument("--anneal-epsilon", type=int, metavar="N",
+                     help="CMRUs: ε from 1 (counter) to 0 (BMRU) over the first N steps")
     opt.add_argument("--seed", type=int, metavar="N")
     run = p.add_argument_group("run")
     run.add_argument("--device", choices=("cpu", "cuda"))

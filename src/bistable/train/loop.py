@@ -1,13 +1,15 @@
 """The training loop, top to bottom (in the spirit of nanoGPT's ``train.py``).
 
 One step: build the global batch for this step (a pure function of the seed and the step, so a
-resumed or distributed run sees exactly the same data), take this rank's slice, forward, loss on
-the last step ``y[:, -1]``, backward, clip the gradient norm, check that loss and gradients are
-finite, set the learning rate (linear warm-up then cosine decay to ``min_lr``, or constant), AdamW
-step. Every ``eval_every`` steps: evaluate at the training length; every ``checkpoint_every``
-steps: write the checkpoint (model, optimiser, schedule, RNG states, data position, history)
-atomically. At the end: evaluate at the training length and at every ``eval_seq_len``, write
-``metrics.json``, the checkpoint and the learning- and horizon-curve plots into ``out``.
+resumed or distributed run sees exactly the same data), take this rank's slice, (set the CMRUs'
+ε on its schedule,) forward, loss on the last step ``y[:, -1]`` (plus ``λ · mean(z)`` of the
+memory units with a write penalty), backward, clip the gradient norm, check that loss and
+gradients are finite, set the learning rate (linear warm-up then cosine decay to ``min_lr``, or
+constant), AdamW step. Every ``eval_every`` steps: evaluate at the training length; every
+``checkpoint_every`` steps: write the checkpoint (model, optimiser, schedule, RNG states, data
+position, history) atomically. At the end: evaluate at the training length and at every
+``eval_seq_len``, write ``metrics.json``, the checkpoint and the learning- and horizon-curve plots
+into ``out``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.tasks import Task, build_task, epoch_steps
+from ..units.bmru import CMRU, MRU, anneal_epsilon, write_rate
 from . import distributed
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics import evaluate, write_metrics
@@ -61,6 +64,8 @@ class TrainConfig:
     schedule: str = "cosine"           # or "constant" (after warm-up)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    write_penalty: float = 0.0         # λ: the loss gets λ · mean(z) of the MRUs (SPEC.md §2.2)
+    anneal_epsilon: int | None = None  # CMRUs: ε from 1 (counter) to 0 (BMRU) over N steps
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None         # torch CPU threads (None: the task's, else torch's)
@@ -108,11 +113,11 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     if c.threads is None and c.device == "cpu":
         c.threads = d.get("threads")
     for name in ("layers", "batch_size", "steps", "epochs", "hidden", "params", "eval_samples",
-                 "threads"):
+                 "threads", "anneal_epsilon"):
         value = getattr(c, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+    for name in ("lr", "min_lr", "weight_decay", "grad_clip", "write_penalty"):
         value = getattr(c, name)
         if not (math.isfinite(value) and value >= (1e-300 if name == "lr" else 0)):
             limit = "> 0" if name == "lr" else ">= 0"
@@ -194,6 +199,15 @@ def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
                        layers=c.layers, **c.model_options)
 
 
+def _check_training_aids(c: TrainConfig, model: torch.nn.Module) -> None:
+    """The write penalty needs memory units, the ε schedule cumulative ones."""
+    for flag, on, kind, name in (("--write-penalty", c.write_penalty > 0, MRU, "memory"),
+                                 ("--anneal-epsilon", c.anneal_epsilon, CMRU, "cumulative memory")):
+        if on and not any(isinstance(m, kind) for m in model.modules()):
+            raise ValueError(f"{flag} needs a model with {name} units ({kind.__name__}); "
+                             f"model {c.model!r} has none")
+
+
 def load_run(out) -> tuple[Task, torch.nn.Module]:
     """The task and the model of the run in ``out``, with its last checkpoint's weights, in
     evaluation mode (training-only noise such as the SRC's ``train_noise`` off)."""
@@ -207,8 +221,10 @@ def load_run(out) -> tuple[Task, torch.nn.Module]:
 
 def _check_resumable(saved: dict, c: TrainConfig) -> None:
     now = dataclasses.asdict(c)
+    # a setting added after the run was made counts as its default
+    saved = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | saved
     diff = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
-            if k not in MAY_CHANGE and saved.get(k) != now[k]]
+            if k not in MAY_CHANGE and saved[k] != now[k]]
     if diff:
         raise ValueError("--resume: the run in --out was made with other settings ("
                          + "; ".join(diff) + "); use another --out or the same settings")
@@ -271,6 +287,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     out = Path(c.out)
     ckpt_path = out / CHECKPOINT
     model = _build_model(c, task).to(ctx.device)
+    _check_training_aids(c, model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     step, history = 0, []
     if c.resume and ckpt_path.is_file():
@@ -289,16 +306,23 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
 
     bar = tqdm(total=c.steps, initial=step, disable=c.quiet or not ctx.is_main,
                desc=f"{c.task}/{c.model}", dynamic_ncols=True)
-    losses, t0, done = [], time.perf_counter(), 0
+    losses, rates, t0, done = [], [], time.perf_counter(), 0
     while step < c.steps:
         lr = learning_rate(step, c)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, target = (ctx.shard(t) for t in train_batch(task, c, step, ctx.device))
+        if c.anneal_epsilon:
+            epsilon = anneal_epsilon(model, step, c.anneal_epsilon)
         y, _ = net(x)
         loss = task.loss(y[:, -1], target)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if c.write_penalty > 0:
+            writes = write_rate(model)
+            (loss + c.write_penalty * writes).backward()
+            rates.append(float(writes.detach()))
+        else:
+            loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                    c.grad_clip if c.grad_clip > 0 else math.inf)
         loss = float(ctx.mean(loss.detach()))
@@ -315,8 +339,12 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             rate = done * c.batch_size / (time.perf_counter() - t0)
             history.append({"step": step, "loss": sum(losses) / len(losses), "lr": lr,
                             "samples_per_s": rate})
+            if rates:
+                history[-1]["write_rate"] = sum(rates) / len(rates)
+            if c.anneal_epsilon:
+                history[-1]["epsilon"] = epsilon
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
-            losses = []
+            losses, rates = [], []
         if step % c.eval_every == 0 and step < c.steps and ctx.is_main:
             result = evaluate(model, task, "test", c.seq_len, n=min(c.eval_samples or 1000, 1000),
                               device=ctx.device)
