@@ -72,6 +72,10 @@ RUNS = {
                                           *PAD, *seed(0)],
     "hybrid-detached-penalty100-pad1000": ["--model", "hybrid", *DETACHED, "--write-penalty",
                                            "100", *PAD, *seed(0)],
+    "hybrid-detached-penalty100-pad1000-seed1": ["--model", "hybrid", *DETACHED, "--write-penalty",
+                                                 "100", *PAD, *seed(1)],
+    "hybrid-detached-penalty100-pad1000-seed2": ["--model", "hybrid", *DETACHED, "--write-penalty",
+                                                 "100", *PAD, *seed(2)],
 }
 SAMPLES, LAST_PAD = 256, 100
 
