@@ -3,8 +3,8 @@
 #   1. the SRC training throughput against snnTorch LIF, alone on the GPU (benchmarks/src.py,
 #      issue 9);
 #   2. in the background from then on: psMNIST with and without --pad 1000 at a matched budget,
-#      three hybrids (side by side; side by side with detach_input BMRUs; alternating blocks) and
-#      the LRU, each run as many steps as fit in the time left (issue 6);
+#      three hybrids (side by side; with detach_input BMRUs; the same with --write-penalty 100)
+#      and the LRU, each run as many steps as fit in the time left (issue 6);
 #   3. the Triton tests compiled (no interpreter), beside them.
 # The SRC recipe's GPU runs (issue 9) are in benchmarks/spiking_runs.py (RUNS, "-gpu").
 # The scan kernels' figures (issue 3) are a separate run: python3 benchmarks/scan_cuda.py --sweep.
@@ -40,7 +40,7 @@ PSMNIST="--params 596746 --device cuda --data-dir .gpu_data/mnist --runs runs/me
 MINUTES=$(python3 -c "print(round((480 - 90 - $SECONDS + $START) / 60, 1))")
 echo "psMNIST minutes per run: $MINUTES"
 for exp in psmnist psmnist-pad1000; do
-    for model in hybrid hybrid-detached hybrid-alternating lru; do
+    for model in hybrid hybrid-detached hybrid-detached-penalty lru; do
         timeout $((480 - SECONDS + START)) python3 benchmarks/memory_tasks.py --experiments $exp \
             --models $model $PSMNIST --minutes "$MINUTES" --name "part_${exp}_$model" \
             >"$LOG/psmnist_${exp}_$model.log" 2>&1 &
@@ -53,7 +53,7 @@ echo "tests: exit $?"; tail -n 8 "$LOG/tests.log"
 
 wait
 python3 benchmarks/memory_tasks.py --experiments psmnist psmnist-pad1000 \
-    --models hybrid hybrid-detached hybrid-alternating lru \
+    --models hybrid hybrid-detached hybrid-detached-penalty lru \
     $PSMNIST --minutes "$MINUTES" --name "memory_tasks_psmnist_$GPU" >/dev/null 2>&1
 echo "psMNIST table: exit $?"; grep "^| ps" "results/memory_tasks_psmnist_$GPU.md"
 find runs -name metrics.json >"$LOG/files"

@@ -36,10 +36,13 @@ EXPERIMENTS = {
     "psmnist": ("psmnist", None, (1,), {}),
     "psmnist-pad1000": ("psmnist", None, (1,), {"pad": 1000}),
 }
-# named variants: model -> (registry name, model options, merged into the task's defaults)
+# named variants: model -> (registry name, model options merged into the task's defaults,
+# training settings)
+DETACHED = {"unit_kwargs": {"bmru": {"detach_input": True}}}
 VARIANTS = {
-    "hybrid-alternating": ("hybrid", {"mixer": "lru,bmru"}),
-    "hybrid-detached": ("hybrid", {"unit_kwargs": {"bmru": {"detach_input": True}}}),
+    "hybrid-alternating": ("hybrid", {"mixer": "lru,bmru"}, {}),
+    "hybrid-detached": ("hybrid", DETACHED, {}),
+    "hybrid-detached-penalty": ("hybrid", DETACHED, {"write_penalty": 100.0}),
 }
 FACTORS = (1, 10, 100, 1000)
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
@@ -59,7 +62,7 @@ def command(c: TrainConfig) -> str:
         parts += ["--option", quote(f"{key}={value}")]
     for flag, value in (("--seq-len", c.seq_len), ("--steps", c.steps), ("--gap", c.gap),
                         ("--pad", c.pad), ("--data-dir", c.data_dir), ("--device", c.device),
-                        ("--threads", c.threads)):
+                        ("--threads", c.threads), ("--write-penalty", c.write_penalty or None)):
         if value is not None and not (flag == "--device" and value == "cpu"):
             parts += [flag, str(value)]
     if c.eval_seq_len:
@@ -118,7 +121,7 @@ def main() -> None:
         task, seq_len, factors, extra = EXPERIMENTS[name]
         for model in args.models:
             results, commands = [], []
-            registered, options = VARIANTS.get(model, (model, {}))
+            registered, options, settings = VARIANTS.get(model, (model, {}, {}))
             for seed in range(args.seeds):
                 c = TrainConfig(task=task, model=registered, model_options=options,
                                 params=params, seed=seed,
@@ -128,7 +131,7 @@ def main() -> None:
                                 data_dir=args.data_dir if task == "psmnist" else None,
                                 eval_seq_len=[seq_len * f for f in factors
                                               if seq_len and 1 < f <= args.max_factor],
-                                **extra)
+                                **extra, **settings)
                 if args.minutes and not (Path(c.out) / "metrics.json").is_file():
                     c.steps = fit_steps(c, args.minutes)
                 metrics = run(c)

@@ -76,6 +76,10 @@ RUNS = {
                                                  "100", *PAD, *seed(1)],
     "hybrid-detached-penalty100-pad1000-seed2": ["--model", "hybrid", *DETACHED, "--write-penalty",
                                                  "100", *PAD, *seed(2)],
+    "hybrid-penalty100-pad1000": ["--model", "hybrid", "--write-penalty", "100", *PAD, *seed(0)],
+    "hybrid-detached-penalty100-pad1000-2epochs": ["--model", "hybrid", *DETACHED,
+                                                   "--write-penalty", "100", *PAD, "--epochs", "2",
+                                                   *seed(0)],
 }
 SAMPLES, LAST_PAD = 256, 100
 
@@ -152,7 +156,9 @@ NOTES = (f"psMNIST runs at a matched budget of 38 305 parameters, the task's def
          f"in both blocks (`mixer=lru+bmru`, the default); 'detached': the same with "
          f"`detach_input=True` on the BMRUs; 'alternating': an LRU block, then a BMRU block "
          f"(`mixer=lru,bmru`); 'cmru': an LRU and a CMRU (ε = 1, a counter) side by side "
-         f"(`mixer=lru+cmru`).")
+         f"(`mixer=lru+cmru`); 'penalty λ': `--write-penalty λ` (the loss gets λ · mean(z) of "
+         f"the BMRUs; the gradient norms at initialisation are those of the task's loss "
+         f"alone).")
 
 
 def table_rows(run: str, metrics: dict, rows: list[dict], grads: dict) -> list[str]:
