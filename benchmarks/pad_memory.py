@@ -49,6 +49,10 @@ def seed(n: int) -> list[str]:
     return ["--seed", str(n), *COMMON]
 
 
+def penalty(weight: int) -> list[str]:
+    return ["--write-penalty", str(weight)]
+
+
 # name -> arguments of `bistable train psmnist`, in run order
 RUNS = {
     "hybrid": ["--model", "hybrid", *seed(0)],
@@ -71,18 +75,17 @@ RUNS = {
     "hybrid-detached-pad1000-2epochs": ["--model", "hybrid", *DETACHED, *PAD, "--epochs", "2",
                                         *seed(0)],
     "hybrid-pad1000-2epochs": ["--model", "hybrid", *PAD, "--epochs", "2", *seed(0)],
-    "hybrid-detached-penalty10-pad1000": ["--model", "hybrid", *DETACHED, "--write-penalty", "10",
-                                          *PAD, *seed(0)],
-    "hybrid-detached-penalty100-pad1000": ["--model", "hybrid", *DETACHED, "--write-penalty",
-                                           "100", *PAD, *seed(0)],
-    "hybrid-detached-penalty100-pad1000-seed1": ["--model", "hybrid", *DETACHED, "--write-penalty",
-                                                 "100", *PAD, *seed(1)],
-    "hybrid-detached-penalty100-pad1000-seed2": ["--model", "hybrid", *DETACHED, "--write-penalty",
-                                                 "100", *PAD, *seed(2)],
-    "hybrid-penalty100-pad1000": ["--model", "hybrid", "--write-penalty", "100", *PAD, *seed(0)],
-    "hybrid-detached-penalty100-pad1000-2epochs": ["--model", "hybrid", *DETACHED,
-                                                   "--write-penalty", "100", *PAD, "--epochs", "2",
-                                                   *seed(0)],
+    "hybrid-detached-penalty10-pad1000": ["--model", "hybrid", *DETACHED, *penalty(10), *PAD,
+                                          *seed(0)],
+    "hybrid-detached-penalty100-pad1000": ["--model", "hybrid", *DETACHED, *penalty(100), *PAD,
+                                           *seed(0)],
+    "hybrid-detached-penalty100-pad1000-seed1": ["--model", "hybrid", *DETACHED, *penalty(100),
+                                                 *PAD, *seed(1)],
+    "hybrid-detached-penalty100-pad1000-seed2": ["--model", "hybrid", *DETACHED, *penalty(100),
+                                                 *PAD, *seed(2)],
+    "hybrid-penalty100-pad1000": ["--model", "hybrid", *penalty(100), *PAD, *seed(0)],
+    "hybrid-detached-penalty100-pad1000-2epochs": ["--model", "hybrid", *DETACHED, *penalty(100),
+                                                   *PAD, "--epochs", "2", *seed(0)],
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (1000, 10_000), 1000  # beyond the training pad, on the first digits

@@ -317,12 +317,12 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         y, _ = net(x)
         loss = task.loss(y[:, -1], target)
         optimizer.zero_grad(set_to_none=True)
+        objective = loss
         if c.write_penalty > 0:
             writes = write_rate(model)
-            (loss + c.write_penalty * writes).backward()
+            objective = loss + c.write_penalty * writes
             rates.append(float(writes.detach()))
-        else:
-            loss.backward()
+        objective.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                    c.grad_clip if c.grad_clip > 0 else math.inf)
         loss = float(ctx.mean(loss.detach()))
