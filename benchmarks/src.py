@@ -24,6 +24,7 @@ import argparse
 import copy
 import datetime
 import json
+import math
 import os
 import statistics
 import sys
@@ -49,6 +50,12 @@ def train_step(net, opt, x, y):
     loss.backward()
     opt.step()
     return loss.item()
+
+
+def cosine_lr(step: int, steps: int, lr: float) -> float:
+    """``lr`` at step 0 down to ``lr / 10`` at ``steps`` along a half cosine (``bistable train``'s
+    default schedule without its warm-up)."""
+    return lr / 10 + (lr - lr / 10) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
 
 
 def throughput(args) -> list[dict]:
@@ -123,11 +130,16 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         net.perturb_(args.train_noise, torch.Generator().manual_seed(1000 + seed))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
-    t0, per_epoch = time.perf_counter(), []
+    t0, per_epoch, step = time.perf_counter(), [], 0
+    steps = args.epochs * math.ceil(len(train[1]) / args.batch)
     for epoch in range(args.epochs):
         order = torch.randperm(len(train[1]), generator=gen)
         for s in range(0, len(order), args.batch):
             b = order[s:s + args.batch]
+            if args.schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(step, steps, args.lr)
+            step += 1
             train_step(net, opt, encode(train[0][b], gen), train[1][b])
         if epoch < args.epochs - 1:  # the learning curve: test accuracy after every epoch
             net.eval()
@@ -202,6 +214,8 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning rate: constant, or cosine from --lr to --lr/10 over the run")
     p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s (0: skip)")
     p.add_argument("--compile", action="store_true", help="SRC with the fused loop (compile_loop)")
     p.add_argument("--learn-bias", action="store_true", help="SRC with learned b (capped at -4)")
@@ -271,7 +285,9 @@ def accuracy_md(section: dict) -> str:
     label = " (REDUCED protocol)" if a["reduced"] else ""
     return (f"## Accuracy{label}\n\n{made_by(section)}Hidden {a['hidden']}, "
             f"{a['train_samples']} training and {a['test_samples']} test samples, {a['epochs']} "
-            f"epoch(s), batch {a['batch']}, Adam lr {a['lr']}; images: rate coding 0.25 · "
+            f"epoch(s), batch {a['batch']}, Adam lr {a['lr']}"
+            + (f" (cosine to {a['lr'] / 10:g})" if a.get("schedule") == "cosine" else "")
+            + "; images: rate coding 0.25 · "
             "intensity, 20 silent + 200 coded steps; nmnist-sim (simulated N-MNIST): "
             f"{a.get('nmnist_bins')} frames passed through; population readout (10 per class), "
             "cross-entropy on R[:, -1]. SRC bias "
