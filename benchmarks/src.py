@@ -39,6 +39,7 @@ from benchmarks.common import RESULTS, commit, header, median_time, write_result
 from bistable.data import idx, nmnist  # noqa: E402
 from bistable.nn.encoders import flatten_frames, rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
+from bistable.train.loop import TrainConfig, learning_rate  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -50,12 +51,6 @@ def train_step(net, opt, x, y):
     loss.backward()
     opt.step()
     return loss.item()
-
-
-def cosine_lr(step: int, steps: int, lr: float) -> float:
-    """``lr`` at step 0 down to ``lr / 10`` at ``steps`` along a half cosine (``bistable train``'s
-    default schedule without its warm-up)."""
-    return lr / 10 + (lr - lr / 10) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
 
 
 def throughput(args) -> list[dict]:
@@ -131,14 +126,15 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
     t0, per_epoch, step = time.perf_counter(), [], 0
-    steps = args.epochs * math.ceil(len(train[1]) / args.batch)
+    schedule = TrainConfig(dataset, kind, "", steps=args.epochs * math.ceil(len(train[1]) /
+                                                                          args.batch),
+                           lr=args.lr, min_lr=args.lr / 10, warmup=0, schedule=args.schedule)
     for epoch in range(args.epochs):
         order = torch.randperm(len(train[1]), generator=gen)
         for s in range(0, len(order), args.batch):
             b = order[s:s + args.batch]
-            if args.schedule == "cosine":
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr(step, steps, args.lr)
+            for group in opt.param_groups:  # bistable train's schedule, without warm-up
+                group["lr"] = learning_rate(step, schedule)
             step += 1
             train_step(net, opt, encode(train[0][b], gen), train[1][b])
         if epoch < args.epochs - 1:  # the learning curve: test accuracy after every epoch
