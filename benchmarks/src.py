@@ -40,6 +40,7 @@ from bistable.data import idx, nmnist  # noqa: E402
 from bistable.nn.encoders import flatten_frames, rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
 from bistable.train.loop import TrainConfig, learning_rate  # noqa: E402
+from bistable.units.src import SRC  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -51,6 +52,15 @@ def train_step(net, opt, x, y):
     loss.backward()
     opt.step()
     return loss.item()
+
+
+def ramp_train_noise_(net, sigma: float, fraction: float, step: int, steps: int) -> None:
+    """Noise curriculum: every SRC layer's redrawn ``train_noise`` at this step is
+    ``σ · min(1, step / (fraction · steps))``: 0 at first, ``σ`` from ``fraction`` of the run."""
+    value = sigma * min(1.0, step / (fraction * steps))
+    for m in net.modules():
+        if isinstance(m, SRC):
+            m.train_noise = value
 
 
 def throughput(args) -> list[dict]:
@@ -135,6 +145,8 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
             b = order[s:s + args.batch]
             for group in opt.param_groups:  # bistable train's schedule, without warm-up
                 group["lr"] = learning_rate(step, schedule)
+            if kind == "src" and args.noise_ramp:
+                ramp_train_noise_(net, args.train_noise, args.noise_ramp, step, schedule.steps)
             step += 1
             train_step(net, opt, encode(train[0][b], gen), train[1][b])
         if epoch < args.epochs - 1:  # the learning curve: test accuracy after every epoch
@@ -221,6 +233,9 @@ def main(argv=None) -> None:
                    "neuron's r, r_s drawn with this relative σ (heterogeneous neurons)")
     p.add_argument("--redraw", action="store_true", help="with --train-noise: draw r, r_s "
                    "anew at every step (the SRC's train_noise; tested with the nominal values)")
+    p.add_argument("--noise-ramp", type=float, default=0.0, metavar="F", help="with "
+                   "--train-noise and --redraw: σ rises linearly from 0 over the first F of the "
+                   "run (a noise curriculum; 0: σ from the start)")
     p.add_argument("--init-rate", type=float, help="data-driven initialisation (both kinds): "
                    "every layer's weights scaled at the first batch to fire at this rate")
     p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
@@ -228,6 +243,9 @@ def main(argv=None) -> None:
     p.add_argument("--keep", action="store_true",
                    help="keep the section not rerun now from the last results/<name>.json")
     args = p.parse_args(argv)
+    if args.noise_ramp and not (0 < args.noise_ramp <= 1 and args.train_noise and args.redraw):
+        p.error(f"--noise-ramp: expected a fraction in (0, 1] with --train-noise and --redraw, "
+                f"got {args.noise_ramp} (train noise {args.train_noise}, redraw {args.redraw})")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -290,7 +308,9 @@ def accuracy_md(section: dict) -> str:
             f"{'learned (capped at -4)' if a.get('learn_bias') else 'fixed at -6'}"
             + (f"; SRC trained with r, r_s drawn with σ = {a['train_noise']:.0%} "
                + ("again at every step, tested with the nominal values" if a.get("redraw")
-                  else "once (heterogeneous neurons)") if a.get("train_noise") else "")
+                  else "once (heterogeneous neurons)")
+               + (f", rising linearly from 0 over the first {a['noise_ramp']:.0%} of the run"
+                  if a.get("noise_ramp") else "") if a.get("train_noise") else "")
             + ("; SRC recurrence detached (gradients through time via i only)"
                if a.get("detach") else "; SRC with full BPTT")
             + (f"; every layer's weights calibrated at the first batch to fire at "
