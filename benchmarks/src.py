@@ -40,7 +40,7 @@ from bistable.data import idx, nmnist  # noqa: E402
 from bistable.nn.encoders import flatten_frames, rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
 from bistable.train.loop import TrainConfig, learning_rate  # noqa: E402
-from bistable.units.src import SRC  # noqa: E402
+from bistable.units.src import ramp_train_noise  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -52,15 +52,6 @@ def train_step(net, opt, x, y):
     loss.backward()
     opt.step()
     return loss.item()
-
-
-def ramp_train_noise_(net, sigma: float, fraction: float, step: int, steps: int) -> None:
-    """Noise curriculum: every SRC layer's redrawn ``train_noise`` at this step is
-    ``σ · min(1, step / (fraction · steps))``: 0 at first, ``σ`` from ``fraction`` of the run."""
-    value = sigma * min(1.0, step / (fraction * steps))
-    for m in net.modules():
-        if isinstance(m, SRC):
-            m.train_noise = value
 
 
 def throughput(args) -> list[dict]:
@@ -146,7 +137,8 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
             for group in opt.param_groups:  # bistable train's schedule, without warm-up
                 group["lr"] = learning_rate(step, schedule)
             if kind == "src" and args.noise_ramp:
-                ramp_train_noise_(net, args.train_noise, args.noise_ramp, step, schedule.steps)
+                ramp_train_noise(net, step, math.ceil(args.noise_ramp * schedule.steps),
+                                 args.train_noise)
             step += 1
             train_step(net, opt, encode(train[0][b], gen), train[1][b])
         if epoch < args.epochs - 1:  # the learning curve: test accuracy after every epoch

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bistable.units.src import SRC, SpikeReLU, rest_state
+from bistable.units.src import SRC, SpikeReLU, ramp_train_noise, rest_state
 
 REST = -0.9027
 
@@ -159,6 +159,17 @@ def test_train_noise_draws_gains_per_call_in_training_mode_only():
     for bad in (-0.1, "0.1", True):
         with pytest.raises(ValueError, match="train_noise"):
             SRC(3, 2, train_noise=bad)
+
+
+def test_ramp_train_noise_rises_linearly_in_every_src_then_holds():
+    net = torch.nn.Sequential(SRC(3, 4), torch.nn.Linear(4, 4), SRC(4, 2, train_noise=0.3))
+    for step, value in ((0, 0.0), (5, 0.1), (10, 0.2), (11, 0.2), (1000, 0.2)):
+        assert ramp_train_noise(net, step, 10, 0.2) == pytest.approx(value)
+        assert [net[0].train_noise, net[2].train_noise] == pytest.approx([value, value])
+    for bad, message in (((net, 0, 0, 0.1), "total"), ((net, 0, 10, -0.1), "sigma"),
+                         ((torch.nn.Linear(2, 2), 0, 10, 0.1), "SRC module")):
+        with pytest.raises(ValueError, match=message):
+            ramp_train_noise(*bad)
 
 
 def test_spike_relu_backward_is_identity():

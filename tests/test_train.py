@@ -13,6 +13,7 @@ from bistable.train.checkpoint import load_checkpoint, save_checkpoint
 from bistable.train.loop import TrainConfig, TrainingDiverged, learning_rate, resolve, train
 from bistable.train.metrics import evaluate, predict_last
 from bistable.units.bmru import CMRU, write_rate
+from bistable.units.src import SRC
 
 
 def config(tmp_path, name="run", **kw):
@@ -156,8 +157,22 @@ def test_anneal_epsilon_takes_every_cmru_from_counter_to_bmru(tmp_path):
     assert units and all(torch.equal(u.epsilon(), torch.zeros(u.hidden_size)) for u in units)
 
 
+def test_noise_ramp_takes_every_src_from_clean_to_its_train_noise(tmp_path):
+    metrics = train(config(tmp_path, model="src", steps=5, noise_ramp=2, log_every=1,
+                           model_options={"train_noise": 0.1}))
+    assert [h["train_noise"] for h in metrics["history"] if "train_noise" in h] == \
+        pytest.approx([0, 0.05, 0.1, 0.1, 0.1])
+    units = [m for m in loop.load_run(tmp_path / "run")[1].modules() if isinstance(m, SRC)]
+    assert units and all(u.train_noise == 0.1 and not u.training for u in units)
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(model="lru", write_penalty=0.1), "--write-penalty needs a model with memory units"),
+    (dict(model="lru", noise_ramp=10), "--noise-ramp needs a model with spiking recurrent"),
+    (dict(model="src", noise_ramp=10), r"--noise-ramp needs SRC units built with one "
+                                       r"train_noise > 0 .*: \[0.0\]"),
+    (dict(model="src", noise_ramp=0, model_options={"train_noise": 0.1}),
+     "--noise-ramp must be >= 1"),
     (dict(model="bmru", anneal_epsilon=10), "--anneal-epsilon needs a model with cumulative"),
     (dict(write_penalty=-1.0), "--write-penalty must be finite and >= 0"),
     (dict(model="cmru", anneal_epsilon=0), "--anneal-epsilon must be >= 1"),

@@ -13,11 +13,11 @@ from .units.lif import LIF
 from .units.lru import LRU
 from .units.mingru import MinGRU
 from .units.rnn import GRU, LSTM
-from .units.src import SRC
+from .units.src import SRC, ramp_train_noise
 
 __version__ = "0.1.0"
 __all__ = [
     "BMRU", "BRC", "CMRU", "GRU", "LIF", "LRU", "LSTM", "MODEL_NAMES", "MRU", "NBRC", "SRC",
     "FirstQuadrantBMRU", "MinGRU", "anneal_epsilon", "build_model", "count_parameters",
-    "describe_models", "linear_scan", "width_for_budget", "write_rate",
+    "describe_models", "linear_scan", "ramp_train_noise", "width_for_budget", "write_rate",
 ]

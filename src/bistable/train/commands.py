@@ -89,6 +89,9 @@ def add_parser(subparsers) -> None:
                      help="add F · mean write rate of the memory units to the loss")
     opt.add_argument("--anneal-epsilon", type=int, metavar="N",
                      help="CMRUs: ε from 1 (counter) to 0 (BMRU) over the first N steps")
+    opt.add_argument("--noise-ramp", type=int, metavar="N",
+                     help="SRCs: the redrawn train_noise from 0 to its value over the first N "
+                          "steps (a noise curriculum)")
     opt.add_argument("--seed", type=int, metavar="N")
     run = p.add_argument_group("run")
     run.add_argument("--device", choices=("cpu", "cuda"))

@@ -1,13 +1,13 @@
 """The training loop, top to bottom (in the spirit of nanoGPT's ``train.py``).
 
 One step: build the global batch for this step (a pure function of the seed and the step, so a
-resumed or distributed run sees exactly the same data), take this rank's slice, (set the CMRUs'
-ε on its schedule,) forward, loss on the last step ``y[:, -1]`` (plus ``λ · mean(z)`` of the
-memory units with a write penalty), backward, clip the gradient norm, check that loss and
-gradients are finite, set the learning rate (linear warm-up then cosine decay to ``min_lr``, or
-constant), AdamW step. Every ``eval_every`` steps: evaluate at the training length; every
-``checkpoint_every`` steps: write the checkpoint (model, optimiser, schedule, RNG states, data
-position, history) atomically. At the end: evaluate at the training length and at every
+resumed or distributed run sees exactly the same data), take this rank's slice, (set the CMRUs' ε
+and the SRCs' training noise on their schedules,) forward, loss on the last step ``y[:, -1]`` (plus
+``λ · mean(z)`` of the memory units with a write penalty), backward, clip the gradient norm, check
+that loss and gradients are finite, set the learning rate (linear warm-up then cosine decay to
+``min_lr``, or constant), AdamW step. Every ``eval_every`` steps: evaluate at the training length;
+every ``checkpoint_every`` steps: write the checkpoint (model, optimiser, schedule, RNG states,
+data position, history) atomically. At the end: evaluate at the training length and at every
 ``eval_seq_len``, write ``metrics.json``, the checkpoint and the learning- and horizon-curve plots
 into ``out``.
 """
@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..data.tasks import Task, build_task, epoch_steps
 from ..units.bmru import CMRU, MRU, anneal_epsilon, write_rate
+from ..units.src import SRC, ramp_train_noise
 from . import distributed
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics import evaluate, write_metrics
@@ -66,6 +67,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     write_penalty: float = 0.0         # λ: the loss gets λ · mean(z) of the MRUs (SPEC.md §2.2)
     anneal_epsilon: int | None = None  # CMRUs: ε from 1 (counter) to 0 (BMRU) over N steps
+    noise_ramp: int | None = None      # SRCs: train_noise from 0 to its value over N steps
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None         # torch CPU threads (None: the task's, else torch's)
@@ -113,7 +115,7 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     if c.threads is None and c.device == "cpu":
         c.threads = d.get("threads")
     for name in ("layers", "batch_size", "steps", "epochs", "hidden", "params", "eval_samples",
-                 "threads", "anneal_epsilon"):
+                 "threads", "anneal_epsilon", "noise_ramp"):
         value = getattr(c, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -200,12 +202,23 @@ def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
 
 
 def _check_training_aids(c: TrainConfig, model: torch.nn.Module) -> None:
-    """The write penalty needs memory units, the ε schedule cumulative ones."""
+    """The write penalty needs memory units, the ε schedule cumulative ones, the noise ramp
+    SRCs with noise-aware training."""
     for flag, on, kind, name in (("--write-penalty", c.write_penalty > 0, MRU, "memory"),
-                                 ("--anneal-epsilon", c.anneal_epsilon, CMRU, "cumulative memory")):
+                                 ("--anneal-epsilon", c.anneal_epsilon, CMRU, "cumulative memory"),
+                                 ("--noise-ramp", c.noise_ramp, SRC, "spiking recurrent")):
         if on and not any(isinstance(m, kind) for m in model.modules()):
             raise ValueError(f"{flag} needs a model with {name} units ({kind.__name__}); "
                              f"model {c.model!r} has none")
+
+
+def _ramp_target(model: torch.nn.Module) -> float:
+    """The ``train_noise`` the SRCs of ``model`` were built with: where ``--noise-ramp`` ends."""
+    sigmas = {m.train_noise for m in model.modules() if isinstance(m, SRC)}
+    if len(sigmas) != 1 or not next(iter(sigmas)) > 0:
+        raise ValueError("--noise-ramp needs SRC units built with one train_noise > 0 (e.g. "
+                         f"--option train_noise=0.1); this model's: {sorted(sigmas)}")
+    return sigmas.pop()
 
 
 def load_run(out) -> tuple[Task, torch.nn.Module]:
@@ -288,6 +301,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     ckpt_path = out / CHECKPOINT
     model = _build_model(c, task).to(ctx.device)
     _check_training_aids(c, model)
+    noise = _ramp_target(model) if c.noise_ramp else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     step, history = 0, []
     if c.resume and ckpt_path.is_file():
@@ -314,6 +328,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         x, target = (ctx.shard(t) for t in train_batch(task, c, step, ctx.device))
         if c.anneal_epsilon:
             epsilon = anneal_epsilon(model, step, c.anneal_epsilon)
+        if c.noise_ramp:
+            train_noise = ramp_train_noise(model, step, c.noise_ramp, noise)
         y, _ = net(x)
         loss = task.loss(y[:, -1], target)
         optimizer.zero_grad(set_to_none=True)
@@ -343,6 +359,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
                 history[-1]["write_rate"] = sum(rates) / len(rates)
             if c.anneal_epsilon:
                 history[-1]["epsilon"] = epsilon
+            if c.noise_ramp:
+                history[-1]["train_noise"] = train_noise
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
             losses, rates = [], []
         if step % c.eval_every == 0 and step < c.steps and ctx.is_main:

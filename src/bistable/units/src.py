@@ -452,3 +452,23 @@ class SRC(nn.Module):
         check_step_input(x_t, self.input_size)
         out, state = self.forward(x_t[:, None], state)
         return out[:, 0], state
+
+
+def ramp_train_noise(model: nn.Module, step: int, total: int, sigma: float) -> float:
+    """A noise curriculum: set ``train_noise`` of every :class:`SRC` in ``model`` to
+    ``σ · min(step / total, 1)`` (0 at step 0, ``sigma`` from step ``total`` on); returns it.
+
+    Noise-aware training from the first step can silence a deep network's top layers; rising
+    from 0, the noise lets it learn first (docs/src.md). Call it once per training step.
+    """
+    if total < 1:
+        raise ValueError(f"total: expected a positive number of steps, got {total!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
+        raise ValueError(f"sigma: expected a relative σ >= 0, got {sigma!r}")
+    units = [m for m in model.modules() if isinstance(m, SRC)]
+    if not units:
+        raise ValueError("model: expected at least one SRC module, found none")
+    value = sigma * min(max(step, 0) / total, 1.0)
+    for unit in units:
+        unit.train_noise = value
+    return value
