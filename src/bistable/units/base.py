@@ -1,4 +1,4 @@
-"""Input and state checks shared by every unit.
+"""Input and state checks shared by every unit, and the linear schedule of the training aids.
 
 Each check raises ``ValueError`` naming the argument, the expected and the received shape or dtype,
 so that a wrong call fails at the unit's door instead of deep inside a scan.
@@ -70,3 +70,11 @@ def state_or_zeros(state, x: torch.Tensor, hidden_size: int, name: str = "state"
         return x.new_zeros(x.shape[0], hidden_size)
     check_state(state, (x.shape[0], hidden_size), name)
     return state
+
+
+def linear_schedule(step: int, total: int, start: float, end: float) -> float:
+    """``start + (end − start) · min(step / total, 1)``: a training aid's value at ``step``
+    (``start`` at step 0, ``end`` from step ``total`` on)."""
+    if total < 1:
+        raise ValueError(f"total: expected a positive number of steps, got {total!r}")
+    return start + (end - start) * min(max(step, 0) / total, 1.0)

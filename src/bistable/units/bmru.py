@@ -37,7 +37,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..scan import linear_scan
-from .base import check_input, check_state, check_step_input
+from .base import check_input, check_state, check_step_input, linear_schedule
 from .surrogate import (
     SurrogateGrad,
     check_sharpness,
@@ -383,9 +383,7 @@ def anneal_epsilon(model: nn.Module, step: int, total: int, start: float = 1.0,
     ``ε = start + (end − start) · min(step / total, 1)``: with the defaults, 1 (counter) at step 0
     down to 0 (BMRU) from step ``total`` on. Call it once per training step.
     """
-    if total < 1:
-        raise ValueError(f"total: expected a positive number of steps, got {total!r}")
-    value = start + (end - start) * min(max(step, 0) / total, 1.0)
+    value = linear_schedule(step, total, start, end)
     units = [m for m in model.modules() if isinstance(m, CMRU)]
     if not units:
         raise ValueError("model: expected at least one CMRU module, found none")

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from .base import check_input, check_state, check_step_input
+from .base import check_input, check_state, check_step_input, linear_schedule
 
 GATES = ("previous", "current")
 
@@ -461,14 +461,12 @@ def ramp_train_noise(model: nn.Module, step: int, total: int, sigma: float) -> f
     Noise-aware training from the first step can silence a deep network's top layers; rising
     from 0, the noise lets it learn first (docs/src.md). Call it once per training step.
     """
-    if total < 1:
-        raise ValueError(f"total: expected a positive number of steps, got {total!r}")
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
         raise ValueError(f"sigma: expected a relative σ >= 0, got {sigma!r}")
     units = [m for m in model.modules() if isinstance(m, SRC)]
     if not units:
         raise ValueError("model: expected at least one SRC module, found none")
-    value = sigma * min(max(step, 0) / total, 1.0)
+    value = linear_schedule(step, total, 0.0, sigma)
     for unit in units:
         unit.train_noise = value
     return value
