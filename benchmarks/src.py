@@ -16,6 +16,10 @@ tested with noise on r, r_s (``--noise`` σ relative). The full protocol of the 
 ``--nmnist-dir`` as ``--nmnist-bins`` frames of ``(2, 34, 34)`` event counts, passed through.
 
 ``--reduced`` labels a run that used less than that (the default on a small CPU).
+
+``--merge NAME ...`` runs nothing: it pools the accuracy runs of ``results/NAME.json`` files made
+with one protocol (seeds, depths, kinds, datasets run apart, e.g. one seed per core) into one table,
+mean ± std over seeds, each source's command, commit and date kept.
 """
 
 from __future__ import annotations
@@ -35,7 +39,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import RESULTS, commit, header, median_time, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    commit,
+    header,
+    machine,
+    median_time,
+    write_results,
+)
 from bistable.data import idx, nmnist  # noqa: E402
 from bistable.nn.encoders import flatten_frames, rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
@@ -160,6 +171,47 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     return row
 
 
+# Arguments that say what was run or how fast, not what was trained: runs may differ in them and
+# still be pooled by --merge.
+NOT_PROTOCOL = {"skip_throughput", "tp_layers", "tp_hidden", "tp_batch", "tp_rounds", "device",
+                "threads", "datasets", "depths", "kinds", "seeds", "name", "keep", "merge"}
+
+
+def merge(names: list[str]) -> dict:
+    """One accuracy section pooling those of ``results/<name>.json`` (one protocol)."""
+    sections = []
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            raise SystemExit(f"--merge: expected {path}, which does not exist")
+        data = json.loads(path.read_text())
+        if "accuracy" not in data:
+            raise SystemExit(f"--merge: expected accuracy runs in {path}, found only "
+                             f"{', '.join(data) or 'nothing'}")
+        sections.append(data["accuracy"])
+    first = sections[0]["args"]
+    for name, section in zip(names[1:], sections[1:]):
+        args = section["args"]
+        differ = sorted(k for k in (first.keys() | args.keys()) - NOT_PROTOCOL
+                        if first.get(k) != args.get(k))
+        if differ:
+            raise SystemExit(f"--merge: {name} was trained with another protocol than {names[0]}: "
+                             + "; ".join(f"{k} {args.get(k)} vs {first.get(k)}" for k in differ))
+    runs, seen = [], {}
+    for name, section in zip(names, sections):
+        for run in section["runs"]:
+            key = (run["dataset"], run["depth"], run["kind"], run["seed"])
+            if key in seen:
+                raise SystemExit(f"--merge: {name} and {seen[key]} both hold the run "
+                                 f"{'/'.join(map(str, key))} (dataset/depth/kind/seed)")
+            seen[key] = name
+            runs.append(run)
+    runs.sort(key=lambda r: (r["dataset"], r["depth"], r["kind"], r["seed"]))
+    return {"args": first, "runs": runs,
+            "sources": [{k: s.get(k, "—") for k in ("command", "commit", "date", "machine")}
+                        for s in sections]}
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -231,10 +283,22 @@ def main(argv=None) -> None:
     p.add_argument("--init-rate", type=float, help="data-driven initialisation (both kinds): "
                    "every layer's weights scaled at the first batch to fire at this rate")
     p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
-    p.add_argument("--name", default="src", help="results/<name>.md")
+    p.add_argument("--name", help="results/<name>.md (default: src; required with --merge)")
     p.add_argument("--keep", action="store_true",
                    help="keep the section not rerun now from the last results/<name>.json")
+    p.add_argument("--merge", nargs="+", metavar="NAME", help="train nothing: pool the accuracy "
+                   "runs of results/NAME.json files of one protocol into results/<--name>.md")
     args = p.parse_args(argv)
+    if args.merge and (args.name is None or args.name in args.merge):
+        p.error(f"--merge: expected a --name for the pooled table other than its sources "
+                f"{', '.join(args.merge)}, got {args.name}")
+    args.name = args.name or "src"
+    if args.merge:
+        section = merge(args.merge)
+        md = header("SRC vs snnTorch LIF: accuracy pooled over runs") + "\n" + accuracy_md(section)
+        path = write_results(args.name, md, {"accuracy": section})
+        print(md + f"\nwrote {path}")
+        return
     if args.noise_ramp and not (0 < args.noise_ramp <= 1 and args.train_noise and args.redraw):
         p.error(f"--noise-ramp: expected a fraction in (0, 1] with --train-noise and --redraw, "
                 f"got {args.noise_ramp} (train noise {args.train_noise}, redraw {args.redraw})")
@@ -245,7 +309,7 @@ def main(argv=None) -> None:
     if args.keep and (RESULTS / f"{args.name}.json").exists():
         sections = json.loads((RESULTS / f"{args.name}.json").read_text())
     made = {"command": f"`python {' '.join(sys.argv)}`", "commit": commit(),
-            "date": datetime.date.today().isoformat(), "args": vars(args)}
+            "date": datetime.date.today().isoformat(), "machine": machine(), "args": vars(args)}
     if not args.skip_throughput:
         sections["throughput"] = {**made, "rows": throughput(args)}
     runs = []
@@ -268,6 +332,11 @@ def main(argv=None) -> None:
 
 
 def made_by(section: dict) -> str:
+    if "sources" in section:
+        return ("Pooled from the runs made by:\n\n" + "".join(
+            f"- {s['command']} at commit {s['commit']} on {s['date']}"
+            + (f" ({s['machine']})" if s["machine"] != "—" else "") + "\n"
+            for s in section["sources"]) + "\n")
     return (f"Made by {section['command']} at commit {section['commit']} on {section['date']}."
             "\n\n")
 
