@@ -96,6 +96,20 @@ def throughput(args) -> list[dict]:
     return rows
 
 
+class Recordings:
+    """Frames ``(n, T, 2, 34, 34)`` of chosen recordings, binned when indexed: all 60 000 at 100
+    bins would take 55 GB as one tensor."""
+
+    def __init__(self, ds: nmnist.NMNIST, keep: torch.Tensor):
+        self.ds, self.keep = ds, keep
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return torch.stack([self.ds[int(i)][0] for i in self.keep[index].reshape(-1)])
+
+
 def load(args, name: str, split: str, n: int):
     """Images ``(n, 28, 28)`` in [0, 1] or frames ``(n, T, 2, 34, 34)``, and labels ``(n,)``."""
     if name == "nmnist-sim":
@@ -103,8 +117,7 @@ def load(args, name: str, split: str, n: int):
         if not ds.simulated:
             raise ValueError(f"--nmnist-dir: {args.nmnist_dir} holds no SIMULATED.json")
         keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]
-        items = [ds[int(i)] for i in keep]
-        return torch.stack([f for f, _ in items]), torch.tensor([lab for _, lab in items])
+        return Recordings(ds, keep), torch.tensor([ds.labels[int(i)] for i in keep])
     images, labels = idx.load(name, split, DATA / name)
     return torch.from_numpy(images[:n]).float() / 255, torch.from_numpy(labels[:n])
 
