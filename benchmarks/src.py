@@ -169,6 +169,9 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
             net.eval()
             per_epoch.append(evaluate(net, *test, args.batch, seed))
             net.train()
+            print(f"{dataset} depth {depth} {kind} seed {seed}: epoch {epoch + 1}/{args.epochs}, "
+                  f"test accuracy {per_epoch[-1]:.2f} %, {time.perf_counter() - t0:.0f} s",
+                  file=sys.stderr, flush=True)
     net.eval()  # tested with the stored r, r_s (no train_noise)
     row = {"dataset": dataset, "kind": kind, "depth": depth, "seed": seed,
            "train_seconds": time.perf_counter() - t0,
