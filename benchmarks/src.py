@@ -193,8 +193,9 @@ NOT_PROTOCOL = {"skip_throughput", "tp_layers", "tp_hidden", "tp_batch", "tp_rou
                 "threads", "datasets", "depths", "kinds", "seeds", "name", "keep", "merge"}
 
 
-def merge(names: list[str]) -> dict:
-    """One accuracy section pooling those of ``results/<name>.json`` (one protocol)."""
+def merge(names: list[str], defaults: dict) -> dict:
+    """One accuracy section pooling those of ``results/<name>.json`` (one protocol); an option
+    missing from an older file had its ``defaults`` value."""
     sections = []
     for name in names:
         path = RESULTS / f"{name}.json"
@@ -205,9 +206,9 @@ def merge(names: list[str]) -> dict:
             raise SystemExit(f"--merge: expected accuracy runs in {path}, found only "
                              f"{', '.join(data) or 'nothing'}")
         sections.append(data["accuracy"])
-    first = sections[0]["args"]
+    first = {**defaults, **sections[0]["args"]}
     for name, section in zip(names[1:], sections[1:]):
-        args = section["args"]
+        args = {**defaults, **section["args"]}
         differ = sorted(k for k in (first.keys() | args.keys()) - NOT_PROTOCOL
                         if first.get(k) != args.get(k))
         if differ:
@@ -310,7 +311,7 @@ def main(argv=None) -> None:
                 f"{', '.join(args.merge)}, got {args.name}")
     args.name = args.name or "src"
     if args.merge:
-        section = merge(args.merge)
+        section = merge(args.merge, vars(p.parse_args([])))
         md = header("SRC vs snnTorch LIF: accuracy pooled over runs") + "\n" + accuracy_md(section)
         path = write_results(args.name, md, {"accuracy": section})
         print(md + f"\nwrote {path}")
