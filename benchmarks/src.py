@@ -117,7 +117,7 @@ def load(args, name: str, split: str, n: int):
         if not ds.simulated:
             raise ValueError(f"--nmnist-dir: {args.nmnist_dir} holds no SIMULATED.json")
         keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]
-        return Recordings(ds, keep), torch.tensor([ds.labels[int(i)] for i in keep])
+        return Recordings(ds, keep), torch.from_numpy(ds.labels[keep.numpy()])
     images, labels = idx.load(name, split, DATA / name)
     return torch.from_numpy(images[:n]).float() / 255, torch.from_numpy(labels[:n])
 
@@ -225,7 +225,7 @@ def merge(names: list[str], defaults: dict) -> dict:
             runs.append(run)
     runs.sort(key=lambda r: (r["dataset"], r["depth"], r["kind"], r["seed"]))
     return {"args": first, "runs": runs,
-            "sources": [{k: s.get(k, "—") for k in ("command", "commit", "date", "machine")}
+            "sources": [{k: s[k] for k in ("command", "commit", "date", "machine") if k in s}
                         for s in sections]}
 
 
@@ -352,7 +352,7 @@ def made_by(section: dict) -> str:
     if "sources" in section:
         return ("Pooled from the runs made by:\n\n" + "".join(
             f"- {s['command']} at commit {s['commit']} on {s['date']}"
-            + (f" ({s['machine']})" if s["machine"] != "—" else "") + "\n"
+            + (f" ({s['machine']})" if "machine" in s else "") + "\n"
             for s in section["sources"]) + "\n")
     return (f"Made by {section['command']} at commit {section['commit']} on {section['date']}."
             "\n\n")
