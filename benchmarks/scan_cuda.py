@@ -11,8 +11,7 @@
    tensor of the same size (bandwidth counts bytes read + written). The forward moves 3 elements
    per step (a, b in, h out), the forward+backward 8 (+ grad_h, a, h in, da, db out).
 2. ``--sweep``: the forward and backward kernels at T = 16384, fp32 and bf16, with other tile
-   shapes, chained and looped (``Config.loop``); and at few channels (B = 1, D = 512,
-   T = 65536), where the loop has too few programs.
+   shapes.
 3. The fused MRU op (``fused_mru``: gates from ``c, β`` inside the kernels) at T = 4096 against the
    bare scan of the same shape, and against cuDNN ``nn.GRU`` of the same width; also the BMRU layer
    with its input projection (``Linear(D, 2D)`` → ``c, β``), TF32 allowed as cuDNN does by default.
@@ -33,17 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header, write_results  # noqa: E402
 from bistable.scan import linear_scan  # noqa: E402
 
-# (block_t, block_d, num_warps[, loop]). Chained: longer tiles publish fewer hand-off vectors (3 of
-# BLOCK_D per tile: 1 / BLOCK_T of the traffic); 2-byte storage with 8 channels a thread loads 16
-# bytes at a time. Looped: narrower blocks give more programs (B · D / block_d).
-SWEEP = {torch.float32: [(16, 256, 2), (64, 32, 4), (16, 32, 1, True), (64, 32, 1, True),
-                         (32, 64, 2, True), (64, 64, 2, True), (16, 128, 1, True),
-                         (32, 128, 1, True), (32, 256, 2, True)],
-         torch.bfloat16: [(16, 128, 1), (16, 256, 1), (64, 32, 1, True), (32, 64, 1, True),
-                          (64, 64, 2, True), (32, 128, 1, True), (32, 256, 1, True)]}
-MRU_SWEEP = [(16, 256, 2), (32, 32, 1, True), (64, 32, 2, True), (64, 32, 4, True),
-             (16, 128, 1, True)]
-FEW = (1, 65536, 512)  # B, T, D: 16 looped programs of 32 channels
+# Longer tiles publish fewer hand-off vectors (3 of BLOCK_D per tile: 1 / BLOCK_T of the traffic);
+# 2-byte storage with 8 channels a thread loads 16 bytes at a time. (A looped launch, one program
+# walking all tiles of its channels with the carry in registers, ran at 0.3-0.6x these on an
+# H100: results/scan_gpu_h100_looped.md.)
+SWEEP = {torch.float32: [(16, 128, 1), (16, 512, 4), (64, 32, 4), (64, 256, 4), (64, 256, 8),
+                         (32, 256, 2)],
+         torch.bfloat16: [(16, 256, 1), (32, 256, 2), (64, 256, 4), (64, 512, 8)]}
+MRU_SWEEP = [(16, 256, 2), (8, 128, 1), (128, 16, 4)]
 
 
 def bench(fn, grads=(), rep=200) -> float:
@@ -120,32 +116,6 @@ def scan_rows(args, peer) -> list[dict]:
     return rows
 
 
-def _scan_tiles(B, T, D, dtype, configs) -> list[dict]:
-    """Forward and backward of the scan kernels at one shape, tiles by tiles."""
-    from bistable.scan import triton_scan as ts
-
-    n = B * T * D
-    a = (torch.rand(B, T, D, device="cuda") * 0.2 + 0.79).to(dtype)
-    b = torch.randn(B, T, D, device="cuda").to(dtype)
-    h = ts.forward(a, b, None, False)
-    size = a.element_size()
-    rows = []
-    for cfg in configs:
-        try:
-            fwd = bench(lambda: ts.forward(a, b, None, False, cfg))
-            bwd = bench(lambda: ts.backward(a, h, None, b, False, cfg))
-        except Exception as exc:  # a tile shape that does not compile is a result too
-            print(f"{cfg}: {exc!r}", flush=True)
-            continue
-        label = tuple(cfg or ts.default_config(D, dtype, B))
-        rows.append({"kernel": "scan", "dtype": str(dtype).removeprefix("torch."),
-                     "shape": (B, T, D), "config": label, "default": cfg is None,
-                     "fwd_ms": fwd, "fwd_TB_s": 3 * size * n / fwd / 1e9,
-                     "bwd_ms": bwd, "bwd_TB_s": 5 * size * n / bwd / 1e9})
-        print(rows[-1], flush=True)
-    return rows
-
-
 def sweep_rows(args):
     from bistable.scan import triton_bmru as tb
     from bistable.scan import triton_scan as ts
@@ -153,20 +123,29 @@ def sweep_rows(args):
     B, T, D = args.B, 16384, args.D
     n = B * T * D
     rows = []
-    for dtype, shapes in SWEEP.items():  # the default twice, first and last: the spread
-        rows += _scan_tiles(B, T, D, dtype, [None, *(ts.Config(*c) for c in shapes), None])
-        torch.cuda.empty_cache()
-    rows += _scan_tiles(*FEW, torch.float32, [None, ts.Config(32, 32, 1, True),
-                                               ts.Config(16, 256, 2)])
+    for dtype, shapes in SWEEP.items():
+        a = (torch.rand(B, T, D, device="cuda") * 0.2 + 0.79).to(dtype)
+        b = torch.randn(B, T, D, device="cuda").to(dtype)
+        h = ts.forward(a, b, None, False)
+        size = a.element_size()
+        for cfg in [None, *(ts.Config(*c) for c in shapes), None]:  # default twice: the spread
+            fwd = bench(lambda: ts.forward(a, b, None, False, cfg))
+            bwd = bench(lambda: ts.backward(a, h, None, b, False, cfg))
+            label = tuple(cfg or ts.default_config(D, dtype))
+            rows.append({"kernel": "scan", "dtype": str(dtype).removeprefix("torch."),
+                         "config": label, "default": cfg is None,
+                         "fwd_ms": fwd, "fwd_TB_s": 3 * size * n / fwd / 1e9,
+                         "bwd_ms": bwd, "bwd_TB_s": 5 * size * n / bwd / 1e9})
+            print(rows[-1], flush=True)
     a = torch.rand(B, T, D, device="cuda") * 0.2 + 0.79
     b = torch.randn(B, T, D, device="cuda")
     s0 = torch.ones(B, D, device="cuda")
     for cfg in [None, *(ts.Config(*c) for c in MRU_SWEEP)]:
         c_, beta = a - 0.9, b
         fwd = bench(lambda: tb.FusedMRU.apply(c_, beta, s0, None, 1.0, cfg))
-        label = tuple(cfg) if cfg else (tuple(tb.default_config(D, batch=B)),
-                                        tuple(tb.default_config(D, backward=True, batch=B)))
-        rows.append({"kernel": "mru", "dtype": "float32", "shape": (B, T, D), "config": label,
+        label = tuple(cfg) if cfg else (tuple(tb.default_config(D)),
+                                        tuple(tb.default_config(D, backward=True)))
+        rows.append({"kernel": "mru", "dtype": "float32", "config": label,
                      "default": cfg is None, "fwd_ms": fwd, "fwd_TB_s": 12 * n / fwd / 1e9})
         cr = c_.clone().requires_grad_()
         fb = bench(lambda: tb.FusedMRU.apply(cr, beta, s0, None, 1.0, cfg).backward(b), (cr,))
@@ -223,7 +202,9 @@ def markdown(data: dict, versions: str) -> str:
     md += (f"- versions: {versions}\n\nMedians of `triton.testing.do_bench` (ms). Bandwidth counts "
            "bytes read + written: forward 3 elements a step (a, b → h), forward+backward 8. "
            "*copy*: device-to-device copy of a tensor of the same size. *peer*: accelerated-scan "
-           "0.3.1 `scalar.scan` in its own (B, D, T) layout.\n\n"
+           "0.3.1 `scalar.scan` in its own (B, D, T) layout. *bound*: the peer's fwd+bwd time "
+           "over that of a kernel moving the 8 elements a step at the copy's speed, the most any "
+           "scan can gain on it.\n\n"
            "| dtype | T | copy TB/s | fwd ms | fwd TB/s | fwd / copy | peer fwd ms | "
            "fwd+bwd ms | fwd+bwd TB/s | peer fwd+bwd ms | fwd+bwd speed-up vs peer | "
            "bound on that speed-up |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -235,14 +216,13 @@ def markdown(data: dict, versions: str) -> str:
                f"{r.get('fb_speedup_vs_peer', nan):.2f}× | "
                f"{r.get('fb_bound_speedup_vs_peer', nan):.2f}× |\n")
     if sweep:
-        md += ("\nTile shapes (block_t, block_d, num_warps, loop) at each shape (B, T, D); "
-               "*default* is what the library launches (the MRU's: forward, backward), measured "
-               "twice, first and last, for the spread. MRU backward = fwd+bwd − fwd.\n\n"
-               "| kernel | dtype | shape | tiles | default | fwd ms | fwd TB/s | bwd ms | "
-               "bwd TB/s |\n|---|---|---|---|---|---|---|---|---|\n")
+        md += ("\nTile shapes (block_t, block_d, num_warps) at T = 16384; *default* is what "
+               "the library launches (the MRU's: forward, backward), measured twice, first and "
+               "last, for the spread. MRU backward = fwd+bwd − fwd.\n\n"
+               "| kernel | dtype | tiles | default | fwd ms | fwd TB/s | bwd ms | bwd TB/s |\n"
+               "|---|---|---|---|---|---|---|---|\n")
         for r in sweep:
-            md += (f"| {r['kernel']} | {r.get('dtype', 'float32')} | {r.get('shape', '')} | "
-                   f"{r['config']} | "
+            md += (f"| {r['kernel']} | {r.get('dtype', 'float32')} | {r['config']} | "
                    f"{'yes' if r['default'] else ''} | "
                    f"{r['fwd_ms']:.3f} | {r['fwd_TB_s']:.2f} | {r['bwd_ms']:.3f} | "
                    f"{r['bwd_TB_s']:.2f} |\n")

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import header, train_command, trained_run, write_results  # noqa: E402
 from bistable.train import evaluate, load_run  # noqa: E402
+from bistable.train.checkpoint import CHECKPOINT  # noqa: E402
 
 RUNS_DIR = "runs/src"
 HIDDEN = ["--hidden", "256"]  # unless a run names its own
@@ -41,7 +42,8 @@ MNIST, MNIST_LONG = data("../shared/data", 4), data("../shared/data", 8)
 FASHION, FASHION_LONG = data("../shared/data", 2), data("../shared/data", 4)
 NMNIST_SIM = data("data/nmnist-sim", 2)
 # on a lent GPU, MNIST and Fashion-MNIST alike
-GPU_12EP, GPU_15EP, GPU_25EP = ([*data(".gpu_data", n), "--device", "cuda"] for n in (12, 15, 25))
+GPU_12EP, GPU_15EP, GPU_20EP, GPU_25EP = ([*data(".gpu_data", n), "--device", "cuda"]
+                                          for n in (12, 15, 20, 25))
 FUSED = ["--option", "compile_loop=True"]
 # the recurrence detached (gradients through time via i only) and noise-aware training (r, r_s
 # drawn anew with σ = 20 % at every step)
@@ -86,6 +88,12 @@ RUNS = {
         "--hidden", "512"]),
     "fashion-mnist-h1024-robust-12ep-gpu": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *GPU_12EP, "--hidden", "1024"]),
+    "fashion-mnist-h1024-robust-20ep-gpu": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *GPU_20EP, "--hidden", "1024"]),
+    "fashion-mnist-h1024-robust-25ep-gpu": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *GPU_25EP, "--hidden", "1024"]),
+    "fashion-mnist-h2048-robust-12ep-gpu": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *GPU_12EP, "--hidden", "2048"]),
 }
 
 
@@ -142,7 +150,9 @@ def main() -> None:
         if metrics is None:
             rows.append(f"| {name}: not finished (no metrics.json) | | | | | | | | `{cmd}` |")
             continue
-        extra = noise_and_stats(name, metrics, args.noise, args.draws)
+        # a GPU run whose checkpoint could not be brought back has its metrics only
+        extra = (noise_and_stats(name, metrics, args.noise, args.draws)
+                 if (ROOT / out / CHECKPOINT).exists() else {"layers": []})
         curve = [h["eval_accuracy"] for h in metrics["history"] if "eval_accuracy" in h]
         speed = statistics.median(h["samples_per_s"] for h in metrics["history"]
                                   if "samples_per_s" in h)
@@ -150,8 +160,8 @@ def main() -> None:
         noisy = extra.get("accuracy_noise")
         noise = (f"{100 * statistics.mean(noisy):.2f} (min {100 * min(noisy):.2f})"
                  if noisy else "—")
-        rates = ", ".join(f"{s['firing_rate']:.4f}" for s in extra["layers"])
-        silent = ", ".join(f"{s['silent_fraction']:.2f}" for s in extra["layers"])
+        rates = ", ".join(f"{s['firing_rate']:.4f}" for s in extra["layers"]) or "—"
+        silent = ", ".join(f"{s['silent_fraction']:.2f}" for s in extra["layers"]) or "—"
         c = metrics["config"]
         options = c.get("model_options", {})
         model = c["model"] + (f" (detached, train noise {options.get('train_noise', 0)})"
@@ -184,9 +194,9 @@ def main() -> None:
         "rate (spikes per neuron per step) and silent fraction per layer (hidden, output) on 256 "
         "test samples. `train samples/s`: median over the run (the two cores were shared by two "
         "or three jobs). Rows whose command has `--device cuda` were trained on a lent NVIDIA "
-        "H100 80GB HBM3 (torch 2.11.0+cu130, 2026-11-26; two or three "
-        "runs sharing the GPU): their samples/s are that GPU's; their noise and firing figures "
-        "were evaluated on this CPU.", "",
+        "H100 80GB HBM3 (torch 2.11.0+cu130; one to three runs sharing the GPU): their "
+        "samples/s are that GPU's; their noise and firing figures were evaluated on this CPU "
+        "where the checkpoint came back (else —).", "",
         "| task | model | epochs | accuracy per epoch (%) | test accuracy (%) | noise (%) | "
         "firing rate | silent fraction | train samples/s | command |",
         "|---|---|---:|---|---:|---|---|---|---:|---|", *rows, ""])

@@ -29,12 +29,10 @@ import torch
 
 from .reference import linear_scan_reference
 from .triton_scan import (
-    LOOP_MIN_CHANNELS,
     Config,
     chain_buffers,
     claim,
     combine,
-    grid,
     handoff,
     pick_row,
     tile,
@@ -48,16 +46,14 @@ SURROGATES = ("atan",)
 PI: tl.constexpr = tl.constexpr(math.pi)
 
 
-def default_config(H: int, dtype: torch.dtype = torch.float32, backward: bool = False,
-                   batch: int = 1) -> Config:
+def default_config(H: int, dtype: torch.dtype = torch.float32, backward: bool = False) -> Config:
     """Forward: the scan's tiles. Backward (it keeps six tiles of inputs and the surrogate terms
-    live): tiles of 2048 numbers (1024 in float64), 32 units wide, 4 warps; looped, like the
-    scan, when ``batch · H`` ≥ :data:`LOOP_MIN_CHANNELS`."""
+    live): tiles of 2048 numbers (1024 in float64), 32 units wide, 4 warps."""
     if not backward:
-        return scan_config(H, dtype, batch)
+        return scan_config(H, dtype)
     block_d = min(32, triton.next_power_of_2(H))
     return Config(block_t=max(16, (1024 if dtype == torch.float64 else 2048) // block_d),
-                  block_d=block_d, num_warps=4, loop=batch * H >= LOOP_MIN_CHANNELS)
+                  block_d=block_d, num_warps=4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,128 +84,38 @@ def _load_cb(c_ptr, beta_ptr, off, mask, ACC: tl.constexpr):
 
 
 @triton.jit
-def _fwd_tile(c_ptr, beta_ptr, s0_ptr, s_ptr, sync_ptr, carry_ptr, i, seq, n_seq, T, H, d, dmask,
-              rows, eps, s_in, HAS_S0: tl.constexpr, HAS_EPS: tl.constexpr, LOOP: tl.constexpr,
-              ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Tile ``i``: gates, scan, the state entering it (``s_in`` when looped, else by the
-    hand-off), writes ``s``; returns the state leaving it."""
-    off, mask = tile(i, T, H, d, dmask, rows, False, False, BLOCK_T)
-    c, beta = _load_cb(c_ptr, beta_ptr, off, mask, ACC)
-    z, v, a = _gates(c, beta, eps, HAS_EPS)
-    A, Bc = tl.associative_scan((a, z * v), 0, combine)
-    if not LOOP:
-        e, f = pick_row(A, rows, BLOCK_T - 1), pick_row(Bc, rows, BLOCK_T - 1)
-        s_in, _ = handoff(s0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f, f,
-                          HAS_S0, False, ACC, BLOCK_D)
-    s = A * s_in[None, :] + Bc
-    tl.store(s_ptr + off, s.to(s_ptr.dtype.element_ty), mask=mask)
-    return pick_row(s, rows, BLOCK_T - 1)
-
-
-@triton.jit
 def _fwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, sync_ptr, carry_ptr, T, H, n_seq, n_dblk,
-                n_tiles, HAS_S0: tl.constexpr, HAS_EPS: tl.constexpr, LOOP: tl.constexpr,
-                ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    if LOOP:  # this program's sequence of tiles (and its tile, when chained)
-        i = 0
-        seq = tl.program_id(0)
-    else:
-        i, seq = claim(sync_ptr, n_seq)
+                HAS_S0: tl.constexpr, HAS_EPS: tl.constexpr, ACC: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    i, seq = claim(sync_ptr, n_seq)
     pid_b = (seq // n_dblk).to(tl.int64)
     for_batch = pid_b * T * H
-    c_ptr += for_batch
-    beta_ptr += for_batch
-    s_ptr += for_batch
-    s0_ptr += pid_b * H
     d = (seq % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = d < H
     rows = tl.arange(0, BLOCK_T)
     eps = tl.load(eps_ptr + d, mask=dmask, other=0.0).to(ACC)[None, :] if HAS_EPS else 0.0
-    s_in = tl.zeros((BLOCK_D,), ACC)
-    if LOOP:
-        if HAS_S0:
-            s_in = tl.load(s0_ptr + d, mask=dmask, other=0.0).to(ACC)
-        for j in range(n_tiles):
-            s_in = _fwd_tile(c_ptr, beta_ptr, s0_ptr, s_ptr, sync_ptr, carry_ptr, j, seq, n_seq,
-                             T, H, d, dmask, rows, eps, s_in, HAS_S0, HAS_EPS, LOOP, ACC, BLOCK_T,
-                             BLOCK_D)
-    else:
-        _fwd_tile(c_ptr, beta_ptr, s0_ptr, s_ptr, sync_ptr, carry_ptr, i, seq, n_seq, T, H, d,
-                  dmask, rows, eps, s_in, HAS_S0, HAS_EPS, LOOP, ACC, BLOCK_T, BLOCK_D)
 
-
-@triton.jit
-def _bwd_tile(c_ptr, beta_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_ptr, deps_ptr, sync_ptr, carry_ptr,
-              i, seq, n_seq, T, H, d, dmask, rows, eps, s0_row, g_in, k, pik,
-              HAS_S0: tl.constexpr, HAS_EPS: tl.constexpr, LOOP: tl.constexpr,
-              ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Tile ``i`` of the backward walk: the reverse scan of ``g``, the ``g`` entering it from
-    later steps (``g_in`` when looped, else by the hand-off), writes ``dc, dβ`` and the tile's
-    share of ``dL/dε``; returns ``g`` at its first step."""
-    off, mask = tile(i, T, H, d, dmask, rows, True, False, BLOCK_T)
-    t = (tile_start(i, T, BLOCK_T, True) + rows)[:, None]
-    c, beta = _load_cb(c_ptr, beta_ptr, off, mask, ACC)
-    gs = tl.load(gs_ptr + off, mask=mask, other=0.0).to(ACC)
-    # a_{t+1}: 0 past the end (nothing flows back from there), the identity on padding rows
-    c_n, beta_n = _load_cb(c_ptr + H, beta_ptr + H, off, mask & (t + 1 < T), ACC)
-    _, _, a_n = _gates(c_n, beta_n, eps, HAS_EPS)
-    a_n = tl.where(mask, tl.where(t + 1 < T, a_n, 0.0), 1.0)
-    # s_{t-1}: s0 (or 0) before the start
-    s_p = tl.load(s_ptr + off - H, mask=mask & (t >= 1), other=0.0).to(ACC)
-    if HAS_S0:
-        s_p = tl.where(t == 0, s0_row, s_p)
-
-    A, G = tl.associative_scan((a_n, gs), 0, combine, reverse=True)
-    if not LOOP:
-        e, f = pick_row(A, rows, 0), pick_row(G, rows, 0)
-        g_in, _ = handoff(c_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f, f, False,
-                          False, ACC, BLOCK_D)
-    g = A * g_in[None, :] + G
-
-    z, v, _ = _gates(c, beta, eps, HAS_EPS)
-    da = g * s_p
-    dz = (eps - 1.0) * da + g * v
-    u = tl.abs(c) - tl.abs(beta)
-    dz_du = dz * k / (1.0 + (pik * u) * (pik * u))
-    dc = dz_du * _sign(c) + g * z * 2.0 * k / (1.0 + (pik * c) * (pik * c))
-    tl.store(dc_ptr + off, dc.to(dc_ptr.dtype.element_ty), mask=mask)
-    tl.store(dbeta_ptr + off, (-dz_du * _sign(beta)).to(dbeta_ptr.dtype.element_ty), mask=mask)
-    if HAS_EPS:  # this tile's share of dL/dε
-        tl.store(deps_ptr + (i * n_seq + seq) * BLOCK_D + tl.arange(0, BLOCK_D),
-                 tl.sum(da * z, axis=0))
-    return pick_row(g, rows, 0)
-
-
-@triton.jit
-def _store_ds0(c_ptr, beta_ptr, ds0_ptr, d, dmask, eps, g_first, HAS_EPS: tl.constexpr,
-               ACC: tl.constexpr):
-    """``ds0 = a_1 g_1``."""
-    c0 = tl.load(c_ptr + d, mask=dmask, other=0.0).to(ACC)
-    beta0 = tl.load(beta_ptr + d, mask=dmask, other=1.0).to(ACC)
-    _, _, a0 = _gates(c0[None, :], beta0[None, :], eps, HAS_EPS)
-    ds0 = tl.sum(a0, axis=0) * g_first
-    tl.store(ds0_ptr + d, ds0.to(ds0_ptr.dtype.element_ty), mask=dmask)
+    off, mask = tile(i, T, H, d, dmask, rows, False, False, BLOCK_T)
+    c, beta = _load_cb(c_ptr + for_batch, beta_ptr + for_batch, off, mask, ACC)
+    z, v, a = _gates(c, beta, eps, HAS_EPS)
+    A, Bc = tl.associative_scan((a, z * v), 0, combine)
+    e, f = pick_row(A, rows, BLOCK_T - 1), pick_row(Bc, rows, BLOCK_T - 1)
+    s_in, _ = handoff(s0_ptr + pid_b * H, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f,
+                      f, HAS_S0, False, ACC, BLOCK_D)
+    s = A * s_in[None, :] + Bc
+    tl.store(s_ptr + for_batch + off, s.to(s_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_ptr, ds0_ptr,
                 deps_ptr, sync_ptr, carry_ptr, T, H, n_seq, n_dblk, n_tiles, k,
-                HAS_S0: tl.constexpr, HAS_EPS: tl.constexpr, LOOP: tl.constexpr,
-                ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    if LOOP:  # this program's sequence of tiles (and its tile, when chained)
-        i = 0
-        seq = tl.program_id(0)
-    else:
-        i, seq = claim(sync_ptr, n_seq)
+                HAS_S0: tl.constexpr, HAS_EPS: tl.constexpr, ACC: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    i, seq = claim(sync_ptr, n_seq)
     pid_b = (seq // n_dblk).to(tl.int64)
     for_batch = pid_b * T * H
     c_ptr += for_batch
     beta_ptr += for_batch
-    s_ptr += for_batch
-    gs_ptr += for_batch
-    dc_ptr += for_batch
-    dbeta_ptr += for_batch
-    ds0_ptr += pid_b * H
     d = (seq % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = d < H
     rows = tl.arange(0, BLOCK_T)
@@ -220,21 +126,46 @@ def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_p
         s0_row = 0.0
     k = tl.cast(k, ACC)  # (a float argument arrives as float32)
     pik = PI * k
-    g = tl.zeros((BLOCK_D,), ACC)
-    if LOOP:
-        for j in range(n_tiles):
-            g = _bwd_tile(c_ptr, beta_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_ptr, deps_ptr, sync_ptr,
-                          carry_ptr, j, seq, n_seq, T, H, d, dmask, rows, eps, s0_row, g, k, pik,
-                          HAS_S0, HAS_EPS, LOOP, ACC, BLOCK_T, BLOCK_D)
-        if HAS_S0:
-            _store_ds0(c_ptr, beta_ptr, ds0_ptr, d, dmask, eps, g, HAS_EPS, ACC)
-    else:
-        g = _bwd_tile(c_ptr, beta_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_ptr, deps_ptr, sync_ptr,
-                      carry_ptr, i, seq, n_seq, T, H, d, dmask, rows, eps, s0_row, g, k, pik,
-                      HAS_S0, HAS_EPS, LOOP, ACC, BLOCK_T, BLOCK_D)
-        if HAS_S0:  # the last tile visited holds the first step
-            if i == n_tiles - 1:
-                _store_ds0(c_ptr, beta_ptr, ds0_ptr, d, dmask, eps, g, HAS_EPS, ACC)
+
+    off, mask = tile(i, T, H, d, dmask, rows, True, False, BLOCK_T)
+    t = (tile_start(i, T, BLOCK_T, True) + rows)[:, None]
+    c, beta = _load_cb(c_ptr, beta_ptr, off, mask, ACC)
+    gs = tl.load(gs_ptr + for_batch + off, mask=mask, other=0.0).to(ACC)
+    # a_{t+1}: 0 past the end (nothing flows back from there), the identity on padding rows
+    c_n, beta_n = _load_cb(c_ptr + H, beta_ptr + H, off, mask & (t + 1 < T), ACC)
+    _, _, a_n = _gates(c_n, beta_n, eps, HAS_EPS)
+    a_n = tl.where(mask, tl.where(t + 1 < T, a_n, 0.0), 1.0)
+    # s_{t-1}: s0 (or 0) before the start
+    s_p = tl.load(s_ptr + for_batch + off - H, mask=mask & (t >= 1), other=0.0).to(ACC)
+    if HAS_S0:
+        s_p = tl.where(t == 0, s0_row, s_p)
+
+    A, G = tl.associative_scan((a_n, gs), 0, combine, reverse=True)
+    e, f = pick_row(A, rows, 0), pick_row(G, rows, 0)
+    g_in, _ = handoff(s0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f, f, False,
+                      False, ACC, BLOCK_D)
+    g_out = e * g_in + f
+    g = A * g_in[None, :] + G
+
+    z, v, _ = _gates(c, beta, eps, HAS_EPS)
+    da = g * s_p
+    dz = (eps - 1.0) * da + g * v
+    u = tl.abs(c) - tl.abs(beta)
+    dz_du = dz * k / (1.0 + (pik * u) * (pik * u))
+    dc = dz_du * _sign(c) + g * z * 2.0 * k / (1.0 + (pik * c) * (pik * c))
+    tl.store(dc_ptr + for_batch + off, dc.to(dc_ptr.dtype.element_ty), mask=mask)
+    tl.store(dbeta_ptr + for_batch + off, (-dz_du * _sign(beta)).to(dbeta_ptr.dtype.element_ty),
+             mask=mask)
+    if HAS_EPS:  # this tile's share of dL/dε
+        tl.store(deps_ptr + (i * n_seq + seq) * BLOCK_D + tl.arange(0, BLOCK_D),
+                 tl.sum(da * z, axis=0))
+    if HAS_S0:  # the last tile visited holds the first step: ds0 = a_1 g_1
+        if i == n_tiles - 1:
+            c0 = tl.load(c_ptr + d, mask=dmask, other=0.0).to(ACC)
+            beta0 = tl.load(beta_ptr + d, mask=dmask, other=1.0).to(ACC)
+            z0, v0, a0 = _gates(c0[None, :], beta0[None, :], eps, HAS_EPS)
+            ds0 = tl.sum(a0, axis=0) * g_out
+            tl.store(ds0_ptr + pid_b * H + d, ds0.to(ds0_ptr.dtype.element_ty), mask=dmask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,15 +182,15 @@ class FusedMRU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, c, beta, s0, epsilon, sharpness: float, config: Config | None):
         B, T, H = c.shape
-        cfg = config or default_config(H, c.dtype, batch=B)
+        cfg = config or default_config(H, c.dtype)
         s = torch.empty_like(c)
         acc = torch.float64 if c.dtype == torch.float64 else torch.float32
         n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
-        sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device, cfg.loop)
-        _fwd_kernel[grid(cfg, n_tiles, B * n_dblk)](
+        sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device)
+        _fwd_kernel[(n_tiles * B * n_dblk,)](
             c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
-            sync, carry, T, H, B * n_dblk, n_dblk, n_tiles, HAS_S0=s0 is not None,
-            HAS_EPS=epsilon is not None, LOOP=cfg.loop, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
+            sync, carry, T, H, B * n_dblk, n_dblk, HAS_S0=s0 is not None,
+            HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
             BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
         ctx.save_for_backward(c, beta, s0, epsilon, s)
         ctx.sharpness, ctx.config = sharpness, config
@@ -270,20 +201,20 @@ class FusedMRU(torch.autograd.Function):
     def backward(ctx, grad_s):
         c, beta, s0, epsilon, s = ctx.saved_tensors
         B, T, H = c.shape
-        cfg = ctx.config or default_config(H, c.dtype, backward=True, batch=B)
+        cfg = ctx.config or default_config(H, c.dtype, backward=True)
         dc, dbeta = torch.empty_like(c), torch.empty_like(beta)
         ds0 = torch.empty_like(s0) if s0 is not None else None
         acc = torch.float64 if c.dtype == torch.float64 else torch.float32
         n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
-        sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device, cfg.loop)
+        sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device)
         deps = (torch.empty(n_tiles, B, n_dblk * cfg.block_d, device=c.device, dtype=acc)
                 if epsilon is not None else None)
-        _bwd_kernel[grid(cfg, n_tiles, B * n_dblk)](
+        _bwd_kernel[(n_tiles * B * n_dblk,)](
             c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
             grad_s.contiguous(), dc, dbeta, ds0 if ds0 is not None else c,
             deps if deps is not None else c, sync, carry, T, H, B * n_dblk, n_dblk, n_tiles,
             float(ctx.sharpness), HAS_S0=s0 is not None, HAS_EPS=epsilon is not None,
-            LOOP=cfg.loop, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d,
+            ACC=_acc(c.dtype), BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d,
             num_warps=cfg.num_warps)
         if deps is not None:
             deps = deps.sum((0, 1))[:H].to(epsilon.dtype)

@@ -1,19 +1,11 @@
 """Triton kernels for the scan ``h_t = a_t ⊙ h_{t-1} + b_t`` (SPEC.md §1), forward and backward.
 
 Layout ``(B, T, D)``, no transposes. The work is cut into tiles of ``BLOCK_T`` steps ×
-``BLOCK_D`` channels of one batch row. A tile is loaded with coalesced rows of ``D`` and scanned
-along time (``tl.associative_scan`` with ``(a1, b1) • (a2, b2) = (a1 a2, a2 b1 + b2)``); with
-the state entering it, ``h = A ⊙ h_in + B``. Two ways to get that state (:class:`Config`'s
-``loop``):
-
-- *loop*: one program per (batch row, channel block) walks its tiles in time order and carries
-  the state in registers: no traffic beside the data, and the loads of the next tiles are
-  prefetched while the carry goes on; it needs ``B · D / BLOCK_D`` programs to fill the GPU;
-- *chain*: one program per tile, ``B · D / BLOCK_D · T / BLOCK_T`` programs, so that any shape
-  fills the GPU; the state comes from the tiles before it in time (a single-pass scan with
-  decoupled look-back, see :func:`handoff`).
-
-Every
+``BLOCK_D`` channels of one batch row, one tile per program, so that ``B · D / BLOCK_D · T /
+BLOCK_T`` programs fill the GPU for any shape. A program loads its tile with coalesced rows of
+``D``, scans it along time (``tl.associative_scan`` with ``(a1, b1) • (a2, b2) = (a1 a2, a2 b1 +
+b2)``), then takes the state entering the tile from the tiles before it in time (a single-pass
+scan with decoupled look-back, see :func:`handoff`) and writes ``h = A ⊙ h_in + B``. Every
 element is read and written once:
 
 - forward: reads ``a, b``, writes ``h`` (12 bytes per fp32 element);
@@ -47,31 +39,20 @@ NATIVE_DTYPES = {torch.float32, torch.float64, torch.bfloat16, torch.float16,
 
 
 class Config(NamedTuple):
-    """Launch shape: tiles of ``block_t`` steps × ``block_d`` channels, ``num_warps`` a program;
-    ``loop``: one program walks all tiles of its channels (else one program per tile)."""
+    """Launch shape: tiles of ``block_t`` steps × ``block_d`` channels, ``num_warps`` a program."""
 
     block_t: int
     block_d: int
     num_warps: int
-    loop: bool = False
 
 
-# the loop needs this many channels in all (B · D) to keep enough programs in flight
-LOOP_MIN_CHANNELS = 4096
-
-
-def default_config(D: int, dtype: torch.dtype = torch.float32, batch: int = 1) -> Config:
-    """Real, chained: each thread holds 4 adjacent channels (a 16-byte load in fp32) over all the
-    tile's steps, so the scan inside a tile needs no thread exchange; a warp covers 128 channels
-    (64 in float64), a tile up to two warps (one for 2-byte storage) × 16 steps. Real, looped
-    (``batch · D`` ≥ :data:`LOOP_MIN_CHANNELS`): tiles of 32 steps × 32 channels, one warp, so
-    that ``batch · D / 32`` programs share the GPU. Complex: tiles of 64 steps × 16 pairs, 4
-    warps, looped on the same condition."""
-    loop = batch * D >= LOOP_MIN_CHANNELS
+def default_config(D: int, dtype: torch.dtype = torch.float32) -> Config:
+    """Real: each thread holds 4 adjacent channels (a 16-byte load in fp32) over all the tile's
+    steps, so the scan inside a tile needs no thread exchange; a warp covers 128 channels (64 in
+    float64), a tile up to two warps (one for 2-byte storage) × 16 steps. Complex: tiles of 64
+    steps × 16 pairs, 4 warps."""
     if dtype.is_complex:
-        return Config(64, min(16, triton.next_power_of_2(D)), 4, loop)
-    if loop:
-        return Config(32, min(32, triton.next_power_of_2(D)), 1, True)
+        return Config(block_t=64, block_d=min(16, triton.next_power_of_2(D)), num_warps=4)
     per_warp = 64 if dtype == torch.float64 else 128
     block_d = min(per_warp * (1 if dtype.itemsize == 2 else 2), triton.next_power_of_2(D))
     num_warps = max(1, block_d // per_warp)
@@ -247,13 +228,9 @@ def handoff(init_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, er, ei, fr, 
     return hr, hi
 
 
-def chain_buffers(n_tiles: int, n_seq: int, block_d: int, acc: torch.dtype, device,
-                  loop: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tile counter and flags (zeroed) and the published maps and states of one chained
-    launch; placeholders for a looped one, which hands nothing on."""
-    if loop:
-        return (torch.zeros(1, dtype=torch.int32, device=device),
-                torch.empty(1, dtype=acc, device=device))
+def chain_buffers(n_tiles: int, n_seq: int, block_d: int, acc: torch.dtype,
+                  device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tile counter and flags (zeroed) and the published maps and states of one launch."""
     if n_tiles * n_seq * _SLOT.value * block_d >= 2**31:
         raise ValueError(f"sequence too large for the Triton kernels' 32-bit offsets: "
                          f"{n_tiles} tiles × {n_seq} sequences of {block_d} channels")
@@ -261,84 +238,48 @@ def chain_buffers(n_tiles: int, n_seq: int, block_d: int, acc: torch.dtype, devi
     return sync, torch.empty(n_tiles * n_seq * _SLOT.value * block_d, dtype=acc, device=device)
 
 
-def grid(cfg: Config, n_tiles: int, n_seq: int) -> tuple[int]:
-    """Programs of a launch: one per sequence of tiles (looped) or one per tile (chained)."""
-    return (n_seq if cfg.loop else n_tiles * n_seq,)
-
-
 # ---------------------------------------------------------------------------------------------
 # forward
 
 
 @triton.jit
-def _fwd_tile(a_ptr, b_ptr, h0_ptr, h_ptr, sync_ptr, carry_ptr, i, seq, n_seq, T, D, d, dmask,
-              rows, cr, ci, HAS_H0: tl.constexpr, REVERSE: tl.constexpr, COMPLEX: tl.constexpr,
-              LOOP: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
-              BLOCK_D: tl.constexpr):
-    """Tile ``i``: scans it, takes the state entering it (``(cr, ci)`` when looped, else by the
-    hand-off), writes ``h``; returns the state leaving it."""
-    LAST: tl.constexpr = 0 if REVERSE else BLOCK_T - 1  # the row a tile hands on
-    off, mask = tile(i, T, D, d, dmask, rows, REVERSE, COMPLEX, BLOCK_T)
-    # padding steps are the identity (a = 1, b = 0) and come last in scan order
-    a = tl.where(mask, tl.load(a_ptr + off, mask=mask, other=0.0).to(ACC), _one(COMPLEX))
-    b = tl.load(b_ptr + off, mask=mask, other=0.0).to(ACC)
-    if COMPLEX:
-        ar, ai = tl.split(a)
-        br, bi = tl.split(b)
-        Ar, Ai, Br, Bi = tl.associative_scan((ar, ai, br, bi), 0, _combine_complex,
-                                             reverse=REVERSE)
-        if not LOOP:
-            er, ei = pick_row(Ar, rows, LAST), pick_row(Ai, rows, LAST)
-            fr, fi = pick_row(Br, rows, LAST), pick_row(Bi, rows, LAST)
-            cr, ci = handoff(h0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, er, ei, fr,
-                             fi, HAS_H0, COMPLEX, ACC, BLOCK_D)
-        hr = Ar * cr[None, :] - Ai * ci[None, :] + Br
-        hi = Ar * ci[None, :] + Ai * cr[None, :] + Bi
-        tl.store(h_ptr + off, tl.join(hr, hi).to(h_ptr.dtype.element_ty), mask=mask)
-        out_r, out_i = pick_row(hr, rows, LAST), pick_row(hi, rows, LAST)
-    else:
-        A, Bc = tl.associative_scan((a, b), 0, combine, reverse=REVERSE)
-        if not LOOP:
-            e, f = pick_row(A, rows, LAST), pick_row(Bc, rows, LAST)
-            cr, _ = handoff(h0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f, f,
-                            HAS_H0, COMPLEX, ACC, BLOCK_D)
-        h = A * cr[None, :] + Bc
-        tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=mask)
-        out_r, out_i = pick_row(h, rows, LAST), ci
-    return out_r, out_i
-
-
-@triton.jit
 def _fwd_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, sync_ptr, carry_ptr, T, D, a_bstride, n_seq, n_dblk,
-                n_tiles, HAS_H0: tl.constexpr, REVERSE: tl.constexpr, COMPLEX: tl.constexpr,
-                LOOP: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
-                BLOCK_D: tl.constexpr):
-    if LOOP:  # this program's sequence of tiles (and its tile, when chained)
-        i = 0
-        seq = tl.program_id(0)
-    else:
-        i, seq = claim(sync_ptr, n_seq)
+                HAS_H0: tl.constexpr, REVERSE: tl.constexpr, COMPLEX: tl.constexpr,
+                ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    i, seq = claim(sync_ptr, n_seq)
     pid_b = (seq // n_dblk).to(tl.int64)
     C: tl.constexpr = 2 if COMPLEX else 1
     a_ptr += pid_b * a_bstride
     b_ptr += pid_b * T * D * C
     h_ptr += pid_b * T * D * C
-    h0_ptr += pid_b * D * C
     d = (seq % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = d < D
     rows = tl.arange(0, BLOCK_T)
-    cr = tl.zeros((BLOCK_D,), ACC)
-    ci = tl.zeros((BLOCK_D,), ACC)
-    if LOOP:
-        if HAS_H0:
-            cr, ci = _load_vec(h0_ptr, d, dmask, ACC, COMPLEX)
-        for j in range(n_tiles):
-            cr, ci = _fwd_tile(a_ptr, b_ptr, h0_ptr, h_ptr, sync_ptr, carry_ptr, j, seq, n_seq,
-                               T, D, d, dmask, rows, cr, ci, HAS_H0, REVERSE, COMPLEX, LOOP, ACC,
-                               BLOCK_T, BLOCK_D)
+    LAST: tl.constexpr = 0 if REVERSE else BLOCK_T - 1  # the row a tile hands on
+
+    off, mask = tile(i, T, D, d, dmask, rows, REVERSE, COMPLEX, BLOCK_T)
+    # padding steps are the identity (a = 1, b = 0) and come last in scan order
+    a = tl.where(mask, tl.load(a_ptr + off, mask=mask, other=0.0).to(ACC), _one(COMPLEX))
+    b = tl.load(b_ptr + off, mask=mask, other=0.0).to(ACC)
+    h0_ptr += pid_b * D * C
+    if COMPLEX:
+        ar, ai = tl.split(a)
+        br, bi = tl.split(b)
+        Ar, Ai, Br, Bi = tl.associative_scan((ar, ai, br, bi), 0, _combine_complex,
+                                             reverse=REVERSE)
+        er, ei = pick_row(Ar, rows, LAST), pick_row(Ai, rows, LAST)
+        fr, fi = pick_row(Br, rows, LAST), pick_row(Bi, rows, LAST)
+        cr, ci = handoff(h0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, er, ei, fr, fi,
+                         HAS_H0, COMPLEX, ACC, BLOCK_D)
+        hr = Ar * cr[None, :] - Ai * ci[None, :] + Br
+        hi = Ar * ci[None, :] + Ai * cr[None, :] + Bi
+        tl.store(h_ptr + off, tl.join(hr, hi).to(h_ptr.dtype.element_ty), mask=mask)
     else:
-        _fwd_tile(a_ptr, b_ptr, h0_ptr, h_ptr, sync_ptr, carry_ptr, i, seq, n_seq, T, D, d,
-                  dmask, rows, cr, ci, HAS_H0, REVERSE, COMPLEX, LOOP, ACC, BLOCK_T, BLOCK_D)
+        A, Bc = tl.associative_scan((a, b), 0, combine, reverse=REVERSE)
+        e, f = pick_row(A, rows, LAST), pick_row(Bc, rows, LAST)
+        c, _ = handoff(h0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f, f, HAS_H0,
+                       COMPLEX, ACC, BLOCK_D)
+        tl.store(h_ptr + off, (A * c[None, :] + Bc).to(h_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,66 +322,11 @@ def _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
 
 
 @triton.jit
-def _bwd_tile(a_ptr, h_ptr, gh_ptr, da_ptr, db_ptr, sync_ptr, carry_ptr, i, seq, n_seq, T, D, d,
-              dmask, rows, h0_tile, cr, ci, HAS_H0: tl.constexpr, REVERSE: tl.constexpr,
-              COMPLEX: tl.constexpr, LOOP: tl.constexpr, ACC: tl.constexpr,
-              BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Tile ``i`` of the backward walk: reverse scan of ``g``, the ``g`` entering it from later
-    steps (``(cr, ci)`` when looped, else by the hand-off), writes ``da, db``; returns ``g`` at
-    its first step (forward order)."""
-    LAST: tl.constexpr = BLOCK_T - 1 if REVERSE else 0  # the row a tile hands on
-    gh, a_n, h_p, off, mask = _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
-                                        HAS_H0, REVERSE, COMPLEX, ACC, BLOCK_T)
-    if COMPLEX:
-        ar, ai = tl.split(a_n)
-        gr, gi = tl.split(gh)
-        Ar, Ai, Gr, Gi = tl.associative_scan((ar, -ai, gr, gi), 0, _combine_complex,
-                                             reverse=not REVERSE)
-        if not LOOP:
-            er, ei = pick_row(Ar, rows, LAST), pick_row(Ai, rows, LAST)
-            fr, fi = pick_row(Gr, rows, LAST), pick_row(Gi, rows, LAST)
-            cr, ci = handoff(a_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, er, ei, fr,
-                             fi, False, COMPLEX, ACC, BLOCK_D)
-        gr = Ar * cr[None, :] - Ai * ci[None, :] + Gr
-        gi = Ar * ci[None, :] + Ai * cr[None, :] + Gi
-        hr, hi = tl.split(h_p)
-        da = tl.join(gr * hr + gi * hi, gi * hr - gr * hi)
-        tl.store(da_ptr + off, da.to(da_ptr.dtype.element_ty), mask=mask)
-        tl.store(db_ptr + off, tl.join(gr, gi).to(db_ptr.dtype.element_ty), mask=mask)
-        out_r, out_i = pick_row(gr, rows, LAST), pick_row(gi, rows, LAST)
-    else:
-        A, G = tl.associative_scan((a_n, gh), 0, combine, reverse=not REVERSE)
-        if not LOOP:
-            e, f = pick_row(A, rows, LAST), pick_row(G, rows, LAST)
-            cr, _ = handoff(a_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f, f,
-                            False, COMPLEX, ACC, BLOCK_D)
-        g = A * cr[None, :] + G
-        tl.store(da_ptr + off, (g * h_p).to(da_ptr.dtype.element_ty), mask=mask)
-        tl.store(db_ptr + off, g.to(db_ptr.dtype.element_ty), mask=mask)
-        out_r, out_i = pick_row(g, rows, LAST), ci
-    return out_r, out_i
-
-
-@triton.jit
-def _store_dh0(a_ptr, dh0_ptr, T, D, d, dmask, xr, xi, REVERSE: tl.constexpr,
-               COMPLEX: tl.constexpr, ACC: tl.constexpr):
-    """``dh0 = conj(a_first) g_first`` from ``g_first = (xr, xi)``."""
-    C: tl.constexpr = 2 if COMPLEX else 1
-    a0r, a0i = _load_vec(a_ptr + (T - 1 if REVERSE else 0) * D * C, d, dmask, ACC, COMPLEX)
-    _store_vec(dh0_ptr, d, dmask, a0r * xr + a0i * xi, a0r * xi - a0i * xr, COMPLEX)
-
-
-@triton.jit
 def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr, carry_ptr,
                 T, D, a_bstride, n_seq, n_dblk, n_tiles,
                 HAS_H0: tl.constexpr, REVERSE: tl.constexpr, COMPLEX: tl.constexpr,
-                LOOP: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
-                BLOCK_D: tl.constexpr):
-    if LOOP:  # this program's sequence of tiles (and its tile, when chained)
-        i = 0
-        seq = tl.program_id(0)
-    else:
-        i, seq = claim(sync_ptr, n_seq)
+                ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    i, seq = claim(sync_ptr, n_seq)
     pid_b = (seq // n_dblk).to(tl.int64)
     C: tl.constexpr = 2 if COMPLEX else 1
     a_ptr += pid_b * a_bstride
@@ -449,32 +335,51 @@ def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr,
     gh_ptr += for_batch
     da_ptr += for_batch
     db_ptr += for_batch
-    dh0_ptr += pid_b * D * C
     d = (seq % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = d < D
     rows = tl.arange(0, BLOCK_T)
+    LAST: tl.constexpr = BLOCK_T - 1 if REVERSE else 0  # the row a tile hands on
 
     if HAS_H0:
         h0r, h0i = _load_vec(h0_ptr + pid_b * D * C, d, dmask, ACC, COMPLEX)
         h0_tile = _row_tile(h0r, h0i, COMPLEX)
     else:
         h0_tile = 0.0
-    cr = tl.zeros((BLOCK_D,), ACC)
-    ci = tl.zeros((BLOCK_D,), ACC)
-    if LOOP:
-        for j in range(n_tiles):
-            cr, ci = _bwd_tile(a_ptr, h_ptr, gh_ptr, da_ptr, db_ptr, sync_ptr, carry_ptr, j, seq,
-                               n_seq, T, D, d, dmask, rows, h0_tile, cr, ci, HAS_H0, REVERSE,
-                               COMPLEX, LOOP, ACC, BLOCK_T, BLOCK_D)
-        if HAS_H0:
-            _store_dh0(a_ptr, dh0_ptr, T, D, d, dmask, cr, ci, REVERSE, COMPLEX, ACC)
+    gh, a_n, h_p, off, mask = _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
+                                        HAS_H0, REVERSE, COMPLEX, ACC, BLOCK_T)
+    if COMPLEX:
+        ar, ai = tl.split(a_n)
+        gr, gi = tl.split(gh)
+        Ar, Ai, Gr, Gi = tl.associative_scan((ar, -ai, gr, gi), 0, _combine_complex,
+                                             reverse=not REVERSE)
+        er, ei = pick_row(Ar, rows, LAST), pick_row(Ai, rows, LAST)
+        fr, fi = pick_row(Gr, rows, LAST), pick_row(Gi, rows, LAST)
+        cr, ci = handoff(h0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, er, ei, fr, fi,
+                         False, COMPLEX, ACC, BLOCK_D)
+        xr, xi = er * cr - ei * ci + fr, er * ci + ei * cr + fi
+        gr = Ar * cr[None, :] - Ai * ci[None, :] + Gr
+        gi = Ar * ci[None, :] + Ai * cr[None, :] + Gi
+        hr, hi = tl.split(h_p)
+        da = tl.join(gr * hr + gi * hi, gi * hr - gr * hi)
+        tl.store(da_ptr + off, da.to(da_ptr.dtype.element_ty), mask=mask)
+        tl.store(db_ptr + off, tl.join(gr, gi).to(db_ptr.dtype.element_ty), mask=mask)
     else:
-        xr, xi = _bwd_tile(a_ptr, h_ptr, gh_ptr, da_ptr, db_ptr, sync_ptr, carry_ptr, i, seq,
-                           n_seq, T, D, d, dmask, rows, h0_tile, cr, ci, HAS_H0, REVERSE, COMPLEX,
-                           LOOP, ACC, BLOCK_T, BLOCK_D)
-        if HAS_H0:  # the last tile visited holds the first step
-            if i == n_tiles - 1:
-                _store_dh0(a_ptr, dh0_ptr, T, D, d, dmask, xr, xi, REVERSE, COMPLEX, ACC)
+        A, G = tl.associative_scan((a_n, gh), 0, combine, reverse=not REVERSE)
+        e, f = pick_row(A, rows, LAST), pick_row(G, rows, LAST)
+        c, _ = handoff(h0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f, f, False,
+                       COMPLEX, ACC, BLOCK_D)
+        xr = e * c + f
+        xi = tl.zeros_like(xr)  # (no imaginary part)
+        g = A * c[None, :] + G
+        tl.store(da_ptr + off, (g * h_p).to(da_ptr.dtype.element_ty), mask=mask)
+        tl.store(db_ptr + off, g.to(db_ptr.dtype.element_ty), mask=mask)
+
+    if HAS_H0:  # the last tile visited holds the first step: dh0 = conj(a_first) g_first
+        if i == n_tiles - 1:
+            first = (T - 1 if REVERSE else 0) * D * C
+            a0r, a0i = _load_vec(a_ptr + first, d, dmask, ACC, COMPLEX)
+            _store_vec(dh0_ptr + pid_b * D * C, d, dmask, a0r * xr + a0i * xi,
+                       a0r * xi - a0i * xr, COMPLEX)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,17 +412,16 @@ def forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: 
     ``h0`` ``(B, D)`` or None, all of one dtype of :data:`NATIVE_DTYPES`."""
     B, T, D = b.shape
     _check_size(b)
-    cfg = config or default_config(D, b.dtype, B)
+    cfg = config or default_config(D, b.dtype)
     h = torch.empty_like(b, memory_format=torch.contiguous_format)
     av = _real(a)
     n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(D, cfg.block_d)
-    sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, _acc_torch(b.dtype), b.device,
-                                cfg.loop)
-    _fwd_kernel[grid(cfg, n_tiles, B * n_dblk)](
+    sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, _acc_torch(b.dtype), b.device)
+    _fwd_kernel[(n_tiles * B * n_dblk,)](
         av, _real(b), _real(h0) if h0 is not None else av, _real(h), sync, carry, T, D,
-        0 if a.shape[0] == 1 else av[0].numel(), B * n_dblk, n_dblk, n_tiles,
-        HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=b.is_complex(), LOOP=cfg.loop,
-        ACC=_acc(b.dtype), BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
+        0 if a.shape[0] == 1 else av[0].numel(), B * n_dblk, n_dblk,
+        HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=b.is_complex(), ACC=_acc(b.dtype),
+        BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
     return h
 
 
@@ -526,21 +430,20 @@ def backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, grad_h: 
     """``(da, db, dh0)`` in one fused pass (see the module docstring); ``da`` is summed over the
     batch when ``a`` is ``(1, T, D)``; ``dh0`` is None when ``h0`` is None."""
     B, T, D = h.shape
-    cfg = config or default_config(D, h.dtype, B)
+    cfg = config or default_config(D, h.dtype)
     broadcast = a.shape[0] == 1 and B != 1
     da = torch.empty_like(h, dtype=a.dtype) if broadcast else torch.empty_like(a)
     db = torch.empty_like(h, dtype=grad_h.dtype)
     dh0 = torch.empty_like(h0) if h0 is not None else None
     av = _real(a)
     n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(D, cfg.block_d)
-    sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, _acc_torch(h.dtype), h.device,
-                                cfg.loop)
-    _bwd_kernel[grid(cfg, n_tiles, B * n_dblk)](
+    sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, _acc_torch(h.dtype), h.device)
+    _bwd_kernel[(n_tiles * B * n_dblk,)](
         av, _real(h), _real(h0) if h0 is not None else av, _real(grad_h), _real(da), _real(db),
         _real(dh0) if dh0 is not None else av, sync, carry, T, D,
         0 if a.shape[0] == 1 else av[0].numel(), B * n_dblk, n_dblk, n_tiles,
-        HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=h.is_complex(), LOOP=cfg.loop,
-        ACC=_acc(h.dtype), BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
+        HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=h.is_complex(), ACC=_acc(h.dtype),
+        BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
     if broadcast:
         da = da.sum(0, keepdim=True)
     return da, db, dh0
