@@ -17,6 +17,7 @@ Finished runs under ``runs/pad_memory/`` are reused and cut-off ones resumed::
 
     python benchmarks/pad_memory.py              # train what is missing (25 min a run here)
     python benchmarks/pad_memory.py --no-train   # tabulate the finished runs only
+    python benchmarks/pad_memory.py --only A B --name NAME   # train and tabulate A, B alone
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ RUNS = {
     "hybrid-penalty100-pad1000": ["--model", "hybrid", *penalty(100), *PAD, *seed(0)],
     "hybrid-detached-penalty100-pad1000-2epochs": ["--model", "hybrid", *DETACHED, *penalty(100),
                                                    *PAD, "--epochs", "2", *seed(0)],
+    # no gradient clipping: the BMRU's gradient (100-1000x the rest at init with the pad) no
+    # longer scales down every other parameter's step through the global clip
+    "hybrid-noclip-pad1000": ["--model", "hybrid", "--grad-clip", "0", *PAD, *seed(0)],
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (1000, 10_000), 1000  # beyond the training pad, on the first digits
@@ -200,12 +204,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-train", action="store_true", help="tabulate finished runs only")
     parser.add_argument("--name", default="pad_memory", help="results/<name>.md and .json")
+    parser.add_argument("--only", nargs="+", choices=list(RUNS),
+                        help="these runs alone (with a --name other than the default)")
     args = parser.parse_args()
+    if args.only and args.name == "pad_memory":
+        parser.error("--only needs a --name of its own: results/pad_memory.md lists every run")
     torch.set_num_threads(1)
 
     table = ["| " + " | ".join(COLUMNS) + " |", "|---|---:|---:|---|" + "---:|" * 6]
     commands, data, beyond = [], [], []
     for run, argv in RUNS.items():
+        if args.only and run not in args.only:
+            continue
         out = f"{RUNS_DIR}/{run}"
         metrics = trained_run(out, ["psmnist", *argv], train=not args.no_train)
         if metrics is None:
