@@ -35,7 +35,10 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The commit the code was run at (with ``+dirty`` when the tree had changes)."""
+    """The commit the code was run at (with ``+dirty`` when the tree had changes); the variable
+    ``BISTABLE_COMMIT`` first, where set (a copy of the tree whose .git is stale, on a lent GPU)."""
+    if os.environ.get("BISTABLE_COMMIT"):
+        return os.environ["BISTABLE_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
@@ -44,7 +47,7 @@ def commit() -> str:
                                text=True, capture_output=True).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("BISTABLE_COMMIT", "unknown")
+        return "unknown"
 
 
 def header(title: str) -> str:

@@ -4,22 +4,26 @@
 #   src         the SRC training throughput against snnTorch LIF, alone on the GPU (issue 9)
 #   psmnist     psMNIST with and without --pad 1000 at a matched budget: three hybrids and the
 #               LRU side by side, each for the minutes left before second 480 (issue 6)
-#   runs        the benchmarks/spiking_runs.py runs named in GPU_RUNS (default: the Fashion-MNIST
-#               ones not yet trained there), side by side, beside the compiled Triton tests
+#   runs        the benchmarks/spiking_runs.py runs named in GPU_RUNS (space-separated), side by
+#               side, beside the compiled Triton tests
 #   tests       the Triton tests compiled (no interpreter); with `runs`, beside them
 #   scan        benchmarks/scan_cuda.py --sweep, alone on the GPU (issue 3)
 # Carry .whl (wheels: accelerated-scan for `scan`, snntorch for `src`) and .gpu_data (a copy of
 # ../shared/data/mnist and/or fashion-mnist; ../shared does not travel). Set BISTABLE_COMMIT (the
-# .git there may be stale). Logs, results and the runs land in $OUT/gpu.tar.
+# .git there may be stale). Logs, this run's results and the runs' metrics land in $OUT/gpu.tar.
 #
-#     BISTABLE_COMMIT=$(git rev-parse --short HEAD) bash benchmarks/gpu_check.sh runs scan
+#     BISTABLE_COMMIT=$(git rev-parse --short HEAD) GPU_RUNS="NAME ..." \
+#         bash benchmarks/gpu_check.sh runs tests scan
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 LOG=/tmp/gpu_logs
 START=$SECONDS
 PARTS=${*:-src psmnist runs tests scan}
-GPU_RUNS=${GPU_RUNS:-fashion-mnist-h512-robust-12ep-gpu fashion-mnist-h512-detached-12ep-gpu
-fashion-mnist-h1024-robust-12ep-gpu}
+GPU_RUNS=${GPU_RUNS:-}
+if [[ " $PARTS " == *" runs "* && -z "$GPU_RUNS" ]]; then
+    echo "gpu_check.sh: the part 'runs' needs GPU_RUNS (names from benchmarks/spiking_runs.py)" >&2
+    exit 2
+fi
 mkdir -p "$OUT" "$LOG" runs/src
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -86,6 +90,9 @@ if has scan; then  # alone on the GPU: bandwidth figures
     echo "scan benchmark: exit $?"; grep -v "^{" "$LOG/scan.log" | tail -n 60
 fi
 
-find runs -name metrics.json -o -name "*.pt" -o -name config.json >"$LOG/files" 2>/dev/null
-tar cf "$OUT/gpu.tar" "$LOG" results -T "$LOG/files"
+# what comes back is at most 16 MiB a file: logs, this run's results and the runs' metrics (the
+# checkpoints stay there: a wide SRC's weights and optimiser state alone can pass that)
+find runs -name metrics.json >"$LOG/files" 2>/dev/null
+find results -newer "$LOG/gpu.txt" -type f >>"$LOG/files"
+tar cf "$OUT/gpu.tar" "$LOG" -T "$LOG/files"
 echo "done in $((SECONDS - START)) s"
