@@ -20,7 +20,8 @@ LOG=/tmp/gpu_logs
 START=$SECONDS
 PARTS=${*:-src psmnist runs tests scan}
 GPU_RUNS=${GPU_RUNS:-}
-if [[ " $PARTS " == *" runs "* && -z "$GPU_RUNS" ]]; then
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+if has runs && [[ -z "$GPU_RUNS" ]]; then
     echo "gpu_check.sh: the part 'runs' needs GPU_RUNS (names from benchmarks/spiking_runs.py)" >&2
     exit 2
 fi
@@ -34,7 +35,6 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu 
     | tee "$LOG/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 GPU=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[1].lower())")
-has() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if has src; then  # the anchor of issue 9: 4 hidden layers of 256, T = 220, batch 128
     timeout 100 python3 benchmarks/src.py --device cuda --tp-batch 128 --tp-rounds 7 \
