@@ -142,7 +142,7 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     kw = {}
     if kind == "src":
         kw = {"compile_loop": args.compile, "learn_bias": args.learn_bias,
-              "detach_recurrent": args.detach,
+              "detach_recurrent": args.detach, "alpha": args.alpha, "rho": args.rho,
               "train_noise": args.train_noise if args.redraw else 0.0}
     net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth,
                          init_rate=args.init_rate, **kw)
@@ -288,6 +288,9 @@ def main(argv=None) -> None:
     p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s (0: skip)")
     p.add_argument("--compile", action="store_true", help="SRC with the fused loop (compile_loop)")
     p.add_argument("--learn-bias", action="store_true", help="SRC with learned b (capped at -4)")
+    p.add_argument("--alpha", type=float, default=0.9, help="SRC input leak α (SPEC.md §6: 0.9; "
+                   "the LIF peer's membrane β is 0.95)")
+    p.add_argument("--rho", type=float, default=3.0, help="SRC input saturation ρ (SPEC.md §6: 3)")
     p.add_argument("--detach", action="store_true", help="SRC with detach_recurrent=True "
                    "(gradients through time only via the input integration i)")
     p.add_argument("--train-noise", type=float, default=0.0, help="train SRC networks with every "
@@ -382,7 +385,8 @@ def accuracy_md(section: dict) -> str:
             + "; images: rate coding 0.25 · "
             "intensity, 20 silent + 200 coded steps; nmnist-sim (simulated N-MNIST): "
             f"{a.get('nmnist_bins')} frames passed through; population readout (10 per class), "
-            "cross-entropy on R[:, -1]. SRC bias "
+            f"cross-entropy on R[:, -1]. SRC input leak α = {a.get('alpha', 0.9)}, saturation "
+            f"ρ = {a.get('rho', 3.0)}, bias "
             f"{'learned (capped at -4)' if a.get('learn_bias') else 'fixed at -6'}"
             + (f"; SRC trained with r, r_s drawn with σ = {a['train_noise']:.0%} "
                + ("again at every step, tested with the nominal values" if a.get("redraw")
