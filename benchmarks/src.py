@@ -56,13 +56,14 @@ from bistable.units.src import ramp_train_noise  # noqa: E402
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def train_step(net, opt, x, y):
+def train_step(net, opt, x, y) -> tuple[float, int]:
+    """One Adam step; the batch's loss and its number of correct answers (before the step)."""
     R, _ = net(x)
     loss = F.cross_entropy(R[:, -1], y)
     opt.zero_grad()
     loss.backward()
     opt.step()
-    return loss.item()
+    return loss.item(), int((R[:, -1].detach().argmax(1) == y).sum())
 
 
 def throughput(args) -> list[dict]:
@@ -151,11 +152,13 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
     t0, per_epoch, step = time.perf_counter(), [], 0
+    train_loss, train_acc = [], []  # running means over each epoch, in training mode
     schedule = TrainConfig(dataset, kind, "", steps=args.epochs * math.ceil(len(train[1]) /
                                                                           args.batch),
                            lr=args.lr, min_lr=args.lr / 10, warmup=0, schedule=args.schedule)
     for epoch in range(args.epochs):
         order = torch.randperm(len(train[1]), generator=gen)
+        loss_sum = correct = 0
         for s in range(0, len(order), args.batch):
             b = order[s:s + args.batch]
             for group in opt.param_groups:  # bistable train's schedule, without warm-up
@@ -164,19 +167,24 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
                 ramp_train_noise(net, step, math.ceil(args.noise_ramp * schedule.steps),
                                  args.train_noise)
             step += 1
-            train_step(net, opt, encode(train[0][b], gen), train[1][b])
+            loss, right = train_step(net, opt, encode(train[0][b], gen), train[1][b])
+            loss_sum, correct = loss_sum + loss * len(b), correct + right
+        train_loss.append(round(loss_sum / len(order), 4))
+        train_acc.append(round(100.0 * correct / len(order), 2))
         if epoch < args.epochs - 1:  # the learning curve: test accuracy after every epoch
             net.eval()
             per_epoch.append(evaluate(net, *test, args.batch, seed))
             net.train()
             print(f"{dataset} depth {depth} {kind} seed {seed}: epoch {epoch + 1}/{args.epochs}, "
-                  f"test accuracy {per_epoch[-1]:.2f} %, {time.perf_counter() - t0:.0f} s",
+                  f"test accuracy {per_epoch[-1]:.2f} % (training {train_acc[-1]:.2f} %), "
+                  f"{time.perf_counter() - t0:.0f} s",
                   file=sys.stderr, flush=True)
     net.eval()  # tested with the stored r, r_s (no train_noise)
     row = {"dataset": dataset, "kind": kind, "depth": depth, "seed": seed,
            "train_seconds": time.perf_counter() - t0,
            "accuracy": evaluate(net, *test, args.batch, seed)}
     row["accuracy_per_epoch"] = per_epoch + [row["accuracy"]]
+    row["train_loss_per_epoch"], row["train_accuracy_per_epoch"] = train_loss, train_acc
     stats = net.spike_stats(encode(test[0][:args.batch], gen))
     row["firing_rate"] = [round(s["firing_rate"], 4) for s in stats]
     row["silent_fraction"] = [round(s["silent_fraction"], 3) for s in stats]
@@ -245,6 +253,8 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "accuracy": ms("accuracy"), "accuracy_noise": ms("accuracy_noise"),
                     "per_epoch": " / ".join(f"{x:.2f}" for x in rs[0].get("accuracy_per_epoch",
                                                                         [])) or "—",
+                    "train_per_epoch": " / ".join(
+                        f"{x:.2f}" for x in rs[0].get("train_accuracy_per_epoch", [])) or "—",
                     "firing_rate": rs[0]["firing_rate"],
                     "silent_fraction": rs[0]["silent_fraction"]})
     return out
@@ -400,10 +410,12 @@ def accuracy_md(section: dict) -> str:
                if a.get("init_rate") else "") + ". "
             "Depth = hidden layers. `accuracy_noise`: every neuron's "
             f"r, r_s drawn with σ = {a['noise']:.0%} of |r|, |r_s| (SRC only). Firing rate "
-            "(spikes per neuron per step), silent fraction per layer and `per_epoch` (test "
-            "accuracy after each epoch), first seed.\n\n"
+            "(spikes per neuron per step), silent fraction per layer, `per_epoch` (test "
+            "accuracy after each epoch) and `train_per_epoch` (running training accuracy over "
+            "each epoch, in training mode), first seed.\n\n"
             + table(summarise(section["runs"]), ["dataset", "depth", "kind", "seeds", "accuracy",
-                                                 "accuracy_noise", "per_epoch", "firing_rate",
+                                                 "accuracy_noise", "per_epoch", "train_per_epoch",
+                                                 "firing_rate",
                                                  "silent_fraction"]))
 
 
