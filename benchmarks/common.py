@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import platform
@@ -34,9 +35,12 @@ def machine() -> str:
     return text
 
 
+@functools.cache
 def commit() -> str:
     """The commit the code was run at (with ``+dirty`` when the tree had changes); the variable
-    ``BISTABLE_COMMIT`` first, where set (a copy of the tree whose .git is stale, on a lent GPU)."""
+    ``BISTABLE_COMMIT`` first, where set (a copy of the tree whose .git is stale, on a lent GPU).
+    Read once, when the benchmark starts (below), so that commits made during a long run do not
+    relabel its results."""
     if os.environ.get("BISTABLE_COMMIT"):
         return os.environ["BISTABLE_COMMIT"]
     root = Path(__file__).resolve().parent.parent
@@ -48,6 +52,9 @@ def commit() -> str:
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+commit()  # the commit at start (cached)
 
 
 def header(title: str) -> str:
