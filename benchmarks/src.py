@@ -237,6 +237,11 @@ def merge(names: list[str], defaults: dict) -> dict:
                         for s in sections]}
 
 
+def curve(run: dict, key: str) -> str:
+    """A run's per-epoch figures as ``a / b / c`` (— when it has none)."""
+    return " / ".join(f"{x:.2f}" for x in run.get(key, [])) or "—"
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -251,10 +256,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             return f"{statistics.mean(vals):.2f} ± {sd:.2f}"
         out.append({"dataset": dataset, "depth": depth, "kind": kind, "seeds": len(rs),
                     "accuracy": ms("accuracy"), "accuracy_noise": ms("accuracy_noise"),
-                    "per_epoch": " / ".join(f"{x:.2f}" for x in rs[0].get("accuracy_per_epoch",
-                                                                        [])) or "—",
-                    "train_per_epoch": " / ".join(
-                        f"{x:.2f}" for x in rs[0].get("train_accuracy_per_epoch", [])) or "—",
+                    "per_epoch": curve(rs[0], "accuracy_per_epoch"),
+                    "train_per_epoch": curve(rs[0], "train_accuracy_per_epoch"),
                     "firing_rate": rs[0]["firing_rate"],
                     "silent_fraction": rs[0]["silent_fraction"]})
     return out
@@ -415,8 +418,7 @@ def accuracy_md(section: dict) -> str:
             "each epoch, in training mode), first seed.\n\n"
             + table(summarise(section["runs"]), ["dataset", "depth", "kind", "seeds", "accuracy",
                                                  "accuracy_noise", "per_epoch", "train_per_epoch",
-                                                 "firing_rate",
-                                                 "silent_fraction"]))
+                                                 "firing_rate", "silent_fraction"]))
 
 
 if __name__ == "__main__":
