@@ -56,14 +56,16 @@ from bistable.units.src import ramp_train_noise  # noqa: E402
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def train_step(net, opt, x, y) -> tuple[float, int]:
-    """One Adam step; the batch's loss and its number of correct answers (before the step)."""
+def train_step(net, opt, x, y, clip: float = 0.0) -> tuple[float, int, float]:
+    """One Adam step, the gradient's global norm clipped to ``clip`` first (0: not clipped); the
+    batch's loss, its number of correct answers (before the step) and the unclipped norm."""
     R, _ = net(x)
     loss = F.cross_entropy(R[:, -1], y)
     opt.zero_grad()
     loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip if clip > 0 else math.inf)
     opt.step()
-    return loss.item(), int((R[:, -1].detach().argmax(1) == y).sum())
+    return loss.item(), int((R[:, -1].detach().argmax(1) == y).sum()), float(norm)
 
 
 def throughput(args) -> list[dict]:
@@ -153,6 +155,7 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     gen = torch.Generator().manual_seed(seed)
     t0, per_epoch, step = time.perf_counter(), [], 0
     train_loss, train_acc = [], []  # running means over each epoch, in training mode
+    grad_norm, norms = [], []  # median unclipped gradient norm of each epoch
     schedule = TrainConfig(dataset, kind, "", steps=args.epochs * math.ceil(len(train[1]) /
                                                                           args.batch),
                            lr=args.lr, min_lr=args.lr / 10, warmup=0, schedule=args.schedule)
@@ -167,10 +170,14 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
                 ramp_train_noise(net, step, math.ceil(args.noise_ramp * schedule.steps),
                                  args.train_noise)
             step += 1
-            loss, right = train_step(net, opt, encode(train[0][b], gen), train[1][b])
+            loss, right, norm = train_step(net, opt, encode(train[0][b], gen), train[1][b],
+                                           args.grad_clip)
             loss_sum, correct = loss_sum + loss * len(b), correct + right
+            norms.append(norm)
         train_loss.append(round(loss_sum / len(order), 4))
         train_acc.append(round(100.0 * correct / len(order), 2))
+        grad_norm.append(round(statistics.median(norms), 4))
+        norms.clear()
         if epoch < args.epochs - 1:  # the learning curve: test accuracy after every epoch
             net.eval()
             per_epoch.append(evaluate(net, *test, args.batch, seed))
@@ -185,6 +192,7 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
            "accuracy": evaluate(net, *test, args.batch, seed)}
     row["accuracy_per_epoch"] = per_epoch + [row["accuracy"]]
     row["train_loss_per_epoch"], row["train_accuracy_per_epoch"] = train_loss, train_acc
+    row["grad_norm_per_epoch"] = grad_norm
     stats = net.spike_stats(encode(test[0][:args.batch], gen))
     row["firing_rate"] = [round(s["firing_rate"], 4) for s in stats]
     row["silent_fraction"] = [round(s["silent_fraction"], 3) for s in stats]
@@ -237,9 +245,9 @@ def merge(names: list[str], defaults: dict) -> dict:
                         for s in sections]}
 
 
-def curve(run: dict, key: str) -> str:
+def curve(run: dict, key: str, fmt: str = ".2f") -> str:
     """A run's per-epoch figures as ``a / b / c`` (— when it has none)."""
-    return " / ".join(f"{x:.2f}" for x in run.get(key, [])) or "—"
+    return " / ".join(f"{x:{fmt}}" for x in run.get(key, [])) or "—"
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -258,6 +266,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "accuracy": ms("accuracy"), "accuracy_noise": ms("accuracy_noise"),
                     "per_epoch": curve(rs[0], "accuracy_per_epoch"),
                     "train_per_epoch": curve(rs[0], "train_accuracy_per_epoch"),
+                    "grad_norm_per_epoch": curve(rs[0], "grad_norm_per_epoch", ".3g"),
                     "firing_rate": rs[0]["firing_rate"],
                     "silent_fraction": rs[0]["silent_fraction"]})
     return out
@@ -296,6 +305,9 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient's global "
+                   "norm to this before each Adam step (0, the default: not clipped; bistable "
+                   "train clips at 1)")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="learning rate: constant, or cosine from --lr to --lr/10 over the run")
     p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s (0: skip)")
@@ -395,6 +407,7 @@ def accuracy_md(section: dict) -> str:
             f"{a['train_samples']} training and {a['test_samples']} test samples, {a['epochs']} "
             f"epoch(s), batch {a['batch']}, Adam lr {a['lr']}"
             + (f" (cosine to {a['lr'] / 10:g})" if a.get("schedule") == "cosine" else "")
+            + (f", gradient norm clipped at {a['grad_clip']:g}" if a.get("grad_clip") else "")
             + "; images: rate coding 0.25 · "
             "intensity, 20 silent + 200 coded steps; nmnist-sim (simulated N-MNIST): "
             f"{a.get('nmnist_bins')} frames passed through; population readout (10 per class), "
@@ -414,11 +427,13 @@ def accuracy_md(section: dict) -> str:
             "Depth = hidden layers. `accuracy_noise`: every neuron's "
             f"r, r_s drawn with σ = {a['noise']:.0%} of |r|, |r_s| (SRC only). Firing rate "
             "(spikes per neuron per step), silent fraction per layer, `per_epoch` (test "
-            "accuracy after each epoch) and `train_per_epoch` (running training accuracy over "
-            "each epoch, in training mode), first seed.\n\n"
+            "accuracy after each epoch), `train_per_epoch` (running training accuracy over "
+            "each epoch, in training mode) and `grad_norm_per_epoch` (median global gradient "
+            "norm of each epoch's steps, before clipping), first seed.\n\n"
             + table(summarise(section["runs"]), ["dataset", "depth", "kind", "seeds", "accuracy",
                                                  "accuracy_noise", "per_epoch", "train_per_epoch",
-                                                 "firing_rate", "silent_fraction"]))
+                                                 "grad_norm_per_epoch", "firing_rate",
+                                                 "silent_fraction"]))
 
 
 if __name__ == "__main__":
