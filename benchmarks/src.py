@@ -56,16 +56,19 @@ from bistable.units.src import ramp_train_noise  # noqa: E402
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def train_step(net, opt, x, y, clip: float = 0.0) -> tuple[float, int, float]:
-    """One Adam step, the gradient's global norm clipped to ``clip`` first (0: not clipped); the
-    batch's loss, its number of correct answers (before the step) and the unclipped norm."""
+def train_step(net, opt, x, y, clip: float | None = None) -> tuple[float, int, float | None]:
+    """One Adam step; the batch's loss, its number of correct answers (before the step) and, when
+    ``clip`` is given, the gradient's global norm, clipped to ``clip`` before the step (0: not
+    clipped). Without ``clip`` (the throughput runs) the norm is not computed."""
     R, _ = net(x)
     loss = F.cross_entropy(R[:, -1], y)
     opt.zero_grad()
     loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip if clip > 0 else math.inf)
+    norm = None
+    if clip is not None:
+        norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip or math.inf))
     opt.step()
-    return loss.item(), int((R[:, -1].detach().argmax(1) == y).sum()), float(norm)
+    return loss.item(), int((R[:, -1].detach().argmax(1) == y).sum()), norm
 
 
 def throughput(args) -> list[dict]:
@@ -155,13 +158,13 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     gen = torch.Generator().manual_seed(seed)
     t0, per_epoch, step = time.perf_counter(), [], 0
     train_loss, train_acc = [], []  # running means over each epoch, in training mode
-    grad_norm, norms = [], []  # median unclipped gradient norm of each epoch
+    grad_norm = []  # median unclipped gradient norm of each epoch
     schedule = TrainConfig(dataset, kind, "", steps=args.epochs * math.ceil(len(train[1]) /
                                                                           args.batch),
                            lr=args.lr, min_lr=args.lr / 10, warmup=0, schedule=args.schedule)
     for epoch in range(args.epochs):
         order = torch.randperm(len(train[1]), generator=gen)
-        loss_sum = correct = 0
+        loss_sum, correct, norms = 0, 0, []
         for s in range(0, len(order), args.batch):
             b = order[s:s + args.batch]
             for group in opt.param_groups:  # bistable train's schedule, without warm-up
@@ -177,7 +180,6 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         train_loss.append(round(loss_sum / len(order), 4))
         train_acc.append(round(100.0 * correct / len(order), 2))
         grad_norm.append(round(statistics.median(norms), 4))
-        norms.clear()
         if epoch < args.epochs - 1:  # the learning curve: test accuracy after every epoch
             net.eval()
             per_epoch.append(evaluate(net, *test, args.batch, seed))
