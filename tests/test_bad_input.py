@@ -60,6 +60,18 @@ def _unit_cases(unit: str):
             for method, what, args, match in rows]
 
 
+def _build(unit: str, *args, **kwargs):
+    return lambda tmp: getattr(bs, unit)(*args, **kwargs)
+
+
+def _constructor_cases(unit: str):
+    rows = [("hidden_size", (F, 0), r"hidden_size: expected a positive int, got 0"),
+            ("input_size", (2.5, H), r"input_size: expected a positive int, got 2\.5"),
+            ("bool", (F, True), r"hidden_size: expected a positive int, got True")]
+    return [pytest.param(_build(unit, *args), ValueError, match, id=f"{unit}-{what}")
+            for what, args, match in rows]
+
+
 def _scan(*args, **kwargs):
     return lambda tmp: bs.linear_scan(*args, **kwargs)
 
@@ -110,8 +122,26 @@ CASES = [
                  r"model: expected one of bmru, .*got 'nosuch'", id="build_model-unknown"),
     pytest.param(lambda tmp: bs.build_model("bmru", 1, 1, hidden=0), ValueError,
                  r"hidden: expected a positive integer, got 0", id="build_model-hidden0"),
-    pytest.param(lambda tmp: bs.BMRU(0, H), ValueError,
-                 r"input_size: expected a positive int, got 0", id="BMRU-input_size0"),
+    *[case for unit in UNITS for case in _constructor_cases(unit)],
+    pytest.param(_build("LRU", F, H, state_size=0), ValueError,
+                 r"state_size: expected a positive int, got 0", id="LRU-state_size0"),
+    pytest.param(_build("CMRU", F, H, epsilon=1.5), ValueError,
+                 r"epsilon: expected a number in \[0, 1\], got 1\.5", id="CMRU-epsilon"),
+    pytest.param(_build("SRC", F, H, rho=0.0), ValueError,
+                 r"rho: expected a finite number > 0, got 0\.0", id="SRC-rho0"),
+    pytest.param(_build("SRC", F, H, alpha=1.5), ValueError,
+                 r"alpha: expected a number in \[0, 1\], got 1\.5", id="SRC-alpha"),
+    pytest.param(_build("SRC", F, H, z_dep=-0.1), ValueError,
+                 r"z_dep: expected a number in \[0, 1\], got -0\.1", id="SRC-z_dep"),
+    pytest.param(_build("SRC", F, H, r=float("nan")), ValueError,
+                 r"r: expected a finite number, got nan", id="SRC-r-nan"),
+    pytest.param(_build("SRC", F, H, train_noise=-0.1), ValueError,
+                 r"train_noise: expected a relative σ >= 0, got -0\.1", id="SRC-train_noise"),
+    pytest.param(_build("SRC", F, H, bias=-3.0, learn_bias=True), ValueError,
+                 r"bias: expected at most bias_max = -4\.0 when learned .*got -3\.0",
+                 id="SRC-learned-bias-above-cap"),
+    pytest.param(_build("LIF", F, H, beta=1.5), ValueError,
+                 r"beta: expected a decay in \[0, 1\], got 1\.5", id="LIF-beta"),
     # ---- the CLI
     pytest.param(cli("train", "nosuchtask", "--model", "bmru", *OUT), 2,
                  r"unknown task 'nosuchtask'; choose one of: copy-first-input, ", id="cli-task"),

@@ -6,9 +6,28 @@ so that a wrong call fails at the unit's door instead of deep inside a scan.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import numbers
+from collections.abc import Callable, Sequence
 
 import torch
+
+
+def check_sizes(**sizes) -> None:
+    """Check layer sizes given as keywords (``hidden_size=4``): each a positive integer."""
+    for name, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"{name}: expected a positive int, got {n!r}")
+
+
+def check_number(value, name: str, ok: Callable[[float], bool] = lambda v: True,
+                 expected: str = "a finite number") -> float:
+    """``value`` as a float, or ValueError unless it is a finite real number with ``ok(value)``
+    (``expected`` describes the condition in the message)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return float(value)
 
 
 def _tensor(x, name: str, expected: str) -> torch.Tensor:

@@ -37,7 +37,14 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..scan import linear_scan
-from .base import check_input, check_state, check_step_input, linear_schedule
+from .base import (
+    check_input,
+    check_number,
+    check_sizes,
+    check_state,
+    check_step_input,
+    linear_schedule,
+)
 from .surrogate import (
     SurrogateGrad,
     check_sharpness,
@@ -211,9 +218,7 @@ class MRU(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, *, surrogate: str = "atan",
                  sharpness: float = 1.0, learn_init: bool = True, detach_input: bool = False):
         super().__init__()
-        for name, n in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(n, int) or n < 1:
-                raise ValueError(f"{name}: expected a positive int, got {n!r}")
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.surrogate = surrogate
         self._grad = get_surrogate(surrogate)
@@ -328,9 +333,7 @@ class CMRU(BMRU):
 
     @staticmethod
     def _checked_epsilon(value: float) -> float:
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"epsilon: expected a number in [0, 1], got {value!r}")
-        return float(value)
+        return check_number(value, "epsilon", lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
     def epsilon(self) -> torch.Tensor:
         if isinstance(self.epsilon_raw, nn.Parameter):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .base import check_input, check_step_input, state_or_zeros
+from .base import check_input, check_sizes, check_step_input, state_or_zeros
 
 
 class BRC(nn.Module):
@@ -28,6 +28,7 @@ class BRC(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
         self.input_size, self.hidden_size = input_size, hidden_size
         # rows [U_a; U_c; U]: one matmul gives the three input projections
         self.U = nn.Parameter(torch.empty(3 * hidden_size, input_size))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import check_input, check_state, check_step_input
+from .base import check_input, check_number, check_sizes, check_state, check_step_input
 
 
 def _snntorch():
@@ -42,6 +42,10 @@ class LIF(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, *, beta: float = 0.95,
                  threshold: float = 1.0, slope: float = 2.0):
         super().__init__()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
+        check_number(beta, "beta", lambda v: 0 <= v <= 1, "a decay in [0, 1]")
+        for name, value in (("threshold", threshold), ("slope", slope)):
+            check_number(value, name, lambda v: v > 0, "a finite number > 0")
         snntorch, surrogate = _snntorch()
         self.input_size, self.hidden_size = input_size, hidden_size
         self.linear = nn.Linear(input_size, hidden_size)

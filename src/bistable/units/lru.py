@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from .base import check_input, check_state, check_step_input
+from .base import check_input, check_sizes, check_state, check_step_input
 
 
 class LRU(nn.Module):
@@ -41,6 +41,9 @@ class LRU(nn.Module):
         max_phase: float = 6.283,
     ):
         super().__init__()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
+        if state_size is not None:
+            check_sizes(state_size=state_size)
         if not 0.0 <= r_min < r_max <= 1.0:
             raise ValueError(f"r_min, r_max: expected 0 <= r_min < r_max <= 1, "
                              f"got {r_min}, {r_max}")

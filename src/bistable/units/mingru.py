@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from .base import check_input, check_step_input, state_or_zeros
+from .base import check_input, check_sizes, check_step_input, state_or_zeros
 
 
 class MinGRU(nn.Module):
@@ -24,6 +24,7 @@ class MinGRU(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.proj = nn.Linear(input_size, 2 * hidden_size, bias=False)  # rows [W_z; W_h]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import check_input, check_state, check_step_input
+from .base import check_input, check_sizes, check_state, check_step_input
 
 
 class _TorchRNN(nn.Module):
@@ -16,6 +16,7 @@ class _TorchRNN(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.rnn = self.rnn_class(input_size, hidden_size, batch_first=True)
 

@@ -50,7 +50,14 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from .base import check_input, check_state, check_step_input, linear_schedule
+from .base import (
+    check_input,
+    check_number,
+    check_sizes,
+    check_state,
+    check_step_input,
+    linear_schedule,
+)
 
 GATES = ("previous", "current")
 
@@ -311,8 +318,8 @@ class SRC(nn.Module):
         alpha: input leak α (0.9). rho: saturation ρ (3). r, r_s: fast and slow feedback gains
             (2, −7), stored per neuron (see :meth:`perturb_`). z_hyp, z_dep: slow gate values below
             and above h = 0.5 (0.9, 0).
-        bias: ``b`` per neuron (−6). learn_bias: learn it, its forward value clamped to
-            ``≤ bias_max`` (−4) with a straight-through gradient.
+        bias: ``b`` per neuron (−6). learn_bias: learn it (starting at most ``bias_max``), its
+            forward value clamped to ``≤ bias_max`` (−4) with a straight-through gradient.
         detach_recurrent: detach ``h[t-1]``, ``h_s[t-1]`` in the recurrence (default: full BPTT).
         gate: ``"previous"`` gates ``z_s[t]`` on ``h[t-1]`` (the authors' code, causal; default) or
             ``"current"`` on ``h[t]`` (the paper's text).
@@ -334,11 +341,20 @@ class SRC(nn.Module):
                  detach_recurrent: bool = False, gate: str = "previous",
                  compile_loop: bool = False, train_noise: float = 0.0):
         super().__init__()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
         if gate not in GATES:
             raise ValueError(f"gate: expected one of {GATES}, got {gate!r}")
-        if isinstance(train_noise, bool) or not isinstance(train_noise, (int, float)) \
-                or not train_noise >= 0:
-            raise ValueError(f"train_noise: expected a relative σ >= 0, got {train_noise!r}")
+        unit = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        for name, value, (ok, expected) in (
+                ("alpha", alpha, unit), ("z_hyp", z_hyp, unit), ("z_dep", z_dep, unit),
+                ("rho", rho, (lambda v: v > 0, "a finite number > 0")),
+                ("train_noise", train_noise, (lambda v: v >= 0, "a relative σ >= 0"))):
+            check_number(value, name, ok, expected)
+        for name, value in (("r", r), ("r_s", r_s), ("bias", bias), ("bias_max", bias_max)):
+            check_number(value, name)
+        if learn_bias and bias > bias_max:
+            raise ValueError(f"bias: expected at most bias_max = {bias_max} when learned "
+                             f"(learn_bias=True), got {bias}")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.alpha, self.rho, self.z_hyp, self.z_dep = alpha, rho, z_hyp, z_dep
         self.r_mean, self.r_s_mean, self.bias_max = r, r_s, bias_max

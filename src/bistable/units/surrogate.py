@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import torch
 
+from .base import check_number
+
 SurrogateGrad = Callable[[torch.Tensor, float], torch.Tensor]
 
 
@@ -54,10 +56,7 @@ def get_surrogate(name: str) -> SurrogateGrad:
 
 def check_sharpness(sharpness: float) -> float:
     """``sharpness`` as a float, or ValueError unless it is finite and > 0."""
-    k = float(sharpness)
-    if not (math.isfinite(k) and k > 0):
-        raise ValueError(f"sharpness: expected a finite number > 0, got {sharpness!r}")
-    return k
+    return check_number(sharpness, "sharpness", lambda v: v > 0, "a finite number > 0")
 
 
 def exact_sign(u: torch.Tensor) -> torch.Tensor:
