@@ -32,6 +32,13 @@ def test_rate_code_rejects_bad_images():
         rate_code(torch.zeros(2, 784, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"images: expected a tensor of shape \(B, ...\)"):
         rate_code(torch.zeros(784))
+    for bad, shown in ((255.0, r"\[0, 255\]"), (-0.5, r"\[-0\.5, 0\]"), (float("nan"), "nan")):
+        images = torch.zeros(2, 784)
+        images[1, 7] = bad  # one pixel out of range (8-bit values not scaled, a sign error, NaN)
+        with pytest.raises(ValueError, match=r"images: expected intensities in \[0, 1\].*" + shown):
+            rate_code(images)
+    with pytest.raises(ValueError, match=r"gain: expected .* in \[0, 1\], got 2"):
+        rate_code(torch.zeros(2, 784), gain=2)
 
 
 def test_flatten_frames_passes_counts_through():

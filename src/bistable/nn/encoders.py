@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ..units.base import check_number
+
 
 def rate_code(images: torch.Tensor, *, steps: int = 200, silent: int = 20, gain: float = 0.25,
               generator: torch.Generator | None = None) -> torch.Tensor:
@@ -26,7 +28,13 @@ def rate_code(images: torch.Tensor, *, steps: int = 200, silent: int = 20, gain:
     if steps < 1 or silent < 0:
         raise ValueError(f"steps, silent: expected steps >= 1 and silent >= 0, "
                          f"got {steps}, {silent}")
-    p = (gain * images.flatten(1)).clamp(0, 1)
+    check_number(gain, "gain", lambda v: 0 <= v <= 1, "a spike probability per unit intensity "
+                 "in [0, 1]")
+    low, high = images.aminmax() if images.numel() else (images.new_zeros(()),) * 2
+    if not (0 <= float(low) and float(high) <= 1):  # NaN fails too
+        raise ValueError(f"images: expected intensities in [0, 1] (scale 8-bit pixels by 1/255), "
+                         f"got values in [{float(low):g}, {float(high):g}]")
+    p = gain * images.flatten(1)
     B, F = p.shape
     out = torch.zeros(B, silent + steps, F, dtype=images.dtype, device=images.device)
     u = torch.rand(B, steps, F, generator=generator, dtype=images.dtype, device=images.device)
