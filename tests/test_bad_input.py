@@ -15,6 +15,8 @@ import bistable as bs
 from bistable.cli import main
 from bistable.data.idx import read_idx
 from bistable.data.nmnist import EVENT_DTYPE, read_events, write_events
+from bistable.nn.readout import PopulationReadout
+from bistable.nn.spiking import SpikingNetwork
 
 F, H, B, T = 3, 4, 2, 5
 UNITS = ("BMRU", "CMRU", "LRU", "BRC", "NBRC", "MinGRU", "GRU", "LSTM", "SRC")
@@ -142,6 +144,14 @@ CASES = [
                  id="SRC-learned-bias-above-cap"),
     pytest.param(_build("LIF", F, H, beta=1.5), ValueError,
                  r"beta: expected a decay in \[0, 1\], got 1\.5", id="LIF-beta"),
+    pytest.param(lambda tmp: bs.SRC(F, H).perturb_(float("nan")), ValueError,
+                 r"sigma: expected a relative σ >= 0, got nan", id="SRC.perturb_-nan"),
+    pytest.param(lambda tmp: SpikingNetwork("src", F, H, 1, per_class=0), ValueError,
+                 r"per_class: expected a positive int, got 0", id="SpikingNetwork-per_class0"),
+    pytest.param(lambda tmp: SpikingNetwork("src", F, H, 1, alpha_ro=1.5), ValueError,
+                 r"alpha_ro: expected a leak in \[0, 1\], got 1\.5", id="SpikingNetwork-alpha_ro"),
+    pytest.param(lambda tmp: PopulationReadout(10, 10, alpha=-0.5), ValueError,
+                 r"alpha: expected a leak in \[0, 1\], got -0\.5", id="PopulationReadout-alpha"),
     # ---- the CLI
     pytest.param(cli("train", "nosuchtask", "--model", "bmru", *OUT), 2,
                  r"unknown task 'nosuchtask'; choose one of: copy-first-input, ", id="cli-task"),

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from ..units.base import check_input, check_state
+from ..units.base import check_input, check_number, check_sizes, check_state
 
 MODES = ("population", "count")
 
@@ -34,6 +34,8 @@ class PopulationReadout(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        check_sizes(n_classes=n_classes, per_class=per_class)
+        check_number(alpha, "alpha", lambda v: 0 <= v <= 1, "a leak in [0, 1]")
         self.n_classes, self.per_class, self.alpha, self.mode = n_classes, per_class, alpha, mode
         self.input_size = n_classes * per_class
         own = torch.eye(n_classes).repeat_interleave(per_class, dim=1)

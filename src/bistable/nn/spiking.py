@@ -13,6 +13,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..units.base import check_number, check_sizes
 from ..units.src import SRC
 from .readout import PopulationReadout
 
@@ -80,6 +81,8 @@ class SpikingNetwork(nn.Module):
         unit = _unit(kind)
         if layers < 0:
             raise ValueError(f"layers: expected >= 0 hidden layers, got {layers}")
+        check_sizes(n_classes=n_classes, per_class=per_class)
+        check_number(alpha_ro, "alpha_ro", lambda v: 0 <= v <= 1, "a leak in [0, 1]")
         if init_rate is not None:
             _check_rate(init_rate, "init_rate")
             self.register_buffer("calibrated", torch.tensor(False))

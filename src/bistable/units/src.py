@@ -386,6 +386,7 @@ class SRC(nn.Module):
     def perturb_(self, sigma: float, generator: torch.Generator | None = None) -> SRC:
         """Draw each neuron's ``r ~ N(r, (σ|r|)²)`` and ``r_s ~ N(r_s, (σ|r_s|)²)`` around the
         constructor's values (σ relative: 0.1 is 10 % of the magnitude; σ = 0 restores them)."""
+        check_number(sigma, "sigma", lambda v: v >= 0, "a relative σ >= 0")
         for buf, mean in ((self.r, self.r_mean), (self.r_s, self.r_s_mean)):
             noise = torch.randn(buf.shape, generator=generator, dtype=buf.dtype)
             buf.copy_(mean + sigma * abs(mean) * noise.to(buf.device))
