@@ -196,9 +196,8 @@ def _rate_at(gain, layer, maps, originals, x, state, pulse):
 
 
 def _check_rate(rate, name: str) -> None:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
-        raise ValueError(f"{name}: expected a firing rate in (0, 1) spikes per neuron per step, "
-                         f"got {rate!r}")
+    check_number(rate, name, lambda v: 0 < v < 1,
+                 "a firing rate in (0, 1) spikes per neuron per step")
 
 
 def build_src(input_size: int, output_size: int, hidden: int, layers: int, **kw) -> SpikingNetwork:

@@ -478,8 +478,7 @@ def ramp_train_noise(model: nn.Module, step: int, total: int, sigma: float) -> f
     Noise-aware training from the first step can silence a deep network's top layers; rising
     from 0, the noise lets it learn first (docs/src.md). Call it once per training step.
     """
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
-        raise ValueError(f"sigma: expected a relative σ >= 0, got {sigma!r}")
+    check_number(sigma, "sigma", lambda v: v >= 0, "a relative σ >= 0")
     units = [m for m in model.modules() if isinstance(m, SRC)]
     if not units:
         raise ValueError("model: expected at least one SRC module, found none")
