@@ -100,6 +100,11 @@ def _numpy(v):
     return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
 
 
+def _check_labels(labels, n: int) -> None:
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels: expected one per unit ({n}), got {len(labels)}")
+
+
 def raster(spikes, path, *, title: str | None = None, max_neurons: int = 200) -> Path:
     """Spike raster of one sample: a dot where ``spikes[t, n] > 0``.
 
@@ -142,8 +147,13 @@ def plot_hysteresis(drive, states, path, *, labels=None, title: str | None = Non
     ``(T,)``), e.g. ``y[0]`` of a memory unit fed that sweep. Steps where the drive rises are drawn
     solid, falling dashed, so the two branches of each loop can be told apart.
     """
+    u, s = _numpy(drive).reshape(-1), _numpy(states)
+    if s.ndim not in (1, 2) or s.shape[0] != len(u):
+        raise ValueError(f"states: expected shape ({len(u)},) or ({len(u)}, N), one row per "
+                         f"drive step, got {tuple(s.shape)}")
+    s = s.reshape(len(u), -1)
+    _check_labels(labels, s.shape[1])
     plt = _pyplot()
-    u, s = _numpy(drive).reshape(-1), _numpy(states).reshape(len(_numpy(drive)), -1)
     rising = u[1:] >= u[:-1]
     fig, ax = plt.subplots(figsize=(6, 4))
     for n in range(s.shape[1]):
@@ -161,8 +171,12 @@ def plot_state_traces(states, path, *, inputs=None, labels=None,
 
     ``states`` is ``(T, N)`` (one sample, tensor or array); ``inputs`` is ``(T,)`` or ``(T, F)``.
     """
+    s = _numpy(states)
+    if s.ndim not in (1, 2):
+        raise ValueError(f"states: expected shape (T,) or (T, N), got {tuple(s.shape)}")
+    s = s.reshape(s.shape[0], -1)
+    _check_labels(labels, s.shape[1])
     plt = _pyplot()
-    s = _numpy(states).reshape(_numpy(states).shape[0], -1)
     panels = s.shape[1] + (inputs is not None)
     fig, axes = plt.subplots(panels, 1, figsize=(7, 1.4 * panels + 0.6), sharex=True,
                              squeeze=False)

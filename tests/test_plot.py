@@ -1,0 +1,40 @@
+"""The MRU pictures of docs/mru.md: files written, bad shapes refused before drawing."""
+
+import pytest
+import torch
+
+import bistable as bs
+
+plot = pytest.importorskip("bistable.plot")
+pytest.importorskip("matplotlib")
+
+
+def _sweep(T: int = 41):
+    up = torch.linspace(-2, 2, T)
+    return torch.cat([up, up.flip(0)])
+
+
+def test_hysteresis_and_state_traces_are_png_files(tmp_path):
+    drive = _sweep()
+    unit = bs.BMRU(1, 3)
+    y, _ = unit(drive[None, :, None])
+    paths = [plot.plot_hysteresis(drive, y[0].detach(), tmp_path / "loops.png", title="BMRU"),
+             plot.plot_hysteresis(drive, y[0, :, 0].detach(), tmp_path / "one.png"),
+             plot.plot_state_traces(y[0].detach(), tmp_path / "traces.png", inputs=drive,
+                                    labels=["a", "b", "c"])]
+    for path in paths:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_bad_shapes_and_labels_are_clear_errors(tmp_path):
+    drive = _sweep()
+    with pytest.raises(ValueError, match=r"states: expected shape \(82,\) or \(82, N\).*"
+                                         r"got \(81, 2\)"):
+        plot.plot_hysteresis(drive, torch.zeros(81, 2), tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"labels: expected one per unit \(2\), got 1"):
+        plot.plot_hysteresis(drive, torch.zeros(82, 2), tmp_path / "x.png", labels=["a"])
+    with pytest.raises(ValueError, match=r"states: expected shape \(T,\) or \(T, N\), "
+                                         r"got \(2, 3, 4\)"):
+        plot.plot_state_traces(torch.zeros(2, 3, 4), tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
