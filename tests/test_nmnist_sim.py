@@ -129,6 +129,13 @@ def test_cli_simulate(tmp_path, fake_mnist, capsys):
     assert len(list((tmp_path / "o").rglob("*.bin"))) == 3
 
 
+@pytest.mark.parametrize("n", [0, -5, 2.5, True])
+def test_write_dataset_refuses_a_count_that_is_not_positive(tmp_path, fake_mnist, n):
+    with pytest.raises(ValueError, match=r"n_test: expected a positive number of digits"):
+        nmnist_sim.write_dataset(tmp_path / "o", n_test=n, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_calibrated_to_real_n_mnist_statistics():
     """Mean events per sample ~4k, ON/OFF balanced, ~300 ms (docs/data.md gives the sources)."""

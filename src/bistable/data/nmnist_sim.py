@@ -28,6 +28,7 @@ recordings must be labelled *simulated*: ``write_dataset`` leaves ``SIMULATED.js
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -205,6 +206,10 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
     ``out/Train|Test/<digit>/<index:05d>.bin`` and write ``out/SIMULATED.json``; return it."""
     from tqdm import tqdm
 
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+            raise ValueError(f"{name}: expected a positive number of digits (None: all), "
+                             f"got {n!r}")
     out = Path(out)
     summary = {"simulated": True, "source": "MNIST", "seed": seed, "config": asdict(config)}
     for code, (split, n) in enumerate((("train", n_train), ("test", n_test))):
