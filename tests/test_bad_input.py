@@ -163,6 +163,10 @@ CASES = [
     pytest.param(cli(*COPY, "--hidden", "0"), 2, r"--hidden must be >= 1, got 0", id="cli-hidden0"),
     pytest.param(cli(*COPY, "--layers", "0"), 2, r"--layers must be >= 1, got 0", id="cli-layers0"),
     pytest.param(cli(*COPY, "--params", "0"), 2, r"--params must be >= 1, got 0", id="cli-params0"),
+    *[pytest.param(cli(*COPY, flag, "0"), 2, flag + r" must be >= 1, got 0", id=f"cli{flag}0")
+      for flag in ("--eval-every", "--checkpoint-every", "--log-every")],
+    pytest.param(cli(*COPY, "--warmup", "-2"), 2, r"--warmup must be >= 0, got -2",
+                 id="cli-warmup-negative"),
     pytest.param(cli(*COPY, "--seq-len", "0"), 2, r"sequence length must be at least 1, got 0",
                  id="cli-seq-len0"),
     pytest.param(cli(*COPY, "--epochs", "1"), 2, r"--epochs needs a data-set task.*use --steps",

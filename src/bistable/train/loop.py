@@ -115,10 +115,13 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     if c.threads is None and c.device == "cpu":
         c.threads = d.get("threads")
     for name in ("layers", "batch_size", "steps", "epochs", "hidden", "params", "eval_samples",
-                 "threads", "anneal_epsilon", "noise_ramp"):
+                 "threads", "anneal_epsilon", "noise_ramp", "eval_every", "checkpoint_every",
+                 "log_every"):
         value = getattr(c, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if c.warmup is not None and c.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {c.warmup}")
     for name in ("lr", "min_lr", "weight_decay", "grad_clip", "write_penalty"):
         value = getattr(c, name)
         if not (math.isfinite(value) and value >= (1e-300 if name == "lr" else 0)):
