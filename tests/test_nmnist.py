@@ -139,8 +139,22 @@ def test_to_frames_edge_cases():
         nmnist.to_frames(empty)
     with pytest.raises(ValueError, match="exactly one"):
         nmnist.to_frames(empty, n_time_bins=2, time_window=5)
-    with pytest.raises(ValueError, match="n_time_bins"):
-        nmnist.to_frames(empty, n_time_bins=0)
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match=r"n_time_bins must be an int >= 1"):
+            nmnist.to_frames(empty, n_time_bins=bad)
+    with pytest.raises(ValueError, match=r"events: expected a structured array .*x, y, t, p"):
+        nmnist.to_frames(np.zeros((3, 4)), n_time_bins=2)
+
+
+@pytest.mark.parametrize("field, value", [("x", 34), ("y", -1), ("p", 2)])
+def test_to_frames_refuses_events_off_the_sensor(field, value):
+    """An out-of-range coordinate would land in another pixel, polarity or bin: refused."""
+    ev = np.zeros(3, EVENT_DTYPE)
+    ev["t"] = [0, 5, 9]
+    ev[field][1] = value
+    with pytest.raises(ValueError, match=rf"events: expected {field} in \[0, (34|2)\).*"
+                                         rf"got values in \[{min(value, 0)}, {max(value, 0)}\]"):
+        nmnist.to_frames(ev, n_time_bins=2)
 
 
 # ---- denoise: Tonic's semantics, checked against a per-event loop ----

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import warnings
 import zlib
@@ -143,8 +144,9 @@ def _bins(t: np.ndarray, n_time_bins, time_window) -> tuple[np.ndarray, int]:
     if (n_time_bins is None) == (time_window is None):
         raise ValueError("give exactly one of n_time_bins and time_window")
     if n_time_bins is not None:
-        if int(n_time_bins) < 1:
-            raise ValueError(f"n_time_bins must be >= 1, got {n_time_bins}")
+        if isinstance(n_time_bins, bool) or not isinstance(n_time_bins, numbers.Integral) \
+                or n_time_bins < 1:
+            raise ValueError(f"n_time_bins must be an int >= 1, got {n_time_bins!r}")
         if t.size == 0:
             return t, int(n_time_bins)
         t0, span = t.min(), int(t.max() - t.min()) + 1
@@ -158,6 +160,11 @@ def _bins(t: np.ndarray, n_time_bins, time_window) -> tuple[np.ndarray, int]:
 
 
 def _frames(x, y, t, p, n_time_bins=None, time_window=None) -> np.ndarray:
+    for name, v, high in (("x", x, SENSOR), ("y", y, SENSOR), ("p", p, 2)):
+        if v.size and not (0 <= v.min() and v.max() < high):
+            raise ValueError(f"events: expected {name} in [0, {high}) (the {SENSOR}x{SENSOR} "
+                             f"N-MNIST sensor, 2 polarities), got values in "
+                             f"[{v.min()}, {v.max()}]")
     b, n = _bins(t, n_time_bins, time_window)
     cell = ((b * 2 + p) * SENSOR + y) * SENSOR + x
     counts = np.bincount(cell, minlength=n * 2 * SENSOR * SENSOR)
@@ -175,6 +182,10 @@ def to_frames(events: np.ndarray, *, n_time_bins: int | None = None,
     Every event is counted (unlike Tonic's ``ToFrame``, which drops the incomplete last slice).
     No events gives zeros with ``T = n`` (or ``T = 0`` for ``time_window``).
     """
+    names = getattr(getattr(events, "dtype", None), "names", None) or ()
+    if not set("xytp") <= set(names):
+        raise ValueError(f"events: expected a structured array with fields x, y, t, p "
+                         f"(EVENT_DTYPE), got fields {names or 'none'}")
     return _frames(*(np.asarray(events[k]).astype(np.int64) for k in "xytp"),
                    n_time_bins=n_time_bins, time_window=time_window)
 
