@@ -1,10 +1,13 @@
-"""What every benchmark shares: timing by median, and results files that say how they were made."""
+"""What every benchmark shares: timing by median, results files that say how they were made, and
+the argument types of their command lines."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -88,6 +91,28 @@ def write_results(name: str, markdown: str, data) -> Path:
         tmp.write_text(text)
         os.replace(tmp, path)
     return RESULTS / (name + ".md")
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count or a size: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a rate or a duration: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
+    return value
 
 
 def quote(arg: str) -> str:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, median_time, write_results  # noqa: E402
+from benchmarks.common import header, median_time, positive_int, write_results  # noqa: E402
 from bistable.data import idx, nmnist, nmnist_sim  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -88,9 +88,9 @@ def real_cell(real: dict | None, fmt: str, published: str = "not measured here")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n-files", type=int, default=10_000)
-    parser.add_argument("--n-time-bins", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-files", type=positive_int, default=10_000)
+    parser.add_argument("--n-time-bins", type=positive_int, default=10)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--real", type=Path, help="root of a real N-MNIST copy (Train/, Test/)")
     args = parser.parse_args()
     real = real_statistics(args.real, args.n_files) if args.real else None

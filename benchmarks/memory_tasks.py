@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import header, quote, write_results  # noqa: E402
+from benchmarks.common import header, positive_float, positive_int, quote, write_results  # noqa: E402
 from bistable.models import MODEL_NAMES, build_model, count_parameters  # noqa: E402
 from bistable.train import TrainConfig, train  # noqa: E402
 
@@ -95,18 +95,18 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["hybrid", "bmru", "lru", "gru", "lstm"],
                         choices=[*MODEL_NAMES, *VARIANTS])
     parser.add_argument("--experiments", nargs="+", default=["copy50"], choices=list(EXPERIMENTS))
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=positive_int, default=1)
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="training steps (default: the task's)")
-    length.add_argument("--minutes", type=float, help="training steps that fit in this many "
-                        "minutes per run, measured by a 60-step pilot run")
-    parser.add_argument("--max-factor", type=int, default=100,
+    length.add_argument("--steps", type=positive_int, help="training steps (default: the task's)")
+    length.add_argument("--minutes", type=positive_float, help="training steps that fit in this "
+                        "many minutes per run, measured by a 60-step pilot run")
+    parser.add_argument("--max-factor", type=positive_int, default=100,
                         help="largest horizon factor evaluated (full: 1000)")
-    parser.add_argument("--params", type=int, help="the matched parameter budget (default: "
-                        "the synthetic tasks' hybrid, hidden 32)")
+    parser.add_argument("--params", type=positive_int, help="the matched parameter budget "
+                        "(default: the synthetic tasks' hybrid, hidden 32)")
     parser.add_argument("--data-dir", default=str(DATA.resolve()), help="MNIST folder (psMNIST)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--threads", type=positive_int)
     parser.add_argument("--runs", default="runs/memory_tasks", help="folder of the runs")
     parser.add_argument("--name", default="memory_tasks", help="results/<name>.md and .json")
     args = parser.parse_args()

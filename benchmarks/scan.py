@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, median_time, write_results  # noqa: E402
+from benchmarks.common import header, median_time, positive_int, write_results  # noqa: E402
 from bistable.scan import linear_scan  # noqa: E402
 
 
@@ -81,10 +81,10 @@ def run_cpu(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--T", type=int, nargs="+", default=[256, 4096, 65536])
-    p.add_argument("--B", type=int, default=8)
-    p.add_argument("--D", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--T", type=positive_int, nargs="+", default=[256, 4096, 65536])
+    p.add_argument("--B", type=positive_int, default=8)
+    p.add_argument("--D", type=positive_int, default=256)
+    p.add_argument("--repeats", type=positive_int, default=7)
     args, rest = p.parse_known_args()
     if args.device == "cuda":
         from benchmarks import scan_cuda

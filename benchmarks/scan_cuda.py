@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, write_results  # noqa: E402
+from benchmarks.common import header, positive_int, write_results  # noqa: E402
 from bistable.scan import linear_scan  # noqa: E402
 
 # Longer tiles publish fewer hand-off vectors (3 of BLOCK_D per tile: 1 / BLOCK_T of the traffic);
@@ -243,9 +243,9 @@ def markdown(data: dict, versions: str) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--T", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
-    p.add_argument("--B", type=int, default=8)
-    p.add_argument("--D", type=int, default=1024)
+    p.add_argument("--T", type=positive_int, nargs="+", default=[1024, 4096, 16384, 65536])
+    p.add_argument("--B", type=positive_int, default=8)
+    p.add_argument("--D", type=positive_int, default=1024)
     p.add_argument("--sweep", action="store_true", help="also time other tile shapes")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():

@@ -45,6 +45,8 @@ from benchmarks.common import (  # noqa: E402
     header,
     machine,
     median_time,
+    positive_float,
+    positive_int,
     write_results,
 )
 from bistable.data import idx, nmnist  # noqa: E402
@@ -286,27 +288,27 @@ def table(rows: list[dict], keys: list[str]) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--skip-throughput", action="store_true")
-    p.add_argument("--tp-layers", type=int, default=4)
-    p.add_argument("--tp-hidden", type=int, default=256)
-    p.add_argument("--tp-batch", type=int, default=32)
-    p.add_argument("--tp-rounds", type=int, default=5)
+    p.add_argument("--tp-layers", type=positive_int, default=4)
+    p.add_argument("--tp-hidden", type=positive_int, default=256)
+    p.add_argument("--tp-batch", type=positive_int, default=32)
+    p.add_argument("--tp-rounds", type=positive_int, default=5)
     p.add_argument("--device", default="cpu", help="device of the throughput runs (cuda: the "
                    "fused loop is the Triton kernel)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 gives "
-                   "steady timings on a CPU shared with other jobs")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's "
+                   "choice); 1 gives steady timings on a CPU shared with other jobs")
     p.add_argument("--datasets", nargs="*", default=["mnist"],
                    choices=["mnist", "fashion-mnist", "nmnist-sim"])
     p.add_argument("--nmnist-dir", help="root of simulated N-MNIST recordings")
-    p.add_argument("--nmnist-bins", type=int, default=100, help="time bins per recording")
-    p.add_argument("--depths", type=int, nargs="*", default=[1, 2, 4])
+    p.add_argument("--nmnist-bins", type=positive_int, default=100, help="time bins per recording")
+    p.add_argument("--depths", type=positive_int, nargs="*", default=[1, 2, 4])
     p.add_argument("--kinds", nargs="*", default=["src", "lif"], choices=["src", "lif"])
     p.add_argument("--seeds", type=int, nargs="*", default=[0])
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--train-samples", type=int, default=2000)
-    p.add_argument("--test-samples", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--train-samples", type=positive_int, default=2000)
+    p.add_argument("--test-samples", type=positive_int, default=1000)
+    p.add_argument("--epochs", type=positive_int, default=1)
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=5e-3)
     p.add_argument("--grad-clip", type=float, default=0.0, help="clip the gradient's global "
                    "norm to this before each Adam step (0, the default: not clipped; bistable "
                    "train clips at 1)")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, write_results  # noqa: E402
+from benchmarks.common import header, positive_float, positive_int, write_results  # noqa: E402
 from benchmarks.src import load  # noqa: E402
 from bistable.nn.encoders import rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
@@ -79,18 +79,18 @@ def run(name, kind, kw, args, data) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--depth", type=int, default=8)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--at", type=int, nargs="*", default=[100], help="more steps to report")
-    p.add_argument("--window", type=int, default=10)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--train-samples", type=int, default=10000)
-    p.add_argument("--test-samples", type=int, default=1000)
+    p.add_argument("--depth", type=positive_int, default=8)
+    p.add_argument("--hidden", type=positive_int, default=128)
+    p.add_argument("--steps", type=positive_int, default=300)
+    p.add_argument("--at", type=positive_int, nargs="*", default=[100], help="more steps to report")
+    p.add_argument("--window", type=positive_int, default=10)
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--train-samples", type=positive_int, default=10000)
+    p.add_argument("--test-samples", type=positive_int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--networks", nargs="*", default=list(SETUPS), choices=list(SETUPS))
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--name", default="src_gradients")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

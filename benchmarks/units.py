@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, median_time, write_results  # noqa: E402
+from benchmarks.common import header, median_time, positive_int, write_results  # noqa: E402
 from bistable.units.bmru import BMRU, CMRU  # noqa: E402
 
 UNITS = {
@@ -115,12 +115,12 @@ def measure_memory(args, rows, data):
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--B", type=int, default=8)
-    parser.add_argument("--T", type=int, default=4096)
-    parser.add_argument("--H", type=int, default=256, help="hidden size (input size too)")
-    parser.add_argument("--mem-T", type=int, default=65536)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--B", type=positive_int, default=8)
+    parser.add_argument("--T", type=positive_int, default=4096)
+    parser.add_argument("--H", type=positive_int, default=256, help="hidden size (input size too)")
+    parser.add_argument("--mem-T", type=positive_int, default=65536)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads (1: steady numbers on a shared machine)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
