@@ -30,10 +30,10 @@ def rate_code(images: torch.Tensor, *, steps: int = 200, silent: int = 20, gain:
                          f"got {steps}, {silent}")
     check_number(gain, "gain", lambda v: 0 <= v <= 1, "a spike probability per unit intensity "
                  "in [0, 1]")
-    low, high = images.aminmax() if images.numel() else (images.new_zeros(()),) * 2
-    if not (0 <= float(low) and float(high) <= 1):  # NaN fails too
+    low, high = torch.stack(images.aminmax()).tolist() if images.numel() else (0.0, 0.0)
+    if not (0 <= low and high <= 1):  # NaN fails too
         raise ValueError(f"images: expected intensities in [0, 1] (scale 8-bit pixels by 1/255), "
-                         f"got values in [{float(low):g}, {float(high):g}]")
+                         f"got values in [{low:g}, {high:g}]")
     p = gain * images.flatten(1)
     B, F = p.shape
     out = torch.zeros(B, silent + steps, F, dtype=images.dtype, device=images.device)
