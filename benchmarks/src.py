@@ -152,6 +152,8 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         kw = {"compile_loop": args.compile, "learn_bias": args.learn_bias,
               "detach_recurrent": args.detach, "alpha": args.alpha, "rho": args.rho,
               "train_noise": args.train_noise if args.redraw else 0.0}
+    elif kind == "lif":
+        kw = {"beta": args.beta}
     net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth,
                          init_rate=args.init_rate, **kw)
     if kind == "src" and args.train_noise and not args.redraw:  # heterogeneous neurons
@@ -320,6 +322,8 @@ def main(argv=None) -> None:
     p.add_argument("--alpha", type=float, default=0.9, help="SRC input leak α (SPEC.md §6: 0.9; "
                    "the LIF peer's membrane β is 0.95)")
     p.add_argument("--rho", type=float, default=3.0, help="SRC input saturation ρ (SPEC.md §6: 3)")
+    p.add_argument("--beta", type=float, default=0.95, help="LIF membrane decay β (snnTorch's "
+                   "usual 0.95)")
     p.add_argument("--detach", action="store_true", help="SRC with detach_recurrent=True "
                    "(gradients through time only via the input integration i)")
     p.add_argument("--train-noise", type=float, default=0.0, help="train SRC networks with every "
@@ -419,7 +423,8 @@ def accuracy_md(section: dict) -> str:
             f"{a.get('nmnist_bins')} frames passed through; population readout (10 per class), "
             f"cross-entropy on R[:, -1]. SRC input leak α = {a.get('alpha', 0.9)}, saturation "
             f"ρ = {a.get('rho', 3.0)}, bias "
-            f"{'learned (capped at -4)' if a.get('learn_bias') else 'fixed at -6'}"
+            f"{'learned (capped at -4)' if a.get('learn_bias') else 'fixed at -6'}; LIF "
+            f"membrane decay β = {a.get('beta', 0.95)}"
             + (f"; SRC trained with r, r_s drawn with σ = {a['train_noise']:.0%} "
                + ("again at every step, tested with the nominal values" if a.get("redraw")
                   else "once (heterogeneous neurons)")
