@@ -94,6 +94,11 @@ RUNS = {
         "--model", "src", *ROBUST, *GPU_25EP, "--hidden", "1024"]),
     "fashion-mnist-h2048-robust-12ep-gpu": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *GPU_12EP, "--hidden", "2048"]),
+    # the saturation ρ = 6 (SPEC.md §6: 3) lifted the SRC on simulated N-MNIST: on images too?
+    "fashion-mnist-h256-robust-rho6": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, "--option", "rho=6", *FASHION]),
+    "fashion-mnist-h1024-robust-rho6-20ep-gpu": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, "--option", "rho=6", *GPU_20EP, "--hidden", "1024"]),
 }
 
 
@@ -166,6 +171,7 @@ def main() -> None:
         options = c.get("model_options", {})
         model = c["model"] + (f" (detached, train noise {options.get('train_noise', 0)})"
                               if options.get("detach_recurrent") else "")
+        model += f", ρ = {options['rho']}" if "rho" in options else ""
         model += f", {c['hidden']} neurons" if c.get("hidden", 256) != 256 else ""
         model += f", seed {c['seed']}" if c.get("seed") else ""
         rows.append(f"| {c['task']} | {model} | {c['epochs']} | "
