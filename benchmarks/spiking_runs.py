@@ -97,8 +97,6 @@ RUNS = {
     # the saturation ρ = 6 (SPEC.md §6: 3) lifted the SRC on simulated N-MNIST: on images too?
     "fashion-mnist-h256-robust-rho6": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, "--option", "rho=6", *FASHION]),
-    "fashion-mnist-h1024-robust-rho6-20ep-gpu": ("spiking-fashion-mnist", [
-        "--model", "src", *ROBUST, "--option", "rho=6", *GPU_20EP, "--hidden", "1024"]),
 }
 
 
