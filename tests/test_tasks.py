@@ -72,6 +72,19 @@ def test_evaluation_set_is_fixed_by_length_not_by_call():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
 
 
+def test_evaluation_subset_of_a_class_sorted_split_covers_the_classes():
+    task = build_task("smnist")
+    images = torch.zeros(1000, 784, dtype=torch.uint8)
+    labels = torch.arange(1000) // 100                     # sorted by class, as N-MNIST's files
+    task._cache.update(test=(images, labels))
+    subset = torch.cat([y for _, y in task.eval_batches("test", 784, 50, 16)])
+    assert subset.numel() == 50 and len(subset.unique()) >= 8
+    again = torch.cat([y for _, y in task.eval_batches("test", 100, 50, 7)])
+    assert torch.equal(subset, again)                      # the same examples at every length
+    whole = torch.cat([y for _, y in task.eval_batches("test", 784, None, 300)])
+    assert torch.equal(whole, labels)
+
+
 def fake_mnist(task, n=6):
     images = torch.arange(n * 784, dtype=torch.int64).reshape(n, 784).remainder(256).to(torch.uint8)
     labels = torch.arange(n) % 10

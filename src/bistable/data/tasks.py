@@ -106,13 +106,17 @@ class Task:
     def eval_batches(self, split: str, seq_len: int, n: int, batch_size: int, device="cpu"):
         """The fixed evaluation set: ``n`` examples (all of them for data-set tasks when ``n``
         is ``None`` or larger than the split), in batches of at most ``batch_size``, on
-        ``device``."""
+        ``device``. A data-set task's ``n < size`` examples are a fixed random subset, the same
+        at every length, since split files may be sorted by class (N-MNIST is)."""
         generator = torch.Generator().manual_seed(EVAL_SEED + seq_len)
         size = self.size(split)
         if size is not None:
-            n = size if n is None else min(n, size)
-            for start in range(0, n, batch_size):
-                index = torch.arange(start, min(start + batch_size, n))
+            if n is None or n >= size:
+                order = torch.arange(size)
+            else:
+                subset = torch.Generator().manual_seed(EVAL_SEED)
+                order = torch.randperm(size, generator=subset)[:n].sort().values
+            for index in order.split(batch_size):
                 yield self.examples(split, index, seq_len, generator, device)
             return
         for start in range(0, n, batch_size):
