@@ -41,3 +41,27 @@ def test_check_step_input_and_state():
         check_state(torch.zeros(2, 5, dtype=torch.int64), (2, 5), name="h")
     with pytest.raises(ValueError, match="state: expected finite"):
         check_state(torch.full((2, 5), math.nan), (2, 5))
+
+
+def test_dtype_must_match_the_module_parameters_outside_autocast():
+    module = torch.nn.Linear(4, 2).double()
+    with pytest.raises(ValueError, match=r"x: expected dtype torch.float64 .* got torch.float32"):
+        check_input(torch.zeros(2, 3, 4), 4, module=module)
+    with pytest.raises(ValueError, match=r"x_t: expected dtype torch.float64 .* got torch.float16"):
+        check_step_input(torch.zeros(2, 4, dtype=torch.float16), 4, module=module)
+    check_input(torch.zeros(2, 3, 4, dtype=torch.float64), 4, module=module)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed dtypes are autocast's job
+        check_input(torch.zeros(2, 3, 4, dtype=torch.bfloat16), 4, module=module)
+
+
+@pytest.mark.parametrize("name", ["BMRU", "CMRU", "LRU", "BRC", "NBRC", "MinGRU", "SRC"])
+def test_every_unit_names_a_dtype_mismatch(name):
+    import bistable as bs
+
+    unit = getattr(bs, name)(3, 5).double()
+    with pytest.raises(ValueError, match=r"x: expected dtype torch.float64 .* got torch.float32"):
+        unit(torch.zeros(2, 4, 3))
+    with pytest.raises(ValueError, match=r"x_t: expected dtype torch.float64 .* got torch.float32"):
+        unit.step(torch.zeros(2, 3))
+    y, _ = unit(torch.zeros(2, 4, 3, dtype=torch.float64))
+    assert y.dtype == torch.float64

@@ -112,12 +112,12 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, state: tuple | None = None):
         """x ``(B, T, d)``, state tuple or None → (y ``(B, T, d)``, state tuple)."""
-        check_input(x, self.size)
+        check_input(x, self.size, module=self)
         return self._mix(x, state, "forward")
 
     def step(self, x_t: torch.Tensor, state: tuple | None = None):
         """One step: x_t ``(B, d)``, state tuple or None → (y_t ``(B, d)``, state tuple)."""
-        check_step_input(x_t, self.size)
+        check_step_input(x_t, self.size, module=self)
         return self._mix(x_t, state, "step")
 
     def extra_repr(self) -> str:

@@ -90,10 +90,10 @@ class Network(nn.Module):
 
     def forward(self, x: torch.Tensor, state: tuple | None = None):
         """x ``(B, T, input_size)``, state or None → (y ``(B, T, output_size)``, state)."""
-        check_input(x, self.input_size)
+        check_input(x, self.input_size, module=self)
         return self._run(x, state, "forward")
 
     def step(self, x_t: torch.Tensor, state: tuple | None = None):
         """One step: x_t ``(B, input_size)``, state or None → (y_t ``(B, output_size)``, state)."""
-        check_step_input(x_t, self.input_size)
+        check_step_input(x_t, self.input_size, module=self)
         return self._run(x_t, state, "step")

@@ -11,6 +11,7 @@ import numbers
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 
 def check_sizes(**sizes) -> None:
@@ -51,23 +52,37 @@ def _finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected finite values, got NaN or Inf")
 
 
-def check_input(x, input_size: int, name: str = "x") -> None:
-    """Check a sequence input: a finite floating tensor of shape ``(B, T, input_size)``, T ≥ 1."""
+def _same_dtype(x: torch.Tensor, module: nn.Module | None, name: str) -> None:
+    # as torch.nn.RNN asks: the input in its module's parameter dtype, unless autocast mixes them
+    p = None if module is None else next(module.parameters(), None)
+    if p is None or x.dtype == p.dtype or torch.is_autocast_enabled(x.device.type):
+        return
+    raise ValueError(f"{name}: expected dtype {p.dtype} (that of the module's parameters; convert "
+                     f"the input or the module with .to()), got {x.dtype}")
+
+
+def check_input(x, input_size: int, name: str = "x", module: nn.Module | None = None) -> None:
+    """Check a sequence input: a finite floating tensor of shape ``(B, T, input_size)``, T ≥ 1, in
+    the dtype of ``module``'s parameters when a module is given (outside autocast)."""
     expected = f"(B, T, {input_size})"
     x = _tensor(x, name, expected)
     if x.dim() != 3 or x.shape[-1] != input_size or x.shape[1] < 1:
         raise ValueError(f"{name}: expected shape {expected} with T >= 1, got {tuple(x.shape)}")
     _floating(x, name)
+    _same_dtype(x, module, name)
     _finite(x, name)
 
 
-def check_step_input(x_t, input_size: int, name: str = "x_t") -> None:
-    """Check one time step of input: a finite floating tensor of shape ``(B, input_size)``."""
+def check_step_input(x_t, input_size: int, name: str = "x_t",
+                     module: nn.Module | None = None) -> None:
+    """Check one time step of input: a finite floating tensor of shape ``(B, input_size)``, in the
+    dtype of ``module``'s parameters when a module is given (outside autocast)."""
     expected = f"(B, {input_size})"
     x_t = _tensor(x_t, name, expected)
     if x_t.dim() != 2 or x_t.shape[-1] != input_size:
         raise ValueError(f"{name}: expected shape {expected}, got {tuple(x_t.shape)}")
     _floating(x_t, name)
+    _same_dtype(x_t, module, name)
     _finite(x_t, name)
 
 

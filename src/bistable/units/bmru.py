@@ -255,7 +255,7 @@ class MRU(nn.Module):
         return state.to(x.dtype)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
-        check_input(x, self.input_size)
+        check_input(x, self.input_size, module=self)
         s0 = self._start(state, x)
         c, beta = self._drive(x)
         eps = self.epsilon()
@@ -270,7 +270,7 @@ class MRU(nn.Module):
         return self.alpha * s, s[:, -1]
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
-        check_step_input(x_t, self.input_size)
+        check_step_input(x_t, self.input_size, module=self)
         s = self._start(state, x_t)
         c, beta = self._drive(x_t)
         z = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness)

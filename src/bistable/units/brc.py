@@ -65,7 +65,7 @@ class BRC(nn.Module):
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         """x ``(B, T, F)``, state ``(B, H)`` or None → (y ``(B, T, H)``, state ``(B, H)``)."""
-        check_input(x, self.input_size)
+        check_input(x, self.input_size, module=self)
         h = state_or_zeros(state, x, self.hidden_size)
         u = x @ self.U.T
         ys = []
@@ -76,7 +76,7 @@ class BRC(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         """One step: x_t ``(B, F)``, state ``(B, H)`` or None → (y_t ``(B, H)``, new state)."""
-        check_step_input(x_t, self.input_size)
+        check_step_input(x_t, self.input_size, module=self)
         h = self._cell(x_t @ self.U.T, state_or_zeros(state, x_t, self.hidden_size))
         return h, h
 

@@ -67,7 +67,7 @@ class LIF(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         """``x`` ``(B, T, input_size)`` → spikes ``(B, T, hidden_size)``, ``mem`` after step T."""
-        check_input(x, self.input_size)
+        check_input(x, self.input_size, module=self)
         mem = self._state(state, x)
         drive = self.linear(x)  # all steps in one matrix product
         out = []
@@ -78,6 +78,6 @@ class LIF(nn.Module):
 
     def step(self, x_t: torch.Tensor, state=None):
         """One time step: ``x_t`` ``(B, input_size)`` → ``(spikes_t (B, hidden_size), mem)``."""
-        check_step_input(x_t, self.input_size)
+        check_step_input(x_t, self.input_size, module=self)
         spk, mem = self.leaky(self.linear(x_t), self._state(state, x_t))
         return spk.to(x_t.dtype), mem

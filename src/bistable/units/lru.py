@@ -109,7 +109,7 @@ class LRU(nn.Module):
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         """x ``(B, T, F)``, complex state ``(B, N)`` or None → (y ``(B, T, H)``, last state)."""
-        check_input(x, self.input_size)
+        check_input(x, self.input_size, module=self)
         h0 = self._state(state, x)
         lam = self.eigenvalues().to(h0.dtype)
         a = lam.expand(1, x.shape[1], self.state_size)
@@ -118,7 +118,7 @@ class LRU(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         """One step: x_t ``(B, F)``, state complex ``(B, N)`` or None → (y_t ``(B, H)``, state)."""
-        check_step_input(x_t, self.input_size)
+        check_step_input(x_t, self.input_size, module=self)
         h = self._state(state, x_t)
         h = self.eigenvalues().to(h.dtype) * h + self._drive(x_t).to(h.dtype)
         return self._output(h, x_t), h

@@ -36,14 +36,14 @@ class MinGRU(nn.Module):
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         """x ``(B, T, F)``, state ``(B, H)`` or None → (y ``(B, T, H)``, state ``(B, H)``)."""
-        check_input(x, self.input_size)
+        check_input(x, self.input_size, module=self)
         h0 = state_or_zeros(state, x, self.hidden_size)
         h = linear_scan(*self._coefficients(x), h0)
         return h, h[:, -1]
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         """One step: x_t ``(B, F)``, state ``(B, H)`` or None → (y_t ``(B, H)``, new state)."""
-        check_step_input(x_t, self.input_size)
+        check_step_input(x_t, self.input_size, module=self)
         a, b = self._coefficients(x_t)
         h = a * state_or_zeros(state, x_t, self.hidden_size) + b
         return h, h

@@ -28,13 +28,13 @@ class _TorchRNN(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         """x ``(B, T, F)``, state or None → (y ``(B, T, H)``, state)."""
-        check_input(x, self.input_size)
+        check_input(x, self.input_size, module=self)
         y, hidden = self.rnn(x, None if state is None else self._to_torch(state, x.shape[0]))
         return y, self._from_torch(hidden)
 
     def step(self, x_t: torch.Tensor, state=None):
         """One step: x_t ``(B, F)``, state or None → (y_t ``(B, H)``, state)."""
-        check_step_input(x_t, self.input_size)
+        check_step_input(x_t, self.input_size, module=self)
         y, state = self.forward(x_t.unsqueeze(1), state)
         return y[:, 0], state
 

@@ -445,7 +445,7 @@ class SRC(nn.Module):
     def forward(self, x: torch.Tensor, state=None):
         """``x`` ``(B, T, input_size)`` → spikes ``(B, T, hidden_size)`` and the state after
         step T (``state=None``: the rest state)."""
-        check_input(x, self.input_size)
+        check_input(x, self.input_size, module=self)
         h, state = self._run(x, self._state(state, x))
         return SpikeReLU.apply(h), state
 
@@ -456,7 +456,7 @@ class SRC(nn.Module):
         ``h_s`` is rebuilt from ``h`` by the scan ``h_s[t] = z_s[t] h_s[t-1] + (1 − z_s[t]) h[t-1]``
         with the same gates as the forward loop.
         """
-        check_input(x, self.input_size)
+        check_input(x, self.input_size, module=self)
         _, h0, hs0 = state = self._state(state, x)
         h, _ = self._run(x, state)
         hprev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
@@ -466,7 +466,7 @@ class SRC(nn.Module):
 
     def step(self, x_t: torch.Tensor, state=None):
         """One time step: ``x_t`` ``(B, input_size)`` → ``(out_t (B, hidden_size), state)``."""
-        check_step_input(x_t, self.input_size)
+        check_step_input(x_t, self.input_size, module=self)
         out, state = self.forward(x_t[:, None], state)
         return out[:, 0], state
 
