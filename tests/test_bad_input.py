@@ -175,6 +175,8 @@ CASES = [
                  r"no train-images-idx3-ubyte.*bistable data fetch mnist", id="cli-smnist-no-data"),
     pytest.param(cli("train", "smnist", "--model", "bmru", "--data-dir", "{tmp}/nonexistent", *OUT),
                  2, r"no train-images-idx3-ubyte.* in \S*nonexistent", id="cli-smnist-bad-dir"),
+    pytest.param(cli("train", "smnist", "--model", "lru", "--steps", "1", *OUT), 2,  # no bar first
+                 r"no train-images-idx3-ubyte", id="cli-smnist-no-data-fixed-steps"),
     pytest.param(cli("train", "nmnist", "--model", "bmru", *OUT), 2,
                  r"task nmnist needs --data-dir", id="cli-nmnist-no-dir"),
     pytest.param(cli("train", "nmnist", "--model", "bmru", "--data-dir", "{tmp}/nonexistent", *OUT),

@@ -294,6 +294,7 @@ def train(config: TrainConfig) -> dict:
 
 def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     task = _build_task(config)
+    task.size("train")  # reads a data set now: a missing file fails before the progress bar
     c = resolve(config, task)
     if c.threads:
         torch.set_num_threads(c.threads)
