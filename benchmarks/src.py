@@ -151,7 +151,7 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     if kind == "src":
         kw = {"compile_loop": args.compile, "learn_bias": args.learn_bias,
               "detach_recurrent": args.detach, "alpha": args.alpha, "rho": args.rho,
-              "train_noise": args.train_noise if args.redraw else 0.0}
+              "gate": args.gate, "train_noise": args.train_noise if args.redraw else 0.0}
     elif kind == "lif":
         kw = {"beta": args.beta}
     net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth,
@@ -322,6 +322,9 @@ def main(argv=None) -> None:
     p.add_argument("--alpha", type=float, default=0.9, help="SRC input leak α (SPEC.md §6: 0.9; "
                    "the LIF peer's membrane β is 0.95)")
     p.add_argument("--rho", type=float, default=3.0, help="SRC input saturation ρ (SPEC.md §6: 3)")
+    p.add_argument("--gate", choices=["previous", "current"], default="previous",
+                   help="SRC slow gate z_s[t] on h[t-1] (the authors' code; SPEC.md §6 default) "
+                   "or on h[t] (the paper's text)")
     p.add_argument("--beta", type=float, default=0.95, help="LIF membrane decay β (snnTorch's "
                    "usual 0.95)")
     p.add_argument("--detach", action="store_true", help="SRC with detach_recurrent=True "
@@ -422,7 +425,8 @@ def accuracy_md(section: dict) -> str:
             "intensity, 20 silent + 200 coded steps; nmnist-sim (simulated N-MNIST): "
             f"{a.get('nmnist_bins')} frames passed through; population readout (10 per class), "
             f"cross-entropy on R[:, -1]. SRC input leak α = {a.get('alpha', 0.9)}, saturation "
-            f"ρ = {a.get('rho', 3.0)}, bias "
+            f"ρ = {a.get('rho', 3.0)}, slow gate on "
+            f"h[{'t' if a.get('gate') == 'current' else 't-1'}], bias "
             f"{'learned (capped at -4)' if a.get('learn_bias') else 'fixed at -6'}; LIF "
             f"membrane decay β = {a.get('beta', 0.95)}"
             + (f"; SRC trained with r, r_s drawn with σ = {a['train_noise']:.0%} "
