@@ -153,7 +153,7 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
               "detach_recurrent": args.detach, "alpha": args.alpha, "rho": args.rho,
               "gate": args.gate, "train_noise": args.train_noise if args.redraw else 0.0}
     elif kind == "lif":
-        kw = {"beta": args.beta}
+        kw = {"beta": args.beta, "slope": args.slope}
     net = SpikingNetwork(kind, encode(train[0][:1], None).shape[-1], args.hidden, depth,
                          init_rate=args.init_rate, **kw)
     if kind == "src" and args.train_noise and not args.redraw:  # heterogeneous neurons
@@ -327,6 +327,8 @@ def main(argv=None) -> None:
                    "or on h[t] (the paper's text)")
     p.add_argument("--beta", type=float, default=0.95, help="LIF membrane decay β (snnTorch's "
                    "usual 0.95)")
+    p.add_argument("--slope", type=float, default=2.0, help="LIF arctan surrogate slope α "
+                   "(snnTorch's default 2)")
     p.add_argument("--detach", action="store_true", help="SRC with detach_recurrent=True "
                    "(gradients through time only via the input integration i)")
     p.add_argument("--train-noise", type=float, default=0.0, help="train SRC networks with every "
@@ -428,7 +430,8 @@ def accuracy_md(section: dict) -> str:
             f"ρ = {a.get('rho', 3.0)}, slow gate on "
             f"h[{'t' if a.get('gate') == 'current' else 't-1'}], bias "
             f"{'learned (capped at -4)' if a.get('learn_bias') else 'fixed at -6'}; LIF "
-            f"membrane decay β = {a.get('beta', 0.95)}"
+            f"membrane decay β = {a.get('beta', 0.95)}, arctan surrogate slope "
+            f"{a.get('slope', 2.0):g}"
             + (f"; SRC trained with r, r_s drawn with σ = {a['train_noise']:.0%} "
                + ("again at every step, tested with the nominal values" if a.get("redraw")
                   else "once (heterogeneous neurons)")
