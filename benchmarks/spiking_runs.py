@@ -73,6 +73,10 @@ RUNS = {
     "fashion-mnist-h256-robust-4ep": ("spiking-fashion-mnist", ["--model", "src", *ROBUST,
                                                                 *FASHION_LONG]),
     "fashion-mnist-h256-lif-4ep": ("spiking-fashion-mnist", ["--model", "lif", *FASHION_LONG]),
+    "fashion-mnist-h256-robust-4ep-seed1": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *FASHION_LONG, "--seed", "1"]),
+    "fashion-mnist-h256-lif-4ep-seed1": ("spiking-fashion-mnist", [
+        "--model", "lif", *FASHION_LONG, "--seed", "1"]),
     # on a lent GPU (.gpu_data holds a copy of ../shared/data/mnist and fashion-mnist), each run
     # as `python3 -m bistable train <arguments(NAME)> --out runs/src/NAME`, side by side: the
     # budget the CPU cannot give
