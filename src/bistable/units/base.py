@@ -55,7 +55,10 @@ def _finite(x: torch.Tensor, name: str) -> None:
 def _same_dtype(x: torch.Tensor, module: nn.Module | None, name: str) -> None:
     # as torch.nn.RNN asks: the input in its module's parameter dtype, unless autocast mixes them
     p = None if module is None else next(module.parameters(), None)
-    if p is None or x.dtype == p.dtype or torch.is_autocast_enabled(x.device.type):
+    if p is None or x.dtype == p.dtype:
+        return
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         return
     raise ValueError(f"{name}: expected dtype {p.dtype} (that of the module's parameters; convert "
                      f"the input or the module with .to()), got {x.dtype}")
