@@ -70,6 +70,9 @@ RUNS = {
     # twice the budget: does the gap to LIF close, and how near 98 % do they get?
     "mnist-h256-robust-8ep": ("spiking-mnist", ["--model", "src", *ROBUST, *MNIST_LONG]),
     "mnist-h256-lif-8ep": ("spiking-mnist", ["--model", "lif", *MNIST_LONG]),
+    "mnist-h256-robust-8ep-seed1": ("spiking-mnist", ["--model", "src", *ROBUST, *MNIST_LONG,
+                                                      "--seed", "1"]),
+    "mnist-h256-lif-8ep-seed1": ("spiking-mnist", ["--model", "lif", *MNIST_LONG, "--seed", "1"]),
     "fashion-mnist-h256-robust-4ep": ("spiking-fashion-mnist", ["--model", "src", *ROBUST,
                                                                 *FASHION_LONG]),
     "fashion-mnist-h256-lif-4ep": ("spiking-fashion-mnist", ["--model", "lif", *FASHION_LONG]),
