@@ -13,6 +13,7 @@ from bistable.train.checkpoint import load_checkpoint, save_checkpoint
 from bistable.train.loop import TrainConfig, TrainingDiverged, learning_rate, resolve, train
 from bistable.train.metrics import evaluate, predict_last
 from bistable.units.bmru import CMRU, write_rate
+from bistable.units.lru import LRU
 from bistable.units.src import SRC
 
 
@@ -215,3 +216,20 @@ def test_without_matplotlib_plots_are_skipped_with_a_warning(tmp_path, monkeypat
         train(config(tmp_path, steps=2))
     assert (tmp_path / "run" / "metrics.json").is_file()
     assert not (tmp_path / "run" / "learning-curve.png").exists()
+
+
+@pytest.mark.parametrize("task", ["smnist", "psmnist"])
+def test_pixel_tasks_give_the_lrus_a_ring_near_one(tmp_path, task):
+    """784+ steps: |λ| in [0.99, 0.9999] by default, for the LRU and the hybrid's LRUs alike;
+    an option given on the command line still wins."""
+    def radii(model, **options):
+        c = resolve(config(tmp_path, task=task, model=model, seq_len=None, steps=1,
+                           model_options=options), build_task(task))
+        net = build_model(c.model, 1, 10, hidden=c.hidden, layers=c.layers, **c.model_options)
+        return torch.cat([u.eigenvalues().abs() for u in net.modules()
+                          if isinstance(u, LRU)])
+
+    for model in ("lru", "hybrid"):
+        r = radii(model)
+        assert r.min() >= 0.99 - 1e-6 and r.max() <= 0.9999 + 1e-6
+    assert radii("lru", r_min=0.5, r_max=0.6).max() <= 0.6 + 1e-6
