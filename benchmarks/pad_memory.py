@@ -205,7 +205,8 @@ NOTES = (f"psMNIST runs at a matched budget of 38 305 parameters, the task's def
          f"(`mixer=lru,bmru`); 'cmru': an LRU and a CMRU (ε = 1, a counter) side by side "
          f"(`mixer=lru+cmru`); 'penalty λ': `--write-penalty λ` (the loss gets λ · mean(z) of "
          f"the BMRUs; the gradient norms at initialisation are those of the task's loss "
-         f"alone).")
+         f"alone); 'slow': the LRUs' ring |λ| ∈ [0.99, 0.9999] (the others: [0.9, 0.999]); "
+         f"'k4': the BMRUs' surrogate sharpness 4 (the others: 1).")
 
 
 BEYOND = (f"Beyond the training pad: the runs trained with `--pad 1000`, evaluated on the first "
