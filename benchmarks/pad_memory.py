@@ -117,6 +117,8 @@ RUNS = {
     "hybrid-detached-slow-seed1": psmnist(ring=SLOW, bmru=DETACHED, pad=0, seed=1),
     "hybrid-detached-penalty100-slow-pad1000": psmnist(ring=SLOW, bmru=DETACHED,
                                                        extra=penalty(100)),
+    "lru-slow-pad1000-seed2": psmnist("lru", ring=SLOW, seed=2),
+    "hybrid-detached-slow-pad1000-seed2": psmnist(ring=SLOW, bmru=DETACHED, seed=2),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (1000, 10_000), 1000  # beyond the training pad, on the first digits
