@@ -3,7 +3,8 @@
 # order, when none is named); a session picks those its ~15 minutes allow:
 #   src         the SRC training throughput against snnTorch LIF, alone on the GPU (issue 9)
 #   psmnist     psMNIST with and without --pad 1000 at a matched budget: three hybrids and the
-#               LRU side by side, each for the minutes left before second 480 (issue 6)
+#               LRU side by side, and the hybrid and the LRU on a variable delay (--pad-min 0),
+#               each for the minutes left before second 480 (issue 6)
 #   runs        the benchmarks/spiking_runs.py runs named in GPU_RUNS (space-separated), side by
 #               side, beside the compiled Triton tests
 #   tests       the Triton tests compiled (no interpreter); with `runs`, beside them
@@ -46,8 +47,10 @@ if has psmnist; then  # one process per cell (launch-bound, they share the GPU)
     PSMNIST="--params 596746 --device cuda --data-dir .gpu_data/mnist --runs runs/memory_tasks_gpu"
     MINUTES=$(python3 -c "print(round((480 - 90 - $SECONDS + $START) / 60, 1))")
     echo "psMNIST minutes per run: $MINUTES"
-    for exp in psmnist psmnist-pad1000; do
-        for model in hybrid hybrid-detached hybrid-detached-penalty lru; do
+    for exp in psmnist psmnist-pad1000 psmnist-varpad1000; do
+        models="hybrid hybrid-detached hybrid-detached-penalty lru"
+        [[ $exp == psmnist-varpad1000 ]] && models="hybrid lru"
+        for model in $models; do
             timeout $((480 - SECONDS + START)) python3 benchmarks/memory_tasks.py \
                 --experiments $exp --models $model $PSMNIST --minutes "$MINUTES" \
                 --name "part_${exp}_$model" >"$LOG/psmnist_${exp}_$model.log" 2>&1 &
@@ -77,6 +80,10 @@ if has psmnist; then
         --models hybrid hybrid-detached hybrid-detached-penalty lru \
         $PSMNIST --minutes "$MINUTES" --name "memory_tasks_psmnist_$GPU" >/dev/null 2>&1
     echo "psMNIST table: exit $?"; grep "^| ps" "results/memory_tasks_psmnist_$GPU.md"
+    python3 benchmarks/memory_tasks.py --experiments psmnist-varpad1000 --models hybrid lru \
+        $PSMNIST --minutes "$MINUTES" --name "memory_tasks_psmnist_varpad_$GPU" >/dev/null 2>&1
+    echo "psMNIST variable-delay table: exit $?"
+    grep "^| ps" "results/memory_tasks_psmnist_varpad_$GPU.md"
 fi
 if has runs; then
     for name in $GPU_RUNS; do

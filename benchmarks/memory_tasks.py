@@ -1,6 +1,7 @@
 """Long-term memory benchmark (issue 6): every model at a matched parameter budget, several seeds,
 on copy-first-input (train T = 50 and 200, evaluated at 1×, 10×, 100×, 1000× T), denoising
-(gap 200) and psMNIST (with and without ``--pad 1000``). Writes results/memory_tasks.md/.json.
+(gap 200) and psMNIST (with and without ``--pad 1000``, and with a pad of 0 … 1000 steps).
+Writes results/memory_tasks.md/.json.
 
 Each cell is one ``bistable train`` run (its command is in the table); finished runs are kept
 under ``--runs`` and reused, so the driver can be stopped and started again. The full protocol::
@@ -35,6 +36,8 @@ EXPERIMENTS = {
     "denoising": ("denoising", 300, (1, 10), {"gap": 200}),
     "psmnist": ("psmnist", None, (1,), {}),
     "psmnist-pad1000": ("psmnist", None, (1,), {"pad": 1000}),
+    # each training batch's pad drawn from 0 … 1000; evaluated at 1784 and 17 840 steps
+    "psmnist-varpad1000": ("psmnist", 1784, (1, 10), {"pad": 1000, "pad_min": 0}),
 }
 # named variants: model -> (registry name, model options merged into the task's defaults,
 # training settings)
@@ -61,8 +64,9 @@ def command(c: TrainConfig) -> str:
     for key, value in c.model_options.items():
         parts += ["--option", quote(f"{key}={value}")]
     for flag, value in (("--seq-len", c.seq_len), ("--steps", c.steps), ("--gap", c.gap),
-                        ("--pad", c.pad), ("--data-dir", c.data_dir), ("--device", c.device),
-                        ("--threads", c.threads), ("--write-penalty", c.write_penalty or None)):
+                        ("--pad", c.pad), ("--pad-min", c.pad_min), ("--data-dir", c.data_dir),
+                        ("--device", c.device), ("--threads", c.threads),
+                        ("--write-penalty", c.write_penalty or None)):
         if value is not None and not (flag == "--device" and value == "cpu"):
             parts += [flag, str(value)]
     if c.eval_seq_len:

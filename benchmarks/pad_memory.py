@@ -11,7 +11,7 @@ Per run (one ``bistable train psmnist`` command, in the table):
 - at initialisation (the run's seed, one batch of 64 training digits), the norm of the gradient
   of each unit's parameters and of all parameters;
 - per run trained with the pad, the accuracy on the first 1 000 test digits with that pad and
-  with a pad ten times longer.
+  with none and with a pad ten times longer.
 
 Finished runs under ``runs/pad_memory/`` are reused and cut-off ones resumed::
 
@@ -45,6 +45,9 @@ COMMON = ["--params", "38305", "--data-dir", "../shared/data/mnist", "--threads"
 # SLOW, where |λ|^1000 > 0.05 for 29 % of the modes instead of 2 %.
 RING = {"r_min": 0.9, "r_max": 0.999}
 SLOW = {"r_min": 0.99, "r_max": 0.9999}
+# real eigenvalues (phase 0): a mode that only decays, so what it holds reads the same after any
+# delay, where a rotating one gives the readout a different phase at every pad length
+REAL = {**SLOW, "max_phase": 0.0}
 DETACHED = {"detach_input": True}
 
 
@@ -65,6 +68,9 @@ def psmnist(model: str = "hybrid", *, seed: int = 0, pad: int = 1000, ring: dict
 
 def penalty(weight: int) -> tuple:
     return ("--write-penalty", str(weight))
+
+
+VARIABLE = ("--pad-min", "0")
 
 
 # name -> arguments of `bistable train psmnist`, in run order
@@ -119,9 +125,20 @@ RUNS = {
                                                        extra=penalty(100)),
     "lru-slow-pad1000-seed2": psmnist("lru", ring=SLOW, seed=2),
     "hybrid-detached-slow-pad1000-seed2": psmnist(ring=SLOW, bmru=DETACHED, seed=2),
+    # a variable delay: each training batch's pad drawn from 0 … 1000 (--pad-min 0)
+    "lru-slow-randpad1000": psmnist("lru", ring=SLOW, extra=VARIABLE),
+    "hybrid-detached-slow-randpad1000": psmnist(ring=SLOW, bmru=DETACHED, extra=VARIABLE),
+    "lru-real-randpad1000": psmnist("lru", ring=REAL, extra=VARIABLE),
+    "hybrid-detached-real-randpad1000": psmnist(ring=REAL, bmru=DETACHED, extra=VARIABLE),
+    "hybrid-slow-randpad1000": psmnist(ring=SLOW, extra=VARIABLE),
+    "hybrid-real-randpad1000": psmnist(ring=REAL, extra=VARIABLE),
+    "hybrid-slow-randpad1000-seed1": psmnist(ring=SLOW, extra=VARIABLE, seed=1),
+    "lru-slow-randpad1000-seed1": psmnist("lru", ring=SLOW, extra=VARIABLE, seed=1),
+    "hybrid-slow-randpad1000-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, "--epochs", "2")),
+    "hybrid-slow-randpad1000-seed2": psmnist(ring=SLOW, extra=VARIABLE, seed=2),
 }
 SAMPLES, LAST_PAD = 256, 100
-LONG_PADS, LONG_SAMPLES = (1000, 10_000), 1000  # beyond the training pad, on the first digits
+LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
 
 
 @contextlib.contextmanager
@@ -170,7 +187,8 @@ def unit_rows(task, model: torch.nn.Module) -> list[dict]:
 
 def beyond_the_pad(task, model: torch.nn.Module) -> dict:
     """Accuracy on the first ``LONG_SAMPLES`` test digits with each pad of ``LONG_PADS``: does
-    what the run holds at its training pad last ten times longer?"""
+    the run answer without the pad, and does what it holds at its training pad last ten times
+    longer?"""
     pixels = task.seq_len(None) - task.pad
     return {pad: evaluate(model, task, "test", pixels + pad, n=LONG_SAMPLES)["accuracy"]
             for pad in LONG_PADS}
@@ -207,13 +225,14 @@ NOTES = (f"psMNIST runs at a matched budget of 38 305 parameters, the task's def
          f"(`mixer=lru+cmru`); 'penalty λ': `--write-penalty λ` (the loss gets λ · mean(z) of "
          f"the BMRUs; the gradient norms at initialisation are those of the task's loss "
          f"alone); 'slow': the LRUs' ring |λ| ∈ [0.99, 0.9999] (the others: [0.9, 0.999]); "
-         f"'k4': the BMRUs' surrogate sharpness 4 (the others: 1).")
+         f"'k4': the BMRUs' surrogate sharpness 4 (the others: 1); 'randpad': `--pad-min 0`, "
+         f"each training batch's pad drawn uniformly from 0 … 1000 (evaluation: 1000).")
 
 
-BEYOND = (f"Beyond the training pad: the runs trained with `--pad 1000`, evaluated on the first "
-          f"{LONG_SAMPLES} test digits with the pad they were trained with and with a pad ten "
-          f"times longer (chance 0.1; a model that answers one class for every digit scores that "
-          f"class's share, about 0.1).")
+BEYOND = (f"Around the training pad: the runs trained with `--pad 1000`, evaluated on the first "
+          f"{LONG_SAMPLES} test digits without the pad, with the pad they were trained with and "
+          f"with a pad ten times longer (chance 0.1; a model that answers one class for every "
+          f"digit scores that class's share, about 0.1).")
 
 
 def table_rows(run: str, metrics: dict, rows: list[dict], grads: dict) -> list[str]:

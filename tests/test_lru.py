@@ -81,6 +81,14 @@ def test_state_is_complex_and_sized_by_state_size():
 def test_ring_arguments_are_checked():
     with pytest.raises(ValueError, match="r_min"):
         LRU(2, 2, r_min=0.9, r_max=0.5)
+    with pytest.raises(ValueError, match="max_phase: expected a finite angle >= 0.*got -1"):
+        LRU(2, 2, max_phase=-1.0)
+
+
+def test_max_phase_zero_gives_real_eigenvalues_that_only_decay():
+    unit = LRU(1, 2, state_size=64, r_min=0.99, r_max=0.9999, max_phase=0.0).double()
+    lam = unit.eigenvalues()
+    assert lam.imag.abs().max() < 1e-10 and (lam.real > 0.99 - 1e-9).all()
 
 
 def test_long_sequence_forward_is_finite_and_bounded():

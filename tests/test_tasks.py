@@ -34,6 +34,9 @@ def test_unknown_task_names_the_choices():
     (dict(name="copy-first-input", gap=3), "--gap does not apply"),
     (dict(name="denoising", pad=3), "--pad does not apply"),
     (dict(name="smnist", pad=-1), "--pad must be >= 0"),
+    (dict(name="denoising", pad_min=3), "--pad-min does not apply"),
+    (dict(name="psmnist", pad=10, pad_min=11), r"--pad-min must be at most --pad \(10\), got 11"),
+    (dict(name="psmnist", pad_min=1), r"--pad-min must be at most --pad \(0\), got 1"),
     (dict(name="denoising", data_dir="/tmp"), "--data-dir does not apply"),
 ])
 def test_flags_that_do_not_fit_the_task_are_refused(kwargs, message):

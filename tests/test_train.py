@@ -79,6 +79,21 @@ def test_data_set_batches_walk_each_epoch_once(tmp_path):
     assert sorted(seen[10:20].tolist()) == list(range(10))
 
 
+def test_pad_min_draws_each_training_batch_a_pad_and_evaluation_keeps_the_full_one(tmp_path):
+    task = build_task("psmnist", pad=30, pad_min=10)
+    task._cache["train"] = (torch.full((8, 784), 255, dtype=torch.uint8), torch.arange(8))
+    c = resolve(config(tmp_path, task="psmnist", seq_len=None, steps=None, batch_size=4), task)
+    assert c.seq_len == 814
+    lengths = [loop.train_batch(task, c, s)[0].shape[1] for s in range(200)]
+    assert min(lengths) == 794 and max(lengths) == 814 and len(set(lengths)) == 21
+    assert lengths == [loop.train_batch(task, c, s)[0].shape[1] for s in range(200)]
+    x = loop.train_batch(task, c, 0)[0]
+    assert (x[:, :784] == 1).all() and (x[:, 784:] == 0).all()
+    fixed = build_task("psmnist", pad=30)
+    fixed._cache["train"] = task._cache["train"]
+    assert {loop.train_batch(fixed, c, s)[0].shape[1] for s in range(20)} == {814}
+
+
 def test_streamed_prediction_equals_one_forward():
     torch.manual_seed(0)
     model = build_model("hybrid", 2, 3, hidden=8, layers=2).double()

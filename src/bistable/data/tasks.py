@@ -23,7 +23,9 @@ Tasks (``bistable tasks`` lists them):
 - ``smnist`` / ``psmnist``: the 784 pixels of an MNIST digit in [0, 1], one per step (row-major,
   or through a fixed random permutation of seed :data:`PERMUTATION_SEED`), followed by ``pad``
   zero steps; 10-way cross-entropy at the last step. ``T = 784 + pad``; evaluation at a longer T
-  means more zero padding, so the answer comes later.
+  means more zero padding, so the answer comes later. With ``pad_min`` each training batch draws
+  its pad uniformly from ``pad_min … pad`` (a variable delay: a memory that fades cannot serve
+  every delay with one readout); evaluation keeps the full ``pad``.
 - ``spiking-mnist`` / ``spiking-fashion-mnist``: Bernoulli rate coding of the image (SPEC §6:
   20 silent steps, then 200 steps where each pixel spikes with probability 0.25 · intensity),
   784 inputs; cross-entropy on the last step (for the population readout of ``src``/``lif``).
@@ -78,6 +80,11 @@ class Task:
 
     def min_seq_len(self) -> int:
         return 1
+
+    def train_seq_len(self, seq_len: int, generator: torch.Generator) -> int:
+        """The length of one training batch of a run trained at ``seq_len`` (tasks with a
+        variable delay draw it with ``generator``)."""
+        return seq_len
 
     def check_seq_len(self, seq_len: int) -> int:
         """``seq_len`` if the task can be posed at that length, else ValueError."""
@@ -198,9 +205,15 @@ class PixelMNIST(ImageTask):
 
     permute: bool = False
     pad: int = 0
+    pad_min: int | None = None
 
     def min_seq_len(self) -> int:
         return 784
+
+    def train_seq_len(self, seq_len, generator):
+        if self.pad_min is None:
+            return seq_len
+        return 784 + int(torch.randint(self.pad_min, self.pad + 1, (), generator=generator))
 
     def seq_len(self, requested):
         if requested is not None and requested != 784 + self.pad:
@@ -338,22 +351,26 @@ def describe_tasks() -> list[tuple[str, str]]:
 
 
 def build_task(name: str, *, data_dir: str | None = None, gap: int | None = None,
-               pad: int | None = None) -> Task:
-    """The task called ``name``; ``data_dir`` for data-set tasks, ``gap`` for denoising and
-    ``pad`` for (p)sMNIST (others reject them). Unknown names raise ValueError listing the tasks."""
+               pad: int | None = None, pad_min: int | None = None) -> Task:
+    """The task called ``name``; ``data_dir`` for data-set tasks, ``gap`` for denoising,
+    ``pad`` and ``pad_min`` (training pads drawn from ``pad_min … pad``) for (p)sMNIST (others
+    reject them). Unknown names raise ValueError listing the tasks."""
     registry = _registry()
     if name not in registry:
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(registry)}")
     cls, description, kwargs, defaults = registry[name]
     kwargs = dict(kwargs, name=name, description=description, defaults=dict(defaults))
-    for flag, value, owner in (("--gap", gap, Denoising), ("--pad", pad, PixelMNIST)):
+    for flag, value, owner in (("--gap", gap, Denoising), ("--pad", pad, PixelMNIST),
+                               ("--pad-min", pad_min, PixelMNIST)):
         if value is None:
             continue
         if cls is not owner:
             raise ValueError(f"{flag} does not apply to task {name}")
         if value < 0:
             raise ValueError(f"{flag} must be >= 0, got {value}")
-        kwargs[flag.lstrip("-")] = value
+        kwargs[flag.lstrip("-").replace("-", "_")] = value
+    if pad_min is not None and pad_min > (pad or 0):
+        raise ValueError(f"--pad-min must be at most --pad ({pad or 0}), got {pad_min}")
     if issubclass(cls, (ImageTask, NMNIST)):
         kwargs["data_dir"] = None if data_dir is None else str(data_dir)
     elif data_dir is not None:

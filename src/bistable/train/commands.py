@@ -34,8 +34,7 @@ def _train(args) -> int:
         return 1
     if metrics["eval"]:
         print(horizon_table(metrics["eval"]))
-        note = build_task(config.task, data_dir=config.data_dir, gap=config.gap,
-                          pad=config.pad).data_note()
+        note = build_task(config.task, data_dir=config.data_dir).data_note()
         if note:
             print(note)
         print(f"metrics, checkpoint and plots in {args.out}")
@@ -74,6 +73,9 @@ def add_parser(subparsers) -> None:
     data.add_argument("--eval-samples", type=int, metavar="N")
     data.add_argument("--data-dir", metavar="DIR", help="data folder (MNIST, N-MNIST tasks)")
     data.add_argument("--pad", type=int, metavar="N", help="(p)smnist: zero steps after the pixels")
+    data.add_argument("--pad-min", type=int, metavar="N",
+                      help="(p)smnist: draw each training batch's pad from N … --pad (a variable "
+                           "delay); evaluation keeps --pad")
     data.add_argument("--gap", type=int, metavar="N", help="denoising: steps after the last mark")
     opt = p.add_argument_group("optimisation")
     length = opt.add_mutually_exclusive_group()

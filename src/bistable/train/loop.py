@@ -73,6 +73,7 @@ class TrainConfig:
     threads: int | None = None         # torch CPU threads (None: the task's, else torch's)
     data_dir: str | None = None
     pad: int | None = None
+    pad_min: int | None = None         # (p)smnist: training pads drawn from pad_min … pad
     gap: int | None = None
     model_options: dict = field(default_factory=dict)
     eval_samples: int | None = None    # synthetic: examples per eval set; data sets: None = all
@@ -180,20 +181,21 @@ def train_batch(task: Task, c: TrainConfig, step: int,
     seeded by ``(seed, step)``; data-set tasks take positions ``step·B … step·B + B − 1`` of the
     endless sequence of epochs, each epoch a permutation seeded by ``(seed, epoch)``."""
     generator = _generator(c.seed, step)
+    seq_len = task.train_seq_len(c.seq_len, generator)
     size = task.size("train")
     if size is None:
-        return task.batch("train", c.seq_len, c.batch_size, generator, device)
+        return task.batch("train", seq_len, c.batch_size, generator, device)
     position = step * c.batch_size + torch.arange(c.batch_size)
     epoch, offset = position // size, position % size
     index = torch.empty_like(position)
     for e in epoch.unique().tolist():
         where = epoch == e
         index[where] = _epoch_order(c.seed, e, size)[offset[where]]
-    return task.examples("train", index, c.seq_len, generator, device)
+    return task.examples("train", index, seq_len, generator, device)
 
 
 def _build_task(c: TrainConfig) -> Task:
-    return build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad)
+    return build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad, pad_min=c.pad_min)
 
 
 def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:

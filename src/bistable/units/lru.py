@@ -47,6 +47,9 @@ class LRU(nn.Module):
         if not 0.0 <= r_min < r_max <= 1.0:
             raise ValueError(f"r_min, r_max: expected 0 <= r_min < r_max <= 1, "
                              f"got {r_min}, {r_max}")
+        if not (math.isfinite(max_phase) and max_phase >= 0.0):
+            raise ValueError(f"max_phase: expected a finite angle >= 0 (0: real eigenvalues), "
+                             f"got {max_phase}")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.state_size = N = hidden_size if state_size is None else state_size
         self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
