@@ -136,6 +136,9 @@ RUNS = {
     "lru-slow-randpad1000-seed1": psmnist("lru", ring=SLOW, extra=VARIABLE, seed=1),
     "hybrid-slow-randpad1000-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, "--epochs", "2")),
     "hybrid-slow-randpad1000-seed2": psmnist(ring=SLOW, extra=VARIABLE, seed=2),
+    "lru-slow-randpad1000-seed2": psmnist("lru", ring=SLOW, extra=VARIABLE, seed=2),
+    "hybrid-slow-randpad1000-seed1-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, "--epochs", "2"),
+                                                     seed=1),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits

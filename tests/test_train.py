@@ -92,6 +92,10 @@ def test_pad_min_draws_each_training_batch_a_pad_and_evaluation_keeps_the_full_o
     fixed = build_task("psmnist", pad=30)
     fixed._cache["train"] = task._cache["train"]
     assert {loop.train_batch(fixed, c, s)[0].shape[1] for s in range(20)} == {814}
+    task._cache["test"] = task._cache["train"]
+    result = evaluate(build_model("lru", 1, 10, hidden=4, layers=1), task, "test", c.seq_len, n=8)
+    assert result["seq_len"] == 814
+    assert {x.shape[1] for x, _ in task.eval_batches("test", c.seq_len, 8, 4)} == {814}
 
 
 def test_streamed_prediction_equals_one_forward():
