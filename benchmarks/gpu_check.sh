@@ -49,7 +49,7 @@ if has psmnist; then  # one process per cell (launch-bound, they share the GPU)
     echo "psMNIST minutes per run: $MINUTES"
     for exp in psmnist psmnist-pad1000 psmnist-varpad1000; do
         models="hybrid hybrid-detached hybrid-detached-penalty lru"
-        [[ $exp == psmnist-varpad1000 ]] && models="hybrid lru"
+        [[ $exp == psmnist-varpad1000 ]] && models="hybrid hybrid-penalty10 lru"
         for model in $models; do
             timeout $((480 - SECONDS + START)) python3 benchmarks/memory_tasks.py \
                 --experiments $exp --models $model $PSMNIST --minutes "$MINUTES" \
@@ -80,7 +80,8 @@ if has psmnist; then
         --models hybrid hybrid-detached hybrid-detached-penalty lru \
         $PSMNIST --minutes "$MINUTES" --name "memory_tasks_psmnist_$GPU" >/dev/null 2>&1
     echo "psMNIST table: exit $?"; grep "^| ps" "results/memory_tasks_psmnist_$GPU.md"
-    python3 benchmarks/memory_tasks.py --experiments psmnist-varpad1000 --models hybrid lru \
+    python3 benchmarks/memory_tasks.py --experiments psmnist-varpad1000 \
+        --models hybrid hybrid-penalty10 lru \
         $PSMNIST --minutes "$MINUTES" --name "memory_tasks_psmnist_varpad_$GPU" >/dev/null 2>&1
     echo "psMNIST variable-delay table: exit $?"
     grep "^| ps" "results/memory_tasks_psmnist_varpad_$GPU.md"

@@ -46,6 +46,7 @@ VARIANTS = {
     "hybrid-alternating": ("hybrid", {"mixer": "lru,bmru"}, {}),
     "hybrid-detached": ("hybrid", DETACHED, {}),
     "hybrid-detached-penalty": ("hybrid", DETACHED, {"write_penalty": 100.0}),
+    "hybrid-penalty10": ("hybrid", {}, {"write_penalty": 10.0}),
 }
 FACTORS = (1, 10, 100, 1000)
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"

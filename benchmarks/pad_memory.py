@@ -139,6 +139,20 @@ RUNS = {
     "lru-slow-randpad1000-seed2": psmnist("lru", ring=SLOW, extra=VARIABLE, seed=2),
     "hybrid-slow-randpad1000-seed1-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, "--epochs", "2"),
                                                      seed=1),
+    # a write penalty against the block-1 BMRUs that write at every step (they hold no memory)
+    "hybrid-slow-randpad1000-penalty1": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(1))),
+    "hybrid-slow-randpad1000-penalty10": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(10))),
+    "hybrid-slow-randpad1000-penalty10-seed1": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(10)),
+                                                       seed=1),
+    "hybrid-slow-randpad1000-penalty10-seed2": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(10)),
+                                                       seed=2),
+    "hybrid-slow-randpad1000-penalty100": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(100))),
+    "hybrid-slow-randpad1000-penalty10-2epochs": psmnist(
+        ring=SLOW, extra=(*VARIABLE, *penalty(10), "--epochs", "2")),
+    "hybrid-slow-randpad1000-penalty10-seed1-2epochs": psmnist(
+        ring=SLOW, extra=(*VARIABLE, *penalty(10), "--epochs", "2"), seed=1),
+    "hybrid-slow-pad1000-penalty10": psmnist(ring=SLOW, extra=penalty(10)),
+    "hybrid-slow-penalty10": psmnist(ring=SLOW, extra=penalty(10), pad=0),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
