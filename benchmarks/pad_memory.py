@@ -151,6 +151,9 @@ RUNS = {
         ring=SLOW, extra=(*VARIABLE, *penalty(10), "--epochs", "2")),
     "hybrid-slow-randpad1000-penalty10-seed1-2epochs": psmnist(
         ring=SLOW, extra=(*VARIABLE, *penalty(10), "--epochs", "2"), seed=1),
+    "hybrid-slow-randpad1000-penalty10-seed2-2epochs": psmnist(
+        ring=SLOW, extra=(*VARIABLE, *penalty(10), "--epochs", "2"), seed=2),
+    "hybrid-slow-randpad1000-penalty30": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(30))),
     "hybrid-slow-pad1000-penalty10": psmnist(ring=SLOW, extra=penalty(10)),
     "hybrid-slow-penalty10": psmnist(ring=SLOW, extra=penalty(10), pad=0),
 }
