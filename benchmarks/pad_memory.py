@@ -71,6 +71,7 @@ def penalty(weight: int) -> tuple:
 
 
 VARIABLE = ("--pad-min", "0")
+TWO_EPOCHS = ("--epochs", "2")  # the cosine schedule stretched over both
 
 
 # name -> arguments of `bistable train psmnist`, in run order
@@ -91,9 +92,9 @@ RUNS = {
     "lru-pad1000-seed2": psmnist("lru", seed=2),
     "hybrid-pad1000-seed2": psmnist(seed=2),
     "hybrid-cmru-pad1000": psmnist(mixer="lru+cmru"),
-    "lru-pad1000-2epochs": psmnist("lru", extra=("--epochs", "2")),
-    "hybrid-detached-pad1000-2epochs": psmnist(bmru=DETACHED, extra=("--epochs", "2")),
-    "hybrid-pad1000-2epochs": psmnist(extra=("--epochs", "2")),
+    "lru-pad1000-2epochs": psmnist("lru", extra=TWO_EPOCHS),
+    "hybrid-detached-pad1000-2epochs": psmnist(bmru=DETACHED, extra=TWO_EPOCHS),
+    "hybrid-pad1000-2epochs": psmnist(extra=TWO_EPOCHS),
     "hybrid-detached-penalty10-pad1000": psmnist(bmru=DETACHED, extra=penalty(10)),
     "hybrid-detached-penalty100-pad1000": psmnist(bmru=DETACHED, extra=penalty(100)),
     "hybrid-detached-penalty100-pad1000-seed1": psmnist(bmru=DETACHED, extra=penalty(100),
@@ -102,7 +103,7 @@ RUNS = {
                                                         seed=2),
     "hybrid-penalty100-pad1000": psmnist(extra=penalty(100)),
     "hybrid-detached-penalty100-pad1000-2epochs": psmnist(
-        bmru=DETACHED, extra=(*penalty(100), "--epochs", "2")),
+        bmru=DETACHED, extra=(*penalty(100), *TWO_EPOCHS)),
     # no gradient clipping: the BMRU's gradient (100-1000x the rest at init with the pad) no
     # longer scales down every other parameter's step through the global clip
     "hybrid-noclip-pad1000": psmnist(extra=("--grad-clip", "0")),
@@ -134,10 +135,10 @@ RUNS = {
     "hybrid-real-randpad1000": psmnist(ring=REAL, extra=VARIABLE),
     "hybrid-slow-randpad1000-seed1": psmnist(ring=SLOW, extra=VARIABLE, seed=1),
     "lru-slow-randpad1000-seed1": psmnist("lru", ring=SLOW, extra=VARIABLE, seed=1),
-    "hybrid-slow-randpad1000-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, "--epochs", "2")),
+    "hybrid-slow-randpad1000-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, *TWO_EPOCHS)),
     "hybrid-slow-randpad1000-seed2": psmnist(ring=SLOW, extra=VARIABLE, seed=2),
     "lru-slow-randpad1000-seed2": psmnist("lru", ring=SLOW, extra=VARIABLE, seed=2),
-    "hybrid-slow-randpad1000-seed1-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, "--epochs", "2"),
+    "hybrid-slow-randpad1000-seed1-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, *TWO_EPOCHS),
                                                      seed=1),
     # a write penalty against the block-1 BMRUs that write at every step (they hold no memory)
     "hybrid-slow-randpad1000-penalty1": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(1))),
@@ -148,11 +149,11 @@ RUNS = {
                                                        seed=2),
     "hybrid-slow-randpad1000-penalty100": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(100))),
     "hybrid-slow-randpad1000-penalty10-2epochs": psmnist(
-        ring=SLOW, extra=(*VARIABLE, *penalty(10), "--epochs", "2")),
+        ring=SLOW, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS)),
     "hybrid-slow-randpad1000-penalty10-seed1-2epochs": psmnist(
-        ring=SLOW, extra=(*VARIABLE, *penalty(10), "--epochs", "2"), seed=1),
+        ring=SLOW, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS), seed=1),
     "hybrid-slow-randpad1000-penalty10-seed2-2epochs": psmnist(
-        ring=SLOW, extra=(*VARIABLE, *penalty(10), "--epochs", "2"), seed=2),
+        ring=SLOW, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS), seed=2),
     "hybrid-slow-randpad1000-penalty30": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(30))),
     "hybrid-slow-pad1000-penalty10": psmnist(ring=SLOW, extra=penalty(10)),
     "hybrid-slow-penalty10": psmnist(ring=SLOW, extra=penalty(10), pad=0),
