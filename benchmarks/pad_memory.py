@@ -310,11 +310,12 @@ def main() -> None:
             data[-1]["beyond_the_pad"] = accuracy = beyond_the_pad(task, model)
             beyond.append(f"| {run} | " + " | ".join(f"{accuracy[p]:.3f}" for p in LONG_PADS)
                           + " |")
-    beyond = ["| run | " + " | ".join(f"pad {p:,}".replace(",", " ") for p in LONG_PADS) + " |",
-              "|---|" + "---:|" * len(LONG_PADS), *beyond]
-    markdown = (header("What survives the pad: psMNIST --pad 1000") + "\n" + NOTES + "\n\n"
-                + "\n".join(table) + "\n\n" + BEYOND + "\n\n" + "\n".join(beyond)
-                + "\n\nCommands:\n" + "\n".join(commands) + "\n")
+    if beyond:  # only runs trained with a pad have this table
+        beyond = [BEYOND, "", "| run | " + " | ".join(f"pad {p:,}".replace(",", " ")
+                                                        for p in LONG_PADS) + " |",
+                  "|---|" + "---:|" * len(LONG_PADS), *beyond, ""]
+    markdown = "\n".join([header("What survives the pad: psMNIST --pad 1000"), NOTES, "",
+                           *table, "", *beyond, "Commands:", *commands, ""])
     print(write_results(args.name, markdown, data))
 
 
