@@ -2,9 +2,9 @@
 # What is run on a lent GPU (device tool), in parts named on the command line (all, in this
 # order, when none is named); a session picks those its ~15 minutes allow:
 #   src         the SRC training throughput against snnTorch LIF, alone on the GPU (issue 9)
-#   psmnist     psMNIST with and without --pad 1000 at a matched budget: three hybrids and the
-#               LRU side by side, and the hybrid and the LRU on a variable delay (--pad-min 0),
-#               each for the minutes left before second 480 (issue 6)
+#   psmnist     psMNIST with and without --pad 1000 at a matched budget: four hybrids and the
+#               LRU side by side, and three hybrids and the LRU on a variable delay (--pad-min
+#               0), each for the minutes left before second 480 (issue 6)
 #   runs        the benchmarks/spiking_runs.py runs named in GPU_RUNS (space-separated), side by
 #               side, beside the compiled Triton tests
 #   tests       the Triton tests compiled (no interpreter); with `runs`, beside them
@@ -48,8 +48,8 @@ if has psmnist; then  # one process per cell (launch-bound, they share the GPU)
     MINUTES=$(python3 -c "print(round((480 - 90 - $SECONDS + $START) / 60, 1))")
     echo "psMNIST minutes per run: $MINUTES"
     for exp in psmnist psmnist-pad1000 psmnist-varpad1000; do
-        models="hybrid hybrid-detached hybrid-detached-penalty lru"
-        [[ $exp == psmnist-varpad1000 ]] && models="hybrid hybrid-penalty10 lru"
+        models="hybrid hybrid-late hybrid-detached hybrid-detached-penalty lru"
+        [[ $exp == psmnist-varpad1000 ]] && models="hybrid hybrid-penalty10 hybrid-late-penalty10 lru"
         for model in $models; do
             timeout $((480 - SECONDS + START)) python3 benchmarks/memory_tasks.py \
                 --experiments $exp --models $model $PSMNIST --minutes "$MINUTES" \
@@ -77,11 +77,11 @@ fi
 wait
 if has psmnist; then
     python3 benchmarks/memory_tasks.py --experiments psmnist psmnist-pad1000 \
-        --models hybrid hybrid-detached hybrid-detached-penalty lru \
+        --models hybrid hybrid-late hybrid-detached hybrid-detached-penalty lru \
         $PSMNIST --minutes "$MINUTES" --name "memory_tasks_psmnist_$GPU" >/dev/null 2>&1
     echo "psMNIST table: exit $?"; grep "^| ps" "results/memory_tasks_psmnist_$GPU.md"
     python3 benchmarks/memory_tasks.py --experiments psmnist-varpad1000 \
-        --models hybrid hybrid-penalty10 lru \
+        --models hybrid hybrid-penalty10 hybrid-late-penalty10 lru \
         $PSMNIST --minutes "$MINUTES" --name "memory_tasks_psmnist_varpad_$GPU" >/dev/null 2>&1
     echo "psMNIST variable-delay table: exit $?"
     grep "^| ps" "results/memory_tasks_psmnist_varpad_$GPU.md"

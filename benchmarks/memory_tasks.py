@@ -42,11 +42,15 @@ EXPERIMENTS = {
 # named variants: model -> (registry name, model options merged into the task's defaults,
 # training settings)
 DETACHED = {"unit_kwargs": {"bmru": {"detach_input": True}}}
+LATE = {"mixer": "lru,lru+bmru"}
 VARIANTS = {
     "hybrid-alternating": ("hybrid", {"mixer": "lru,bmru"}, {}),
     "hybrid-detached": ("hybrid", DETACHED, {}),
     "hybrid-detached-penalty": ("hybrid", DETACHED, {"write_penalty": 100.0}),
     "hybrid-penalty10": ("hybrid", {}, {"write_penalty": 10.0}),
+    # BMRUs from the second block on (an LRU block first)
+    "hybrid-late": ("hybrid", LATE, {}),
+    "hybrid-late-penalty10": ("hybrid", LATE, {"write_penalty": 10.0}),
 }
 FACTORS = (1, 10, 100, 1000)
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"

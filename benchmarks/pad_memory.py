@@ -49,6 +49,7 @@ SLOW = {"r_min": 0.99, "r_max": 0.9999}
 # delay, where a rotating one gives the readout a different phase at every pad length
 REAL = {**SLOW, "max_phase": 0.0}
 DETACHED = {"detach_input": True}
+LATE = "lru,lru+bmru"  # BMRUs beside the LRU from the second block on
 
 
 def psmnist(model: str = "hybrid", *, seed: int = 0, pad: int = 1000, ring: dict = RING,
@@ -163,9 +164,17 @@ RUNS = {
     "lru-slow-5epochs": psmnist("lru", ring=SLOW, extra=FIVE_EPOCHS, pad=0),
     # BMRUs only from the second block on: the first block's gates see one pixel (mostly
     # background), and its BMRUs end constant in every run above
-    "hybrid-late-slow": psmnist(ring=SLOW, mixer="lru,lru+bmru", pad=0),
-    "hybrid-late-slow-randpad1000-penalty10": psmnist(ring=SLOW, mixer="lru,lru+bmru",
+    "hybrid-late-slow": psmnist(ring=SLOW, mixer=LATE, pad=0),
+    "hybrid-late-slow-randpad1000-penalty10": psmnist(ring=SLOW, mixer=LATE,
                                                       extra=(*VARIABLE, *penalty(10))),
+    "hybrid-late-slow-randpad1000-penalty10-seed1": psmnist(
+        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10)), seed=1),
+    "hybrid-late-slow-randpad1000-penalty10-seed2": psmnist(
+        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10)), seed=2),
+    "hybrid-late-slow-randpad1000": psmnist(ring=SLOW, mixer=LATE, extra=VARIABLE),
+    "hybrid-late-slow-5epochs": psmnist(ring=SLOW, mixer=LATE, extra=FIVE_EPOCHS, pad=0),
+    "hybrid-late-slow-seed1": psmnist(ring=SLOW, mixer=LATE, pad=0, seed=1),
+    "hybrid-slow-seed1": psmnist(ring=SLOW, pad=0, seed=1),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
