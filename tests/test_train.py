@@ -170,6 +170,19 @@ def test_write_penalty_adds_lambda_times_the_write_rate_to_the_loss(tmp_path):
         assert all(torch.equal(by_hand[k], trained[k]) for k in trained) is same
 
 
+def test_history_records_the_gradient_norm_before_clipping(tmp_path):
+    c = config(tmp_path, steps=1, grad_clip=1e-4, log_every=1)
+    logged = train(c)["history"][0]["grad_norm"]
+    task = build_task(c.task)
+    r = resolve(c, task)
+    model = loop._build_model(r, task)
+    x, target = loop.train_batch(task, r, 0)
+    task.loss(model(x)[0][:, -1], target).backward()
+    by_hand = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert logged > 100 * c.grad_clip
+    assert logged == pytest.approx(float(by_hand), rel=1e-5)
+
+
 def test_anneal_epsilon_takes_every_cmru_from_counter_to_bmru(tmp_path):
     metrics = train(config(tmp_path, model="cmru", steps=5, anneal_epsilon=2, log_every=1))
     assert [h["epsilon"] for h in metrics["history"] if "epsilon" in h] == [1, 0.5, 0, 0, 0]

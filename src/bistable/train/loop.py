@@ -326,7 +326,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
 
     bar = tqdm(total=c.steps, initial=step, disable=c.quiet or not ctx.is_main,
                desc=f"{c.task}/{c.model}", dynamic_ncols=True)
-    losses, rates, t0, done = [], [], time.perf_counter(), 0
+    losses, norms, rates, t0, done = [], [], [], time.perf_counter(), 0
     while step < c.steps:
         lr = learning_rate(step, c)
         for group in optimizer.param_groups:
@@ -356,11 +356,12 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         optimizer.step()
         step, done = step + 1, done + 1
         losses.append(loss)
+        norms.append(float(grad_norm))
 
         if step % c.log_every == 0 or step == c.steps:
             rate = done * c.batch_size / (time.perf_counter() - t0)
             history.append({"step": step, "loss": sum(losses) / len(losses), "lr": lr,
-                            "samples_per_s": rate})
+                            "grad_norm": sum(norms) / len(norms), "samples_per_s": rate})
             if rates:
                 history[-1]["write_rate"] = sum(rates) / len(rates)
             if c.anneal_epsilon:
@@ -368,7 +369,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             if c.noise_ramp:
                 history[-1]["train_noise"] = train_noise
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
-            losses, rates = [], []
+            losses, norms, rates = [], [], []
         if step % c.eval_every == 0 and step < c.steps and ctx.is_main:
             result = evaluate(model, task, "test", c.seq_len, n=min(c.eval_samples or 1000, 1000),
                               device=ctx.device)
