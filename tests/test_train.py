@@ -183,6 +183,14 @@ def test_history_records_the_gradient_norm_before_clipping(tmp_path):
     assert logged == pytest.approx(float(by_hand), rel=1e-5)
 
 
+def test_throughput_counts_the_window_s_training_steps_only(tmp_path, monkeypatch):
+    clock = iter(range(0, 10**6, 3))  # each training step takes 3 "seconds" on this clock
+    monkeypatch.setattr(loop, "time", type("Clock", (), {"perf_counter": lambda: next(clock)}))
+    history = train(config(tmp_path, steps=10, log_every=4))["history"]
+    rates = [h["samples_per_s"] for h in history if "samples_per_s" in h]
+    assert rates == [8 / 3] * 3  # windows of 4, 4 and 2 steps of batch 8; evaluations left out
+
+
 def test_anneal_epsilon_takes_every_cmru_from_counter_to_bmru(tmp_path):
     metrics = train(config(tmp_path, model="cmru", steps=5, anneal_epsilon=2, log_every=1))
     assert [h["epsilon"] for h in metrics["history"] if "epsilon" in h] == [1, 0.5, 0, 0, 0]

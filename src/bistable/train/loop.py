@@ -326,8 +326,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
 
     bar = tqdm(total=c.steps, initial=step, disable=c.quiet or not ctx.is_main,
                desc=f"{c.task}/{c.model}", dynamic_ncols=True)
-    losses, norms, rates, t0, done = [], [], [], time.perf_counter(), 0
+    losses, norms, rates, busy = [], [], [], 0.0  # one logging window; busy: its training time
     while step < c.steps:
+        started = time.perf_counter()
         lr = learning_rate(step, c)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -354,12 +355,13 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             raise TrainingDiverged(f"training diverged at step {step}: loss {loss}, gradient norm "
                                    f"{float(grad_norm)}; {kept}. Try a lower --lr.")
         optimizer.step()
-        step, done = step + 1, done + 1
+        busy += time.perf_counter() - started
+        step += 1
         losses.append(loss)
         norms.append(float(grad_norm))
 
         if step % c.log_every == 0 or step == c.steps:
-            rate = done * c.batch_size / (time.perf_counter() - t0)
+            rate = len(losses) * c.batch_size / busy
             history.append({"step": step, "loss": sum(losses) / len(losses), "lr": lr,
                             "grad_norm": sum(norms) / len(norms), "samples_per_s": rate})
             if rates:
@@ -369,7 +371,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             if c.noise_ramp:
                 history[-1]["train_noise"] = train_noise
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
-            losses, norms, rates = [], [], []
+            losses, norms, rates, busy = [], [], [], 0.0
         if step % c.eval_every == 0 and step < c.steps and ctx.is_main:
             result = evaluate(model, task, "test", c.seq_len, n=min(c.eval_samples or 1000, 1000),
                               device=ctx.device)
