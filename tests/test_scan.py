@@ -148,3 +148,19 @@ def test_bad_input_is_a_clear_value_error(a_shape, b_shape, h0_shape, dtype, mes
 def test_unknown_backend_is_a_value_error():
     with pytest.raises(ValueError, match="backend: expected one of"):
         linear_scan(torch.ones(1, 2, 1), torch.ones(1, 2, 1), backend="fast")
+
+
+@pytest.mark.parametrize("broadcast_a, with_h0, reverse",
+                         [(False, True, False), (True, False, True)])
+def test_scan_operators_pass_pytorch_s_opcheck(broadcast_a, with_h0, reverse):
+    """Schema, fake tensors (torch.compile's shapes), autograd registration and AOT dispatch of
+    ``bistable::linear_scan`` and its backward operator."""
+    from bistable.scan.autograd import scan_backward_op, scan_op
+
+    a = torch.rand(1 if broadcast_a else 3, 40, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 40, 5, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True) if with_h0 else None
+    torch.library.opcheck(scan_op, (a, b, h0, reverse, "cpu"))
+    a, h0 = a.detach(), None if h0 is None else h0.detach()  # the backward is not differentiable
+    h = scan_op(a, b.detach(), h0, reverse, "cpu")
+    torch.library.opcheck(scan_backward_op, (a, h, h0, torch.randn_like(h), reverse, "cpu"))

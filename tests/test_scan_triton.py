@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
-from bistable.scan import dispatch, linear_scan, linear_scan_reference
-from bistable.scan.autograd import LinearScan
+from bistable.scan import linear_scan, linear_scan_reference
+from bistable.scan.autograd import BACKENDS, scan_op
 from triton_kernels import DEVICE, load
 
 ts = load("bistable.scan.triton_scan")
-dispatch._BACKENDS.pop("triton", None)  # drop a backend cached from a module without interpreter
+BACKENDS.pop("triton", None)  # drop a backend cached from a module without interpreter
 
 
 def _inputs(B, T, D, dtype, broadcast_a=False, seed=0):
@@ -46,9 +46,10 @@ def _compare(a, b, h0, reverse, config=None, rtol=1e-12):
     w = torch.randn(b.shape, dtype=torch.float64)
 
     def kernel(a, b, h0, reverse):
-        backend = ts.Backend(lambda *x: ts.forward(*x, config=config),
-                             lambda *x: ts.backward(*x, config=config))
-        return LinearScan.apply(a, b, h0, reverse, backend)
+        name = f"triton {config}"  # the kernels with these tiles, for the scan operator
+        BACKENDS[name] = ts.Backend(lambda *x: ts.forward(*x, config=config),
+                                    lambda *x: ts.backward(*x, config=config))
+        return scan_op(a, b, h0, reverse, name)
 
     on = [None if x is None else x.to(DEVICE) for x in (a, b, h0)]
     got = _values_and_grads(kernel, *on, reverse, w)

@@ -8,14 +8,20 @@ With ``g_t = dL/dh_t`` (total) and the forward ``h_t = a_t ⊙ h_{t-1} + b_t``:
 (``reverse=True`` swaps the roles of ``t-1`` and ``t+1``.) A backend supplies ``forward(a, b,
 h0, reverse) -> h`` and may supply a fused ``backward(a, h, h0, grad_h, reverse)``; otherwise
 :func:`backward_by_scan` builds it from the backend's forward (which must then take ``out=``).
+
+Forward and backward are PyTorch custom operators (``bistable::linear_scan``,
+``bistable::linear_scan_backward``) taking the backend by its name in :data:`BACKENDS`: for
+``torch.compile`` each is one opaque node with a known output shape, so a model around the scan
+compiles into one graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
+from torch import Tensor
 
 Forward = Callable[..., torch.Tensor]  # (a, b, h0, reverse, out=None) -> h
 
@@ -53,22 +59,50 @@ def backward_by_scan(forward: Forward, a, h, h0, grad_h, reverse: bool):
     return da, g, dh0
 
 
-class LinearScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, b, h0, reverse: bool, backend: Backend):
-        h = backend.forward(a, b, h0, reverse)
-        ctx.save_for_backward(a, h, h0)
-        ctx.reverse, ctx.backend = reverse, backend
-        return h
+BACKENDS: dict[str, Backend] = {}
+"""The scan backends by name (filled by :mod:`.dispatch`; tests add tuned variants)."""
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_h):
-        a, h, h0 = ctx.saved_tensors
-        grad_h = grad_h.contiguous()
-        bwd = ctx.backend.backward
-        if bwd is None:
-            da, db, dh0 = backward_by_scan(ctx.backend.forward, a, h, h0, grad_h, ctx.reverse)
-        else:
-            da, db, dh0 = bwd(a, h, h0, grad_h, ctx.reverse)
-        return da, db, dh0, None, None
+
+# the schemas are read from these annotations, so they stay in typing's spelling
+@torch.library.custom_op("bistable::linear_scan", mutates_args=())
+def scan_op(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool, backend: str) -> Tensor:  # noqa: UP045
+    """``h`` by the backend named ``backend`` (inputs contiguous, of one dtype it stores)."""
+    return BACKENDS[backend].forward(a, b, h0, reverse)
+
+
+@scan_op.register_fake
+def _scan_shape(a, b, h0, reverse, backend):
+    return torch.empty_like(b, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("bistable::linear_scan_backward", mutates_args=())
+def scan_backward_op(a: Tensor, h: Tensor, h0: Optional[Tensor], grad_h: Tensor,  # noqa: UP045
+                     reverse: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``(da, db, dh0)`` by the backend named ``backend``; ``dh0`` is empty when ``h0`` is None
+    (an operator returns tensors only)."""
+    fused = BACKENDS[backend].backward
+    if fused is None:
+        da, db, dh0 = backward_by_scan(BACKENDS[backend].forward, a, h, h0, grad_h, reverse)
+    else:
+        da, db, dh0 = fused(a, h, h0, grad_h, reverse)
+    return da, db, h.new_empty(0) if dh0 is None else dh0
+
+
+@scan_backward_op.register_fake
+def _scan_backward_shapes(a, h, h0, grad_h, reverse, backend):
+    return (torch.empty_like(a), torch.empty_like(grad_h),
+            h.new_empty(0) if h0 is None else torch.empty_like(h0))
+
+
+def _save(ctx, inputs, output):
+    a, _, h0, ctx.reverse, ctx.backend = inputs
+    ctx.save_for_backward(a, output, h0)
+
+
+def _backward(ctx, grad_h):
+    a, h, h0 = ctx.saved_tensors
+    da, db, dh0 = scan_backward_op(a, h, h0, grad_h.contiguous(), ctx.reverse, ctx.backend)
+    return da, db, None if h0 is None else dh0, None, None
+
+
+scan_op.register_autograd(_backward, setup_context=_save)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .autograd import Backend, LinearScan
+from .autograd import BACKENDS, Backend, scan_op
 from .cpu import scan_cpu
 from .reference import linear_scan_reference
 
-_BACKENDS: dict[str, Backend] = {"cpu": Backend(scan_cpu)}
+BACKENDS["cpu"] = Backend(scan_cpu)
 # dtypes each backend stores natively; others are computed in float32 and cast back
 _NATIVE = {"cpu": {torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64,
                    torch.complex128}}
@@ -16,14 +16,14 @@ BACKEND_NAMES = ("auto", "reference", "cpu", "triton")
 
 
 def _triton_backend() -> Backend | None:
-    if "triton" not in _BACKENDS:
+    if "triton" not in BACKENDS:
         try:
             from . import triton_scan
         except ImportError:
             return None
-        _BACKENDS["triton"] = triton_scan.BACKEND
+        BACKENDS["triton"] = triton_scan.BACKEND
         _NATIVE["triton"] = triton_scan.NATIVE_DTYPES
-    return _BACKENDS["triton"]
+    return BACKENDS["triton"]
 
 
 def _pick(name: str, device: torch.device) -> str:
@@ -98,5 +98,5 @@ def linear_scan(
     work = dtype if dtype in _NATIVE[name] else torch.float32
     a, b = a.to(work).contiguous(), b.to(work).contiguous()
     h0 = None if h0 is None else h0.to(work).contiguous()
-    h = LinearScan.apply(a, b, h0, reverse, _BACKENDS[name])
+    h = scan_op(a, b, h0, reverse, name)
     return h.to(dtype)

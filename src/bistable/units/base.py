@@ -46,7 +46,10 @@ def _floating(x: torch.Tensor, name: str) -> None:
 
 def _finite(x: torch.Tensor, name: str) -> None:
     # a sum is NaN/Inf whenever an element is, and is much cheaper than a boolean mask; only when
-    # it is not finite (an element, or an overflow of finite ones) is the exact mask checked
+    # it is not finite (an element, or an overflow of finite ones) is the exact mask checked.
+    # Skipped under torch.compile: a check on values would break the graph.
+    if torch.compiler.is_compiling():
+        return
     x = x.detach()
     if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: expected finite values, got NaN or Inf")
