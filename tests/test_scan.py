@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bistable.scan import linear_scan, linear_scan_reference
+from bistable.scan.autograd import scan_backward_op, scan_op
 from bistable.scan.cpu import chunk_length, scan_cpu
 
 
@@ -155,8 +156,6 @@ def test_unknown_backend_is_a_value_error():
 def test_scan_operators_pass_pytorch_s_opcheck(broadcast_a, with_h0, reverse):
     """Schema, fake tensors (torch.compile's shapes), autograd registration and AOT dispatch of
     ``bistable::linear_scan`` and its backward operator."""
-    from bistable.scan.autograd import scan_backward_op, scan_op
-
     a = torch.rand(1 if broadcast_a else 3, 40, 5, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, 40, 5, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True) if with_h0 else None

@@ -15,8 +15,6 @@ Forward and backward are PyTorch custom operators (``bistable::linear_scan``,
 compiles into one graph.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import NamedTuple, Optional
 
@@ -63,7 +61,8 @@ BACKENDS: dict[str, Backend] = {}
 """The scan backends by name (filled by :mod:`.dispatch`; tests add tuned variants)."""
 
 
-# the schemas are read from these annotations, so they stay in typing's spelling
+# the operators' schemas are read from these annotations: evaluated (no `from __future__ import
+# annotations` in this module) and in typing's spelling, as every torch >= 2.4 reads them
 @torch.library.custom_op("bistable::linear_scan", mutates_args=())
 def scan_op(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool, backend: str) -> Tensor:  # noqa: UP045
     """``h`` by the backend named ``backend`` (inputs contiguous, of one dtype it stores)."""
