@@ -174,6 +174,16 @@ RUNS = {
     "hybrid-late-slow-randpad1000": psmnist(ring=SLOW, mixer=LATE, extra=VARIABLE),
     "hybrid-late-slow-randpad1000-seed1": psmnist(ring=SLOW, mixer=LATE, extra=VARIABLE, seed=1),
     "hybrid-late-slow-randpad1000-seed2": psmnist(ring=SLOW, mixer=LATE, extra=VARIABLE, seed=2),
+    "hybrid-late-slow-randpad1000-penalty10-2epochs": psmnist(
+        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS)),
+    "hybrid-late-slow-randpad1000-penalty10-seed1-2epochs": psmnist(
+        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS), seed=1),
+    "hybrid-late-slow-randpad1000-penalty10-seed2-2epochs": psmnist(
+        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS), seed=2),
+    "hybrid-late-slow-randpad1000-2epochs": psmnist(ring=SLOW, mixer=LATE,
+                                                    extra=(*VARIABLE, *TWO_EPOCHS)),
+    "hybrid-late-slow-randpad1000-seed1-2epochs": psmnist(ring=SLOW, mixer=LATE,
+                                                          extra=(*VARIABLE, *TWO_EPOCHS), seed=1),
     "hybrid-late-slow-5epochs": psmnist(ring=SLOW, mixer=LATE, extra=FIVE_EPOCHS, pad=0),
     "hybrid-late-slow-seed1": psmnist(ring=SLOW, mixer=LATE, pad=0, seed=1),
     "hybrid-slow-seed1": psmnist(ring=SLOW, pad=0, seed=1),
