@@ -119,3 +119,22 @@ def test_many_tiles_in_flight():
     want = _values_and_grads(tb.fused_mru_reference, [x.double() for x in args], w)
     for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
         torch.testing.assert_close(x.cpu().double(), y, rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the BMRU takes the fused path on CUDA only")
+def test_a_bmru_model_on_cuda_compiles_into_one_graph():
+    """The fused kernels under torch.compile (``fullgraph=True`` fails on any graph break):
+    values and gradients as in eager mode."""
+    from bistable.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("bmru", input_size=3, output_size=2, hidden=64, layers=2).to(DEVICE)
+    x = torch.randn(4, 50, 3, device=DEVICE)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    (y, _), (want, _) = compiled(x), model(x)
+    torch.testing.assert_close(y, want)
+    params = list(model.parameters())
+    for got, expected in zip(torch.autograd.grad(y.sum(), params),
+                             torch.autograd.grad(want.sum(), params), strict=True):
+        torch.testing.assert_close(got, expected)
