@@ -142,6 +142,8 @@ RUNS = {
     "lru-slow-randpad1000-seed2": psmnist("lru", ring=SLOW, extra=VARIABLE, seed=2),
     "hybrid-slow-randpad1000-seed1-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, *TWO_EPOCHS),
                                                      seed=1),
+    "hybrid-slow-randpad1000-seed2-2epochs": psmnist(ring=SLOW, extra=(*VARIABLE, *TWO_EPOCHS),
+                                                     seed=2),
     # a write penalty against the block-1 BMRUs that write at every step (they hold no memory)
     "hybrid-slow-randpad1000-penalty1": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(1))),
     "hybrid-slow-randpad1000-penalty10": psmnist(ring=SLOW, extra=(*VARIABLE, *penalty(10))),
@@ -184,6 +186,8 @@ RUNS = {
                                                     extra=(*VARIABLE, *TWO_EPOCHS)),
     "hybrid-late-slow-randpad1000-seed1-2epochs": psmnist(ring=SLOW, mixer=LATE,
                                                           extra=(*VARIABLE, *TWO_EPOCHS), seed=1),
+    "hybrid-late-slow-randpad1000-seed2-2epochs": psmnist(ring=SLOW, mixer=LATE,
+                                                          extra=(*VARIABLE, *TWO_EPOCHS), seed=2),
     "hybrid-late-slow-5epochs": psmnist(ring=SLOW, mixer=LATE, extra=FIVE_EPOCHS, pad=0),
     "hybrid-late-slow-seed1": psmnist(ring=SLOW, mixer=LATE, pad=0, seed=1),
     "hybrid-slow-seed1": psmnist(ring=SLOW, pad=0, seed=1),
