@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
+LATE_MIXER = "lru,lru+bmru"  # the 'late' hybrid: BMRUs beside the LRU from the second block on
 
 
 def machine() -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import header, positive_float, positive_int, quote, write_results  # noqa: E402
+from benchmarks.common import LATE_MIXER, header, positive_float, positive_int, quote, write_results  # noqa: E402
 from bistable.models import MODEL_NAMES, build_model, count_parameters  # noqa: E402
 from bistable.train import TrainConfig, train  # noqa: E402
 
@@ -42,7 +42,7 @@ EXPERIMENTS = {
 # named variants: model -> (registry name, model options merged into the task's defaults,
 # training settings)
 DETACHED = {"unit_kwargs": {"bmru": {"detach_input": True}}}
-LATE = {"mixer": "lru,lru+bmru"}
+LATE = {"mixer": LATE_MIXER}
 VARIANTS = {
     "hybrid-alternating": ("hybrid", {"mixer": "lru,bmru"}, {}),
     "hybrid-detached": ("hybrid", DETACHED, {}),

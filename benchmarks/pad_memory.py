@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, train_command, trained_run, write_results  # noqa: E402
+from benchmarks.common import LATE_MIXER, header, train_command, trained_run, write_results  # noqa: E402
 from bistable.models import build_model  # noqa: E402
 from bistable.train import load_run  # noqa: E402
 from bistable.train.metrics import evaluate  # noqa: E402
@@ -49,7 +49,6 @@ SLOW = {"r_min": 0.99, "r_max": 0.9999}
 # delay, where a rotating one gives the readout a different phase at every pad length
 REAL = {**SLOW, "max_phase": 0.0}
 DETACHED = {"detach_input": True}
-LATE = "lru,lru+bmru"  # BMRUs beside the LRU from the second block on
 
 
 def psmnist(model: str = "hybrid", *, seed: int = 0, pad: int = 1000, ring: dict = RING,
@@ -65,6 +64,11 @@ def psmnist(model: str = "hybrid", *, seed: int = 0, pad: int = 1000, ring: dict
         opts = ["--option", f"mixer={mixer!r}", *opts]
     return ["--model", model, *opts, *extra, *(["--pad", str(pad)] if pad else []),
             "--seed", str(seed), *COMMON]
+
+
+def seeds(name: str, *numbers: int, suffix: str = "", **run) -> dict[str, list[str]]:
+    """``psmnist(seed=n, **run)`` for each seed, named ``name[-seed<n>]<suffix>`` (seed 0 bare)."""
+    return {f"{name}{f'-seed{n}' if n else ''}{suffix}": psmnist(seed=n, **run) for n in numbers}
 
 
 def penalty(weight: int) -> tuple:
@@ -166,30 +170,16 @@ RUNS = {
     "lru-slow-5epochs": psmnist("lru", ring=SLOW, extra=FIVE_EPOCHS, pad=0),
     # BMRUs only from the second block on: the first block's gates see one pixel (mostly
     # background), and its BMRUs end constant in every run above
-    "hybrid-late-slow": psmnist(ring=SLOW, mixer=LATE, pad=0),
-    "hybrid-late-slow-randpad1000-penalty10": psmnist(ring=SLOW, mixer=LATE,
-                                                      extra=(*VARIABLE, *penalty(10))),
-    "hybrid-late-slow-randpad1000-penalty10-seed1": psmnist(
-        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10)), seed=1),
-    "hybrid-late-slow-randpad1000-penalty10-seed2": psmnist(
-        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10)), seed=2),
-    "hybrid-late-slow-randpad1000": psmnist(ring=SLOW, mixer=LATE, extra=VARIABLE),
-    "hybrid-late-slow-randpad1000-seed1": psmnist(ring=SLOW, mixer=LATE, extra=VARIABLE, seed=1),
-    "hybrid-late-slow-randpad1000-seed2": psmnist(ring=SLOW, mixer=LATE, extra=VARIABLE, seed=2),
-    "hybrid-late-slow-randpad1000-penalty10-2epochs": psmnist(
-        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS)),
-    "hybrid-late-slow-randpad1000-penalty10-seed1-2epochs": psmnist(
-        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS), seed=1),
-    "hybrid-late-slow-randpad1000-penalty10-seed2-2epochs": psmnist(
-        ring=SLOW, mixer=LATE, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS), seed=2),
-    "hybrid-late-slow-randpad1000-2epochs": psmnist(ring=SLOW, mixer=LATE,
-                                                    extra=(*VARIABLE, *TWO_EPOCHS)),
-    "hybrid-late-slow-randpad1000-seed1-2epochs": psmnist(ring=SLOW, mixer=LATE,
-                                                          extra=(*VARIABLE, *TWO_EPOCHS), seed=1),
-    "hybrid-late-slow-randpad1000-seed2-2epochs": psmnist(ring=SLOW, mixer=LATE,
-                                                          extra=(*VARIABLE, *TWO_EPOCHS), seed=2),
-    "hybrid-late-slow-5epochs": psmnist(ring=SLOW, mixer=LATE, extra=FIVE_EPOCHS, pad=0),
-    "hybrid-late-slow-seed1": psmnist(ring=SLOW, mixer=LATE, pad=0, seed=1),
+    "hybrid-late-slow": psmnist(ring=SLOW, mixer=LATE_MIXER, pad=0),
+    **seeds("hybrid-late-slow-randpad1000-penalty10", 0, 1, 2, ring=SLOW, mixer=LATE_MIXER,
+            extra=(*VARIABLE, *penalty(10))),
+    **seeds("hybrid-late-slow-randpad1000", 0, 1, 2, ring=SLOW, mixer=LATE_MIXER, extra=VARIABLE),
+    **seeds("hybrid-late-slow-randpad1000-penalty10", 0, 1, 2, suffix="-2epochs", ring=SLOW,
+            mixer=LATE_MIXER, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS)),
+    **seeds("hybrid-late-slow-randpad1000", 0, 1, 2, suffix="-2epochs", ring=SLOW, mixer=LATE_MIXER,
+            extra=(*VARIABLE, *TWO_EPOCHS)),
+    "hybrid-late-slow-5epochs": psmnist(ring=SLOW, mixer=LATE_MIXER, extra=FIVE_EPOCHS, pad=0),
+    "hybrid-late-slow-seed1": psmnist(ring=SLOW, mixer=LATE_MIXER, pad=0, seed=1),
     "hybrid-slow-seed1": psmnist(ring=SLOW, pad=0, seed=1),
 }
 SAMPLES, LAST_PAD = 256, 100

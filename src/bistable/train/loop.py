@@ -346,19 +346,19 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             objective = loss + c.write_penalty * writes
             rates.append(float(writes.detach()))
         objective.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   c.grad_clip if c.grad_clip > 0 else math.inf)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(
+            model.parameters(), c.grad_clip if c.grad_clip > 0 else math.inf))
         loss = float(ctx.mean(loss.detach()))
-        if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             kept = (f"the last good checkpoint, {ckpt_path}, is kept" if ckpt_path.is_file()
                     else "no checkpoint was written")
             raise TrainingDiverged(f"training diverged at step {step}: loss {loss}, gradient norm "
-                                   f"{float(grad_norm)}; {kept}. Try a lower --lr.")
+                                   f"{grad_norm}; {kept}. Try a lower --lr.")
         optimizer.step()
         busy += time.perf_counter() - started
         step += 1
         losses.append(loss)
-        norms.append(float(grad_norm))
+        norms.append(grad_norm)
 
         if step % c.log_every == 0 or step == c.steps:
             rate = len(losses) * c.batch_size / busy
