@@ -193,7 +193,8 @@ CALIBRATE_RANKS = """
 import torch, torch.distributed as dist
 from bistable.nn.encoders import rate_code
 from bistable.nn.spiking import SpikingNetwork
-dist.init_process_group("gloo")
+from bistable.train.distributed import setup, teardown
+context = setup()
 rank = dist.get_rank()
 torch.manual_seed(0)
 net = SpikingNetwork("src", 30, 24, 2, per_class=3, init_rate=0.02)
@@ -203,7 +204,7 @@ w = torch.cat([layer.weight.flatten() for layer in net.layers])
 every = [torch.empty_like(w) for _ in range(2)]
 dist.all_gather(every, w)
 assert torch.equal(every[0], every[1]), "the ranks start from different weights"
-dist.destroy_process_group()
+teardown(context)
 """
 
 
