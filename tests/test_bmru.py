@@ -125,6 +125,22 @@ def test_epsilon_zero_is_the_bmru():
     assert torch.equal(b(x)[0], c(x)[0])
 
 
+def test_compiled_leaky_unit_scans_where_eager_loops():
+    """Under torch.compile (one graph) a leaky CMRU runs the scan, equal to eager's step loop up
+    to rounding, gradients included."""
+    unit = make(CMRU, F=3, H=6, epsilon=0.5, learn_epsilon=True)
+    x = torch.randn(4, 40, 3, dtype=F64) * 2
+    torch._dynamo.reset()
+    compiled = torch.compile(unit, backend="aot_eager", fullgraph=True)
+    (y, s), (want, want_s) = compiled(x), unit(x)
+    torch.testing.assert_close(y, want, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(s, want_s, rtol=1e-13, atol=1e-13)
+    params = list(unit.parameters())
+    for got, expected in zip(torch.autograd.grad(y.sum(), params),
+                             torch.autograd.grad(want.sum(), params), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11)
+
+
 def test_in_band_input_is_held_for_a_million_steps():
     H, T = 4, 10**6
     unit = make(BMRU, F=H, H=H, dtype=torch.float32, learn_init=False)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from bistable.units.src import SRC, SpikeReLU, ramp_train_noise, rest_state
+from bistable.units.src_loop import src_loop, src_loop_backward
 
 REST = -0.9027
 
@@ -202,6 +203,24 @@ def test_bad_state_and_options_raise():
         m.step(torch.zeros(1, 4, 3))
     with pytest.raises(ValueError, match="gate"):
         SRC(3, 2, gate="next")
+
+
+@pytest.mark.parametrize("current, detach", [(False, False), (True, True)])
+def test_loop_operators_pass_pytorch_s_opcheck(current, detach):
+    """Schema, fake tensors (torch.compile's shapes), autograd registration and AOT dispatch of
+    ``bistable::src_loop`` and its backward operator (the eager loop)."""
+    g = torch.Generator().manual_seed(0)
+    kw = {"dtype": torch.float64}
+    i = (torch.randn(3, 11, 5, generator=g, **kw) * 4).requires_grad_()
+    h0, hs0 = (torch.rand(3, 5, generator=g, **kw).mul(2).sub(1).requires_grad_() for _ in "hs")
+    bias = torch.full((5,), -6.0, **kw, requires_grad=True)
+    r, r_s = torch.full((5,), 2.0, **kw), torch.full((5,), -7.0, **kw)
+    consts = (3.0, 0.9, 0.0, current, detach, False)
+    torch.library.opcheck(src_loop, (i, bias, h0, hs0, r, r_s, *consts))
+    i, h0 = i.detach(), h0.detach()  # the backward is not differentiable
+    h, _ = src_loop(i, bias.detach(), h0, hs0.detach(), r, r_s, *consts)
+    grads = (torch.randn_like(h), torch.randn_like(h0))
+    torch.library.opcheck(src_loop_backward, (*grads, h, i, h0, r, r_s, *consts))
 
 
 @pytest.mark.slow  # torch.compile takes tens of seconds on a small CPU

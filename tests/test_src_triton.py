@@ -6,12 +6,12 @@ Without CUDA the kernels run on the CPU under ``TRITON_INTERPRET=1`` (see triton
 import pytest
 import torch
 
-from bistable.units import src
+from bistable.units import src, src_loop
 from triton_kernels import DEVICE, load
 
 st = load("bistable.units.src_triton")
 RHO = 3.0
-Z_HYP, Z_DEP = torch.tensor([0.9, 0.0]).tolist()  # as the autograd function rounds them
+Z_HYP, Z_DEP = torch.tensor([0.9, 0.0]).tolist()  # as the operator rounds them
 
 
 def _inputs(B, T, H, seed=0):
@@ -30,12 +30,12 @@ def _run(kernel, i, h0, hs0, r, r_s, b, current, detach):
     """h, h_s[T] and the gradients into i, b, h0, hs0 of a fixed random loss."""
     i, h0, hs0, b = (x.clone().requires_grad_() for x in (i, h0, hs0, b))
     if kernel:
-        h, hs = src._Recurrence.apply(i, b, h0, hs0, r, r_s, RHO, Z_HYP, Z_DEP, current, detach,
-                                      True)
+        h, hs = src_loop.src_loop(i, b, h0, hs0, r, r_s, RHO, Z_HYP, Z_DEP, current, detach,
+                                  True)
     else:  # autograd through the plain loop
         h_in, hs_in = (h0.detach(), hs0.detach()) if detach else (h0, hs0)
         u = RHO * torch.tanh(i / RHO) + b
-        h, _, _, hs = src._forward_steps(u, h_in, hs_in, r, r_s, Z_HYP, Z_DEP, current)
+        h, hs = src_loop._forward_steps(u, h_in, hs_in, r, r_s, Z_HYP, Z_DEP, current)
     g = torch.Generator().manual_seed(1)
     w = torch.randn(h.shape, generator=g, dtype=h.dtype).to(h.device)
     loss = (h * w).sum() + (hs * w[:, 0]).sum() if not detach else (h * w).sum()
@@ -46,7 +46,8 @@ def _run(kernel, i, h0, hs0, r, r_s, b, current, detach):
 @pytest.fixture
 def triton_loop(monkeypatch):
     """``compile_loop=True`` runs the Triton kernel on this device (CPU: interpreted)."""
-    monkeypatch.setattr(src, "_fused_kernel", lambda i, compiled: st if compiled else None)
+    monkeypatch.setattr(src_loop, "_loop",
+                        lambda i, compiled: st if compiled else src_loop.EagerLoop)
 
 
 @pytest.mark.parametrize("B,T,H", [(1, 1, 1), (2, 7, 3), (3, 37, 130)])
@@ -65,10 +66,10 @@ def test_detached_recurrence_matches_the_eager_function(triton_loop):
     args = _inputs(2, 9, 5)
     i, h0, hs0, r, r_s, b = args
     h_k, _, g_k = _run(True, *args, False, True)
-    # the eager autograd function with detach: δ = grad_h (1 − h²), no flow through the state
+    # the eager loop with detach: δ = grad_h (1 − h²), no flow through the state
     eager = [x.clone().requires_grad_() for x in (i, b)]
-    h_e, _ = src._Recurrence.apply(eager[0], eager[1], h0, hs0, r, r_s, RHO, Z_HYP, Z_DEP,
-                                   False, True, False)
+    h_e, _ = src_loop.src_loop(eager[0], eager[1], h0, hs0, r, r_s, RHO, Z_HYP, Z_DEP, False,
+                               True, False)
     w = torch.randn(h_e.shape, generator=torch.Generator().manual_seed(1), dtype=h_e.dtype)
     g_e = torch.autograd.grad((h_e * w.to(h_e.device)).sum(), eager)
     torch.testing.assert_close(h_k, h_e, rtol=1e-12, atol=1e-12)

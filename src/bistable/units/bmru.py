@@ -19,6 +19,7 @@ outputs, and two ``forward`` calls on halves equal one on the whole:
   and the start state is integer-valued (the unit checks this and otherwise runs the loop below);
 - any other ε: float rounding depends on the order, so the states are computed by a time loop
   doing exactly the ``step`` arithmetic (one multiply, one add; parallel over batch and units).
+Under ``torch.compile`` every ε runs the scan (float rounding may then differ from ``step``'s).
 The gates are thresholds of a ``Linear``; BLAS may round ``W x`` differently for a ``(B·T, F)``
 matrix than for a ``(B, F)`` one, so an input within rounding of a threshold can gate differently.
 
@@ -81,8 +82,10 @@ def _order_free(s0, eps, T: int) -> bool:
 
 
 def _states(a, b, s0, eps):
-    """``s_t = a_t ⊙ s_{t−1} + b_t``: the parallel scan where it is exact, else the step loop."""
-    if _order_free(s0, eps, b.shape[1]):
+    """``s_t = a_t ⊙ s_{t−1} + b_t``: the parallel scan where it is exact, else the step loop.
+    Under ``torch.compile`` always the scan: the choice reads values, and compiled code does not
+    keep eager's rounding anyway."""
+    if torch.compiler.is_compiling() or _order_free(s0, eps, b.shape[1]):
         return linear_scan(a, b, s0)
     s = torch.empty_like(b)
     h = s0

@@ -6,12 +6,12 @@ Per neuron, with ``u[t] = ρ tanh(i[t] / ρ) + b`` (the saturation fused in)::
     z_s[t] = z_hyp if g[t] ≤ 0.5 else z_dep          g = h[t-1] (default) or h[t]
     h_s[t] = z_s[t] h_s[t-1] + (1 − z_s[t]) h[t-1]
 
-and the reverse recurrence of ``bistable.units.src`` (``δ``, ``c_h``, ``c_s``). One program owns
-one batch row and ``BLOCK`` neurons and walks all T steps, keeping the state in registers (T is
-a compile-time constant: one compilation per sequence length, as a training run has few): the
+and the reverse recurrence of ``bistable.units.src_loop`` (``δ``, ``c_h``, ``c_s``). One program
+owns one batch row and ``BLOCK`` neurons and walks all T steps, keeping the state in registers (T
+is a compile-time constant: one compilation per sequence length, as a training run has few): the
 forward reads ``i`` and writes ``h`` once; the backward reads ``grad_h``, ``h``, ``i`` once and
 writes ``grad_i``. The functions :func:`forward` and :func:`backward` take and return what the
-CPU kernel of ``bistable.units.src`` does, so the autograd function uses either.
+other loops of ``bistable.units.src_loop`` do, so its operators use any of them.
 """
 
 from __future__ import annotations

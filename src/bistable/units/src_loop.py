@@ -1,0 +1,284 @@
+"""The SRC's ``(h, h_s)`` loop (:mod:`bistable.units.src`), saturation included, as one PyTorch
+custom operator each way (``bistable::src_loop``, ``bistable::src_loop_backward``).
+
+With ``u[t] = ρ tanh(i[t] / ρ) + b`` for the integrated input ``i`` ``(B, T, H)``::
+
+    h[t]   = tanh(u[t] + r · h[t-1] + r_s · h_s[t-1])
+    z_s[t] = z_hyp if g[t] ≤ 0.5 else z_dep                   g = h[t-1] (default) or h[t]
+    h_s[t] = z_s[t] · h_s[t-1] + (1 − z_s[t]) · h[t-1]
+
+The forward keeps ``i`` and ``h`` only; the backward is the hand-written reverse recurrence (the
+gate ``z_s``, piecewise constant, carries no gradient and is recomputed from ``h``)::
+
+    δ[t]      = (∂L/∂h[t] + c_h[t]) · (1 − h[t]²)                  (∂L/∂b gathers δ)
+    c_h[t-1]  = r · δ[t] + (1 − z_s[t]) · c_s[t]                    (gradient into h[t-1])
+    c_s[t-1]  = r_s · δ[t] + z_s[t] · c_s[t]                        (gradient into h_s[t-1])
+    ∂L/∂i[t]  = δ[t] · (1 − tanh²(i[t] / ρ))
+
+``detach`` cuts both recurrent paths (``c_h = c_s = 0``): truncated, one-step BPTT.
+
+Three implementations of one interface (``forward``/``backward`` as in
+:mod:`bistable.units.src_triton`): :class:`EagerLoop`, PyTorch operations step by step (any device
+and dtype; the reference); with ``compiled=True``, a small C++ kernel on CPU (:data:`_CPP`, built
+once by ``torch.utils.cpp_extension`` — needs a C++ compiler and ninja, about 30 s the first time,
+then cached on disk: one pass over the sequence each way, batch rows in parallel, neurons in
+AVX2/AVX-512 lanes) and a Triton kernel on CUDA (float32/64). As operators they are opaque nodes
+with known output shapes to ``torch.compile``, which then traces an SRC network in one graph.
+"""
+
+import functools
+
+import torch
+from torch import Tensor
+
+
+def _forward_steps(u, h, hs, r, r_s, z_hyp: float, z_dep: float, gate_current: bool):
+    """The ``(h, h_s)`` loop over ``u`` ``(B, T, H)`` from ``(h, hs)``: ``h`` ``(B, T, H)`` and
+    the last ``h_s``."""
+    hseq = []
+    for k in range(u.shape[1]):
+        h_new = torch.tanh(torch.addcmul(torch.addcmul(u[:, k], r, h), r_s, hs))
+        z = torch.where((h_new if gate_current else h) <= 0.5, z_hyp, z_dep).to(h.dtype)
+        hs = torch.lerp(h, hs, z)  # z · hs + (1 − z) · h
+        h = h_new
+        hseq.append(h)
+    return torch.stack(hseq, 1), hs
+
+
+def _backward_steps(g_h, dtanh, z, c_h, c_s, r, r_s):
+    """The reverse recurrence, ``t = T-1..0``: ``δ`` ``(B, T, H)`` and the gradients ``c_h``,
+    ``c_s`` flowing into the initial state."""
+    deltas = []
+    for k in range(g_h.shape[1] - 1, -1, -1):
+        d = (g_h[:, k] + c_h) * dtanh[:, k]
+        zc = z[:, k] * c_s
+        c_h = torch.addcmul(c_s - zc, r, d)  # r · δ + (1 − z) · c_s
+        c_s = torch.addcmul(zc, r_s, d)  # r_s · δ + z · c_s
+        deltas.append(d)
+    return torch.stack(deltas[::-1], 1), c_h, c_s
+
+
+def _gate_values(z_hyp: float, z_dep: float) -> tuple[float, float]:
+    """``z_hyp``, ``z_dep`` rounded as ``torch.where(cond, z_hyp, z_dep)`` rounds them (to the
+    default dtype): every implementation gates with the same two numbers."""
+    return tuple(torch.tensor([z_hyp, z_dep], dtype=torch.get_default_dtype()).tolist())
+
+
+class EagerLoop:
+    """The loop in PyTorch operations, one time step at a time (the reference)."""
+
+    @staticmethod
+    def forward(i, h0, hs0, r, r_s, b, rho, z_hyp, z_dep, current):
+        u = rho * torch.tanh(i / rho) + b
+        return _forward_steps(u, h0, hs0, r, r_s, z_hyp, z_dep, current)
+
+    @staticmethod
+    def backward(g, g_hs, h, i, h0, r, r_s, rho, z_hyp, z_dep, current, detach):
+        dtanh = torch.addcmul(torch.ones_like(h), h, h, value=-1)
+        if detach:
+            d, c_h, c_s = g * dtanh, torch.zeros_like(h0), torch.zeros_like(h0)
+        else:
+            gate = h if current else torch.cat([h0[:, None], h[:, :-1]], dim=1)
+            z = torch.where(gate <= 0.5, z_hyp, z_dep).to(h.dtype)
+            d, c_h, c_s = _backward_steps(g, dtanh, z, torch.zeros_like(h0), g_hs, r, r_s)
+        return d * (1 - torch.tanh(i / rho).square()), d.sum((0, 1)), c_h, c_s
+
+
+_CPP = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+using at::vec::Vectorized;
+
+// One layer's (h, h_s) loop over (B, T, H) tensors, the saturation u = rho tanh(i / rho) + b
+// included; batch rows run in parallel, neurons in vector lanes.
+template <typename T>
+void forward_rows(const T* i, const T* h0, const T* hs0, const T* r, const T* rs, const T* b,
+                  T* hseq, T* hs_last, int64_t B, int64_t L, int64_t H, T rho, T zh, T zd,
+                  bool current) {
+  using V = Vectorized<T>;
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> hs(H);
+    for (int64_t n = b0; n < b1; ++n) {
+      std::copy(hs0 + n * H, hs0 + (n + 1) * H, hs.begin());
+      const T* hprev = h0 + n * H;
+      for (int64_t t = 0; t < L; ++t) {
+        const int64_t off = (n * L + t) * H;
+        for (int64_t j = 0; j < H; j += V::size()) {
+          const int64_t c = std::min<int64_t>(V::size(), H - j);
+          V u = V(rho) * (V::loadu(i + off + j, c) / V(rho)).tanh() + V::loadu(b + j, c);
+          V h = V::loadu(hprev + j, c), s = V::loadu(hs.data() + j, c);
+          V hn = (u + V::loadu(r + j, c) * h + V::loadu(rs + j, c) * s).tanh();
+          V z = V::blendv(V(zh), V(zd), (current ? hn : h) > V(0.5));
+          (h + z * (s - h)).store(hs.data() + j, c);
+          hn.store(hseq + off + j, c);
+        }
+        hprev = hseq + (n * L + t) * H;
+      }
+      std::copy(hs.begin(), hs.end(), hs_last + n * H);
+    }
+  });
+}
+
+// The reverse recurrence: gradients into i (through the saturation), b (per batch row), h0, hs0.
+template <typename T>
+void backward_rows(const T* g, const T* hseq, const T* i, const T* h0, const T* r, const T* rs,
+                   T* gi, T* gb, T* gh0, T* ghs0, int64_t B, int64_t L, int64_t H, T rho, T zh,
+                   T zd, bool current, bool detach) {
+  using V = Vectorized<T>;
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t n = b0; n < b1; ++n) {
+      T* ch = gh0 + n * H;  // running c_h, c_s; end as the gradients into h0, hs0
+      T* cs = ghs0 + n * H;
+      for (int64_t t = L - 1; t >= 0; --t) {
+        const int64_t off = (n * L + t) * H;
+        const T* hprev = t > 0 ? hseq + off - H : h0 + n * H;
+        for (int64_t j = 0; j < H; j += V::size()) {
+          const int64_t c = std::min<int64_t>(V::size(), H - j);
+          V h = V::loadu(hseq + off + j, c);
+          V d = (V::loadu(g + off + j, c) + V::loadu(ch + j, c)) * (V(1) - h * h);
+          if (!detach) {
+            V hp = V::loadu(hprev + j, c), s = V::loadu(cs + j, c);
+            V z = V::blendv(V(zh), V(zd), (current ? h : hp) > V(0.5));
+            V zc = z * s;
+            (s - zc + V::loadu(r + j, c) * d).store(ch + j, c);
+            (zc + V::loadu(rs + j, c) * d).store(cs + j, c);
+          }
+          V th = (V::loadu(i + off + j, c) / V(rho)).tanh();
+          (d * (V(1) - th * th)).store(gi + off + j, c);
+          (V::loadu(gb + n * H + j, c) + d).store(gb + n * H + j, c);
+        }
+      }
+    }
+  });
+}
+
+std::vector<at::Tensor> forward(at::Tensor i, at::Tensor h0, at::Tensor hs0, at::Tensor r,
+                                at::Tensor rs, at::Tensor b, double rho, double zh, double zd,
+                                bool current) {
+  auto hseq = at::empty_like(i);
+  auto hs_last = at::empty_like(hs0);
+  const int64_t B = i.size(0), L = i.size(1), H = i.size(2);
+  AT_DISPATCH_FLOATING_TYPES(i.scalar_type(), "src_forward", [&] {
+    forward_rows<scalar_t>(i.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
+                           hs0.data_ptr<scalar_t>(), r.data_ptr<scalar_t>(),
+                           rs.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+                           hseq.data_ptr<scalar_t>(), hs_last.data_ptr<scalar_t>(), B, L, H,
+                           rho, zh, zd, current);
+  });
+  return {hseq, hs_last};
+}
+
+std::vector<at::Tensor> backward(at::Tensor g, at::Tensor ghs, at::Tensor hseq, at::Tensor i,
+                                 at::Tensor h0, at::Tensor r, at::Tensor rs, double rho,
+                                 double zh, double zd, bool current, bool detach) {
+  auto gi = at::empty_like(i);
+  auto gh0 = at::zeros_like(h0);
+  auto ghs0 = ghs.clone();
+  auto gb = at::zeros_like(h0);
+  const int64_t B = i.size(0), L = i.size(1), H = i.size(2);
+  AT_DISPATCH_FLOATING_TYPES(i.scalar_type(), "src_backward", [&] {
+    backward_rows<scalar_t>(g.data_ptr<scalar_t>(), hseq.data_ptr<scalar_t>(),
+                            i.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
+                            r.data_ptr<scalar_t>(), rs.data_ptr<scalar_t>(),
+                            gi.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(),
+                            gh0.data_ptr<scalar_t>(), ghs0.data_ptr<scalar_t>(), B, L, H, rho,
+                            zh, zd, current, detach);
+  });
+  return {gi, gb.sum(0), gh0, ghs0};
+}
+"""
+
+
+@functools.cache
+def _cpu_kernel():
+    """The fused CPU loop (:data:`_CPP`), built once per machine by ``torch.utils.cpp_extension``
+    (cached on disk); AVX2 or AVX-512 vectors (with SLEEF's ``tanh``) where the CPU has them."""
+    from torch.utils.cpp_extension import load_inline
+
+    isa = torch.backends.cpu.get_cpu_capability()
+    flags = ["-O3"] + {
+        "AVX2": ["-mavx2", "-mfma"],
+        "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
+    }.get(isa, [])
+    if len(flags) > 1:
+        flags += [f"-DCPU_CAPABILITY_{isa}", f"-DCPU_CAPABILITY={isa}"]
+    return load_inline(f"bistable_src_loop_{isa.lower()}", _CPP, functions=["forward", "backward"],
+                       extra_cflags=flags)
+
+
+def _loop(i: Tensor, compiled: bool):
+    """The loop for ``i``: when ``compiled`` (float32/64) the C++ kernel on CPU, the Triton
+    kernel (:mod:`bistable.units.src_triton`) on CUDA; otherwise :class:`EagerLoop`."""
+    if not compiled or i.dtype not in (torch.float32, torch.float64):
+        return EagerLoop
+    if i.device.type == "cpu":
+        return _cpu_kernel()
+    if i.device.type == "cuda":
+        from . import src_triton
+
+        return src_triton
+    return EagerLoop
+
+
+# the operators' schemas are read from these annotations (evaluated: no `from __future__ import
+# annotations` in this module)
+@torch.library.custom_op("bistable::src_loop", mutates_args=())
+def src_loop(i: Tensor, bias: Tensor, h0: Tensor, hs0: Tensor, r: Tensor, r_s: Tensor,
+             rho: float, z_hyp: float, z_dep: float, gate_current: bool, detach: bool,
+             compiled: bool) -> tuple[Tensor, Tensor]:
+    """``h`` ``(B, T, H)`` and ``h_s[T]`` ``(B, H)`` from ``i`` ``(B, T, H)``, the state ``(h0,
+    hs0)`` and per-neuron ``bias, r, r_s`` ``(H,)`` (one dtype and device); ``detach`` is the
+    backward's."""
+    loop = _loop(i, compiled)
+    return loop.forward(i.contiguous(), h0.contiguous(), hs0.contiguous(), r.contiguous(),
+                        r_s.contiguous(), bias.expand(r.shape).contiguous(), rho,
+                        *_gate_values(z_hyp, z_dep), gate_current)
+
+
+@src_loop.register_fake
+def _src_loop_shapes(i, bias, h0, hs0, r, r_s, rho, z_hyp, z_dep, gate_current, detach,
+                     compiled):
+    return torch.empty_like(i), torch.empty_like(hs0)
+
+
+@torch.library.custom_op("bistable::src_loop_backward", mutates_args=())
+def src_loop_backward(grad_h: Tensor, grad_hs: Tensor, h: Tensor, i: Tensor, h0: Tensor,
+                      r: Tensor, r_s: Tensor, rho: float, z_hyp: float, z_dep: float,
+                      gate_current: bool, detach: bool,
+                      compiled: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients into ``i``, ``bias``, ``h0`` and ``hs0`` (the last two zero when ``detach``)."""
+    loop = _loop(i, compiled)
+    tensors = (t.contiguous() for t in (grad_h, grad_hs, h, i, h0, r, r_s))
+    gi, gb, gh0, ghs0 = loop.backward(*tensors, rho, *_gate_values(z_hyp, z_dep), gate_current,
+                                      detach)
+    if detach:
+        gh0, ghs0 = torch.zeros_like(h0), torch.zeros_like(h0)
+    return gi, gb, gh0, ghs0
+
+
+@src_loop_backward.register_fake
+def _src_loop_backward_shapes(grad_h, grad_hs, h, i, h0, r, r_s, rho, z_hyp, z_dep,
+                              gate_current, detach, compiled):
+    return (torch.empty_like(i), torch.empty_like(r), torch.empty_like(h0),
+            torch.empty_like(h0))
+
+
+def _save(ctx, inputs, output):
+    i, _, h0, _, r, r_s, *ctx.consts = inputs
+    ctx.save_for_backward(i, output[0], h0, r, r_s)
+
+
+def _backward(ctx, grad_h, grad_hs):
+    i, h, h0, r, r_s = ctx.saved_tensors
+    rho, z_hyp, z_dep, gate_current, detach, compiled = ctx.consts
+    grad_h = torch.zeros_like(h) if grad_h is None else grad_h
+    grad_hs = torch.zeros_like(h0) if grad_hs is None else grad_hs
+    gi, gb, gh0, ghs0 = src_loop_backward(grad_h, grad_hs, h, i, h0, r, r_s, rho, z_hyp, z_dep,
+                                          gate_current, detach, compiled)
+    state = (None, None) if detach else (gh0, ghs0)
+    return (gi, gb, *state) + (None,) * 8
+
+
+src_loop.register_autograd(_backward, setup_context=_save)
