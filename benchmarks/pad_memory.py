@@ -178,6 +178,13 @@ RUNS = {
             mixer=LATE_MIXER, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS)),
     **seeds("hybrid-late-slow-randpad1000", 0, 1, 2, suffix="-2epochs", ring=SLOW, mixer=LATE_MIXER,
             extra=(*VARIABLE, *TWO_EPOCHS)),
+    # the fixed pad with BMRUs only from the second block on (the block-0 BMRUs held most of the
+    # gradient in 'hybrid-pad1000'); with and without detaching their inputs
+    "hybrid-late-slow-pad1000": psmnist(ring=SLOW, mixer=LATE_MIXER),
+    "hybrid-late-detached-slow-pad1000": psmnist(ring=SLOW, mixer=LATE_MIXER, bmru=DETACHED),
+    # the fixed pad over two epochs: does longer training close the gap, and for which model
+    "hybrid-detached-slow-pad1000-2epochs": psmnist(ring=SLOW, bmru=DETACHED, extra=TWO_EPOCHS),
+    "lru-slow-pad1000-2epochs": psmnist("lru", ring=SLOW, extra=TWO_EPOCHS),
     "hybrid-late-slow-5epochs": psmnist(ring=SLOW, mixer=LATE_MIXER, extra=FIVE_EPOCHS, pad=0),
     "hybrid-late-slow-seed1": psmnist(ring=SLOW, mixer=LATE_MIXER, pad=0, seed=1),
     "hybrid-slow-seed1": psmnist(ring=SLOW, pad=0, seed=1),
