@@ -91,3 +91,18 @@ def test_layer_with_compile_loop_runs_the_kernel(triton_loop):
     gk = torch.autograd.grad(y_k.sum() + s_k[2].sum(), layer.weight)
     ge = torch.autograd.grad(y_e.sum() + s_e[2].sum(), eager.weight)
     torch.testing.assert_close(gk, ge, rtol=1e-10, atol=1e-10)
+
+
+def test_layer_with_compile_loop_compiles_into_one_graph(triton_loop):
+    """The Triton loop behind the ``bistable::src_loop`` operator under torch.compile
+    (``fullgraph=True`` fails on any graph break): eager values and gradients."""
+    torch.manual_seed(0)
+    layer = src.SRC(11, 6, compile_loop=True).double().to(DEVICE)
+    x = (torch.rand(2, 30, 11, dtype=torch.float64) < 0.3).double().to(DEVICE) * 3
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    (y_c, _), (y_e, _) = compiled(x), layer(x)
+    torch.testing.assert_close(y_c, y_e, rtol=0, atol=0)
+    gc = torch.autograd.grad(y_c.sum(), layer.weight)
+    ge = torch.autograd.grad(y_e.sum(), layer.weight)
+    torch.testing.assert_close(gc, ge, rtol=1e-12, atol=1e-12)
