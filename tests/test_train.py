@@ -40,6 +40,7 @@ def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
     (dict(epochs=1, steps=None), "--epochs needs a data-set task"),
     (dict(hidden=0), "--hidden must be >= 1"),
     (dict(schedule="linear"), "--schedule"),
+    (dict(compile="fastest"), "--compile: expected a torch.compile backend"),
     (dict(eval_seq_len=[0]), "at least 1"),
 ])
 def test_impossible_settings_are_one_line_errors(tmp_path, kw, message):
@@ -145,6 +146,23 @@ def test_resume_extends_a_finished_run_exactly(tmp_path):
     assert extended["eval"] == whole["eval"]
     with pytest.raises(ValueError, match="other settings.*hidden"):
         train(config(tmp_path, "parts", steps=20, hidden=9, resume=True))
+
+
+def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
+    """``--compile`` (``aot_eager`` here: traced forward and backward, no code generation) gives
+    the eager run's losses and write rates, and a run resumes with or without it."""
+    kw = dict(model="hybrid", write_penalty=0.1, schedule="constant", log_every=2)
+    eager = train(config(tmp_path, "eager", **kw))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    train(config(tmp_path, "compiled", steps=6, compile="aot_eager", **kw))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # traced, in one piece
+    compiled = train(config(tmp_path, "compiled", resume=True, **kw))
+    for key in ("loss", "write_rate"):
+        got, want = ([h[key] for h in m["history"] if key in h] for m in (compiled, eager))
+        assert len(got) == len(want) == 6
+        assert got == pytest.approx(want, rel=1e-5)
+    assert compiled["eval"][0]["mse"] == pytest.approx(eager["eval"][0]["mse"], rel=1e-5)
 
 
 def _one_step_by_hand(c: TrainConfig, penalty: float) -> torch.nn.Module:

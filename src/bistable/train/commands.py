@@ -98,6 +98,9 @@ def add_parser(subparsers) -> None:
     run = p.add_argument_group("run")
     run.add_argument("--device", choices=("cpu", "cuda"))
     run.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    run.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                     help="train through torch.compile (default backend: inductor; the first "
+                          "steps compile, about a minute on a small CPU)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--checkpoint-every", type=int, metavar="N")
     run.add_argument("--eval-every", type=int, metavar="N")

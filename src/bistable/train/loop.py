@@ -36,7 +36,7 @@ from .metrics import evaluate, write_metrics
 # settings a resumed run may change; every other one must match the checkpoint
 MAY_CHANGE = ("steps", "epochs", "warmup", "eval_seq_len", "eval_every", "checkpoint_every",
               "log_every", "eval_samples", "device", "threads", "data_dir", "out", "resume",
-              "quiet")
+              "quiet", "compile")
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None         # torch CPU threads (None: the task's, else torch's)
+    compile: str | None = None         # torch.compile backend of the training steps (None: eager)
     data_dir: str | None = None
     pad: int | None = None
     pad_min: int | None = None         # (p)smnist: training pads drawn from pad_min … pad
@@ -130,6 +131,10 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
             raise ValueError(f"--{name.replace('_', '-')} must be finite and {limit}, got {value}")
     if c.schedule not in ("cosine", "constant"):
         raise ValueError(f"--schedule: expected cosine or constant, got {c.schedule!r}")
+    backends = torch.compiler.list_backends(exclude_tags=())
+    if c.compile is not None and c.compile not in backends:
+        raise ValueError(f"--compile: expected a torch.compile backend ({', '.join(backends)}), "
+                         f"got {c.compile!r}")
     if c.steps is not None and c.epochs is not None:
         raise ValueError("give --steps or --epochs, not both")
     if c.epochs is not None:
@@ -322,7 +327,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     elif ckpt_path.is_file():
         raise ValueError(f"{out} already holds a run; add --resume to continue it, or use "
                          "another --out")
-    net = distributed.wrap(model, ctx)
+    # compiled, then wrapped in DDP (as nanoGPT does); evaluation runs the eager model
+    net = distributed.wrap(torch.compile(model, backend=c.compile) if c.compile else model, ctx)
 
     bar = tqdm(total=c.steps, initial=step, disable=c.quiet or not ctx.is_main,
                desc=f"{c.task}/{c.model}", dynamic_ncols=True)
