@@ -9,6 +9,7 @@
 #               side, beside the compiled Triton tests
 #   tests       the Triton tests compiled (no interpreter); with `runs`, beside them
 #   scan        benchmarks/scan_cuda.py --sweep, alone on the GPU (issue 3)
+#   compile     benchmarks/compile.py: training steps eager and compiled, alone on the GPU
 # Carry .whl (wheels: accelerated-scan for `scan`, snntorch for `src`) and .gpu_data (a copy of
 # ../shared/data/mnist and/or fashion-mnist; ../shared does not travel). Set BISTABLE_COMMIT (the
 # .git there may be stale). Logs, this run's results and the runs' metrics land in $OUT/gpu.tar.
@@ -19,7 +20,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 LOG=/tmp/gpu_logs
 START=$SECONDS
-PARTS=${*:-src psmnist runs tests scan}
+PARTS=${*:-src psmnist runs tests scan compile}
 GPU_RUNS=${GPU_RUNS:-}
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 if has runs && [[ -z "$GPU_RUNS" ]]; then
@@ -98,6 +99,12 @@ fi
 if has scan; then  # alone on the GPU: bandwidth figures
     timeout 280 python3 benchmarks/scan_cuda.py --sweep >"$LOG/scan.log" 2>&1
     echo "scan benchmark: exit $?"; grep -v "^{" "$LOG/scan.log" | tail -n 60
+fi
+
+if has compile; then  # alone on the GPU
+    timeout 300 python3 benchmarks/compile.py --device cuda --name "compile_$GPU" \
+        >"$LOG/compile.log" 2>&1
+    echo "compile benchmark: exit $?"; grep "^|" "$LOG/compile.log" | tail -n 6
 fi
 
 # what comes back is at most 16 MiB a file: logs, this run's results and the runs' metrics (the
