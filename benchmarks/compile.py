@@ -8,7 +8,8 @@ random inputs of a task's shape: psMNIST (batch 64, T = 784, one input, ten clas
 the 38 305-parameter budget of ``benchmarks/pad_memory.py``) for the recurrent models, the
 throughput anchor of issue 9 (four hidden layers of 256, batch 32, T = 220, 784 inputs; fused
 loop) for ``src``. Per model: the first compiled step (compilation included), then the medians
-of ``--repeats`` steps, eager and compiled taking turns. Writes results/<name>.md and .json.
+of ``--repeats`` steps, eager and compiled taking turns; a model that fails is a row saying why.
+Writes results/<name>.md and .json.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def table(rows: list[dict]) -> str:
              "eager / compiled | first compiled step (s) |",
              "|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
+        if "error" in r:  # a model that did not compile: the others still run
+            lines.append(f"| {r['model']} | failed: {r['error']} | | | | | | |")
+            continue
         lines.append(f"| {r['model']} | {r['params']:,} | {r['hidden']} | {r['batch']} × {r['T']} "
                      f"| {r['eager_ms']:.0f} | {r['compiled_ms']:.0f} | {r['speedup']:.2f}× "
                      f"| {r['first_compiled_s']:.0f} |")
@@ -100,7 +104,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.models:
-        rows.append(measure(name, args.device, args.repeats))
+        try:
+            rows.append(measure(name, args.device, args.repeats))
+        except Exception as err:  # noqa: BLE001 - recorded in the table (a GPU session is short)
+            rows.append({"model": name, "error": f"{type(err).__name__}: {str(err)[:200]}"})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = (header("Training steps eager and compiled (`bistable train --compile`)") + "\n"
             + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
