@@ -127,3 +127,18 @@ def test_every_model_compiles_into_one_graph_with_eager_values_and_gradients(nam
     for got, expected in zip(torch.autograd.grad(y.sum(), params),
                              torch.autograd.grad(want.sum(), params), strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["hybrid", "src"])
+def test_a_compiled_model_follows_new_lengths_without_recompiling(name):
+    """Sequence lengths vary (``--pad-min``): after the first graph, one graph with a symbolic T
+    serves every length (a loop over T would fix it and recompile for each)."""
+    torch.manual_seed(0)
+    model = models.build_model(name, input_size=1, output_size=2, hidden=8, layers=2).double()
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(model, backend="aot_eager")
+    for T in (20, 27, 41, 33):
+        x = torch.randn(3, T, 1, dtype=torch.float64)
+        torch.testing.assert_close(compiled(x)[0], model(x)[0], rtol=0, atol=0)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2

@@ -24,9 +24,9 @@ The gates are thresholds of a ``Linear``; BLAS may round ``W x`` differently for
 matrix than for a ``(B, F)`` one, so an input within rounding of a threshold can gate differently.
 
 Training goes through the thresholds with surrogate gradients (:mod:`.surrogate`). The sequence
-path is one autograd function that runs over cache-sized time blocks, saves only ``c, β`` and the
-state at each block's start, and recomputes gates and states in backward (training activations:
-the ``Linear`` input plus ``c, β``).
+path is one autograd function that runs over cache-sized time blocks (one block while compiling),
+saves only ``c, β`` and the state at each block's start, and recomputes gates and states in
+backward (training activations: the ``Linear`` input plus ``c, β``).
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ BLOCK_ELEMENTS = 2**18  # time blocks of about this many elements keep the tempo
 
 
 def _blocks(B: int, T: int, H: int) -> list[slice]:
+    if torch.compiler.is_compiling():  # one block: a loop over T would fix T in the graph
+        return [slice(None)]
     L = max(1, BLOCK_ELEMENTS // (B * H))
     return [slice(t, min(t + L, T)) for t in range(0, T, L)]
 
