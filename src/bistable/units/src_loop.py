@@ -8,7 +8,7 @@ With ``u[t] = ρ tanh(i[t] / ρ) + b`` for the integrated input ``i`` ``(B, T, H
     h_s[t] = z_s[t] · h_s[t-1] + (1 − z_s[t]) · h[t-1]
 
 The forward keeps ``i`` and ``h`` only; the backward is the hand-written reverse recurrence (the
-gate ``z_s``, piecewise constant, carries no gradient and is recomputed from ``h``)::
+gate ``z_s``, piecewise constant, carries no gradient and is recomputed from ``h`` step by step)::
 
     δ[t]      = (∂L/∂h[t] + c_h[t]) · (1 − h[t]²)                  (∂L/∂b gathers δ)
     c_h[t-1]  = r · δ[t] + (1 − z_s[t]) · c_s[t]                    (gradient into h[t-1])
@@ -45,13 +45,16 @@ def _forward_steps(u, h, hs, r, r_s, z_hyp: float, z_dep: float, gate_current: b
     return torch.stack(hseq, 1), hs
 
 
-def _backward_steps(g_h, dtanh, z, c_h, c_s, r, r_s):
-    """The reverse recurrence, ``t = T-1..0``: ``δ`` ``(B, T, H)`` and the gradients ``c_h``,
-    ``c_s`` flowing into the initial state."""
-    deltas = []
-    for k in range(g_h.shape[1] - 1, -1, -1):
-        d = (g_h[:, k] + c_h) * dtanh[:, k]
-        zc = z[:, k] * c_s
+def _backward_steps(g_h, h, h0, c_h, c_s, r, r_s, z_hyp: float, z_dep: float,
+                    gate_current: bool):
+    """The reverse recurrence, ``t = T-1..0``, the gate recomputed from ``h``: ``δ`` ``(B, T, H)``
+    and the gradients ``c_h``, ``c_s`` flowing into the initial state."""
+    deltas, one = [], torch.ones_like(c_h)
+    for k in range(h.shape[1] - 1, -1, -1):
+        h_k = h[:, k]
+        d = (g_h[:, k] + c_h) * torch.addcmul(one, h_k, h_k, value=-1)  # (g + c_h)(1 − h²)
+        gate = h_k if gate_current else h[:, k - 1] if k else h0
+        zc = torch.where(gate <= 0.5, z_hyp, z_dep).to(h.dtype) * c_s
         c_h = torch.addcmul(c_s - zc, r, d)  # r · δ + (1 − z) · c_s
         c_s = torch.addcmul(zc, r_s, d)  # r_s · δ + z · c_s
         deltas.append(d)
@@ -74,13 +77,12 @@ class EagerLoop:
 
     @staticmethod
     def backward(g, g_hs, h, i, h0, r, r_s, rho, z_hyp, z_dep, current, detach):
-        dtanh = torch.addcmul(torch.ones_like(h), h, h, value=-1)
         if detach:
-            d, c_h, c_s = g * dtanh, torch.zeros_like(h0), torch.zeros_like(h0)
+            d = g * torch.addcmul(torch.ones_like(h), h, h, value=-1)
+            c_h, c_s = torch.zeros_like(h0), torch.zeros_like(h0)
         else:
-            gate = h if current else torch.cat([h0[:, None], h[:, :-1]], dim=1)
-            z = torch.where(gate <= 0.5, z_hyp, z_dep).to(h.dtype)
-            d, c_h, c_s = _backward_steps(g, dtanh, z, torch.zeros_like(h0), g_hs, r, r_s)
+            d, c_h, c_s = _backward_steps(g, h, h0, torch.zeros_like(h0), g_hs, r, r_s, z_hyp,
+                                          z_dep, current)
         return d * (1 - torch.tanh(i / rho).square()), d.sum((0, 1)), c_h, c_s
 
 
