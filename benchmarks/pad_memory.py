@@ -175,8 +175,10 @@ RUNS = {
             extra=(*VARIABLE, *penalty(10))),
     **seeds("hybrid-late-slow-randpad1000", 0, 1, 2, ring=SLOW, mixer=LATE_MIXER, extra=VARIABLE),
     # the penalty around 10 for the 'late' hybrid
-    **{f"hybrid-late-slow-randpad1000-penalty{w}": psmnist(
-        ring=SLOW, mixer=LATE_MIXER, extra=(*VARIABLE, *penalty(w))) for w in (5, 20)},
+    "hybrid-late-slow-randpad1000-penalty5": psmnist(ring=SLOW, mixer=LATE_MIXER,
+                                                     extra=(*VARIABLE, *penalty(5))),
+    **seeds("hybrid-late-slow-randpad1000-penalty20", 0, 1, 2, ring=SLOW, mixer=LATE_MIXER,
+            extra=(*VARIABLE, *penalty(20))),
     **seeds("hybrid-late-slow-randpad1000-penalty10", 0, 1, 2, suffix="-2epochs", ring=SLOW,
             mixer=LATE_MIXER, extra=(*VARIABLE, *penalty(10), *TWO_EPOCHS)),
     **seeds("hybrid-late-slow-randpad1000", 0, 1, 2, suffix="-2epochs", ring=SLOW, mixer=LATE_MIXER,
