@@ -39,7 +39,8 @@ def setup(name: str, device: str):
                             compile_loop=True)
         x = (torch.rand(s["batch"], s["T"], s["F"]) < 0.05).float()
     else:
-        s = {**PSMNIST, "hidden": width_for_budget(name, PSMNIST["params"], 1, 10)}
+        s = PSMNIST
+        s = {**s, "hidden": width_for_budget(name, s["params"], s["F"], s["classes"])}
         model = build_model(name, s["F"], s["classes"], hidden=s["hidden"])
         x = torch.randn(s["batch"], s["T"], s["F"])
     target = torch.randint(0, s["classes"], (s["batch"],))

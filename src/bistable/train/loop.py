@@ -131,10 +131,11 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
             raise ValueError(f"--{name.replace('_', '-')} must be finite and {limit}, got {value}")
     if c.schedule not in ("cosine", "constant"):
         raise ValueError(f"--schedule: expected cosine or constant, got {c.schedule!r}")
-    backends = torch.compiler.list_backends(exclude_tags=())
-    if c.compile is not None and c.compile not in backends:
-        raise ValueError(f"--compile: expected a torch.compile backend ({', '.join(backends)}), "
-                         f"got {c.compile!r}")
+    if c.compile is not None:
+        backends = torch.compiler.list_backends(exclude_tags=())
+        if c.compile not in backends:
+            raise ValueError(f"--compile: expected a torch.compile backend "
+                             f"({', '.join(backends)}), got {c.compile!r}")
     if c.steps is not None and c.epochs is not None:
         raise ValueError("give --steps or --epochs, not both")
     if c.epochs is not None:
