@@ -142,13 +142,13 @@ def sweep_rows(args):
     s0 = torch.ones(B, D, device="cuda")
     for cfg in [None, *(ts.Config(*c) for c in MRU_SWEEP)]:
         c_, beta = a - 0.9, b
-        fwd = bench(lambda: tb.FusedMRU.apply(c_, beta, s0, None, 1.0, cfg))
+        fwd = bench(lambda: tb.fused_mru(c_, beta, s0, config=cfg))
         label = tuple(cfg) if cfg else (tuple(tb.default_config(D)),
                                         tuple(tb.default_config(D, backward=True)))
         rows.append({"kernel": "mru", "dtype": "float32", "config": label,
                      "default": cfg is None, "fwd_ms": fwd, "fwd_TB_s": 12 * n / fwd / 1e9})
         cr = c_.clone().requires_grad_()
-        fb = bench(lambda: tb.FusedMRU.apply(cr, beta, s0, None, 1.0, cfg).backward(b), (cr,))
+        fb = bench(lambda: tb.fused_mru(cr, beta, s0, config=cfg).backward(b), (cr,))
         rows[-1].update(fb_ms=fb, bwd_ms=fb - fwd, bwd_TB_s=24 * n / (fb - fwd) / 1e9)
         print(rows[-1], flush=True)
     return rows

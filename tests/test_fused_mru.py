@@ -121,20 +121,70 @@ def test_many_tiles_in_flight():
         torch.testing.assert_close(x.cpu().double(), y, rtol=1e-4, atol=1e-4, msg=name)
 
 
-@pytest.mark.skipif(DEVICE != "cuda", reason="the BMRU takes the fused path on CUDA only")
-def test_a_bmru_model_on_cuda_compiles_into_one_graph():
-    """The fused kernels under torch.compile (``fullgraph=True`` fails on any graph break):
-    values and gradients as in eager mode."""
+@pytest.mark.parametrize("with_s0, with_eps", [(True, True), (False, False)])
+def test_operators_pass_pytorch_s_opcheck(with_s0, with_eps):
+    """Schema, fake tensors (torch.compile's shapes), autograd registration and AOT dispatch of
+    ``bistable::fused_mru`` and its backward operator."""
+    c, beta, s0, eps = _inputs(2, 9, 3, seed=7)
+    s0, eps = (s0 if with_s0 else None), (eps if with_eps else None)
+    args = [None if x is None else x.to(DEVICE).requires_grad_() for x in (c, beta, s0, eps)]
+    tiles = list(Config(4, 2, 1))
+    torch.library.opcheck(tb.fused_mru_op, (*args, 2.0, tiles))
+    args = [None if x is None else x.detach() for x in args]  # the backward is not differentiable
+    s = tb.fused_mru_op(*args, 2.0, tiles)
+    torch.library.opcheck(tb.fused_mru_backward_op, (torch.randn_like(s), *args, s, 2.0, tiles))
+
+
+@pytest.fixture
+def fused_path(monkeypatch):
+    """The MRU units take the fused kernels on this device (CPU: interpreted)."""
+    from bistable.units import bmru
+
+    monkeypatch.setattr(bmru, "_fused_mru", lambda c: tb.fused_mru)
+
+
+def _model(name="bmru"):
     from bistable.models import build_model
 
     torch.manual_seed(0)
-    model = build_model("bmru", input_size=3, output_size=2, hidden=64, layers=2).to(DEVICE)
-    x = torch.randn(4, 50, 3, device=DEVICE)
+    return build_model(name, input_size=3, output_size=2, hidden=6, layers=2).double().to(DEVICE)
+
+
+def _outputs_and_grads(model, x):
+    from bistable.units.bmru import write_rate
+
+    y, _ = model(x)
+    rate = write_rate(model)
+    return y, torch.autograd.grad(y.sum() + rate, list(model.parameters())), rate.detach()
+
+
+@pytest.mark.parametrize("name", ["bmru", "cmru"])
+def test_units_on_the_fused_path_match_the_scan(monkeypatch, name):
+    """A whole model, fused kernels against the units' own scan: outputs, the write rate and
+    every parameter's gradient (the surrogates agree)."""
+    from bistable.units import bmru
+
+    x = torch.randn(3, 17, 3, dtype=torch.float64, device=DEVICE)
+    monkeypatch.setattr(bmru, "_fused_mru", lambda c: None)
+    y_scan, g_scan, rate_scan = _outputs_and_grads(_model(name), x)
+    monkeypatch.setattr(bmru, "_fused_mru", lambda c: tb.fused_mru)
+    y_fused, g_fused, rate_fused = _outputs_and_grads(_model(name), x)
+    torch.testing.assert_close(y_fused, y_scan, rtol=1e-12, atol=1e-12)
+    for got, want in zip(g_fused, g_scan, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(rate_fused, rate_scan)
+
+
+def test_a_model_on_the_fused_path_compiles_into_one_graph(fused_path):
+    """The fused kernels behind the ``bistable::fused_mru`` operator under torch.compile
+    (``fullgraph=True`` fails on any graph break): values and gradients as in eager mode."""
+    model = _model()
+    x = torch.randn(4, 13, 3, dtype=torch.float64, device=DEVICE)
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     (y, _), (want, _) = compiled(x), model(x)
-    torch.testing.assert_close(y, want)
+    torch.testing.assert_close(y, want, rtol=0, atol=0)
     params = list(model.parameters())
     for got, expected in zip(torch.autograd.grad(y.sum(), params),
                              torch.autograd.grad(want.sum(), params), strict=True):
-        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

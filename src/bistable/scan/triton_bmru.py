@@ -19,13 +19,17 @@ never reach memory). The backward is one reverse pass reading ``c, β`` (at ``t`
 through the arctan surrogate ``H'(u) ≈ k / (1 + (π k u)²)``, ``sign'(u) ≈ 2k / (1 + (π k u)²)``
 (sharpness ``k``). :func:`fused_mru_reference` computes the same in plain PyTorch (a loop, autograd
 through a surrogate step), the truth the kernels are tested against.
+
+Forward and backward are PyTorch custom operators (``bistable::fused_mru``,
+``bistable::fused_mru_backward``): one opaque node each, with known output shapes, for
+``torch.compile``.
 """
 
-from __future__ import annotations
-
 import math
+from typing import Optional
 
 import torch
+from torch import Tensor
 
 from .reference import linear_scan_reference
 from .triton_scan import (
@@ -172,53 +176,91 @@ def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_p
 # host side
 
 
+def _work(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels compute in: float64 for float64, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-class FusedMRU(torch.autograd.Function):
-    """Autograd for :func:`fused_mru` by the fused kernels (inputs already checked)."""
+def _config(tiles: list[int], H: int, dtype: torch.dtype, backward: bool) -> Config:
+    return Config(*tiles) if tiles else default_config(H, dtype, backward)
 
-    @staticmethod
-    def forward(ctx, c, beta, s0, epsilon, sharpness: float, config: Config | None):
-        B, T, H = c.shape
-        cfg = config or default_config(H, c.dtype)
-        s = torch.empty_like(c)
-        acc = torch.float64 if c.dtype == torch.float64 else torch.float32
-        n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
-        sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device)
-        _fwd_kernel[(n_tiles * B * n_dblk,)](
-            c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
-            sync, carry, T, H, B * n_dblk, n_dblk, HAS_S0=s0 is not None,
-            HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
-            BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
-        ctx.save_for_backward(c, beta, s0, epsilon, s)
-        ctx.sharpness, ctx.config = sharpness, config
-        return s
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_s):
-        c, beta, s0, epsilon, s = ctx.saved_tensors
-        B, T, H = c.shape
-        cfg = ctx.config or default_config(H, c.dtype, backward=True)
-        dc, dbeta = torch.empty_like(c), torch.empty_like(beta)
-        ds0 = torch.empty_like(s0) if s0 is not None else None
-        acc = torch.float64 if c.dtype == torch.float64 else torch.float32
-        n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
-        sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device)
-        deps = (torch.empty(n_tiles, B, n_dblk * cfg.block_d, device=c.device, dtype=acc)
-                if epsilon is not None else None)
-        _bwd_kernel[(n_tiles * B * n_dblk,)](
-            c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
-            grad_s.contiguous(), dc, dbeta, ds0 if ds0 is not None else c,
-            deps if deps is not None else c, sync, carry, T, H, B * n_dblk, n_dblk, n_tiles,
-            float(ctx.sharpness), HAS_S0=s0 is not None, HAS_EPS=epsilon is not None,
-            ACC=_acc(c.dtype), BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d,
-            num_warps=cfg.num_warps)
-        if deps is not None:
-            deps = deps.sum((0, 1))[:H].to(epsilon.dtype)
-        return dc, dbeta, ds0, deps, None, None
+# the operators' schemas are read from these annotations (evaluated: no `from __future__ import
+# annotations` in this module)
+@torch.library.custom_op("bistable::fused_mru", mutates_args=())
+def fused_mru_op(c: Tensor, beta: Tensor, s0: Optional[Tensor], epsilon: Optional[Tensor],  # noqa: UP045
+                 sharpness: float, tiles: list[int]) -> Tensor:
+    """``s`` by the forward kernel (inputs checked and contiguous, ``beta``, ``s0`` in ``c``'s
+    dtype); ``tiles`` a :class:`Config` as a list, empty for :func:`default_config`;
+    ``sharpness`` is the backward's."""
+    B, T, H = c.shape
+    cfg = _config(tiles, H, c.dtype, backward=False)
+    s = torch.empty_like(c)
+    n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
+    sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, _work(c.dtype), c.device)
+    _fwd_kernel[(n_tiles * B * n_dblk,)](
+        c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
+        sync, carry, T, H, B * n_dblk, n_dblk, HAS_S0=s0 is not None,
+        HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
+        BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
+    return s
+
+
+@fused_mru_op.register_fake
+def _fused_mru_shape(c, beta, s0, epsilon, sharpness, tiles):
+    return torch.empty_like(c)
+
+
+@torch.library.custom_op("bistable::fused_mru_backward", mutates_args=())
+def fused_mru_backward_op(grad_s: Tensor, c: Tensor, beta: Tensor, s0: Optional[Tensor],  # noqa: UP045
+                          epsilon: Optional[Tensor], s: Tensor, sharpness: float,  # noqa: UP045
+                          tiles: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(dc, dβ, ds0, dε)`` by the backward kernel; ``ds0``, ``dε`` are empty when ``s0``,
+    ``ε`` are None (an operator returns tensors only)."""
+    B, T, H = c.shape
+    cfg = _config(tiles, H, c.dtype, backward=True)
+    dc, dbeta = torch.empty_like(c), torch.empty_like(beta)
+    ds0 = torch.empty_like(s0) if s0 is not None else c.new_empty(0)
+    acc = _work(c.dtype)
+    n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
+    sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device)
+    deps = (torch.empty(n_tiles, B, n_dblk * cfg.block_d, device=c.device, dtype=acc)
+            if epsilon is not None else None)
+    _bwd_kernel[(n_tiles * B * n_dblk,)](
+        c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
+        grad_s, dc, dbeta, ds0 if s0 is not None else c, deps if deps is not None else c, sync,
+        carry, T, H, B * n_dblk, n_dblk, n_tiles, float(sharpness), HAS_S0=s0 is not None,
+        HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
+        BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
+    deps = deps.sum((0, 1))[:H].to(epsilon.dtype) if deps is not None else c.new_empty(0)
+    return dc, dbeta, ds0, deps
+
+
+@fused_mru_backward_op.register_fake
+def _fused_mru_backward_shapes(grad_s, c, beta, s0, epsilon, s, sharpness, tiles):
+    return (torch.empty_like(c), torch.empty_like(beta),
+            torch.empty_like(s0) if s0 is not None else c.new_empty(0),
+            torch.empty_like(epsilon) if epsilon is not None else c.new_empty(0))
+
+
+def _save(ctx, inputs, output):
+    c, beta, s0, epsilon, ctx.sharpness, ctx.tiles = inputs
+    ctx.save_for_backward(c, beta, s0, epsilon, output)
+
+
+def _backward(ctx, grad_s):
+    c, beta, s0, epsilon, s = ctx.saved_tensors
+    dc, dbeta, ds0, deps = fused_mru_backward_op(grad_s.contiguous(), c, beta, s0, epsilon, s,
+                                                 ctx.sharpness, ctx.tiles)
+    return (dc, dbeta, ds0 if s0 is not None else None,
+            deps if epsilon is not None else None, None, None)
+
+
+fused_mru_op.register_autograd(_backward, setup_context=_save)
 
 
 def _check(c, beta, s0, epsilon, surrogate) -> None:
@@ -260,7 +302,8 @@ def fused_mru(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | None = Non
     beta = beta.to(c.dtype).contiguous()
     s0 = None if s0 is None else s0.to(c.dtype).contiguous()
     epsilon = None if epsilon is None else epsilon.contiguous()
-    return FusedMRU.apply(c.contiguous(), beta, s0, epsilon, float(sharpness), config)
+    return fused_mru_op(c.contiguous(), beta, s0, epsilon, float(sharpness),
+                        list(config) if config is not None else [])
 
 
 class _AtanStep(torch.autograd.Function):

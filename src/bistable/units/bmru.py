@@ -184,13 +184,19 @@ class _ClampUnit(torch.autograd.Function):
 
 
 @functools.cache
-def _fused_mru():
+def _triton_fused_mru():
     """``bistable.scan.triton_bmru.fused_mru`` when it imports, else None (looked up once)."""
     try:
         from ..scan.triton_bmru import fused_mru
     except ImportError:
         return None
     return fused_mru
+
+
+def _fused_mru(c: torch.Tensor):
+    """The fused Triton kernels (the ``bistable::fused_mru`` operator) for drives ``c`` on CUDA
+    when triton imports; else None, and the unit scans its gates."""
+    return _triton_fused_mru() if c.is_cuda else None
 
 
 class MRU(nn.Module):
@@ -264,8 +270,7 @@ class MRU(nn.Module):
         s0 = self._start(state, x)
         c, beta = self._drive(x)
         eps = self.epsilon()
-        use_fused = c.is_cuda and self.signed and self.surrogate == "atan"
-        fused = _fused_mru() if use_fused else None
+        fused = _fused_mru(c) if self.signed and self.surrogate == "atan" else None
         if fused is None:
             y, last, self.write_rate = _MRUSequence.apply(c, beta, s0, eps, self.alpha, self._grad,
                                                           self.sharpness, self.signed)
