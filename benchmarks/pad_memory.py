@@ -197,6 +197,9 @@ RUNS = {
     # the best variable-delay recipe (penalty 10: 34.6 % after one epoch, 41.7 after two) longer
     "hybrid-late-slow-randpad1000-penalty10-4epochs": psmnist(
         ring=SLOW, mixer=LATE_MIXER, extra=(*VARIABLE, *penalty(10), *FOUR_EPOCHS)),
+    # counters (CMRU, ε = 1) instead of bits in the 'late' hybrid: a held sum of ±1 writes
+    "hybrid-late-cmru-slow-randpad1000-penalty10": psmnist(
+        ring=SLOW, mixer="lru,lru+cmru", extra=(*VARIABLE, *penalty(10))),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
