@@ -58,6 +58,7 @@ def test_short_run_writes_metrics_json_as_specified(tmp_path, capsys):
     (["denoising", "--model", "bmru", "--seq-len", "100"], "at least 205"),
     (["psmnist", "--model", "lru", "--data-dir", "/nonexistent/mnist"], "no train-images"),
     (["copy-first-input", "--model", "bmru", "--pad", "3"], "--pad does not apply"),
+    (["psmnist", "--model", "lru", "--pad", "9", "--pad-every", "0"], "--pad-every must be >= 1"),
     (["copy-first-input", "--model", "bmru", "--batch-size", "-2"], "--batch-size must be >= 1"),
     (["copy-first-input", "--model", "lru", "--write-penalty", "0.1"],
      "--write-penalty needs a model with memory units (MRU); model 'lru' has none"),

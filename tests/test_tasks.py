@@ -37,11 +37,37 @@ def test_unknown_task_names_the_choices():
     (dict(name="denoising", pad_min=3), "--pad-min does not apply"),
     (dict(name="psmnist", pad=10, pad_min=11), r"--pad-min must be at most --pad \(10\), got 11"),
     (dict(name="psmnist", pad_min=1), r"--pad-min must be at most --pad \(0\), got 1"),
+    (dict(name="copy-first-input", pad_every=3), "--pad-every does not apply"),
+    (dict(name="psmnist", pad=10, pad_every=0), "--pad-every must be >= 1, got 0"),
+    (dict(name="psmnist", pad=10, pad_every=-2), "--pad-every must be >= 0, got -2"),
     (dict(name="denoising", data_dir="/tmp"), "--data-dir does not apply"),
 ])
 def test_flags_that_do_not_fit_the_task_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_task(kwargs.pop("name"), **kwargs)
+
+
+@pytest.mark.parametrize("pad, every, seq_len, steps", [
+    (0, None, 784, [783]),
+    (100, None, 884, [883]),
+    (100, 50, 884, [783, 833, 883]),
+    (100, 30, 884, [783, 813, 843, 873, 883]),
+    (100, 30, 800, [783, 799]),     # a shorter training pad (--pad-min): up to its own end
+    (100, 500, 884, [783, 883]),
+    (0, 10, 784, [783]),
+])
+def test_pad_every_reads_the_answer_from_the_last_pixel_to_the_end(pad, every, seq_len, steps):
+    assert build_task("psmnist", pad=pad, pad_every=every).readout_steps(seq_len) == steps
+
+
+def test_train_loss_averages_the_loss_over_the_readout_steps():
+    task = build_task("psmnist", pad=100, pad_every=50)
+    y = torch.randn(3, 884, 10, dtype=torch.float64)
+    target = torch.tensor([4, 0, 9])
+    want = sum(task.loss(y[:, t], target) for t in (783, 833, 883)) / 3
+    torch.testing.assert_close(task.train_loss(y, target), want)
+    torch.testing.assert_close(build_task("psmnist", pad=100).train_loss(y, target),
+                               task.loss(y[:, -1], target))
 
 
 def test_copy_first_input_target_is_the_first_value():

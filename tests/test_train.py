@@ -201,6 +201,23 @@ def test_history_records_the_gradient_norm_before_clipping(tmp_path):
     assert logged == pytest.approx(float(by_hand), rel=1e-5)
 
 
+def test_pad_every_trains_on_the_loss_at_every_readout(tmp_path, monkeypatch):
+    task = build_task("psmnist", pad=20, pad_every=8)
+    images = torch.randint(0, 256, (8, 784), generator=torch.Generator().manual_seed(0))
+    task._cache["train"] = task._cache["test"] = (images.to(torch.uint8), torch.arange(8) % 10)
+    monkeypatch.setattr(loop, "_build_task", lambda c: task)
+    c = config(tmp_path, task="psmnist", model="lru", seq_len=None, steps=1, batch_size=4,
+               log_every=1, eval_samples=None, pad=20, pad_every=8)
+    logged = train(c)["history"][0]["loss"]
+    r = resolve(c, task)
+    x, target = loop.train_batch(task, r, 0)
+    with torch.no_grad():
+        y = loop._build_model(r, task)(x)[0]
+    readouts = [task.loss(y[:, t], target) for t in (783, 791, 799, 803)]
+    assert logged == pytest.approx(float(sum(readouts) / 4), rel=1e-5)
+    assert logged != pytest.approx(float(readouts[-1]), rel=1e-3)
+
+
 def test_throughput_counts_the_window_s_training_steps_only(tmp_path, monkeypatch):
     clock = iter(range(0, 10**6, 3))  # each training step takes 3 "seconds" on this clock
     monkeypatch.setattr(loop, "time", type("Clock", (), {"perf_counter": lambda: next(clock)}))

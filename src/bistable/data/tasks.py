@@ -25,7 +25,9 @@ Tasks (``bistable tasks`` lists them):
   zero steps; 10-way cross-entropy at the last step. ``T = 784 + pad``; evaluation at a longer T
   means more zero padding, so the answer comes later. With ``pad_min`` each training batch draws
   its pad uniformly from ``pad_min … pad`` (a variable delay: a memory that fades cannot serve
-  every delay with one readout); evaluation keeps the full ``pad``.
+  every delay with one readout); evaluation keeps the full ``pad``. With ``pad_every = K`` the
+  training loss averages the cross-entropy at the last pixel, every ``K`` steps of the pad after
+  it and the last step (:meth:`Task.readout_steps`): one sequence asks the answer at every delay.
 - ``spiking-mnist`` / ``spiking-fashion-mnist``: Bernoulli rate coding of the image (SPEC §6:
   20 silent steps, then 200 steps where each pixel spikes with probability 0.25 · intensity),
   784 inputs; cross-entropy on the last step (for the population readout of ``src``/``lif``).
@@ -130,6 +132,19 @@ class Task:
             yield self.batch(split, seq_len, min(batch_size, n - start), generator, device)
 
     # --- loss and metrics -------------------------------------------------------------------
+    def readout_steps(self, seq_len: int) -> list[int]:
+        """The time steps whose predictions the training loss averages: the last one."""
+        return [seq_len - 1]
+
+    def train_loss(self, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training loss of a network's outputs ``y`` ``(B, T, output_size)``: :meth:`loss`
+        averaged over :meth:`readout_steps` (each step's prediction against the one target)."""
+        steps = self.readout_steps(y.shape[1])
+        if len(steps) == 1:
+            return self.loss(y[:, steps[0]], target)
+        pred = y[:, steps].flatten(0, 1)  # (B · n, output_size), row b·n + j: sample b, step j
+        return self.loss(pred, target.repeat_interleave(len(steps), dim=0))
+
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """MSE for regression, cross-entropy for classification (mean over the batch)."""
         if self.kind == "regression":
@@ -206,9 +221,16 @@ class PixelMNIST(ImageTask):
     permute: bool = False
     pad: int = 0
     pad_min: int | None = None
+    pad_every: int | None = None
 
     def min_seq_len(self) -> int:
         return 784
+
+    def readout_steps(self, seq_len):
+        """With ``pad_every = K``: the last pixel, every ``K`` pad steps after it, the last step."""
+        if self.pad_every is None:
+            return [seq_len - 1]
+        return [*range(783, seq_len - 1, self.pad_every), seq_len - 1]
 
     def train_seq_len(self, seq_len, generator):
         if self.pad_min is None:
@@ -351,17 +373,20 @@ def describe_tasks() -> list[tuple[str, str]]:
 
 
 def build_task(name: str, *, data_dir: str | None = None, gap: int | None = None,
-               pad: int | None = None, pad_min: int | None = None) -> Task:
+               pad: int | None = None, pad_min: int | None = None,
+               pad_every: int | None = None) -> Task:
     """The task called ``name``; ``data_dir`` for data-set tasks, ``gap`` for denoising,
-    ``pad`` and ``pad_min`` (training pads drawn from ``pad_min … pad``) for (p)sMNIST (others
-    reject them). Unknown names raise ValueError listing the tasks."""
+    ``pad``, ``pad_min`` (training pads drawn from ``pad_min … pad``) and ``pad_every`` (training
+    readouts every so many pad steps) for (p)sMNIST (others reject them). Unknown names raise
+    ValueError listing the tasks."""
     registry = _registry()
     if name not in registry:
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(registry)}")
     cls, description, kwargs, defaults = registry[name]
     kwargs = dict(kwargs, name=name, description=description, defaults=dict(defaults))
     for flag, value, owner in (("--gap", gap, Denoising), ("--pad", pad, PixelMNIST),
-                               ("--pad-min", pad_min, PixelMNIST)):
+                               ("--pad-min", pad_min, PixelMNIST),
+                               ("--pad-every", pad_every, PixelMNIST)):
         if value is None:
             continue
         if cls is not owner:
@@ -369,6 +394,8 @@ def build_task(name: str, *, data_dir: str | None = None, gap: int | None = None
         if value < 0:
             raise ValueError(f"{flag} must be >= 0, got {value}")
         kwargs[flag.lstrip("-").replace("-", "_")] = value
+    if pad_every == 0:
+        raise ValueError("--pad-every must be >= 1, got 0")
     if pad_min is not None and pad_min > (pad or 0):
         raise ValueError(f"--pad-min must be at most --pad ({pad or 0}), got {pad_min}")
     if issubclass(cls, (ImageTask, NMNIST)):

@@ -76,6 +76,10 @@ def add_parser(subparsers) -> None:
     data.add_argument("--pad-min", type=int, metavar="N",
                       help="(p)smnist: draw each training batch's pad from N … --pad (a variable "
                            "delay); evaluation keeps --pad")
+    data.add_argument("--pad-every", type=int, metavar="N",
+                      help="(p)smnist: the training loss also asks the answer every N steps of "
+                           "the pad, from the last pixel to the end (averaged); evaluation reads "
+                           "the last step")
     data.add_argument("--gap", type=int, metavar="N", help="denoising: steps after the last mark")
     opt = p.add_argument_group("optimisation")
     length = opt.add_mutually_exclusive_group()

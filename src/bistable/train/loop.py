@@ -2,10 +2,10 @@
 
 One step: build the global batch for this step (a pure function of the seed and the step, so a
 resumed or distributed run sees exactly the same data), take this rank's slice, (set the CMRUs' ε
-and the SRCs' training noise on their schedules,) forward, loss on the last step ``y[:, -1]`` (plus
-``λ · mean(z)`` of the memory units with a write penalty), backward, clip the gradient norm, check
-that loss and gradients are finite, set the learning rate (linear warm-up then cosine decay to
-``min_lr``, or constant), AdamW step. Every ``eval_every`` steps: evaluate at the training length;
+and the SRCs' training noise on their schedules,) forward, loss on the last step ``y[:, -1]`` (or
+averaged over the task's readout steps, ``--pad-every``; plus ``λ · mean(z)`` of the memory units
+with a write penalty), backward, clip the gradient norm, check that loss and gradients are finite,
+set the learning rate (linear warm-up then cosine decay to ``min_lr``, or constant), AdamW step. Every ``eval_every`` steps: evaluate at the training length;
 every ``checkpoint_every`` steps: write the checkpoint (model, optimiser, schedule, RNG states,
 data position, history) atomically. At the end: evaluate at the training length and at every
 ``eval_seq_len``, write ``metrics.json``, the checkpoint and the learning- and horizon-curve plots
@@ -75,6 +75,7 @@ class TrainConfig:
     data_dir: str | None = None
     pad: int | None = None
     pad_min: int | None = None         # (p)smnist: training pads drawn from pad_min … pad
+    pad_every: int | None = None       # (p)smnist: training readouts every N pad steps
     gap: int | None = None
     model_options: dict = field(default_factory=dict)
     eval_samples: int | None = None    # synthetic: examples per eval set; data sets: None = all
@@ -201,7 +202,8 @@ def train_batch(task: Task, c: TrainConfig, step: int,
 
 
 def _build_task(c: TrainConfig) -> Task:
-    return build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad, pad_min=c.pad_min)
+    return build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad, pad_min=c.pad_min,
+                      pad_every=c.pad_every)
 
 
 def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
@@ -345,7 +347,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         if c.noise_ramp:
             train_noise = ramp_train_noise(model, step, c.noise_ramp, noise)
         y, _ = net(x)
-        loss = task.loss(y[:, -1], target)
+        loss = task.train_loss(y, target)
         optimizer.zero_grad(set_to_none=True)
         objective = loss
         if c.write_penalty > 0:
