@@ -5,11 +5,11 @@ resumed or distributed run sees exactly the same data), take this rank's slice, 
 and the SRCs' training noise on their schedules,) forward, loss on the last step ``y[:, -1]`` (or
 averaged over the task's readout steps, ``--pad-every``; plus ``λ · mean(z)`` of the memory units
 with a write penalty), backward, clip the gradient norm, check that loss and gradients are finite,
-set the learning rate (linear warm-up then cosine decay to ``min_lr``, or constant), AdamW step. Every ``eval_every`` steps: evaluate at the training length;
-every ``checkpoint_every`` steps: write the checkpoint (model, optimiser, schedule, RNG states,
-data position, history) atomically. At the end: evaluate at the training length and at every
-``eval_seq_len``, write ``metrics.json``, the checkpoint and the learning- and horizon-curve plots
-into ``out``.
+set the learning rate (linear warm-up then cosine decay to ``min_lr``, or constant), AdamW step.
+Every ``eval_every`` steps: evaluate at the training length; every ``checkpoint_every`` steps: write
+the checkpoint (model, optimiser, schedule, RNG states, data position, history) atomically. At the
+end: evaluate at the training length and at every ``eval_seq_len``, write ``metrics.json``, the
+checkpoint and the learning- and horizon-curve plots into ``out``.
 """
 
 from __future__ import annotations
