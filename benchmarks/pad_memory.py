@@ -77,7 +77,7 @@ def penalty(weight: int) -> tuple:
 
 VARIABLE = ("--pad-min", "0")
 TWO_EPOCHS = ("--epochs", "2")  # the cosine schedule stretched over both
-FOUR_EPOCHS = ("--epochs", "4")
+EVERY_100 = ("--pad-every", "100")
 FIVE_EPOCHS = ("--epochs", "5")
 
 
@@ -194,9 +194,11 @@ RUNS = {
     "hybrid-late-slow-5epochs": psmnist(ring=SLOW, mixer=LATE_MIXER, extra=FIVE_EPOCHS, pad=0),
     "hybrid-late-slow-seed1": psmnist(ring=SLOW, mixer=LATE_MIXER, pad=0, seed=1),
     "hybrid-slow-seed1": psmnist(ring=SLOW, pad=0, seed=1),
-    # the best variable-delay recipe (penalty 10: 34.6 % after one epoch, 41.7 after two) longer
-    "hybrid-late-slow-randpad1000-penalty10-4epochs": psmnist(
-        ring=SLOW, mixer=LATE_MIXER, extra=(*VARIABLE, *penalty(10), *FOUR_EPOCHS)),
+    # the answer asked at every 100th step of the fixed pad (--pad-every): every delay in one
+    # sequence, so no answer can lean on where in the pad it is read
+    "hybrid-late-slow-pad1000-every100-penalty10": psmnist(
+        ring=SLOW, mixer=LATE_MIXER, extra=(*EVERY_100, *penalty(10))),
+    "lru-slow-pad1000-every100": psmnist("lru", ring=SLOW, extra=EVERY_100),
     # counters (CMRU, ε = 1) instead of bits in the 'late' hybrid: a held sum of ±1 writes
     "hybrid-late-cmru-slow-randpad1000-penalty10": psmnist(
         ring=SLOW, mixer="lru,lru+cmru", extra=(*VARIABLE, *penalty(10))),
