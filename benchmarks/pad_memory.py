@@ -201,6 +201,8 @@ RUNS = {
     "lru-slow-pad1000-every100": psmnist("lru", ring=SLOW, extra=EVERY_100),
     "hybrid-late-slow-pad1000-every100-penalty30": psmnist(
         ring=SLOW, mixer=LATE_MIXER, extra=(*EVERY_100, *penalty(30))),
+    "hybrid-late-detached-slow-pad1000-every100-penalty10": psmnist(
+        ring=SLOW, mixer=LATE_MIXER, bmru=DETACHED, extra=(*EVERY_100, *penalty(10))),
     # counters (CMRU, ε = 1) instead of bits in the 'late' hybrid: a held sum of ±1 writes
     "hybrid-late-cmru-slow-randpad1000-penalty10": psmnist(
         ring=SLOW, mixer="lru,lru+cmru", extra=(*VARIABLE, *penalty(10))),
