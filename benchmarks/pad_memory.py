@@ -203,6 +203,11 @@ RUNS = {
         ring=SLOW, mixer=LATE_MIXER, extra=(*EVERY_100, *penalty(30))),
     "hybrid-late-detached-slow-pad1000-every100-penalty10": psmnist(
         ring=SLOW, mixer=LATE_MIXER, bmru=DETACHED, extra=(*EVERY_100, *penalty(10))),
+    # a curriculum: the 'late' hybrid trained without the pad (one epoch), then one epoch on the
+    # variable delay with penalty 10 from its weights
+    "hybrid-late-slow-randpad1000-penalty10-from-nopad": psmnist(
+        ring=SLOW, mixer=LATE_MIXER,
+        extra=(*VARIABLE, *penalty(10), "--init-from", f"{RUNS_DIR}/hybrid-late-slow")),
     # counters (CMRU, ε = 1) instead of bits in the 'late' hybrid: a held sum of ±1 writes
     "hybrid-late-cmru-slow-randpad1000-penalty10": psmnist(
         ring=SLOW, mixer="lru,lru+cmru", extra=(*VARIABLE, *penalty(10))),

@@ -218,6 +218,29 @@ def test_pad_every_trains_on_the_loss_at_every_readout(tmp_path, monkeypatch):
     assert logged != pytest.approx(float(readouts[-1]), rel=1e-3)
 
 
+def test_init_from_starts_from_another_run_s_weights(tmp_path):
+    first = config(tmp_path, name="first", steps=4)
+    train(first)
+    trained = loop.load_run(first.out)[1].state_dict()
+    # a learning rate too small to move a weight: what the run ends with is what it started from
+    for init_from, same in ((first.out, True), (None, False)):
+        c = config(tmp_path, name=f"second-{same}", steps=1, lr=1e-30, init_from=init_from)
+        train(c)
+        started = loop.load_run(c.out)[1].state_dict()
+        assert all(torch.equal(started[k], trained[k]) for k in trained) is same
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(init_from="/nonexistent/run"), "--init-from: no checkpoint in /nonexistent/run"),
+    (dict(hidden=5), r"do not fit this model: expected \{'model': 'bmru', 'hidden': 5"),
+])
+def test_init_from_a_run_that_does_not_fit_is_a_one_line_error(tmp_path, kw, message):
+    first = config(tmp_path, name="first", steps=1)
+    train(first)
+    with pytest.raises(ValueError, match=message):
+        train(config(tmp_path, name="second", steps=1, **{"init_from": first.out, **kw}))
+
+
 def test_throughput_counts_the_window_s_training_steps_only(tmp_path, monkeypatch):
     clock = iter(range(0, 10**6, 3))  # each training step takes 3 "seconds" on this clock
     monkeypatch.setattr(loop, "time", type("Clock", (), {"perf_counter": lambda: next(clock)}))

@@ -106,6 +106,9 @@ def add_parser(subparsers) -> None:
                      help="train through torch.compile (default backend: inductor; the first "
                           "steps compile, about a minute on a small CPU)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--init-from", metavar="DIR",
+                     help="start from the model weights of the run in DIR (fine-tuning: same "
+                          "model and sizes; fresh optimiser and schedule)")
     run.add_argument("--checkpoint-every", type=int, metavar="N")
     run.add_argument("--eval-every", type=int, metavar="N")
     run.add_argument("--log-every", type=int, metavar="N")

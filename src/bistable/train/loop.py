@@ -83,6 +83,7 @@ class TrainConfig:
     checkpoint_every: int | None = None  # default: as eval_every
     log_every: int = 10
     resume: bool = False
+    init_from: str | None = None       # start from the model weights of the run in this folder
     quiet: bool = False
 
 
@@ -234,6 +235,22 @@ def _ramp_target(model: torch.nn.Module) -> float:
     return sigmas.pop()
 
 
+def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
+    """Fine-tuning: the model weights of the run in ``c.init_from`` (same model, sizes and
+    options; the optimiser, schedule and data order start afresh)."""
+    path = Path(c.init_from) / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"--init-from: no checkpoint in {c.init_from}")
+    saved = load_checkpoint(path)
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError:
+        theirs = {k: saved["config"].get(k) for k in ("model", "hidden", "layers", "model_options")}
+        ours = {k: getattr(c, k) for k in theirs}
+        raise ValueError(f"--init-from: the weights in {path} do not fit this model: expected "
+                         f"{ours}, got {theirs}") from None
+
+
 def load_run(out) -> tuple[Task, torch.nn.Module]:
     """The task and the model of the run in ``out``, with its last checkpoint's weights, in
     evaluation mode (training-only noise such as the SRC's ``train_noise`` off)."""
@@ -330,6 +347,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     elif ckpt_path.is_file():
         raise ValueError(f"{out} already holds a run; add --resume to continue it, or use "
                          "another --out")
+    if step == 0 and c.init_from:
+        _load_weights(model, c)
     # compiled, then wrapped in DDP (as nanoGPT does); evaluation runs the eager model
     net = distributed.wrap(torch.compile(model, backend=c.compile) if c.compile else model, ctx)
 
