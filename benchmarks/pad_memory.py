@@ -75,6 +75,11 @@ def penalty(weight: int) -> tuple:
     return ("--write-penalty", str(weight))
 
 
+def from_run(name: str) -> tuple:
+    """Start from the weights of the run ``name`` (which must come earlier in :data:`RUNS`)."""
+    return ("--init-from", f"{RUNS_DIR}/{name}")
+
+
 VARIABLE = ("--pad-min", "0")
 TWO_EPOCHS = ("--epochs", "2")  # the cosine schedule stretched over both
 EVERY_100 = ("--pad-every", "100")
@@ -207,7 +212,10 @@ RUNS = {
     # variable delay with penalty 10 from its weights
     "hybrid-late-slow-randpad1000-penalty10-from-nopad": psmnist(
         ring=SLOW, mixer=LATE_MIXER,
-        extra=(*VARIABLE, *penalty(10), "--init-from", f"{RUNS_DIR}/hybrid-late-slow")),
+        extra=(*VARIABLE, *penalty(10), *from_run("hybrid-late-slow"))),
+    "hybrid-late-slow-randpad1000-penalty10-seed1-from-nopad": psmnist(
+        ring=SLOW, mixer=LATE_MIXER, seed=1,
+        extra=(*VARIABLE, *penalty(10), *from_run("hybrid-late-slow-seed1"))),
     # counters (CMRU, ε = 1) instead of bits in the 'late' hybrid: a held sum of ±1 writes
     "hybrid-late-cmru-slow-randpad1000-penalty10": psmnist(
         ring=SLOW, mixer="lru,lru+cmru", extra=(*VARIABLE, *penalty(10))),
