@@ -213,9 +213,6 @@ RUNS = {
     "hybrid-late-slow-randpad1000-penalty10-from-nopad": psmnist(
         ring=SLOW, mixer=LATE_MIXER,
         extra=(*VARIABLE, *penalty(10), *from_run("hybrid-late-slow"))),
-    "hybrid-late-slow-randpad1000-penalty10-seed1-from-nopad": psmnist(
-        ring=SLOW, mixer=LATE_MIXER, seed=1,
-        extra=(*VARIABLE, *penalty(10), *from_run("hybrid-late-slow-seed1"))),
     # counters (CMRU, ε = 1) instead of bits in the 'late' hybrid: a held sum of ±1 writes
     "hybrid-late-cmru-slow-randpad1000-penalty10": psmnist(
         ring=SLOW, mixer="lru,lru+cmru", extra=(*VARIABLE, *penalty(10))),
