@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import LATE_MIXER, header, train_command, trained_run, write_results  # noqa: E402
 from bistable.models import build_model  # noqa: E402
 from bistable.train import load_run  # noqa: E402
+from bistable.train.checkpoint import load_checkpoint  # noqa: E402
+from bistable.train.loop import CHECKPOINT  # noqa: E402
 from bistable.train.metrics import evaluate  # noqa: E402
 from bistable.units.bmru import MRU  # noqa: E402
 from bistable.units.surrogate import exact_heaviside  # noqa: E402
@@ -275,15 +277,18 @@ def beyond_the_pad(task, model: torch.nn.Module) -> dict:
 
 
 def init_gradients(task, config: dict) -> dict:
-    """Gradient norm of each unit's parameters (and of all) at initialisation (the model built as
-    ``bistable train`` builds it from ``config``), one batch of 64."""
+    """Gradient norm of each unit's parameters (and of all) at the start of the run (the model
+    built as ``bistable train`` builds it from ``config``, with the weights of ``--init-from``
+    where given) of its training loss (the write penalty left out), one batch of 64."""
     torch.manual_seed(config["seed"])
     model = build_model(config["model"], task.input_size, task.output_size,
                         hidden=config["hidden"], layers=config["layers"],
                         **config["model_options"])
+    if config.get("init_from"):
+        model.load_state_dict(load_checkpoint(ROOT / config["init_from"] / CHECKPOINT)["model"])
     T = task.seq_len(None)
     x, y = task.examples("train", torch.arange(64), T, torch.Generator().manual_seed(0))
-    task.loss(model(x)[0][:, -1], y).backward()
+    task.train_loss(model(x)[0], y).backward()
     norms = {"all": torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()}
     for b, block in enumerate(model.blocks):
         for name, unit in zip(block.mixer, block.units):
@@ -307,7 +312,11 @@ NOTES = (f"psMNIST runs at a matched budget of 38 305 parameters, the task's def
          f"the BMRUs; the gradient norms at initialisation are those of the task's loss "
          f"alone); 'slow': the LRUs' ring |λ| ∈ [0.99, 0.9999] (the others: [0.9, 0.999]); "
          f"'k4': the BMRUs' surrogate sharpness 4 (the others: 1); 'randpad': `--pad-min 0`, "
-         f"each training batch's pad drawn uniformly from 0 … 1000 (evaluation: 1000).")
+         f"each training batch's pad drawn uniformly from 0 … 1000 (evaluation: 1000); "
+         f"'every100': `--pad-every 100`, the training loss averaged over the answers at the "
+         f"last pixel and every 100 pad steps after it; 'from-nopad': `--init-from` the "
+         f"weights of the same model trained without the pad (its gradient norms at the start "
+         f"are taken at those weights).")
 
 
 BEYOND = (f"Around the training pad: the runs trained with `--pad 1000`, evaluated on the first "
