@@ -205,10 +205,10 @@ RUNS = {
     # sequence, so no answer can lean on where in the pad it is read
     "hybrid-late-slow-pad1000-every100-penalty10": psmnist(
         ring=SLOW, mixer=LATE_MIXER, extra=(*EVERY_100, *penalty(10))),
-    **seeds("lru-slow-pad1000-every100", 0, 1, ring=SLOW, model="lru", extra=EVERY_100),
+    **seeds("lru-slow-pad1000-every100", 0, 1, 2, ring=SLOW, model="lru", extra=EVERY_100),
     "hybrid-late-slow-pad1000-every100-penalty30": psmnist(
         ring=SLOW, mixer=LATE_MIXER, extra=(*EVERY_100, *penalty(30))),
-    **seeds("hybrid-late-detached-slow-pad1000-every100-penalty10", 0, 1, ring=SLOW,
+    **seeds("hybrid-late-detached-slow-pad1000-every100-penalty10", 0, 1, 2, ring=SLOW,
             mixer=LATE_MIXER, bmru=DETACHED, extra=(*EVERY_100, *penalty(10))),
     # --pad-every on the variable delay: answers along the pad up to each batch's own end
     "hybrid-late-slow-randpad1000-every100-penalty10": psmnist(
