@@ -211,8 +211,8 @@ RUNS = {
     **seeds("hybrid-late-detached-slow-pad1000-every100-penalty10", 0, 1, 2, ring=SLOW,
             mixer=LATE_MIXER, bmru=DETACHED, extra=(*EVERY_100, *penalty(10))),
     # --pad-every on the variable delay: answers along the pad up to each batch's own end
-    "hybrid-late-slow-randpad1000-every100-penalty10": psmnist(
-        ring=SLOW, mixer=LATE_MIXER, extra=(*VARIABLE, *EVERY_100, *penalty(10))),
+    **seeds("hybrid-late-slow-randpad1000-every100-penalty10", 0, 1, 2, ring=SLOW,
+            mixer=LATE_MIXER, extra=(*VARIABLE, *EVERY_100, *penalty(10))),
     # a curriculum: the 'late' hybrid trained without the pad (one epoch), then one epoch on the
     # variable delay with penalty 10 from its weights
     "hybrid-late-slow-randpad1000-penalty10-from-nopad": psmnist(
