@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -33,10 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import LATE_MIXER, header, train_command, trained_run, write_results  # noqa: E402
-from bistable.models import build_model  # noqa: E402
-from bistable.train import load_run  # noqa: E402
-from bistable.train.checkpoint import load_checkpoint  # noqa: E402
-from bistable.train.loop import CHECKPOINT  # noqa: E402
+from bistable.train import load_run, loop  # noqa: E402
+from bistable.train.loop import TrainConfig  # noqa: E402
 from bistable.train.metrics import evaluate  # noqa: E402
 from bistable.units.bmru import MRU  # noqa: E402
 from bistable.units.surrogate import exact_heaviside  # noqa: E402
@@ -283,12 +282,10 @@ def init_gradients(task, config: dict) -> dict:
     """Gradient norm of each unit's parameters (and of all) at the start of the run (the model
     built as ``bistable train`` builds it from ``config``, with the weights of ``--init-from``
     where given) of its training loss (the write penalty left out), one batch of 64."""
-    torch.manual_seed(config["seed"])
-    model = build_model(config["model"], task.input_size, task.output_size,
-                        hidden=config["hidden"], layers=config["layers"],
-                        **config["model_options"])
-    if config.get("init_from"):
-        model.load_state_dict(load_checkpoint(ROOT / config["init_from"] / CHECKPOINT)["model"])
+    c = TrainConfig(**config)
+    model = loop._build_model(c, task)
+    if c.init_from:
+        loop._load_weights(model, dataclasses.replace(c, init_from=str(ROOT / c.init_from)))
     T = task.seq_len(None)
     x, y = task.examples("train", torch.arange(64), T, torch.Generator().manual_seed(0))
     task.train_loss(model(x)[0], y).backward()

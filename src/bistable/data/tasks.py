@@ -140,8 +140,6 @@ class Task:
         """The training loss of a network's outputs ``y`` ``(B, T, output_size)``: :meth:`loss`
         averaged over :meth:`readout_steps` (each step's prediction against the one target)."""
         steps = self.readout_steps(y.shape[1])
-        if len(steps) == 1:
-            return self.loss(y[:, steps[0]], target)
         pred = y[:, steps].flatten(0, 1)  # (B · n, output_size), row b·n + j: sample b, step j
         return self.loss(pred, target.repeat_interleave(len(steps), dim=0))
 
