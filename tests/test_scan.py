@@ -151,6 +151,12 @@ def test_unknown_backend_is_a_value_error():
         linear_scan(torch.ones(1, 2, 1), torch.ones(1, 2, 1), backend="fast")
 
 
+@pytest.mark.parametrize("reverse", ["yes", 1, None])
+def test_reverse_must_be_a_bool(reverse):
+    with pytest.raises(ValueError, match=f"reverse: expected a bool, got {reverse!r}"):
+        linear_scan(torch.ones(1, 2, 1), torch.ones(1, 2, 1), reverse=reverse)
+
+
 @pytest.mark.parametrize("broadcast_a, with_h0, reverse",
                          [(False, True, False), (True, False, True)])
 def test_scan_operators_pass_pytorch_s_opcheck(broadcast_a, with_h0, reverse):

@@ -36,7 +36,9 @@ def _pick(name: str, device: torch.device) -> str:
     return name
 
 
-def _check(a, b, h0):
+def _check(a, b, h0, reverse):
+    if not isinstance(reverse, bool):
+        raise ValueError(f"reverse: expected a bool, got {reverse!r}")
     for name, x in (("a", a), ("b", b)):
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
@@ -82,10 +84,12 @@ def linear_scan(
         backend: ``"auto"`` (Triton on CUDA when installed, else the chunked ``"cpu"`` path),
             ``"cpu"``, ``"triton"`` or ``"reference"`` (the plain loop).
 
-    bfloat16/float16 inputs are accumulated in float32 and returned in their own dtype.
+    Mixed dtypes promote as in ``a * h + b`` (``torch.promote_types``: float32 with float64 gives
+    float64, real with complex gives complex). bfloat16/float16 inputs are accumulated in float32
+    and returned in their own dtype.
     The backward pass is a scan in the other direction (SPEC.md §1), not autograd of a loop.
     """
-    _check(a, b, h0)
+    _check(a, b, h0, reverse)
     dtype = torch.promote_types(a.dtype, b.dtype)
     if h0 is not None:
         dtype = torch.promote_types(dtype, h0.dtype)
