@@ -194,6 +194,13 @@ CASES = [
     pytest.param(cli(*COPY, "--option", "nosuch=1", "--steps", "1"), 2, r"nosuch",
                  id="cli-option-unknown"),
     pytest.param(cli(*COPY, "--lr", "-1"), 2, r"--lr", id="cli-lr-negative"),
+    pytest.param(cli("train", "copy-first-input", "--model", "hybrid", "--option", "nosuch=1",
+                     *OUT), 2, r"options: model 'hybrid' takes no option 'nosuch'",
+                 id="cli-option-unknown-hybrid"),
+    pytest.param(lambda tmp: bs.build_model("src", 1, 10, nosuch=1), ValueError,
+                 r"options: model 'src' takes no option 'nosuch'", id="build_model-src-option"),
+    pytest.param(cli(*COPY[:-2], "--out", "/dev/null/run"), 2,  # a path under a file
+                 r"--out /dev/null/run: cannot create the directory", id="cli-out-uncreatable"),
     # ---- the data readers
     pytest.param(_file(IDX_OK[:-2], read_idx), ValueError,
                  r"input\.bin: 4 data bytes, but dims \(2, 3\) of uint8 need 6",

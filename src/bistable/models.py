@@ -12,6 +12,7 @@ puts an LRU and a BMRU side by side in every block. ``src`` and ``lif`` are the 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -85,8 +86,15 @@ def build_model(name: str, input_size: int, output_size: int, *, hidden: int = 6
     """The registered model ``name`` of width ``hidden`` and depth ``layers``."""
     if name not in _REGISTRY:
         raise ValueError(f"model: expected one of {', '.join(MODEL_NAMES)}, got {name!r}")
-    return _REGISTRY[name].builder(input_size, output_size, hidden=hidden, layers=layers,
-                                   **options)
+    try:
+        return _REGISTRY[name].builder(input_size, output_size, hidden=hidden, layers=layers,
+                                       **options)
+    except TypeError as e:  # an option no constructor takes: name it, not the constructor's frame
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if unknown is None:
+            raise
+        raise ValueError(f"options: model {name!r} takes no option {unknown[1]!r} "
+                         "(docs/models.md lists each model's options)") from None
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -329,6 +329,11 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         raise ValueError(f"--batch-size {c.batch_size} must be divisible by the "
                          f"{ctx.world_size} ranks")
     out = Path(c.out)
+    if ctx.is_main:  # a bad --out fails now, not at the first checkpoint
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from None
     ckpt_path = out / CHECKPOINT
     model = _build_model(c, task).to(ctx.device)
     _check_training_aids(c, model)
