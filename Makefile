@@ -10,7 +10,8 @@ STAMP   := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# The CPU build of PyTorch first, so that `torch>=2.4` below installs nothing more.
+	# PyTorch first (TORCH: torch==2.13.0, the CPU build on the project's machines, where it
+	# lies on disk), so that `torch>=2.4` below installs nothing more.
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
