@@ -142,3 +142,32 @@ def test_a_compiled_model_follows_new_lengths_without_recompiling(name):
         x = torch.randn(3, T, 1, dtype=torch.float64)
         torch.testing.assert_close(compiled(x)[0], model(x)[0], rtol=0, atol=0)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+
+
+# units whose outputs are continuous in their inputs: bfloat16 products move them a little; the
+# memory units' and spiking neurons' thresholds may flip where float32 sat near them
+CONTINUOUS = ["lru", "brc", "nbrc", "mingru", "gru", "lstm"]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_trains_under_bf16_autocast(name):
+    """``--precision bf16``: forward and step under ``torch.autocast`` (the LRU's complex drive
+    built from bfloat16 products), float32 gradients, continuous models near their float32
+    outputs."""
+    if name == "lif":
+        pytest.importorskip("snntorch")
+    torch.manual_seed(0)
+    model = build_model(name, 3, 10, hidden=16, layers=2)
+    x = torch.randn(4, 30, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = model(x)
+        y_t, _ = model.step(x[:, 0])
+    assert y.dtype == y_t.dtype == torch.bfloat16
+    y.float().square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and bool(g.isfinite().all())
+               for g in grads)
+    if name in CONTINUOUS:
+        with torch.no_grad():
+            want, _ = model(x)
+            assert float((y.detach().float() - want).abs().max()) < 0.05 * float(want.abs().max())

@@ -42,10 +42,26 @@ def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
     (dict(schedule="linear"), "--schedule"),
     (dict(compile="fastest"), "--compile: expected a torch.compile backend"),
     (dict(eval_seq_len=[0]), "at least 1"),
+    (dict(precision="fp16"), "--precision: expected one of fp32, bf16, got 'fp16'"),
 ])
 def test_impossible_settings_are_one_line_errors(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
         resolve(config(tmp_path, **kw), build_task("copy-first-input"))
+
+
+def test_bf16_precision_trains_under_autocast_and_keeps_float32_weights(tmp_path):
+    """The hybrid (complex LRU beside the BMRU) trained with --precision bf16: the same run as in
+    float32 to bfloat16's precision, not bitwise (the products ran in bfloat16), weights and
+    optimiser state float32."""
+    runs = {p: train(config(tmp_path, p, model="hybrid", precision=p)) for p in ("fp32", "bf16")}
+    fp32, bf16 = ([h["loss"] for h in runs[p]["history"] if "loss" in h] for p in runs)
+    assert fp32 != bf16 and fp32 == pytest.approx(bf16, rel=0.05)
+    assert runs["bf16"]["config"]["precision"] == "bf16"
+    assert math.isfinite(runs["bf16"]["eval"][0]["loss"])
+    saved = load_checkpoint(tmp_path / "bf16" / "checkpoint.pt")
+    assert {t.dtype for t in saved["model"].values() if t.is_floating_point()} == {torch.float32}
+    moments = [s["exp_avg"].dtype for s in saved["optimizer"]["state"].values()]
+    assert moments and set(moments) == {torch.float32}
 
 
 def test_model_options_merge_into_the_task_defaults_per_key(tmp_path):

@@ -8,7 +8,7 @@ import dataclasses
 import sys
 
 from ..data.tasks import TASK_NAMES, build_task, describe_tasks
-from .loop import TrainConfig, TrainingDiverged, horizon_table, train
+from .loop import PRECISIONS, TrainConfig, TrainingDiverged, horizon_table, train
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -105,6 +105,9 @@ def add_parser(subparsers) -> None:
     run.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                      help="train through torch.compile (default backend: inductor; the first "
                           "steps compile, about a minute on a small CPU)")
+    run.add_argument("--precision", choices=PRECISIONS,
+                     help="bf16: mixed precision, forward and loss under torch.autocast(bfloat16) "
+                          "(parameters, optimiser and checkpoints stay float32); default fp32")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument("--init-from", metavar="DIR",
                      help="start from the model weights of the run in DIR (fine-tuning: same "

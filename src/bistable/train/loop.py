@@ -2,10 +2,11 @@
 
 One step: build the global batch for this step (a pure function of the seed and the step, so a
 resumed or distributed run sees exactly the same data), take this rank's slice, (set the CMRUs' ε
-and the SRCs' training noise on their schedules,) forward, loss on the last step ``y[:, -1]`` (or
-averaged over the task's readout steps, ``--pad-every``; plus ``λ · mean(z)`` of the memory units
-with a write penalty), backward, clip the gradient norm, check that loss and gradients are finite,
-set the learning rate (linear warm-up then cosine decay to ``min_lr``, or constant), AdamW step.
+and the SRCs' training noise on their schedules,) forward (under autocast with ``--precision
+bf16``), loss on the last step ``y[:, -1]`` (or averaged over the task's readout steps,
+``--pad-every``; plus ``λ · mean(z)`` of the memory units with a write penalty), backward, clip the
+gradient norm, check that loss and gradients are finite, set the learning rate (linear warm-up
+then cosine decay to ``min_lr``, or constant), AdamW step.
 Every ``eval_every`` steps: evaluate at the training length; every ``checkpoint_every`` steps: write
 the checkpoint (model, optimiser, schedule, RNG states, data position, history) atomically. At the
 end: evaluate at the training length and at every ``eval_seq_len``, write ``metrics.json``, the
@@ -36,7 +37,10 @@ from .metrics import evaluate, write_metrics
 # settings a resumed run may change; every other one must match the checkpoint
 MAY_CHANGE = ("steps", "epochs", "warmup", "eval_seq_len", "eval_every", "checkpoint_every",
               "log_every", "eval_samples", "device", "threads", "data_dir", "out", "resume",
-              "quiet", "compile")
+              "quiet", "compile", "precision")
+
+
+PRECISIONS = ("fp32", "bf16")
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,6 +76,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None         # torch CPU threads (None: the task's, else torch's)
     compile: str | None = None         # torch.compile backend of the training steps (None: eager)
+    precision: str = "fp32"            # or "bf16": forward and loss under torch.autocast(bfloat16)
     data_dir: str | None = None
     pad: int | None = None
     pad_min: int | None = None         # (p)smnist: training pads drawn from pad_min … pad
@@ -133,6 +138,9 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
             raise ValueError(f"--{name.replace('_', '-')} must be finite and {limit}, got {value}")
     if c.schedule not in ("cosine", "constant"):
         raise ValueError(f"--schedule: expected cosine or constant, got {c.schedule!r}")
+    if c.precision not in PRECISIONS:
+        raise ValueError(f"--precision: expected one of {', '.join(PRECISIONS)}, "
+                         f"got {c.precision!r}")
     if c.compile is not None:
         backends = torch.compiler.list_backends(exclude_tags=())
         if c.compile not in backends:
@@ -213,6 +221,13 @@ def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
     torch.manual_seed(c.seed)
     return build_model(c.model, task.input_size, task.output_size, hidden=c.hidden,
                        layers=c.layers, **c.model_options)
+
+
+def autocast(c: TrainConfig, device: torch.device):
+    """``--precision bf16``: mixed precision as PyTorch's AMP has it, the products in bfloat16
+    under ``torch.autocast`` while parameters, gradients, optimiser state and checkpoints stay
+    float32 (no gradient scaler: bfloat16 has float32's range)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16")
 
 
 def _check_training_aids(c: TrainConfig, model: torch.nn.Module) -> None:
@@ -370,8 +385,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             epsilon = anneal_epsilon(model, step, c.anneal_epsilon)
         if c.noise_ramp:
             train_noise = ramp_train_noise(model, step, c.noise_ramp, noise)
-        y, _ = net(x)
-        loss = task.train_loss(y, target)
+        with autocast(c, ctx.device):
+            y, _ = net(x)
+            loss = task.train_loss(y, target)
         optimizer.zero_grad(set_to_none=True)
         objective = loss
         if c.write_penalty > 0:
@@ -406,8 +422,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
             losses, norms, rates, busy = [], [], [], 0.0
         if step % c.eval_every == 0 and step < c.steps and ctx.is_main:
-            result = evaluate(model, task, "test", c.seq_len, n=min(c.eval_samples or 1000, 1000),
-                              device=ctx.device)
+            with autocast(c, ctx.device):
+                result = evaluate(model, task, "test", c.seq_len,
+                                  n=min(c.eval_samples or 1000, 1000), device=ctx.device)
             history.append({"step": step, "eval_loss": result["loss"], "eval_mse": result["mse"],
                             "eval_accuracy": result["accuracy"]})
         if step % c.checkpoint_every == 0 and step < c.steps:
@@ -420,8 +437,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     metrics = {"task": c.task, "model": c.model, "config": dataclasses.asdict(c),
                "history": history, "eval": []}
     if ctx.is_main:
-        metrics["eval"] = [evaluate(model, task, "test", n, n=c.eval_samples, device=ctx.device)
-                           for n in c.eval_seq_len]
+        with autocast(c, ctx.device):
+            metrics["eval"] = [evaluate(model, task, "test", n, n=c.eval_samples,
+                                        device=ctx.device) for n in c.eval_seq_len]
         _checkpoint(ckpt_path, step, c, model, optimizer, history)
         write_metrics(out / "metrics.json", task=c.task, model=c.model, config=metrics["config"],
                       history=history, evals=metrics["eval"])

@@ -90,7 +90,10 @@ class LRU(nn.Module):
         """γ ⊙ (B x), complex, over the last dim of ``x`` (any leading dims)."""
         # 1 − |λ|² = −expm1(−2 exp(ν)), accurate when |λ| is close to 1
         gamma = torch.sqrt(-torch.expm1(-2 * torch.exp(self.nu_log)))
-        return torch.complex(x @ (gamma[:, None] * self.B_re).T, x @ (gamma[:, None] * self.B_im).T)
+        re, im = x @ (gamma[:, None] * self.B_re).T, x @ (gamma[:, None] * self.B_im).T
+        if re.dtype == torch.bfloat16:  # autocast's products: no complex bfloat16 exists
+            re, im = re.float(), im.float()
+        return torch.complex(re, im)
 
     def _output(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Re(C h) + D x over the last dims of ``h`` and ``x``."""
