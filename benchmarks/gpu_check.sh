@@ -10,6 +10,7 @@
 #   tests       the Triton tests compiled (no interpreter); with `runs`, beside them
 #   scan        benchmarks/scan_cuda.py --sweep, alone on the GPU (issue 3)
 #   compile     benchmarks/compile.py: training steps eager and compiled, alone on the GPU
+#   precision   benchmarks/precision.py: training steps in fp32 and bf16 autocast, alone on it
 # Carry .whl (wheels: accelerated-scan for `scan`, snntorch for `src`) and .gpu_data (a copy of
 # ../shared/data/mnist and/or fashion-mnist; ../shared does not travel). Set BISTABLE_COMMIT (the
 # .git there may be stale). Logs, this run's results and the runs' metrics land in $OUT/gpu.tar.
@@ -20,7 +21,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 LOG=/tmp/gpu_logs
 START=$SECONDS
-PARTS=${*:-src psmnist runs tests scan compile}
+PARTS=${*:-src psmnist runs tests scan compile precision}
 GPU_RUNS=${GPU_RUNS:-}
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 if has runs && [[ -z "$GPU_RUNS" ]]; then
@@ -105,6 +106,12 @@ if has compile; then  # alone on the GPU
     timeout 300 python3 benchmarks/compile.py --device cuda --name "compile_$GPU" \
         >"$LOG/compile.log" 2>&1
     echo "compile benchmark: exit $?"; grep "^|" "$LOG/compile.log" | tail -n 6
+fi
+
+if has precision; then  # alone on the GPU
+    timeout 200 python3 benchmarks/precision.py --device cuda --name "precision_$GPU" \
+        >"$LOG/precision.log" 2>&1
+    echo "precision benchmark: exit $?"; grep "^|" "$LOG/precision.log" | tail -n 6
 fi
 
 # what comes back is at most 16 MiB a file: logs, this run's results and the runs' metrics (the
