@@ -220,6 +220,13 @@ RUNS = {
     # counters (CMRU, ε = 1) instead of bits in the 'late' hybrid: a held sum of ±1 writes
     "hybrid-late-cmru-slow-randpad1000-penalty10": psmnist(
         ring=SLOW, mixer="lru,lru+cmru", extra=(*VARIABLE, *penalty(10))),
+    # a curriculum on the fixed pad: each model's no-pad run, then one epoch with the pad asked
+    # along it, from those weights (how much of the no-pad accuracy survives 1 000 silent steps)
+    "hybrid-late-detached-slow-pad1000-every100-penalty10-from-nopad": psmnist(
+        ring=SLOW, mixer=LATE_MIXER, bmru=DETACHED,
+        extra=(*EVERY_100, *penalty(10), *from_run("hybrid-late-slow"))),
+    "lru-slow-pad1000-every100-from-nopad": psmnist(
+        "lru", ring=SLOW, extra=(*EVERY_100, *from_run("lru-slow"))),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
