@@ -65,3 +65,27 @@ def test_every_unit_names_a_dtype_mismatch(name):
         unit.step(torch.zeros(2, 3))
     y, _ = unit(torch.zeros(2, 4, 3, dtype=torch.float64))
     assert y.dtype == torch.float64
+
+
+def test_recurrences_run_in_the_parameters_dtype_under_autocast():
+    """Autocast lowers the products; given bfloat16 inputs, a CMRU counter counts past 256
+    (where bfloat16 keeps only even integers) in float32, over a sequence and step by step, and
+    the SRC's membrane stays float32."""
+    import bistable as bs
+
+    counter = bs.CMRU(1, 2, epsilon=1.0, learn_init=False)
+    with torch.no_grad():
+        counter.linear.weight.zero_()
+        counter.linear.bias.copy_(torch.tensor([1.0, -1.0, 0.5, 0.5]))  # c = ±1, |β| = 0.5: writes
+    # inputs in bfloat16, as a unit fed by a product gets them; odd counts past 256 have none
+    x = torch.zeros(1, 299, 1, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, s = counter(x)
+        s_step = s
+        for t in range(2):
+            _, s_step = counter.step(x[:, t], s_step)
+        spiking = bs.SRC(3, 4)
+        h, hs = spiking.membrane(torch.rand(2, 9, 3, dtype=torch.bfloat16))
+    assert s.dtype == torch.float32 and s.tolist() == [[299.0, -299.0]]
+    assert s_step.tolist() == [[301.0, -301.0]]
+    assert h.dtype == hs.dtype == torch.float32

@@ -104,6 +104,15 @@ def check_state(state, shape: Sequence[int], name: str = "state") -> None:
     _finite(state, name)
 
 
+def in_parameter_dtype(module: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` in the dtype of ``module``'s parameters (a no-op outside autocast). Under
+    ``torch.autocast`` the products arrive in bfloat16; a unit's recurrence (held states, counters,
+    membrane potentials) runs in its parameters' precision, as Mamba's selective scan runs in
+    float32: a count past 256 or a potential near its threshold would not survive 8 bits."""
+    dtype = next(module.parameters()).dtype
+    return tuple(t.to(dtype) for t in tensors)
+
+
 def state_or_zeros(state, x: torch.Tensor, hidden_size: int, name: str = "state") -> torch.Tensor:
     """``state`` checked against ``(B, hidden_size)`` (``B`` from ``x``), or zeros like ``x``."""
     if state is None:

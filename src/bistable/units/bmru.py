@@ -44,6 +44,7 @@ from .base import (
     check_sizes,
     check_state,
     check_step_input,
+    in_parameter_dtype,
     linear_schedule,
 )
 from .surrogate import (
@@ -259,16 +260,17 @@ class MRU(nn.Module):
             return self.alpha.new_zeros(batch_size, self.hidden_size)
         return self._level(self.init_logit).expand(batch_size, self.hidden_size)
 
-    def _start(self, state, x: torch.Tensor) -> torch.Tensor:
+    def _start(self, state, c: torch.Tensor) -> torch.Tensor:
+        """``s_0`` for the drive ``c`` (its batch and dtype): the initial state or ``state``."""
         if state is None:
-            return self.initial_state(x.shape[0]).to(x.dtype)
-        check_state(state, (x.shape[0], self.hidden_size))
-        return state.to(x.dtype)
+            return self.initial_state(c.shape[0]).to(c.dtype)
+        check_state(state, (c.shape[0], self.hidden_size))
+        return state.to(c.dtype)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         check_input(x, self.input_size, module=self)
-        s0 = self._start(state, x)
-        c, beta = self._drive(x)
+        c, beta = in_parameter_dtype(self, *self._drive(x))
+        s0 = self._start(state, c)
         eps = self.epsilon()
         fused = _fused_mru(c) if self.signed and self.surrogate == "atan" else None
         if fused is None:
@@ -281,8 +283,8 @@ class MRU(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         check_step_input(x_t, self.input_size, module=self)
-        s = self._start(state, x_t)
-        c, beta = self._drive(x_t)
+        c, beta = in_parameter_dtype(self, *self._drive(x_t))
+        s = self._start(state, c)
         z = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness)
         a, b = _coefficients(z, self._level(c), self.epsilon())
         s = a * s + b

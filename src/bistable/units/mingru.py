@@ -6,7 +6,13 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from .base import check_input, check_sizes, check_step_input, state_or_zeros
+from .base import (
+    check_input,
+    check_sizes,
+    check_step_input,
+    in_parameter_dtype,
+    state_or_zeros,
+)
 
 
 class MinGRU(nn.Module):
@@ -30,7 +36,7 @@ class MinGRU(nn.Module):
 
     def _coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a, b) = (1 − z, z ⊙ h̃) over the last dim of ``x``."""
-        gate, cand = self.proj(x).chunk(2, dim=-1)
+        gate, cand = in_parameter_dtype(self, *self.proj(x).chunk(2, dim=-1))
         z = torch.sigmoid(gate)
         return 1 - z, z * cand
 

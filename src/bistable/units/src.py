@@ -41,6 +41,7 @@ from .base import (
     check_sizes,
     check_state,
     check_step_input,
+    in_parameter_dtype,
     linear_schedule,
 )
 from .src_loop import src_loop
@@ -181,7 +182,7 @@ class SRC(nn.Module):
     def _state(self, state, x):
         B = x.shape[0]
         if state is None:
-            return self.init_state(B, device=x.device, dtype=x.dtype)
+            return self.init_state(B, device=x.device)
         if not isinstance(state, (tuple, list)) or len(state) != 3:
             raise ValueError("state: expected a tuple (i, h, h_s) of (B, hidden_size) tensors, "
                              f"got {type(state).__name__}")
@@ -201,7 +202,7 @@ class SRC(nn.Module):
 
     def _run(self, x, state):
         i0, h0, hs0 = state
-        drive = x @ self.weight.t()
+        drive, = in_parameter_dtype(self, x @ self.weight.t())
         a = torch.full((1, x.shape[1], self.hidden_size), self.alpha, dtype=drive.dtype,
                        device=drive.device)
         i = linear_scan(a, drive, i0)
