@@ -15,7 +15,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import check_input, check_number, check_sizes, check_state, check_step_input
+from .base import (
+    check_input,
+    check_number,
+    check_sizes,
+    check_state,
+    check_step_input,
+    in_parameter_dtype,
+)
 
 
 def _snntorch():
@@ -61,7 +68,7 @@ class LIF(nn.Module):
 
     def _state(self, mem, x):
         if mem is None:
-            return self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+            return self.init_state(x.shape[0], device=x.device)
         check_state(mem, (x.shape[0], self.hidden_size), "state")
         return mem
 
@@ -69,7 +76,7 @@ class LIF(nn.Module):
         """``x`` ``(B, T, input_size)`` → spikes ``(B, T, hidden_size)``, ``mem`` after step T."""
         check_input(x, self.input_size, module=self)
         mem = self._state(state, x)
-        drive = self.linear(x)  # all steps in one matrix product
+        drive, = in_parameter_dtype(self, self.linear(x))  # all steps in one matrix product
         out = []
         for d in drive.unbind(1):  # unbind: one backward node, not T full-size selects
             spk, mem = self.leaky(d, mem)
@@ -79,5 +86,6 @@ class LIF(nn.Module):
     def step(self, x_t: torch.Tensor, state=None):
         """One time step: ``x_t`` ``(B, input_size)`` → ``(spikes_t (B, hidden_size), mem)``."""
         check_step_input(x_t, self.input_size, module=self)
-        spk, mem = self.leaky(self.linear(x_t), self._state(state, x_t))
+        drive, = in_parameter_dtype(self, self.linear(x_t))
+        spk, mem = self.leaky(drive, self._state(state, x_t))
         return spk.to(x_t.dtype), mem
