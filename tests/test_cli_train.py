@@ -70,6 +70,39 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "x").exists()
 
 
+def test_eval_scores_a_run_again_without_touching_it(tmp_path, capsys):
+    """``bistable eval`` on a finished run: its own lengths give metrics.json's figures exactly,
+    a new length and bf16 are scored too, and nothing in the run's folder changes."""
+    out = tmp_path / "run"
+    assert main(["train", "copy-first-input", *TINY, "--steps", "6", "--eval-seq-len", "40",
+                 "--out", str(out)]) == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert main(["eval", str(out), "--threads", "1", "--json", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["eval"] == json.loads((out / "metrics.json").read_text())["eval"]
+    assert again["step"] == 6 and again["precision"] == "fp32"
+    assert main(["eval", str(out), "--eval-seq-len", "100", "--precision", "bf16",
+                 "--json", str(tmp_path / "long.json")]) == 0
+    long = json.loads((tmp_path / "long.json").read_text())
+    assert [e["seq_len"] for e in long["eval"]] == [100] and long["precision"] == "bf16"
+    assert "step 6, bf16" in capsys.readouterr().out
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{tmp}/nothing"], "no checkpoint (checkpoint.pt) of a `bistable train` run"),
+    (["{tmp}/run", "--eval-seq-len", "0"], "sequence length must be at least 1, got 0"),
+    (["{tmp}/run", "--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
+])
+def test_eval_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out",
+                 str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["eval", *(a.format(tmp=tmp_path) for a in args)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bistable: error: ") and message in err and err.count("\n") == 1
+
+
 def test_a_user_error_in_a_process_has_no_traceback(tmp_path):
     proc = bistable("train", "copy", "--model", "bmru", "--out", tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

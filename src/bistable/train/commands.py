@@ -1,14 +1,29 @@
-"""The ``bistable train`` and ``bistable tasks`` commands (registered by ``bistable.cli``)."""
+"""The ``bistable train``, ``bistable eval`` and ``bistable tasks`` commands (registered by
+``bistable.cli``)."""
 
 from __future__ import annotations
 
 import argparse
 import ast
 import dataclasses
+import json
 import sys
+from pathlib import Path
+
+import torch
 
 from ..data.tasks import TASK_NAMES, build_task, describe_tasks
-from .loop import PRECISIONS, TrainConfig, TrainingDiverged, horizon_table, train
+from .checkpoint import CHECKPOINT, atomic_write, load_checkpoint
+from .loop import (
+    PRECISIONS,
+    TrainConfig,
+    TrainingDiverged,
+    autocast,
+    horizon_table,
+    load_run,
+    train,
+)
+from .metrics import evaluate
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -38,6 +53,34 @@ def _train(args) -> int:
         if note:
             print(note)
         print(f"metrics, checkpoint and plots in {args.out}")
+    return 0
+
+
+def _eval(args) -> int:
+    """Score the last checkpoint of the run in ``args.run`` at the lengths asked (default: the
+    run's own), in its precision unless told; the run's folder is left as it is."""
+    task, model = load_run(args.run, data_dir=args.data_dir)
+    saved = load_checkpoint(Path(args.run) / CHECKPOINT)
+    config = saved["config"]
+    lengths = sorted({task.check_seq_len(n) for n in args.eval_seq_len or config["eval_seq_len"]})
+    if args.eval_samples is not None and args.eval_samples < 1:
+        raise ValueError(f"--eval-samples must be >= 1, got {args.eval_samples}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    precision = args.precision or config.get("precision", "fp32")
+    n = args.eval_samples or config.get("eval_samples")
+    with autocast(precision, device):
+        evals = [evaluate(model.to(device), task, "test", length, n=n, device=device)
+                 for length in lengths]
+    print(f"{args.run}: {config['task']} / {config['model']}, step {saved['step']}, {precision}")
+    print(horizon_table(evals))
+    if args.json:
+        text = json.dumps({"run": str(args.run), "step": saved["step"], "precision": precision,
+                           "eval": evals}, indent=1)
+        atomic_write(args.json, lambda file: file.write(text.encode()))
     return 0
 
 
@@ -117,6 +160,21 @@ def add_parser(subparsers) -> None:
     run.add_argument("--log-every", type=int, metavar="N")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
+
+    e = subparsers.add_parser(
+        "eval", help="score a trained run's checkpoint at other lengths, precision or device",
+        description="Evaluate the last checkpoint of the run in DIR on its task's test set, at "
+                    "--eval-seq-len (default: the run's own lengths); DIR is not written.")
+    e.add_argument("run", metavar="DIR", help="the --out folder of a `bistable train` run")
+    e.add_argument("--eval-seq-len", type=int, nargs="+", metavar="N")
+    e.add_argument("--eval-samples", type=int, metavar="N",
+                   help="test examples per length (default: the run's)")
+    e.add_argument("--data-dir", metavar="DIR", help="the data folder, if not the run's")
+    e.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    e.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    e.add_argument("--precision", choices=PRECISIONS, help="default: the run's")
+    e.add_argument("--json", metavar="FILE", help="also write the figures there")
+    e.set_defaults(func=_eval)
 
     t = subparsers.add_parser("tasks", help="list the training tasks")
     t.set_defaults(func=_tasks)

@@ -223,11 +223,11 @@ def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
                        layers=c.layers, **c.model_options)
 
 
-def autocast(c: TrainConfig, device: torch.device):
+def autocast(precision: str, device: torch.device):
     """``--precision bf16``: mixed precision as PyTorch's AMP has it, the products in bfloat16
     under ``torch.autocast`` while parameters, gradients, optimiser state and checkpoints stay
     float32 (no gradient scaler: bfloat16 has float32's range)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _check_training_aids(c: TrainConfig, model: torch.nn.Module) -> None:
@@ -266,11 +266,16 @@ def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
                          f"{ours}, got {theirs}") from None
 
 
-def load_run(out) -> tuple[Task, torch.nn.Module]:
+def load_run(out, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
     """The task and the model of the run in ``out``, with its last checkpoint's weights, in
-    evaluation mode (training-only noise such as the SRC's ``train_noise`` off)."""
-    saved = load_checkpoint(Path(out) / CHECKPOINT)
+    evaluation mode (training-only noise such as the SRC's ``train_noise`` off); ``data_dir``
+    replaces the run's own (a run moved to another machine)."""
+    path = Path(out) / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"{out}: no checkpoint ({CHECKPOINT}) of a `bistable train` run")
+    saved = load_checkpoint(path)
     c = TrainConfig(**saved["config"])
+    c.data_dir = data_dir or c.data_dir
     task = _build_task(c)
     model = _build_model(c, task)
     model.load_state_dict(saved["model"])
@@ -344,11 +349,6 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         raise ValueError(f"--batch-size {c.batch_size} must be divisible by the "
                          f"{ctx.world_size} ranks")
     out = Path(c.out)
-    if ctx.is_main:  # a bad --out fails now, not at the first checkpoint
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from None
     ckpt_path = out / CHECKPOINT
     model = _build_model(c, task).to(ctx.device)
     _check_training_aids(c, model)
@@ -369,6 +369,11 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
                          "another --out")
     if step == 0 and c.init_from:
         _load_weights(model, c)
+    if ctx.is_main:  # after every check; a bad --out fails before the first step
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from None
     # compiled, then wrapped in DDP (as nanoGPT does); evaluation runs the eager model
     net = distributed.wrap(torch.compile(model, backend=c.compile) if c.compile else model, ctx)
 
@@ -385,7 +390,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             epsilon = anneal_epsilon(model, step, c.anneal_epsilon)
         if c.noise_ramp:
             train_noise = ramp_train_noise(model, step, c.noise_ramp, noise)
-        with autocast(c, ctx.device):
+        with autocast(c.precision, ctx.device):
             y, _ = net(x)
             loss = task.train_loss(y, target)
         optimizer.zero_grad(set_to_none=True)
@@ -422,7 +427,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
             losses, norms, rates, busy = [], [], [], 0.0
         if step % c.eval_every == 0 and step < c.steps and ctx.is_main:
-            with autocast(c, ctx.device):
+            with autocast(c.precision, ctx.device):
                 result = evaluate(model, task, "test", c.seq_len,
                                   n=min(c.eval_samples or 1000, 1000), device=ctx.device)
             history.append({"step": step, "eval_loss": result["loss"], "eval_mse": result["mse"],
@@ -437,7 +442,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     metrics = {"task": c.task, "model": c.model, "config": dataclasses.asdict(c),
                "history": history, "eval": []}
     if ctx.is_main:
-        with autocast(c, ctx.device):
+        with autocast(c.precision, ctx.device):
             metrics["eval"] = [evaluate(model, task, "test", n, n=c.eval_samples,
                                         device=ctx.device) for n in c.eval_seq_len]
         _checkpoint(ckpt_path, step, c, model, optimizer, history)
