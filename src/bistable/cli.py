@@ -1,4 +1,4 @@
-"""The ``bistable`` command: train, list tasks and models, fetch data, benchmark, demo.
+"""The ``bistable`` command: train, evaluate, list tasks and models, fetch data, benchmark, demo.
 
 Each command group lives beside the code it drives and registers itself through
 ``add_parser(subparsers)``; a parsed command runs ``args.func(args) -> exit code``.
