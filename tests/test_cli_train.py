@@ -93,6 +93,7 @@ def test_eval_scores_a_run_again_without_touching_it(tmp_path, capsys):
     (["{tmp}/nothing"], "no checkpoint (checkpoint.pt) of a `bistable train` run"),
     (["{tmp}/run", "--eval-seq-len", "0"], "sequence length must be at least 1, got 0"),
     (["{tmp}/run", "--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
+    (["{tmp}/run", "--threads", "0"], "--threads must be >= 1, got 0"),
 ])
 def test_eval_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
     assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out",

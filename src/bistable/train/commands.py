@@ -63,8 +63,9 @@ def _eval(args) -> int:
     saved = load_checkpoint(Path(args.run) / CHECKPOINT)
     config = saved["config"]
     lengths = sorted({task.check_seq_len(n) for n in args.eval_seq_len or config["eval_seq_len"]})
-    if args.eval_samples is not None and args.eval_samples < 1:
-        raise ValueError(f"--eval-samples must be >= 1, got {args.eval_samples}")
+    for flag, value in (("--eval-samples", args.eval_samples), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
@@ -72,9 +73,9 @@ def _eval(args) -> int:
         torch.set_num_threads(args.threads)
     precision = args.precision or config.get("precision", "fp32")
     n = args.eval_samples or config.get("eval_samples")
+    model.to(device)
     with autocast(precision, device):
-        evals = [evaluate(model.to(device), task, "test", length, n=n, device=device)
-                 for length in lengths]
+        evals = [evaluate(model, task, "test", length, n=n, device=device) for length in lengths]
     print(f"{args.run}: {config['task']} / {config['model']}, step {saved['step']}, {precision}")
     print(horizon_table(evals))
     if args.json:
