@@ -93,16 +93,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def step_benchmark_args(doc: str, name: str, argv=None) -> argparse.Namespace:
+    """The arguments of a per-model training-step benchmark (this one, ``precision.py``);
+    sets the torch threads."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["lru", "bmru", "hybrid", "mingru", "src"],
                    choices=["lru", "bmru", "cmru", "hybrid", "mingru", "brc", "nbrc", "src"])
     p.add_argument("--repeats", type=positive_int, default=7)
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--name", default="compile_cpu")
+    p.add_argument("--name", default=name)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    return args
+
+
+def measure_models(args: argparse.Namespace, measure, table) -> list[dict]:
+    """``measure(name, device, repeats)`` for each model, printing its row as it comes; a model
+    that fails is a row saying why."""
     rows = []
     for name in args.models:
         try:
@@ -110,6 +118,12 @@ def main(argv=None) -> None:
         except Exception as err:  # noqa: BLE001 - recorded in the table (a GPU session is short)
             rows.append({"model": name, "error": f"{type(err).__name__}: {str(err)[:200]}"})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    args = step_benchmark_args(__doc__, "compile_cpu", argv)
+    rows = measure_models(args, measure, table)
     text = (header("Training steps eager and compiled (`bistable train --compile`)") + "\n"
             + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
             .replace("``", "`")

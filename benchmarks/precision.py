@@ -15,7 +15,6 @@ results/<name>.md and .json.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -24,8 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, write_results  # noqa: E402
-from benchmarks.compile import setup  # noqa: E402
+from benchmarks.common import header, write_results  # noqa: E402
+from benchmarks.compile import measure_models, setup, step_benchmark_args  # noqa: E402
 from bistable.models import count_parameters  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
@@ -77,22 +76,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["lru", "bmru", "hybrid", "mingru", "src"],
-                   choices=["lru", "bmru", "cmru", "hybrid", "mingru", "brc", "nbrc", "src"])
-    p.add_argument("--repeats", type=positive_int, default=7)
-    p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--name", default="precision_cpu")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    rows = []
-    for name in args.models:
-        try:
-            rows.append(measure(name, args.device, args.repeats))
-        except Exception as err:  # noqa: BLE001 - recorded in the table (a GPU session is short)
-            rows.append({"model": name, "error": f"{type(err).__name__}: {str(err)[:200]}"})
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    args = step_benchmark_args(__doc__, "precision_cpu", argv)
+    rows = measure_models(args, measure, table)
     text = (header("Training steps in float32 and in bfloat16 mixed precision "
                    "(`bistable train --precision bf16`)") + "\n"
             + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
