@@ -2,18 +2,22 @@
 
 Trains the LRU+BMRU hybrid on copy-first-input at T = 50 (a couple of minutes on two CPU cores)
 and evaluates it at 1×, 10× and 100× the training length: the BMRU's memory does not fade, so
-the MSE stays low far beyond the training horizon (chance is about 1).
+the MSE stays low far beyond the training horizon (chance is about 1). Run again, it continues an
+interrupted demo from its last checkpoint, or shows a finished one's table again.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from .train.checkpoint import CHECKPOINT
 from .train.loop import TrainConfig, horizon_table, train
 
 
 def run(args) -> int:
     config = TrainConfig(task="copy-first-input", model="hybrid", seq_len=50,
                          eval_seq_len=[500, 5000], seed=args.seed, out=args.out,
-                         resume=args.resume)
+                         resume=(Path(args.out) / CHECKPOINT).is_file())
     metrics = train(config)
     print("\ncopy-first-input, hybrid (LRU + BMRU) trained at T = 50; chance MSE ≈ 1")
     print(horizon_table(metrics["eval"]))
@@ -25,5 +29,4 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train a hybrid on copy-first-input, show its horizon")
     p.add_argument("--out", default="runs/demo", metavar="DIR")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted demo")
     p.set_defaults(func=run)

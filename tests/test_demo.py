@@ -1,0 +1,27 @@
+"""``bistable demo``, the quick start's main job: its wiring, at a few steps (the full run is the
+README's first command)."""
+
+import functools
+import json
+
+from bistable import demo
+from bistable.cli import main
+from bistable.train.loop import TrainConfig
+
+
+def test_demo_trains_the_hybrid_and_prints_its_horizon(tmp_path, monkeypatch, capsys):
+    short = functools.partial(TrainConfig, steps=4, batch_size=8, eval_samples=16, quiet=True)
+    monkeypatch.setattr(demo, "TrainConfig", short)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    printed, err = capsys.readouterr()
+    assert "--resume" not in err
+    assert "hybrid (LRU + BMRU) trained at T = 50" in printed
+    assert [line.split()[1] for line in printed.splitlines() if line.startswith("test")] == [
+        "50", "500", "5000"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["task"], metrics["model"], metrics["config"]["seq_len"]) == (
+        "copy-first-input", "hybrid", 50)
+    assert main(["demo", "--out", str(out)]) == 0  # again: the finished demo's table, no training
+    assert capsys.readouterr().out == printed
+    assert json.loads((out / "metrics.json").read_text())["history"] == metrics["history"]
