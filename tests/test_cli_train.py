@@ -89,8 +89,28 @@ def test_eval_scores_a_run_again_without_touching_it(tmp_path, capsys):
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
 
 
+def test_eval_perturbs_an_src_network_and_restores_it(tmp_path):
+    """``--perturb σ``: each draw of r, r_s (seeded by its index) scores differently from the
+    clean network and the same again when repeated; the clean figures after it are unchanged."""
+    out = tmp_path / "run"
+    assert main(["train", "copy-first-input", *TINY[2:], "--model", "src", "--steps", "4",
+                 "--out", str(out)]) == 0
+    runs = []
+    for name in ("a", "b"):
+        assert main(["eval", str(out), "--perturb", "0.5", "--draws", "2", "--json",
+                     str(tmp_path / f"{name}.json")]) == 0
+        runs.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    clean = json.loads((out / "metrics.json").read_text())["eval"]
+    losses = [e["loss"] for e in runs[0]["perturbed"]]
+    assert [e["draw"] for e in runs[0]["perturbed"]] == [0, 1]
+    assert len(set(losses)) == 2 and clean[0]["loss"] not in losses
+    assert runs[0] == runs[1] and runs[1]["eval"] == clean
+
+
 @pytest.mark.parametrize("args, message", [
     (["{tmp}/nothing"], "no checkpoint (checkpoint.pt) of a `bistable train` run"),
+    (["{tmp}/run", "--perturb", "0.1"], "--perturb: only SRC networks (model src)"),
+    (["{tmp}/run", "--perturb", "-1"], "--perturb must be a relative σ >= 0, got -1.0"),
     (["{tmp}/run", "--eval-seq-len", "0"], "sequence length must be at least 1, got 0"),
     (["{tmp}/run", "--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
     (["{tmp}/run", "--threads", "0"], "--threads must be >= 1, got 0"),

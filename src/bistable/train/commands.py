@@ -63,9 +63,14 @@ def _eval(args) -> int:
     saved = load_checkpoint(Path(args.run) / CHECKPOINT)
     config = saved["config"]
     lengths = sorted({task.check_seq_len(n) for n in args.eval_seq_len or config["eval_seq_len"]})
-    for flag, value in (("--eval-samples", args.eval_samples), ("--threads", args.threads)):
+    for flag, value in (("--eval-samples", args.eval_samples), ("--threads", args.threads),
+                        ("--draws", args.draws)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
+    if args.perturb is not None and not args.perturb >= 0:
+        raise ValueError(f"--perturb must be a relative σ >= 0, got {args.perturb}")
+    if args.perturb is not None and getattr(model, "kind", None) != "src":
+        raise ValueError("--perturb: only SRC networks (model src) have r, r_s to perturb")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
@@ -76,13 +81,34 @@ def _eval(args) -> int:
     model.to(device)
     with autocast(precision, device):
         evals = [evaluate(model, task, "test", length, n=n, device=device) for length in lengths]
+        perturbed = [] if args.perturb is None else _perturbed(model, task, lengths, n, device,
+                                                                args.perturb, args.draws)
     print(f"{args.run}: {config['task']} / {config['model']}, step {saved['step']}, {precision}")
     print(horizon_table(evals))
+    for e in perturbed:
+        print(f"r, r_s drawn with σ = {args.perturb:g}, draw {e['draw']}: seq_len {e['seq_len']}, "
+              f"loss {e['loss']:.4f}" + ("" if e["accuracy"] is None
+                                         else f", accuracy {e['accuracy']:.4f}"))
     if args.json:
         text = json.dumps({"run": str(args.run), "step": saved["step"], "precision": precision,
-                           "eval": evals}, indent=1)
+                           "eval": evals, "perturbed": perturbed}, indent=1)
         atomic_write(args.json, lambda file: file.write(text.encode()))
     return 0
+
+
+def _perturbed(model, task, lengths, n, device, sigma: float, draws: int) -> list[dict]:
+    """The noise-robustness check of an SRC network: each neuron's ``r``, ``r_s`` drawn around
+    their values with relative ``sigma`` (``perturb_``, draw ``k`` seeded ``k``), then restored."""
+    out = []
+    try:
+        for draw in range(draws):
+            model.perturb_(sigma, torch.Generator().manual_seed(draw))
+            out += [{"sigma": sigma, "draw": draw,
+                     **evaluate(model, task, "test", length, n=n, device=device)}
+                    for length in lengths]
+    finally:
+        model.perturb_(0.0)
+    return out
 
 
 def _tasks(args) -> int:
@@ -174,6 +200,10 @@ def add_parser(subparsers) -> None:
     e.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     e.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     e.add_argument("--precision", choices=PRECISIONS, help="default: the run's")
+    e.add_argument("--perturb", type=float, metavar="SIGMA",
+                   help="SRC networks: also score with every neuron's r, r_s drawn around their "
+                        "values, σ relative (0.1 = 10 %%)")
+    e.add_argument("--draws", type=int, default=3, metavar="N", help="noise draws (default 3)")
     e.add_argument("--json", metavar="FILE", help="also write the figures there")
     e.set_defaults(func=_eval)
 
