@@ -110,7 +110,9 @@ def test_eval_perturbs_an_src_network_and_restores_it(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["{tmp}/nothing"], "no checkpoint (checkpoint.pt) of a `bistable train` run"),
     (["{tmp}/run", "--perturb", "0.1"], "--perturb: only SRC networks (model src)"),
-    (["{tmp}/run", "--perturb", "-1"], "--perturb must be a relative σ >= 0, got -1.0"),
+    (["{tmp}/run", "--perturb", "-1"], "--perturb must be a finite relative σ >= 0, got -1.0"),
+    (["{tmp}/run", "--perturb", "inf"], "--perturb must be a finite relative σ >= 0, got inf"),
+    (["{tmp}/run", "--json", "{tmp}"], "a directory; expected a file name"),
     (["{tmp}/run", "--eval-seq-len", "0"], "sequence length must be at least 1, got 0"),
     (["{tmp}/run", "--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
     (["{tmp}/run", "--threads", "0"], "--threads must be >= 1, got 0"),

@@ -43,6 +43,7 @@ def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
     (dict(compile="fastest"), "--compile: expected a torch.compile backend"),
     (dict(eval_seq_len=[0]), "at least 1"),
     (dict(precision="fp16"), "--precision: expected one of fp32, bf16, got 'fp16'"),
+    (dict(model_options={"hidden": 8}), "--option hidden: set by --hidden, not as a model option"),
 ])
 def test_impossible_settings_are_one_line_errors(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
@@ -62,6 +63,9 @@ def test_bf16_precision_trains_under_autocast_and_keeps_float32_weights(tmp_path
     assert {t.dtype for t in saved["model"].values() if t.is_floating_point()} == {torch.float32}
     moments = [s["exp_avg"].dtype for s in saved["optimizer"]["state"].values()]
     assert moments and set(moments) == {torch.float32}
+    # resumed without --precision, the run keeps its own
+    longer = train(config(tmp_path, "bf16", model="hybrid", steps=16, resume=True))
+    assert longer["config"]["precision"] == "bf16"
 
 
 def test_model_options_merge_into_the_task_defaults_per_key(tmp_path):

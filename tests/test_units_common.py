@@ -67,6 +67,29 @@ def test_every_unit_names_a_dtype_mismatch(name):
     assert y.dtype == torch.float64
 
 
+@pytest.mark.parametrize("name", ["BMRU", "CMRU", "LRU", "MinGRU", "SRC"])
+def test_forward_equals_the_step_loop_under_autocast(name):
+    """Under autocast, with bfloat16 inputs, the sequence path and the step loop still agree (the
+    memory units bitwise: both cast the drive to float32 before the update)."""
+    import bistable as bs
+
+    torch.manual_seed(0)
+    unit = getattr(bs, name)(3, 5)
+    x = torch.randn(2, 9, 3).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        y, last = unit(x)
+        ys, state = [], None
+        for t in range(x.shape[1]):
+            y_t, state = unit.step(x[:, t], state)
+            ys.append(y_t)
+    exact = name in ("BMRU", "CMRU")
+    tol = dict(rtol=0, atol=0) if exact else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.stack(ys, 1).float(), y.float(), **tol)
+    for got, want in zip(state if name == "SRC" else [state], last if name == "SRC" else [last]):
+        assert got.dtype == want.dtype and got.dtype in (torch.float32, torch.complex64)
+        torch.testing.assert_close(got, want, **tol)
+
+
 def test_recurrences_run_in_the_parameters_dtype_under_autocast():
     """Autocast lowers the products; given bfloat16 inputs, a CMRU counter counts past 256
     (where bfloat16 keeps only even integers) in float32, over a sequence and step by step, and

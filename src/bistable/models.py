@@ -91,7 +91,7 @@ def build_model(name: str, input_size: int, output_size: int, *, hidden: int = 6
                                        **options)
     except TypeError as e:  # an option no constructor takes: name it, not the constructor's frame
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        if unknown is None:
+        if unknown is None or unknown[1] not in options:  # not the user's: a bug to see whole
             raise
         raise ValueError(f"options: model {name!r} takes no option {unknown[1]!r} "
                          "(docs/models.md lists each model's options)") from None

@@ -7,6 +7,7 @@ import argparse
 import ast
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -59,16 +60,18 @@ def _train(args) -> int:
 def _eval(args) -> int:
     """Score the last checkpoint of the run in ``args.run`` at the lengths asked (default: the
     run's own), in its precision unless told; the run's folder is left as it is."""
-    task, model = load_run(args.run, data_dir=args.data_dir)
-    saved = load_checkpoint(Path(args.run) / CHECKPOINT)
-    config = saved["config"]
-    lengths = sorted({task.check_seq_len(n) for n in args.eval_seq_len or config["eval_seq_len"]})
     for flag, value in (("--eval-samples", args.eval_samples), ("--threads", args.threads),
                         ("--draws", args.draws)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
-    if args.perturb is not None and not args.perturb >= 0:
-        raise ValueError(f"--perturb must be a relative σ >= 0, got {args.perturb}")
+    if args.perturb is not None and not (math.isfinite(args.perturb) and args.perturb >= 0):
+        raise ValueError(f"--perturb must be a finite relative σ >= 0, got {args.perturb}")
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(f"--json {args.json}: a directory; expected a file name")
+    task, model = load_run(args.run, data_dir=args.data_dir)
+    saved = load_checkpoint(Path(args.run) / CHECKPOINT)
+    config = saved["config"]
+    lengths = sorted({task.check_seq_len(n) for n in args.eval_seq_len or config["eval_seq_len"]})
     if args.perturb is not None and getattr(model, "kind", None) != "src":
         raise ValueError("--perturb: only SRC networks (model src) have r, r_s to perturb")
     device = torch.device(args.device)
@@ -76,7 +79,7 @@ def _eval(args) -> int:
         raise ValueError("--device cuda: no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    precision = args.precision or config.get("precision", "fp32")
+    precision = args.precision or config.get("precision") or "fp32"
     n = args.eval_samples or config.get("eval_samples")
     model.to(device)
     with autocast(precision, device):
@@ -92,7 +95,10 @@ def _eval(args) -> int:
     if args.json:
         text = json.dumps({"run": str(args.run), "step": saved["step"], "precision": precision,
                            "eval": evals, "perturbed": perturbed}, indent=1)
-        atomic_write(args.json, lambda file: file.write(text.encode()))
+        try:
+            atomic_write(args.json, lambda file: file.write(text.encode()))
+        except OSError as e:
+            raise ValueError(f"--json {args.json}: cannot write it ({e.strerror})") from None
     return 0
 
 

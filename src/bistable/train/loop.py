@@ -76,7 +76,8 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None         # torch CPU threads (None: the task's, else torch's)
     compile: str | None = None         # torch.compile backend of the training steps (None: eager)
-    precision: str = "fp32"            # or "bf16": forward and loss under torch.autocast(bfloat16)
+    precision: str | None = None       # "fp32" or "bf16" (forward and loss under
+                                       # torch.autocast(bfloat16)); None: fp32, or the resumed run's
     data_dir: str | None = None
     pad: int | None = None
     pad_min: int | None = None         # (p)smnist: training pads drawn from pad_min … pad
@@ -118,6 +119,12 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     c.min_lr = c.min_lr if c.min_lr is not None else c.lr / 10
     c.seq_len = task.seq_len(c.seq_len)
     c.eval_seq_len = sorted({c.seq_len, *(task.check_seq_len(n) for n in c.eval_seq_len)})
+    reserved = {"hidden": "--hidden", "layers": "--layers", "input_size": "the task",
+                "output_size": "the task"}
+    clash = sorted(reserved.keys() & c.model_options.keys())
+    if clash:
+        raise ValueError(f"--option {clash[0]}: set by {reserved[clash[0]]}, not as a model "
+                         "option")
     c.model_options = _merged(d.get("model_options", {}).get(c.model, {}), c.model_options)
     if c.eval_samples is None:
         c.eval_samples = d.get("eval_samples")
@@ -138,7 +145,7 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
             raise ValueError(f"--{name.replace('_', '-')} must be finite and {limit}, got {value}")
     if c.schedule not in ("cosine", "constant"):
         raise ValueError(f"--schedule: expected cosine or constant, got {c.schedule!r}")
-    if c.precision not in PRECISIONS:
+    if c.precision is not None and c.precision not in PRECISIONS:
         raise ValueError(f"--precision: expected one of {', '.join(PRECISIONS)}, "
                          f"got {c.precision!r}")
     if c.compile is not None:
@@ -362,6 +369,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         optimizer.load_state_dict(saved["optimizer"])
         set_rng_state(saved["rng"])
         step, history = saved["step"], saved["history"]
+        c.precision = c.precision or saved["config"].get("precision")
     elif c.resume and ctx.is_main:
         print(f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
     elif ckpt_path.is_file():
@@ -369,11 +377,11 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
                          "another --out")
     if step == 0 and c.init_from:
         _load_weights(model, c)
-    if ctx.is_main:  # after every check; a bad --out fails before the first step
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from None
+    c.precision = c.precision or "fp32"
+    try:  # after every check, on every rank alike: a bad --out fails before the first step
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from None
     # compiled, then wrapped in DDP (as nanoGPT does); evaluation runs the eager model
     net = distributed.wrap(torch.compile(model, backend=c.compile) if c.compile else model, ctx)
 

@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from .base import check_input, check_sizes, check_state, check_step_input
+from .base import (
+    check_input,
+    check_sizes,
+    check_state,
+    check_step_input,
+    in_parameter_dtype,
+)
 
 
 class LRU(nn.Module):
@@ -91,9 +97,7 @@ class LRU(nn.Module):
         # 1 − |λ|² = −expm1(−2 exp(ν)), accurate when |λ| is close to 1
         gamma = torch.sqrt(-torch.expm1(-2 * torch.exp(self.nu_log)))
         re, im = x @ (gamma[:, None] * self.B_re).T, x @ (gamma[:, None] * self.B_im).T
-        if re.dtype == torch.bfloat16:  # autocast's products: no complex bfloat16 exists
-            re, im = re.float(), im.float()
-        return torch.complex(re, im)
+        return torch.complex(*in_parameter_dtype(self, re, im))  # autocast's products: bf16/fp16
 
     def _output(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Re(C h) + D x over the last dims of ``h`` and ``x``."""
