@@ -146,6 +146,27 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
         train(config(tmp_path))
 
 
+@pytest.mark.parametrize("model", ["src", "lif"])
+def test_a_spiking_run_also_writes_its_spike_statistics_and_figures(tmp_path, model):
+    if model == "lif":
+        pytest.importorskip("snntorch")
+    pytest.importorskip("matplotlib")
+    train(config(tmp_path, model=model, layers=2))
+    out = tmp_path / "run"
+    stats = json.loads((out / "spikes.json").read_text())
+    assert stats["samples"] == loop.SPIKE_SAMPLES
+    assert [layer["neurons"] for layer in stats["layers"]] == [8, 8, 10]  # 1 output × 10
+    assert all(0 <= layer["silent_fraction"] <= 1 for layer in stats["layers"])
+    assert (out / "raster.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "membrane.png").exists() == (model == "src")
+
+
+def test_a_recurrent_run_writes_no_spike_files(tmp_path):
+    train(config(tmp_path))
+    assert not {"spikes.json", "raster.png", "membrane.png"} & set(
+        f.name for f in (tmp_path / "run").iterdir())
+
+
 def test_load_run_gives_back_the_trained_model(tmp_path):
     metrics = train(config(tmp_path))
     task, model = loop.load_run(tmp_path / "run")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import sys
 import time
@@ -31,7 +32,14 @@ from ..data.tasks import Task, build_task, epoch_steps
 from ..units.bmru import CMRU, MRU, anneal_epsilon, write_rate
 from ..units.src import SRC, ramp_train_noise
 from . import distributed
-from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CHECKPOINT,
+    atomic_write,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .metrics import evaluate, write_metrics
 
 # settings a resumed run may change; every other one must match the checkpoint
@@ -326,6 +334,41 @@ def _plots(out: Path, c: TrainConfig, task: Task, history: list, evals: list) ->
         warnings.warn(f"plots skipped: {err}", stacklevel=2)
 
 
+SPIKE_SAMPLES = 64  # test examples behind spikes.json
+
+
+@torch.no_grad()
+def _spiking_figures(out: Path, c: TrainConfig, task: Task, model: torch.nn.Module,
+                     device) -> None:
+    """For a spiking network: ``spikes.json`` (every layer's firing rate, silent fraction, spikes
+    and synaptic operations per sample on the first test examples), ``raster.png`` (the first
+    hidden layer on test example 0) and, for SRCs, ``membrane.png`` (``h``, ``h_s`` of that
+    layer's three most active neurons)."""
+    from ..nn.spiking import SpikingNetwork
+
+    if not isinstance(model, SpikingNetwork):
+        return
+    was_training = model.training
+    model.eval()
+    x, _ = next(task.eval_batches("test", c.seq_len, SPIKE_SAMPLES, SPIKE_SAMPLES, device))
+    text = json.dumps({"samples": x.shape[0], "layers": model.spike_stats(x)}, indent=1)
+    atomic_write(out / "spikes.json", lambda file: file.write(text.encode()))
+    try:
+        from ..plot import membrane_traces, raster
+
+        spikes = model.run(x[:1])[2][0][0]  # layer 1, example 0: (T, N)
+        title = f"{c.task}, {c.model}: layer 1, test example 0"
+        raster(spikes, out / "raster.png", title=title)
+        if model.kind == "src":
+            h, h_s = model.layers[0].membrane(x[:1])
+            busy = spikes.gt(0).sum(0).topk(min(3, spikes.shape[1])).indices.tolist()
+            membrane_traces(h[0], out / "membrane.png", h_s=h_s[0], neurons=busy, title=title)
+    except ImportError as err:
+        warnings.warn(f"plots skipped: {err}", stacklevel=2)
+    finally:
+        model.train(was_training)
+
+
 def horizon_table(evals: list) -> str:
     """The final evaluation as a small plain-text table (one row per split and length)."""
     def fmt(v):
@@ -457,5 +500,6 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         write_metrics(out / "metrics.json", task=c.task, model=c.model, config=metrics["config"],
                       history=history, evals=metrics["eval"])
         _plots(out, c, task, history, metrics["eval"])
+        _spiking_figures(out, c, task, model, ctx.device)
     ctx.barrier()
     return metrics
