@@ -216,7 +216,9 @@ def main() -> None:
         "or three jobs). Rows whose command has `--device cuda` were trained on a lent NVIDIA "
         "H100 80GB HBM3 (torch 2.11.0+cu130; one to three runs sharing the GPU): their "
         "samples/s are that GPU's; their noise and firing figures were evaluated on this CPU "
-        "where the checkpoint came back (else —).", "",
+        "where the checkpoint came back (else —). Rows whose command has `--precision bf16` "
+        "trained and were evaluated under bfloat16 autocast (weights float32; docs/training.md).",
+        "",
         "| task | model | epochs | accuracy per epoch (%) | test accuracy (%) | noise (%) | "
         "firing rate | silent fraction | train samples/s | command |",
         "|---|---|---:|---|---:|---|---|---|---:|---|", *rows, ""])
