@@ -217,7 +217,8 @@ def main() -> None:
         "H100 80GB HBM3 (torch 2.11.0+cu130; one to three runs sharing the GPU): their "
         "samples/s are that GPU's; their noise and firing figures were evaluated on this CPU "
         "where the checkpoint came back (else —). Rows whose command has `--precision bf16` "
-        "trained and were evaluated under bfloat16 autocast (weights float32; docs/training.md).",
+        "trained under bfloat16 autocast (weights float32; docs/training.md) and their test "
+        "accuracy was taken so too; their noise column, in float32.",
         "",
         "| task | model | epochs | accuracy per epoch (%) | test accuracy (%) | noise (%) | "
         "firing rate | silent fraction | train samples/s | command |",
