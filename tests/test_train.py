@@ -12,6 +12,7 @@ from bistable.train import loop
 from bistable.train.checkpoint import load_checkpoint, save_checkpoint
 from bistable.train.loop import TrainConfig, TrainingDiverged, learning_rate, resolve, train
 from bistable.train.metrics import evaluate, predict_last
+from bistable.train.report import SPIKE_SAMPLES
 from bistable.units.bmru import CMRU, write_rate
 from bistable.units.lru import LRU
 from bistable.units.src import SRC
@@ -154,7 +155,7 @@ def test_a_spiking_run_also_writes_its_spike_statistics_and_figures(tmp_path, mo
     train(config(tmp_path, model=model, layers=2))
     out = tmp_path / "run"
     stats = json.loads((out / "spikes.json").read_text())
-    assert stats["samples"] == loop.SPIKE_SAMPLES
+    assert stats["samples"] == SPIKE_SAMPLES
     assert [layer["neurons"] for layer in stats["layers"]] == [8, 8, 10]  # 1 output × 10
     assert all(0 <= layer["silent_fraction"] <= 1 for layer in stats["layers"])
     assert (out / "raster.png").read_bytes()[:4] == b"\x89PNG"

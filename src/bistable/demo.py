@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .train.checkpoint import CHECKPOINT
-from .train.loop import TrainConfig, horizon_table, train
+from .train.loop import TrainConfig, train
+from .train.report import horizon_table
 
 
 def run(args) -> int:

@@ -15,16 +15,9 @@ import torch
 
 from ..data.tasks import TASK_NAMES, build_task, describe_tasks
 from .checkpoint import CHECKPOINT, atomic_write, load_checkpoint
-from .loop import (
-    PRECISIONS,
-    TrainConfig,
-    TrainingDiverged,
-    autocast,
-    horizon_table,
-    load_run,
-    train,
-)
+from .loop import PRECISIONS, TrainConfig, TrainingDiverged, autocast, load_run, train
 from .metrics import evaluate
+from .report import horizon_table
 
 
 def _option(text: str) -> tuple[str, object]:

@@ -10,18 +10,16 @@ then cosine decay to ``min_lr``, or constant), AdamW step.
 Every ``eval_every`` steps: evaluate at the training length; every ``checkpoint_every`` steps: write
 the checkpoint (model, optimiser, schedule, RNG states, data position, history) atomically. At the
 end: evaluate at the training length and at every ``eval_seq_len``, write ``metrics.json``, the
-checkpoint and the learning- and horizon-curve plots into ``out``.
+checkpoint and the plots (:mod:`.report`) into ``out``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,15 +30,9 @@ from ..data.tasks import Task, build_task, epoch_steps
 from ..units.bmru import CMRU, MRU, anneal_epsilon, write_rate
 from ..units.src import SRC, ramp_train_noise
 from . import distributed
-from .checkpoint import (
-    CHECKPOINT,
-    atomic_write,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics import evaluate, write_metrics
+from .report import plots, spiking_figures
 
 # settings a resumed run may change; every other one must match the checkpoint
 MAY_CHANGE = ("steps", "epochs", "warmup", "eval_seq_len", "eval_every", "checkpoint_every",
@@ -322,64 +314,6 @@ def _checkpoint(path: Path, step: int, c, model, optimizer, history) -> None:
     })
 
 
-def _plots(out: Path, c: TrainConfig, task: Task, history: list, evals: list) -> None:
-    try:
-        from ..plot import horizon_curve, learning_curve
-
-        title = f"{c.task}, {c.model}"
-        learning_curve(history, out / "learning-curve.png", title=title)
-        horizon_curve(evals, out / "horizon-curve.png", title=title, train_seq_len=c.seq_len,
-                      chance=task.chance)
-    except ImportError as err:
-        warnings.warn(f"plots skipped: {err}", stacklevel=2)
-
-
-SPIKE_SAMPLES = 64  # test examples behind spikes.json
-
-
-@torch.no_grad()
-def _spiking_figures(out: Path, c: TrainConfig, task: Task, model: torch.nn.Module,
-                     device) -> None:
-    """For a spiking network: ``spikes.json`` (every layer's firing rate, silent fraction, spikes
-    and synaptic operations per sample on the first test examples), ``raster.png`` (the first
-    hidden layer on test example 0) and, for SRCs, ``membrane.png`` (``h``, ``h_s`` of that
-    layer's three most active neurons)."""
-    from ..nn.spiking import SpikingNetwork
-
-    if not isinstance(model, SpikingNetwork):
-        return
-    was_training = model.training
-    model.eval()
-    x, _ = next(task.eval_batches("test", c.seq_len, SPIKE_SAMPLES, SPIKE_SAMPLES, device))
-    text = json.dumps({"samples": x.shape[0], "layers": model.spike_stats(x)}, indent=1)
-    atomic_write(out / "spikes.json", lambda file: file.write(text.encode()))
-    try:
-        from ..plot import membrane_traces, raster
-
-        spikes = model.run(x[:1])[2][0][0]  # layer 1, example 0: (T, N)
-        title = f"{c.task}, {c.model}: layer 1, test example 0"
-        raster(spikes, out / "raster.png", title=title)
-        if model.kind == "src":
-            h, h_s = model.layers[0].membrane(x[:1])
-            busy = spikes.gt(0).sum(0).topk(min(3, spikes.shape[1])).indices.tolist()
-            membrane_traces(h[0], out / "membrane.png", h_s=h_s[0], neurons=busy, title=title)
-    except ImportError as err:
-        warnings.warn(f"plots skipped: {err}", stacklevel=2)
-    finally:
-        model.train(was_training)
-
-
-def horizon_table(evals: list) -> str:
-    """The final evaluation as a small plain-text table (one row per split and length)."""
-    def fmt(v):
-        return "-" if v is None else f"{v:.4f}"
-
-    lines = [f"{'split':<6} {'seq_len':>8} {'loss':>9} {'mse':>9} {'accuracy':>9}"]
-    lines += [f"{e['split']:<6} {e['seq_len']:>8} {fmt(e['loss']):>9} {fmt(e['mse']):>9} "
-              f"{fmt(e['accuracy']):>9}" for e in evals]
-    return "\n".join(lines)
-
-
 def train(config: TrainConfig) -> dict:
     """Run (or resume) the training described by ``config``; return the ``metrics.json`` dict."""
     ctx = distributed.setup(config.device)
@@ -499,7 +433,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         _checkpoint(ckpt_path, step, c, model, optimizer, history)
         write_metrics(out / "metrics.json", task=c.task, model=c.model, config=metrics["config"],
                       history=history, evals=metrics["eval"])
-        _plots(out, c, task, history, metrics["eval"])
-        _spiking_figures(out, c, task, model, ctx.device)
+        title = f"{c.task}, {c.model}"
+        plots(out, title, task, c.seq_len, history, metrics["eval"])
+        spiking_figures(out, title, task, c.seq_len, model, ctx.device)
     ctx.barrier()
     return metrics
