@@ -44,6 +44,7 @@ def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
     (dict(compile="fastest"), "--compile: expected a torch.compile backend"),
     (dict(eval_seq_len=[0]), "at least 1"),
     (dict(precision="fp16"), "--precision: expected one of fp32, bf16, got 'fp16'"),
+    (dict(params=5000), "give --hidden or --params"),  # config() gives hidden=8
     (dict(model_options={"hidden": 8}), "--option hidden: set by --hidden, not as a model option"),
 ])
 def test_impossible_settings_are_one_line_errors(tmp_path, kw, message):

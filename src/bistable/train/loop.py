@@ -155,6 +155,8 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
                              f"({', '.join(backends)}), got {c.compile!r}")
     if c.steps is not None and c.epochs is not None:
         raise ValueError("give --steps or --epochs, not both")
+    if c.hidden is not None and c.params is not None:
+        raise ValueError("give --hidden or --params (which picks --hidden), not both")
     if c.epochs is not None:
         if task.size("train") is None:
             raise ValueError(f"--epochs needs a data-set task ({task.name} is synthetic): "
