@@ -332,7 +332,9 @@ NOTES = (f"psMNIST runs at a matched budget of 38 305 parameters, the task's def
          f"'every100': `--pad-every 100`, the training loss averaged over the answers at the "
          f"last pixel and every 100 pad steps after it; 'from-nopad': `--init-from` the "
          f"weights of the same model trained without the pad (its gradient norms at the start "
-         f"are taken at those weights).")
+         f"are taken at those weights); 'h64': width 64, off the budget (the hidden column); "
+         f"'bf16': `--precision bf16`, trained under bfloat16 autocast (its test accuracy "
+         f"taken so too; the other columns here in float32).")
 
 
 BEYOND = (f"Around the training pad: the runs trained with `--pad 1000`, evaluated on the first "
