@@ -236,6 +236,8 @@ RUNS = {
     "hybrid-late-slow-randpad1000-every100-penalty10-h64-bf16": psmnist(
         ring=SLOW, mixer=LATE_MIXER, hidden=64,
         extra=(*VARIABLE, *EVERY_100, *penalty(10), "--precision", "bf16")),
+    "lru-slow-randpad1000-every100-h64-bf16": psmnist(
+        "lru", ring=SLOW, hidden=64, extra=(*VARIABLE, *EVERY_100, "--precision", "bf16")),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
