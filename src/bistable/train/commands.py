@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..data.tasks import TASK_NAMES, build_task, describe_tasks
-from .checkpoint import CHECKPOINT, atomic_write, load_checkpoint
-from .loop import PRECISIONS, TrainConfig, TrainingDiverged, autocast, load_run, train
+from .checkpoint import atomic_write
+from .loop import PRECISIONS, TrainConfig, TrainingDiverged, autocast, read_run, run_from, train
 from .metrics import evaluate
 from .report import horizon_table
 
@@ -61,8 +61,8 @@ def _eval(args) -> int:
         raise ValueError(f"--perturb must be a finite relative σ >= 0, got {args.perturb}")
     if args.json and Path(args.json).is_dir():
         raise ValueError(f"--json {args.json}: a directory; expected a file name")
-    task, model = load_run(args.run, data_dir=args.data_dir)
-    saved = load_checkpoint(Path(args.run) / CHECKPOINT)
+    saved = read_run(args.run)
+    task, model = run_from(saved, args.data_dir)
     config = saved["config"]
     lengths = sorted({task.check_seq_len(n) for n in args.eval_seq_len or config["eval_seq_len"]})
     if args.perturb is not None and getattr(model, "kind", None) != "src":

@@ -279,10 +279,19 @@ def load_run(out, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
     """The task and the model of the run in ``out``, with its last checkpoint's weights, in
     evaluation mode (training-only noise such as the SRC's ``train_noise`` off); ``data_dir``
     replaces the run's own (a run moved to another machine)."""
+    return run_from(read_run(out), data_dir)
+
+
+def read_run(out) -> dict:
+    """The last checkpoint of the run in ``out`` (config, weights, step, ...)."""
     path = Path(out) / CHECKPOINT
     if not path.is_file():
         raise ValueError(f"{out}: no checkpoint ({CHECKPOINT}) of a `bistable train` run")
-    saved = load_checkpoint(path)
+    return load_checkpoint(path)
+
+
+def run_from(saved: dict, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
+    """:func:`load_run` from a checkpoint already read."""
     c = TrainConfig(**saved["config"])
     c.data_dir = data_dir or c.data_dir
     task = _build_task(c)
