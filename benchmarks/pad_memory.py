@@ -233,11 +233,11 @@ RUNS = {
         "lru", ring=SLOW, extra=(*EVERY_100, *from_run("lru-slow"))),
     # wider, so that the held bits can carry more of the digit (the probes: 33 BMRUs held 0.40
     # of it exactly over the variable pad); off the budget, in bf16 autocast for the time
-    "hybrid-late-slow-randpad1000-every100-penalty10-h64-bf16": psmnist(
-        ring=SLOW, mixer=LATE_MIXER, hidden=64,
-        extra=(*VARIABLE, *EVERY_100, *penalty(10), "--precision", "bf16")),
-    "lru-slow-randpad1000-every100-h64-bf16": psmnist(
-        "lru", ring=SLOW, hidden=64, extra=(*VARIABLE, *EVERY_100, "--precision", "bf16")),
+    **seeds("hybrid-late-slow-randpad1000-every100-penalty10", 0, 1, 2, suffix="-h64-bf16",
+            ring=SLOW, mixer=LATE_MIXER, hidden=64,
+            extra=(*VARIABLE, *EVERY_100, *penalty(10), "--precision", "bf16")),
+    **seeds("lru-slow-randpad1000-every100", 0, 1, 2, suffix="-h64-bf16", model="lru", ring=SLOW,
+            hidden=64, extra=(*VARIABLE, *EVERY_100, "--precision", "bf16")),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
