@@ -238,6 +238,12 @@ RUNS = {
             extra=(*VARIABLE, *EVERY_100, *penalty(10), "--precision", "bf16")),
     **seeds("lru-slow-randpad1000-every100", 0, 1, 2, suffix="-h64-bf16", model="lru", ring=SLOW,
             hidden=64, extra=(*VARIABLE, *EVERY_100, "--precision", "bf16")),
+    # the same two at width 64 on the fixed pad (the claim)
+    "hybrid-late-slow-pad1000-every100-penalty10-h64-bf16": psmnist(
+        ring=SLOW, mixer=LATE_MIXER, hidden=64,
+        extra=(*EVERY_100, *penalty(10), "--precision", "bf16")),
+    "lru-slow-pad1000-every100-h64-bf16": psmnist(
+        "lru", ring=SLOW, hidden=64, extra=(*EVERY_100, "--precision", "bf16")),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
