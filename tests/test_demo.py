@@ -25,3 +25,15 @@ def test_demo_trains_the_hybrid_and_prints_its_horizon(tmp_path, monkeypatch, ca
     assert main(["demo", "--out", str(out)]) == 0  # again: the finished demo's table, no training
     assert capsys.readouterr().out == printed
     assert json.loads((out / "metrics.json").read_text())["history"] == metrics["history"]
+
+
+def test_demo_over_another_run_says_so_in_its_own_words(tmp_path, monkeypatch, capsys):
+    short = functools.partial(TrainConfig, steps=2, batch_size=8, eval_samples=8, quiet=True)
+    monkeypatch.setattr(demo, "TrainConfig", short)
+    out = str(tmp_path / "demo")
+    assert main(["demo", "--out", out]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--out", out, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "holds another run (copy-first-input, hybrid, T = 50, seed 0)" in err
+    assert "seed 1" in err and "--resume" not in err
