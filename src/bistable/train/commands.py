@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..data.tasks import TASK_NAMES, build_task, describe_tasks
+from . import distributed
 from .checkpoint import atomic_write
 from .loop import PRECISIONS, TrainConfig, TrainingDiverged, autocast, read_run, run_from, train
 from .metrics import evaluate
@@ -67,9 +68,7 @@ def _eval(args) -> int:
     lengths = sorted({task.check_seq_len(n) for n in args.eval_seq_len or config["eval_seq_len"]})
     if args.perturb is not None and getattr(model, "kind", None) != "src":
         raise ValueError("--perturb: only SRC networks (model src) have r, r_s to perturb")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    device = distributed.check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     precision = args.precision or config.get("precision") or "fp32"

@@ -54,10 +54,16 @@ class Context:
             dist.barrier()
 
 
-def setup(device: str = "cpu") -> Context:
-    """Join the torchrun process group if there is one; otherwise a one-process context."""
+def check_device(device: str) -> torch.device:
+    """``--device``'s value as a device, if this machine has one."""
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(device)
+
+
+def setup(device: str = "cpu") -> Context:
+    """Join the torchrun process group if there is one; otherwise a one-process context."""
+    check_device(device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Context(device=torch.device(device))
