@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bistable.cli import main
 from bistable.data.tasks import TASK_NAMES
@@ -124,6 +125,17 @@ def test_eval_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
     assert main(["eval", *(a.format(tmp=tmp_path) for a in args)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bistable: error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error of a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line_for_train_and_eval(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--device", "cuda",
+                 "--out", run]) == 2
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", run]) == 0
+    assert main(["eval", run, "--device", "cuda"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bistable")]
+    assert errors == ["bistable: error: --device cuda: no CUDA device is available"] * 2
 
 
 def test_a_user_error_in_a_process_has_no_traceback(tmp_path):
