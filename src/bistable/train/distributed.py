@@ -63,10 +63,10 @@ def check_device(device: str) -> torch.device:
 
 def setup(device: str = "cpu") -> Context:
     """Join the torchrun process group if there is one; otherwise a one-process context."""
-    check_device(device)
+    checked = check_device(device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
-        return Context(device=torch.device(device))
+        return Context(device=checked)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":
         torch.cuda.set_device(local_rank)
