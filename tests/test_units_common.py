@@ -112,3 +112,46 @@ def test_recurrences_run_in_the_parameters_dtype_under_autocast():
     assert s.dtype == torch.float32 and s.tolist() == [[299.0, -299.0]]
     assert s_step.tolist() == [[301.0, -301.0]]
     assert h.dtype == hs.dtype == torch.float32
+
+
+def _reset_every_module(model: torch.nn.Module) -> None:
+    """The loop users write to re-initialise a model (as in many training scripts)."""
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
+@pytest.mark.parametrize("make", [
+    lambda bs: bs.BMRU(3, 5), lambda bs: bs.CMRU(3, 5, epsilon=0.3, learn_epsilon=True),
+    lambda bs: bs.CMRU(3, 5, epsilon=0.7), lambda bs: bs.FirstQuadrantBMRU(3, 5),
+    lambda bs: bs.SRC(3, 5, learn_bias=True, bias=-5.0), lambda bs: bs.SRC(3, 5, r=1.5),
+    lambda bs: bs.LRU(5, 5), lambda bs: bs.BRC(3, 5), lambda bs: bs.NBRC(3, 5),
+    lambda bs: bs.MinGRU(3, 5), lambda bs: bs.GRU(3, 5), lambda bs: bs.LSTM(3, 5),
+    lambda bs: bs.build_model("hybrid", 2, 3, hidden=6, layers=2),
+    lambda bs: bs.build_model("cmru", 2, 3, hidden=6, layers=1),
+    lambda bs: bs.build_model("src", 4, 10, hidden=6, layers=2, init_rate=0.05),
+], ids=["bmru", "cmru-learned-eps", "cmru", "fq-bmru", "src-learned-bias", "src", "lru", "brc",
+        "nbrc", "mingru", "gru", "lstm", "hybrid-network", "cmru-network", "src-network"])
+def test_resetting_every_module_rebuilds_the_fresh_unit(make):
+    """After training moved every parameter (and ε, r, r_s, b, the calibration flag),
+    ``reset_parameters`` over ``modules()`` with the same seed gives back exactly the freshly
+    built module: the BMRU's β biases at 1, the SRC's constants, ε at the constructor's value."""
+    import bistable as bs
+
+    torch.manual_seed(0)
+    fresh = make(bs)
+    torch.manual_seed(1)
+    used = make(bs)
+    moved = ("r", "r_s", "bias", "epsilon_raw")  # buffers that training or perturb_ change
+    with torch.no_grad():
+        for name, tensor in [*used.named_parameters(), *used.named_buffers()]:
+            if isinstance(tensor, torch.nn.Parameter) or name.rsplit(".", 1)[-1] in moved:
+                tensor.uniform_(-3, 3)
+            elif name == "calibrated":
+                tensor.fill_(True)
+    torch.manual_seed(0)
+    _reset_every_module(used)
+    want, got = fresh.state_dict(), used.state_dict()
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)

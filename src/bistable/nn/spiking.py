@@ -92,6 +92,12 @@ class SpikingNetwork(nn.Module):
         self.layers = nn.ModuleList(unit(a, b, **unit_kw) for a, b in zip(sizes, sizes[1:]))
         self.readout = PopulationReadout(n_classes, per_class, alpha=alpha_ro, mode=readout)
 
+    def reset_parameters(self) -> None:
+        """Forget the data-driven initialisation, so the next training call does it again (each
+        layer resets its own weights: loop over ``modules()``)."""
+        if self.init_rate is not None:
+            self.calibrated.fill_(False)
+
     def run(self, x: torch.Tensor, state=None):
         """Like :meth:`forward`, also returning every layer's output spikes ``(B, T, N_l)``."""
         n = len(self.layers) + 1

@@ -235,11 +235,19 @@ class MRU(nn.Module):
         self.surrogate = surrogate
         self._grad = get_surrogate(surrogate)
         self.sharpness = check_sharpness(sharpness)
-        self.alpha = nn.Parameter(torch.ones(hidden_size))
-        self.init_logit = (nn.Parameter(torch.empty(hidden_size).uniform_(-1, 1))
-                           if learn_init else None)
+        self.alpha = nn.Parameter(torch.empty(hidden_size))
+        self.init_logit = nn.Parameter(torch.empty(hidden_size)) if learn_init else None
         self.detach_input = bool(detach_input)
         self.write_rate: torch.Tensor | None = None
+        MRU.reset_parameters(self)  # a subclass's own parameters do not exist yet
+
+    def reset_parameters(self) -> None:
+        """``α = 1``, ``p ~ U[−1, 1]`` (``learn_init``); the gate Linear resets itself, so a loop
+        over ``modules()`` calling ``reset_parameters`` gives a freshly built unit."""
+        with torch.no_grad():
+            self.alpha.fill_(1.0)
+            if self.init_logit is not None:
+                self.init_logit.uniform_(-1, 1)
 
     def _drive(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.drive(x.detach() if self.detach_input else x)
@@ -297,6 +305,16 @@ class MRU(nn.Module):
                 f"detach_input={self.detach_input}")
 
 
+class _GateLinear(nn.Linear):
+    """``nn.Linear(F, 2H)`` giving ``[c; β]``; its init (``reset_parameters``) is ``nn.Linear``'s
+    with the β biases at 1, so a unit starts mostly holding."""
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        with torch.no_grad():
+            self.bias[self.out_features // 2:] = 1.0
+
+
 class BMRU(MRU):
     """Bistable memory recurrent unit (SPEC.md §2.1): ε = 0, states in {−1, +1}.
 
@@ -310,9 +328,7 @@ class BMRU(MRU):
                  sharpness: float = 1.0, learn_init: bool = True, detach_input: bool = False):
         super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
                          learn_init=learn_init, detach_input=detach_input)
-        self.linear = nn.Linear(input_size, 2 * hidden_size)
-        with torch.no_grad():
-            self.linear.bias[hidden_size:] = 1.0
+        self.linear = _GateLinear(input_size, 2 * hidden_size)
 
     def drive(self, x):
         # (..., 2H) -> contiguous (2, ..., H): elementwise work on c and β runs at full speed
@@ -337,11 +353,17 @@ class CMRU(BMRU):
                  learn_init: bool = True, detach_input: bool = False):
         super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
                          learn_init=learn_init, detach_input=detach_input)
-        q = torch.full((hidden_size,), self._checked_epsilon(epsilon))
+        self.epsilon_init = self._checked_epsilon(epsilon)
+        q = torch.full((hidden_size,), self.epsilon_init)
         if learn_epsilon:
             self.epsilon_raw = nn.Parameter(q)
         else:
             self.register_buffer("epsilon_raw", q)
+
+    def reset_parameters(self) -> None:
+        """:meth:`MRU.reset_parameters`, and ε back to the constructor's ``epsilon``."""
+        super().reset_parameters()
+        self.set_epsilon(self.epsilon_init)
 
     @staticmethod
     def _checked_epsilon(value: float) -> float:
@@ -382,8 +404,19 @@ class FirstQuadrantBMRU(MRU):
         super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
                          learn_init=learn_init, detach_input=detach_input)
         self.linear = nn.Linear(input_size, hidden_size)
-        self.low = nn.Parameter(torch.full((hidden_size,), 0.25))
-        self.width = nn.Parameter(torch.full((hidden_size,), 0.5))
+        self.low = nn.Parameter(torch.empty(hidden_size))
+        self.width = nn.Parameter(torch.empty(hidden_size))
+        self._reset_thresholds()
+
+    def reset_parameters(self) -> None:
+        """:meth:`MRU.reset_parameters`, and the thresholds back to 0.25 and 0.75."""
+        super().reset_parameters()
+        self._reset_thresholds()
+
+    def _reset_thresholds(self) -> None:
+        with torch.no_grad():
+            self.low.fill_(0.25)
+            self.width.fill_(0.5)
 
     def drive(self, x):
         half = self.width.abs() / 2

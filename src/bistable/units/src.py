@@ -128,15 +128,24 @@ class SRC(nn.Module):
         self.r_mean, self.r_s_mean, self.bias_max = r, r_s, bias_max
         self.detach_recurrent, self.gate, self.compile_loop = detach_recurrent, gate, compile_loop
         self.train_noise = float(train_noise)
+        self.bias_init = float(bias)
         self.weight = nn.Parameter(torch.empty(hidden_size, input_size))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
-        self.register_buffer("r", torch.full((hidden_size,), float(r)))
-        self.register_buffer("r_s", torch.full((hidden_size,), float(r_s)))
-        b = torch.full((hidden_size,), float(bias))
+        self.register_buffer("r", torch.empty(hidden_size))
+        self.register_buffer("r_s", torch.empty(hidden_size))
         if learn_bias:
-            self.bias = nn.Parameter(b)
+            self.bias = nn.Parameter(torch.empty(hidden_size))
         else:
-            self.register_buffer("bias", b)
+            self.register_buffer("bias", torch.empty(hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``W`` as ``nn.Linear``'s default (Kaiming uniform), ``b`` and every neuron's ``r``,
+        ``r_s`` back to the constructor's values."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        with torch.no_grad():
+            for value, tensor in ((self.bias_init, self.bias), (self.r_mean, self.r),
+                                  (self.r_s_mean, self.r_s)):
+                tensor.fill_(value)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, alpha={self.alpha}, rho={self.rho}, "
