@@ -133,9 +133,11 @@ def test_perturb_draws_each_neurons_gains_around_nominal():
     r1 = m.r.clone()
     m.perturb_(0.1, torch.Generator().manual_seed(0))
     assert torch.equal(m.r, r1)
+    before = torch.random.get_rng_state()
     m.perturb_(0.0)
     assert torch.equal(m.r, torch.full((4000,), 2.0))
     assert torch.equal(m.r_s, torch.full((4000,), -7.0))
+    assert torch.equal(torch.random.get_rng_state(), before)  # restoring draws nothing
 
 
 def test_train_noise_draws_gains_per_call_in_training_mode_only():

@@ -165,6 +165,9 @@ class SRC(nn.Module):
         constructor's values (σ relative: 0.1 is 10 % of the magnitude; σ = 0 restores them)."""
         check_number(sigma, "sigma", lambda v: v >= 0, "a relative σ >= 0")
         for buf, mean in ((self.r, self.r_mean), (self.r_s, self.r_s_mean)):
+            if sigma == 0:  # restore without drawing: the random streams stay where they were
+                buf.fill_(mean)
+                continue
             noise = torch.randn(buf.shape, generator=generator, dtype=buf.dtype)
             buf.copy_(mean + sigma * abs(mean) * noise.to(buf.device))
         return self
