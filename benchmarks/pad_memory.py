@@ -244,6 +244,11 @@ RUNS = {
         extra=(*EVERY_100, *penalty(10), "--precision", "bf16")),
     "lru-slow-pad1000-every100-h64-bf16": psmnist(
         "lru", ring=SLOW, hidden=64, extra=(*EVERY_100, "--precision", "bf16")),
+    # and without the pad, the reference of "≤ 1 point lost to the pad" at width 64
+    "hybrid-late-slow-h64-bf16": psmnist(ring=SLOW, mixer=LATE_MIXER, hidden=64, pad=0,
+                                         extra=("--precision", "bf16")),
+    "lru-slow-h64-bf16": psmnist("lru", ring=SLOW, hidden=64, pad=0,
+                                 extra=("--precision", "bf16")),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
