@@ -83,6 +83,13 @@ def median_time(fn, *, repeats: int = 7, warmup: int = 1, sync=None) -> float:
     return statistics.median(times)
 
 
+def mean_std(values: list[float], spec: str = ".4f") -> str:
+    """``"mean ± std"`` over seeds (sample std), or the value alone for a single seed."""
+    if len(values) == 1:
+        return format(values[0], spec)
+    return f"{statistics.mean(values):{spec}} ± {statistics.stdev(values):{spec}}"
+
+
 def write_results(name: str, markdown: str, data) -> Path:
     """Write ``results/<name>.md`` and ``results/<name>.json`` atomically."""
     RESULTS.mkdir(exist_ok=True)

@@ -24,7 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import LATE_MIXER, header, positive_float, positive_int, quote, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    LATE_MIXER,
+    header,
+    mean_std,
+    positive_float,
+    positive_int,
+    quote,
+    write_results,
+)
 from bistable.models import MODEL_NAMES, build_model, count_parameters  # noqa: E402
 from bistable.train import TrainConfig, train  # noqa: E402
 
@@ -168,12 +176,7 @@ def table_rows(name: str, model: str, results: list[dict], first: str) -> list[t
     cells = []
     for factor in FACTORS:
         values = by_len.get(c["seq_len"] * factor)
-        if not values:
-            cells.append("")
-        elif len(values) == 1:
-            cells.append(f"{values[0]:.4f}")
-        else:
-            cells.append(f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}")
+        cells.append(mean_std(values) if values else "")
     metric = "MSE" if results[0]["eval"][0]["mse"] is not None else "accuracy"
     return [(name, model, c["hidden"], c["seq_len"], metric, *cells, len(results), f"`{first}`")]
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -33,7 +34,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import LATE_MIXER, header, train_command, trained_run, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    LATE_MIXER,
+    header,
+    mean_std,
+    train_command,
+    trained_run,
+    write_results,
+)
 from bistable.train import load_run, loop  # noqa: E402
 from bistable.train.loop import TrainConfig  # noqa: E402
 from bistable.train.metrics import evaluate  # noqa: E402
@@ -356,6 +364,33 @@ BEYOND = (f"Around the training pad: the runs trained with `--pad 1000`, evaluat
           f"digit scores that class's share, about 0.1).")
 
 
+SEEDS = ("Over seeds: the runs above that differ only in their seed (`-seed<n>`; seed 0 has no "
+         "suffix), mean ± std: test accuracy on all 10 000 digits at the training pad, and "
+         "the three pads of the table above.")
+
+
+def seed_table(data: list[dict]) -> list[str]:
+    """Mean ± std over the seeds of each run that was trained with two seeds or more."""
+    groups: dict[str, list[dict]] = {}
+    for d in data:
+        groups.setdefault(re.sub(r"-seed\d+", "", d["run"]), []).append(d)
+    rows = []
+    for run, ds in groups.items():
+        if len(ds) < 2:
+            continue
+        cells = [mean_std([d["eval"][0]["accuracy"] for d in ds])]
+        if all("beyond_the_pad" in d for d in ds):
+            cells += [mean_std([d["beyond_the_pad"][p] for d in ds], ".3f") for p in LONG_PADS]
+        else:
+            cells += [""] * len(LONG_PADS)
+        rows.append(f"| {run} | {len(ds)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    pads = " | ".join(f"pad {p:,}".replace(",", " ") for p in LONG_PADS)
+    return [SEEDS, "", f"| run | seeds | test accuracy | {pads} |",
+            "|---|---:|---:|" + "---:|" * len(LONG_PADS), *rows, ""]
+
+
 def table_rows(run: str, metrics: dict, rows: list[dict], grads: dict) -> list[str]:
     """One markdown row per mixer unit of ``run``."""
     lines = []
@@ -405,7 +440,7 @@ def main() -> None:
                                                         for p in LONG_PADS) + " |",
                   "|---|" + "---:|" * len(LONG_PADS), *beyond, ""]
     markdown = "\n".join([header("What survives the pad: psMNIST --pad 1000"), NOTES, "",
-                           *table, "", *beyond, "Commands:", *commands, ""])
+                           *table, "", *beyond, *seed_table(data), "Commands:", *commands, ""])
     print(write_results(args.name, markdown, data))
 
 

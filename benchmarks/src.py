@@ -44,6 +44,7 @@ from benchmarks.common import (  # noqa: E402
     commit,
     header,
     machine,
+    mean_std,
     median_time,
     positive_float,
     positive_int,
@@ -264,10 +265,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for (dataset, depth, kind), rs in groups.items():
         def ms(key, rs=rs):
             vals = [r[key] for r in rs if key in r]
-            if not vals:
-                return "—"
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            return f"{statistics.mean(vals):.2f} ± {sd:.2f}"
+            return mean_std(vals, ".2f") if vals else "—"
         out.append({"dataset": dataset, "depth": depth, "kind": kind, "seeds": len(rs),
                     "accuracy": ms("accuracy"), "accuracy_noise": ms("accuracy_noise"),
                     "per_epoch": curve(rs[0], "accuracy_per_epoch"),

@@ -1,0 +1,40 @@
+"""The summaries the benchmark scripts write into results/: mean ± std over seeds."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import mean_std  # noqa: E402
+from benchmarks.pad_memory import seed_table  # noqa: E402
+
+
+def test_mean_std_is_the_sample_std_or_the_single_value():
+    assert mean_std([0.5]) == "0.5000"
+    assert mean_std([0.5, 0.7], ".2f") == "0.60 ± 0.14"  # sample std: 0.1414
+    assert mean_std([1.0, 2.0, 3.0], ".1f") == "2.0 ± 1.0"
+
+
+def _run(name, accuracy, pads=None):
+    d = {"run": name, "eval": [{"accuracy": accuracy}]}
+    if pads:
+        d["beyond_the_pad"] = dict(zip((0, 1000, 10_000), pads))
+    return d
+
+
+def test_seed_table_groups_the_seeds_of_one_run_only():
+    rows = seed_table([
+        _run("hybrid-h64", 0.6, (0.8, 0.6, 0.5)), _run("hybrid-seed1-h64", 0.5, (0.7, 0.5, 0.4)),
+        _run("hybrid-seed2-h64", 0.4, (0.6, 0.4, 0.3)), _run("lru-h64", 0.45, (0.8, 0.5, 0.1)),
+        _run("nopad", 0.9), _run("nopad-seed1", 0.8),
+    ])
+    body = [r for r in rows if r.startswith("| ") and not r.startswith("| run")]
+    assert body == ["| hybrid-h64 | 3 | 0.5000 ± 0.1000 | 0.700 ± 0.100 | 0.500 ± 0.100 | "
+                    "0.400 ± 0.100 |",
+                    "| nopad | 2 | 0.8500 ± 0.0707 |  |  |  |"]
+
+
+@pytest.mark.parametrize("data", [[], [_run("a", 0.5), _run("b-seed1", 0.6)]])
+def test_seed_table_is_empty_without_a_run_of_two_seeds(data):
+    assert seed_table(data) == []
