@@ -113,6 +113,11 @@ RUNS = {
         "--model", "src", *ROBUST, *FASHION_20EP, "--hidden", "1024", *BF16]),
     "fashion-mnist-h1024-lif-20ep-bf16": ("spiking-fashion-mnist", [
         "--model", "lif", *FASHION_20EP, "--hidden", "1024", *BF16]),
+    # the GPU's 87.96 % is one seed, 0.04 points short of 88 %: two more seeds (about 2 minutes
+    # each on an H100) give the recipe's mean ± std
+    **{f"fashion-mnist-h1024-robust-20ep-gpu-seed{n}": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *GPU_20EP, "--hidden", "1024", "--seed", str(n)])
+       for n in (1, 2)},
 }
 
 
