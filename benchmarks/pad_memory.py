@@ -252,6 +252,13 @@ RUNS = {
         extra=(*EVERY_100, *penalty(10), "--precision", "bf16")),
     "lru-slow-pad1000-every100-h64-bf16": psmnist(
         "lru", ring=SLOW, hidden=64, extra=(*EVERY_100, "--precision", "bf16")),
+    # the variable delay at width 64 over two epochs (the cosine schedule stretched over both)
+    "hybrid-late-slow-randpad1000-every100-penalty10-2epochs-h64-bf16": psmnist(
+        ring=SLOW, mixer=LATE_MIXER, hidden=64,
+        extra=(*VARIABLE, *EVERY_100, *penalty(10), *TWO_EPOCHS, "--precision", "bf16")),
+    "lru-slow-randpad1000-every100-2epochs-h64-bf16": psmnist(
+        "lru", ring=SLOW, hidden=64,
+        extra=(*VARIABLE, *EVERY_100, *TWO_EPOCHS, "--precision", "bf16")),
     # and without the pad, the reference of "≤ 1 point lost to the pad" at width 64
     "hybrid-late-slow-h64-bf16": psmnist(ring=SLOW, mixer=LATE_MIXER, hidden=64, pad=0,
                                          extra=("--precision", "bf16")),
