@@ -264,6 +264,9 @@ RUNS = {
                                          extra=("--precision", "bf16")),
     "lru-slow-h64-bf16": psmnist("lru", ring=SLOW, hidden=64, pad=0,
                                  extra=("--precision", "bf16")),
+    # no pad, five epochs at width 64: how far toward issue 6's 98 % this CPU gets
+    "hybrid-late-slow-5epochs-h64-bf16": psmnist(ring=SLOW, mixer=LATE_MIXER, hidden=64, pad=0,
+                                                 extra=(*FIVE_EPOCHS, "--precision", "bf16")),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
