@@ -375,8 +375,8 @@ BEYOND = (f"Around the training pad: the runs trained with `--pad 1000`, evaluat
 
 
 SEEDS = ("Over seeds: the runs above that differ only in their seed (`-seed<n>`; seed 0 has no "
-         "suffix), mean ± std: test accuracy on all 10 000 digits at the training pad, and "
-         "the three pads of the table above.")
+         "suffix), mean ± std: test accuracy on all 10 000 digits as trained (with the run's "
+         "pad, if any), and the three pads of the table above.")
 
 
 def seed_table(data: list[dict]) -> list[str]:
