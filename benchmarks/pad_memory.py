@@ -253,12 +253,12 @@ RUNS = {
     "lru-slow-pad1000-every100-h64-bf16": psmnist(
         "lru", ring=SLOW, hidden=64, extra=(*EVERY_100, "--precision", "bf16")),
     # the variable delay at width 64 over two epochs (the cosine schedule stretched over both)
-    "hybrid-late-slow-randpad1000-every100-penalty10-2epochs-h64-bf16": psmnist(
-        ring=SLOW, mixer=LATE_MIXER, hidden=64,
-        extra=(*VARIABLE, *EVERY_100, *penalty(10), *TWO_EPOCHS, "--precision", "bf16")),
-    "lru-slow-randpad1000-every100-2epochs-h64-bf16": psmnist(
-        "lru", ring=SLOW, hidden=64,
-        extra=(*VARIABLE, *EVERY_100, *TWO_EPOCHS, "--precision", "bf16")),
+    **seeds("hybrid-late-slow-randpad1000-every100-penalty10", 0, 1, suffix="-2epochs-h64-bf16",
+            ring=SLOW, mixer=LATE_MIXER, hidden=64,
+            extra=(*VARIABLE, *EVERY_100, *penalty(10), *TWO_EPOCHS, "--precision", "bf16")),
+    **seeds("lru-slow-randpad1000-every100", 0, 1, suffix="-2epochs-h64-bf16", model="lru",
+            ring=SLOW, hidden=64,
+            extra=(*VARIABLE, *EVERY_100, *TWO_EPOCHS, "--precision", "bf16")),
     # and without the pad, the reference of "≤ 1 point lost to the pad" at width 64
     "hybrid-late-slow-h64-bf16": psmnist(ring=SLOW, mixer=LATE_MIXER, hidden=64, pad=0,
                                          extra=("--precision", "bf16")),
@@ -267,6 +267,8 @@ RUNS = {
     # no pad, five epochs at width 64: how far toward issue 6's 98 % this CPU gets
     "hybrid-late-slow-5epochs-h64-bf16": psmnist(ring=SLOW, mixer=LATE_MIXER, hidden=64, pad=0,
                                                  extra=(*FIVE_EPOCHS, "--precision", "bf16")),
+    "lru-slow-5epochs-h64-bf16": psmnist("lru", ring=SLOW, hidden=64, pad=0,
+                                         extra=(*FIVE_EPOCHS, "--precision", "bf16")),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
