@@ -97,6 +97,7 @@ VARIABLE = ("--pad-min", "0")
 TWO_EPOCHS = ("--epochs", "2")  # the cosine schedule stretched over both
 EVERY_100 = ("--pad-every", "100")
 FIVE_EPOCHS = ("--epochs", "5")
+BF16 = ("--precision", "bf16")  # bfloat16 autocast
 
 
 # name -> arguments of `bistable train psmnist`, in run order
@@ -243,35 +244,36 @@ RUNS = {
     # of it exactly over the variable pad); off the budget, in bf16 autocast for the time
     **seeds("hybrid-late-slow-randpad1000-every100-penalty10", 0, 1, 2, suffix="-h64-bf16",
             ring=SLOW, mixer=LATE_MIXER, hidden=64,
-            extra=(*VARIABLE, *EVERY_100, *penalty(10), "--precision", "bf16")),
+            extra=(*VARIABLE, *EVERY_100, *penalty(10), *BF16)),
     **seeds("lru-slow-randpad1000-every100", 0, 1, 2, suffix="-h64-bf16", model="lru", ring=SLOW,
-            hidden=64, extra=(*VARIABLE, *EVERY_100, "--precision", "bf16")),
+            hidden=64, extra=(*VARIABLE, *EVERY_100, *BF16)),
     # the same two at width 64 on the fixed pad (the issue's claim)
     "hybrid-late-slow-pad1000-every100-penalty10-h64-bf16": psmnist(
         ring=SLOW, mixer=LATE_MIXER, hidden=64,
-        extra=(*EVERY_100, *penalty(10), "--precision", "bf16")),
+        extra=(*EVERY_100, *penalty(10), *BF16)),
     "lru-slow-pad1000-every100-h64-bf16": psmnist(
-        "lru", ring=SLOW, hidden=64, extra=(*EVERY_100, "--precision", "bf16")),
+        "lru", ring=SLOW, hidden=64, extra=(*EVERY_100, *BF16)),
     # the variable delay at width 64 over two epochs (the cosine schedule stretched over both)
     **seeds("hybrid-late-slow-randpad1000-every100-penalty10", 0, 1, suffix="-2epochs-h64-bf16",
             ring=SLOW, mixer=LATE_MIXER, hidden=64,
-            extra=(*VARIABLE, *EVERY_100, *penalty(10), *TWO_EPOCHS, "--precision", "bf16")),
+            extra=(*VARIABLE, *EVERY_100, *penalty(10), *TWO_EPOCHS, *BF16)),
     **seeds("lru-slow-randpad1000-every100", 0, 1, suffix="-2epochs-h64-bf16", model="lru",
             ring=SLOW, hidden=64,
-            extra=(*VARIABLE, *EVERY_100, *TWO_EPOCHS, "--precision", "bf16")),
+            extra=(*VARIABLE, *EVERY_100, *TWO_EPOCHS, *BF16)),
     # and without the pad, the reference of "≤ 1 point lost to the pad" at width 64
     "hybrid-late-slow-h64-bf16": psmnist(ring=SLOW, mixer=LATE_MIXER, hidden=64, pad=0,
-                                         extra=("--precision", "bf16")),
+                                         extra=BF16),
     "lru-slow-h64-bf16": psmnist("lru", ring=SLOW, hidden=64, pad=0,
-                                 extra=("--precision", "bf16")),
+                                 extra=BF16),
     # no pad, five epochs at width 64: how far toward issue 6's 98 % this CPU gets
     "hybrid-late-slow-5epochs-h64-bf16": psmnist(ring=SLOW, mixer=LATE_MIXER, hidden=64, pad=0,
-                                                 extra=(*FIVE_EPOCHS, "--precision", "bf16")),
+                                                 extra=(*FIVE_EPOCHS, *BF16)),
     "lru-slow-5epochs-h64-bf16": psmnist("lru", ring=SLOW, hidden=64, pad=0,
-                                         extra=(*FIVE_EPOCHS, "--precision", "bf16")),
+                                         extra=(*FIVE_EPOCHS, *BF16)),
 }
 SAMPLES, LAST_PAD = 256, 100
 LONG_PADS, LONG_SAMPLES = (0, 1000, 10_000), 1000  # around the training pad, first digits
+PAD_COLUMNS = " | ".join(f"pad {p:,}".replace(",", " ") for p in LONG_PADS)
 
 
 @contextlib.contextmanager
@@ -398,8 +400,7 @@ def seed_table(data: list[dict]) -> list[str]:
         rows.append(f"| {run} | {len(ds)} | " + " | ".join(cells) + " |")
     if not rows:
         return []
-    pads = " | ".join(f"pad {p:,}".replace(",", " ") for p in LONG_PADS)
-    return [SEEDS, "", f"| run | seeds | test accuracy | {pads} |",
+    return [SEEDS, "", f"| run | seeds | test accuracy | {PAD_COLUMNS} |",
             "|---|---:|---:|" + "---:|" * len(LONG_PADS), *rows, ""]
 
 
@@ -448,9 +449,8 @@ def main() -> None:
             beyond.append(f"| {run} | " + " | ".join(f"{accuracy[p]:.3f}" for p in LONG_PADS)
                           + " |")
     if beyond:  # only runs trained with a pad have this table
-        beyond = [BEYOND, "", "| run | " + " | ".join(f"pad {p:,}".replace(",", " ")
-                                                        for p in LONG_PADS) + " |",
-                  "|---|" + "---:|" * len(LONG_PADS), *beyond, ""]
+        beyond = [BEYOND, "", f"| run | {PAD_COLUMNS} |", "|---|" + "---:|" * len(LONG_PADS),
+                  *beyond, ""]
     markdown = "\n".join([header("What survives the pad: psMNIST --pad 1000"), NOTES, "",
                            *table, "", *beyond, *seed_table(data), "Commands:", *commands, ""])
     print(write_results(args.name, markdown, data))

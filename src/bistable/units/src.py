@@ -143,9 +143,8 @@ class SRC(nn.Module):
         ``r_s`` back to the constructor's values."""
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         with torch.no_grad():
-            for value, tensor in ((self.bias_init, self.bias), (self.r_mean, self.r),
-                                  (self.r_s_mean, self.r_s)):
-                tensor.fill_(value)
+            self.bias.fill_(self.bias_init)
+        self.perturb_(0.0)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, alpha={self.alpha}, rho={self.rho}, "
