@@ -67,11 +67,14 @@ class LRU(nn.Module):
         self.C_im = nn.Parameter(torch.empty(hidden_size, N))
         if input_size == hidden_size:
             self.D = nn.Parameter(torch.empty(hidden_size))
-        else:
-            self.D = nn.Linear(input_size, hidden_size, bias=False)
         self.reset_parameters()
+        if input_size != hidden_size:  # a child module, built (and drawn) after the unit's own
+            self.D = nn.Linear(input_size, hidden_size, bias=False)
 
     def reset_parameters(self) -> None:
+        """λ, B, C and the vector D drawn as in the class docstring; the matrix D (F ≠ H) is an
+        ``nn.Linear`` that resets itself, so a loop over ``modules()`` calling
+        ``reset_parameters`` gives a freshly built unit."""
         N, F = self.state_size, self.input_size
         with torch.no_grad():
             u = torch.rand(N)
@@ -83,10 +86,8 @@ class LRU(nn.Module):
             for w, std in ((self.B_re, 1 / math.sqrt(2 * F)), (self.B_im, 1 / math.sqrt(2 * F)),
                            (self.C_re, 1 / math.sqrt(N)), (self.C_im, 1 / math.sqrt(N))):
                 nn.init.normal_(w, std=std)
-            if isinstance(self.D, nn.Parameter):
+            if self.input_size == self.hidden_size:
                 nn.init.normal_(self.D)
-            else:
-                self.D.reset_parameters()
 
     def eigenvalues(self) -> torch.Tensor:
         """λ, complex ``(N,)`` (complex64 or complex128, following the parameters' dtype)."""
