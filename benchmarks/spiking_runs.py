@@ -108,7 +108,7 @@ RUNS = {
         "--model", "src", *ROBUST, "--option", "rho=6", *FASHION]),
     # the readout's leak α_ro < 1 (SPEC.md §6; 1 by default) bounds R, the logits: with α_ro = 1
     # they sum 200 steps of spikes, and the recipe's test loss is large (3.7 at 81 %, full BPTT's
-    # 0.8 at 77 %): an overconfident readout?
+    # 0.8 at 77 %); results/spiking_runs_readout_leak.md
     **{f"fashion-mnist-h256-robust-ro{round(100 * a)}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, "--option", f"alpha_ro={a}", *FASHION]) for a in (0.99, 0.95)},
     # the GPU's best Fashion-MNIST recipe (1024 neurons, 20 epochs) on this CPU under bf16

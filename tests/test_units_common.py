@@ -126,14 +126,14 @@ def _reset_every_module(model: torch.nn.Module) -> None:
     lambda bs: bs.CMRU(3, 5, epsilon=0.7), lambda bs: bs.FirstQuadrantBMRU(3, 5),
     lambda bs: bs.SRC(3, 5, learn_bias=True, bias=-5.0), lambda bs: bs.SRC(3, 5, r=1.5),
     lambda bs: bs.LRU(5, 5), lambda bs: bs.LRU(3, 5), lambda bs: bs.BRC(3, 5),
-    lambda bs: bs.NBRC(3, 5),
-    lambda bs: bs.MinGRU(3, 5), lambda bs: bs.GRU(3, 5), lambda bs: bs.LSTM(3, 5),
+    lambda bs: bs.NBRC(3, 5), lambda bs: bs.MinGRU(3, 5), lambda bs: bs.GRU(3, 5),
+    lambda bs: bs.LSTM(3, 5),
     lambda bs: bs.build_model("hybrid", 2, 3, hidden=6, layers=2),
     lambda bs: bs.build_model("cmru", 2, 3, hidden=6, layers=1),
     lambda bs: bs.build_model("src", 4, 10, hidden=6, layers=2, init_rate=0.05),
 ], ids=["bmru", "cmru-learned-eps", "cmru", "fq-bmru", "src-learned-bias", "src", "lru",
-        "lru-matrix-d", "brc",
-        "nbrc", "mingru", "gru", "lstm", "hybrid-network", "cmru-network", "src-network"])
+        "lru-matrix-d", "brc", "nbrc", "mingru", "gru", "lstm", "hybrid-network", "cmru-network",
+        "src-network"])
 def test_resetting_every_module_rebuilds_the_fresh_unit(make):
     """After training moved every parameter (and ε, r, r_s, b, the calibration flag),
     ``reset_parameters`` over ``modules()`` with the same seed gives back exactly the freshly
