@@ -254,10 +254,10 @@ RUNS = {
     "lru-slow-pad1000-every100-h64-bf16": psmnist(
         "lru", ring=SLOW, hidden=64, extra=(*EVERY_100, *BF16)),
     # the variable delay at width 64 over two epochs (the cosine schedule stretched over both)
-    **seeds("hybrid-late-slow-randpad1000-every100-penalty10", 0, 1, suffix="-2epochs-h64-bf16",
+    **seeds("hybrid-late-slow-randpad1000-every100-penalty10", 0, 1, 2, suffix="-2epochs-h64-bf16",
             ring=SLOW, mixer=LATE_MIXER, hidden=64,
             extra=(*VARIABLE, *EVERY_100, *penalty(10), *TWO_EPOCHS, *BF16)),
-    **seeds("lru-slow-randpad1000-every100", 0, 1, suffix="-2epochs-h64-bf16", model="lru",
+    **seeds("lru-slow-randpad1000-every100", 0, 1, 2, suffix="-2epochs-h64-bf16", model="lru",
             ring=SLOW, hidden=64,
             extra=(*VARIABLE, *EVERY_100, *TWO_EPOCHS, *BF16)),
     # and without the pad, the reference of "≤ 1 point lost to the pad" at width 64
