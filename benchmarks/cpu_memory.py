@@ -90,10 +90,13 @@ def main(argv=None) -> None:
         raise SystemExit("cpu_memory: measures glibc's allocator through /proc: Linux only")
     rows = []
     for setting, (pads, env) in SETTINGS.items():
-        out = subprocess.run([sys.executable, __file__, "--child", pads, "--steps",
-                              str(args.steps)], env={**os.environ, **env}, check=True,
-                             capture_output=True, text=True).stdout
-        rows.append({"setting": setting, **json.loads(out.splitlines()[-1])})
+        proc = subprocess.run([sys.executable, __file__, "--child", pads, "--steps",
+                               str(args.steps)], env={**os.environ, **env},
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"cpu_memory: setting {setting!r} failed (exit {proc.returncode}):\n"
+                             + proc.stderr[-2000:])
+        rows.append({"setting": setting, **json.loads(proc.stdout.splitlines()[-1])})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = (header("Resident memory of CPU training with batches of varying length") + "\n"
             + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
