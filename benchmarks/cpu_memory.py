@@ -88,6 +88,7 @@ def main(argv=None) -> None:
         return
     if not sys.platform.startswith("linux"):
         raise SystemExit("cpu_memory: measures glibc's allocator through /proc: Linux only")
+    torch.set_num_threads(1)  # as in every setting's process: the header's machine line says so
     rows = []
     for setting, (pads, env) in SETTINGS.items():
         proc = subprocess.run([sys.executable, __file__, "--child", pads, "--steps",
