@@ -23,7 +23,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import LATE_MIXER, header, positive_int, write_results  # noqa: E402
+from benchmarks.pad_memory import SLOW  # noqa: E402
+from benchmarks.precision import timed_step  # noqa: E402
 from bistable.models import build_model  # noqa: E402
 
 SETTINGS = {  # name -> (pads drawn from, extra environment)
@@ -51,20 +52,13 @@ def child(pads: str, steps: int) -> dict:
     torch.manual_seed(0)
     draw = random.Random(0)
     model = build_model("hybrid", 1, 10, hidden=64, layers=2, mixer=LATE_MIXER,
-                        unit_kwargs={"lru": {"r_min": 0.99, "r_max": 0.9999}})
+                        unit_kwargs={"lru": SLOW})
     optimizer = torch.optim.AdamW(model.parameters())
     times = []
     for _ in range(steps):
         pad = draw.randint(0, 1000) if pads == "variable" else 1000
         x, target = torch.randn(64, 784 + pad, 1), torch.randint(0, 10, (64,))
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            y, _ = model(x)
-            loss = torch.nn.functional.cross_entropy(y[:, -1].float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
+        times.append(timed_step(model, optimizer, x, target, "bf16", lambda: None)[0])
     return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
             "end_mb": _resident_mb(), "step_s": statistics.median(times)}
 
