@@ -1,5 +1,7 @@
 """The model registry: names, building, parameter budgets, descriptions."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -69,7 +71,12 @@ def test_width_for_budget_is_the_closest_width():
         return abs(count_parameters(build_model("gru", 1, 1, hidden=h)) - budget)
 
     assert gap(hidden) <= gap(hidden - 1) and gap(hidden) <= gap(hidden + 1)
-    assert width_for_budget("gru", 1, 1, 1) == 1
+    smallest = count_parameters(build_model("gru", 1, 1, hidden=1))
+    with pytest.warns(UserWarning, match=f"below the smallest gru \\({smallest} parameters"):
+        assert width_for_budget("gru", 1, 1, 1) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert width_for_budget("gru", smallest, 1, 1) == 1
     with pytest.raises(ValueError, match="params"):
         width_for_budget("gru", 0, 1, 1)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -120,7 +121,7 @@ def width_for_budget(name: str, params: int, input_size: int, output_size: int, 
     """The width ``hidden`` whose parameter count is closest to ``params`` (ties: the smaller).
 
     Counts grow with the width, so a bisection finds the smallest width reaching the budget; the
-    answer is it or the width below.
+    answer is it or the width below. A budget below the width-1 model's count warns and gives 1.
     """
     if not isinstance(params, int) or params < 1:
         raise ValueError(f"params: expected a positive integer, got {params!r}")
@@ -130,6 +131,9 @@ def width_for_budget(name: str, params: int, input_size: int, output_size: int, 
         return _count(name, input_size, output_size, hidden, layers, **options)
 
     if count(1) >= params:
+        if count(1) > params:
+            warnings.warn(f"params={params} is below the smallest {name} ({count(1)} parameters "
+                          f"at hidden=1, layers={layers}); using hidden=1", stacklevel=2)
         return 1
     lo, hi = 1, 2  # invariant: count(lo) < params
     while count(hi) < params:
