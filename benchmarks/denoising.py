@@ -2,20 +2,29 @@
 
 Runs each command of :data:`RUNS` with ``bistable train`` (one process at a time, one thread),
 keeps finished runs under ``runs/denoising/`` (a run whose ``metrics.json`` exists is reused, not
-retrained) and tabulates their ``metrics.json`` into results/denoising.md/.json::
+retrained) and tabulates their ``metrics.json`` into results/denoising.md/.json, with the mean ±
+std over seeds of the runs trained with several::
 
-    python benchmarks/denoising.py
+    python benchmarks/denoising.py [--no-train] [--only RUN ... --name NAME]
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, train_command, trained_run, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    mean_std,
+    train_command,
+    trained_run,
+    write_results,
+)
 
 RUNS_DIR = "runs/denoising"
 CMRU_HYBRID = ["--option", "mixer=cmru+lru+bmru",
@@ -31,6 +40,8 @@ RUNS = {
     "lstm-3000": ["--model", "lstm", "--params", PARAMS, "--steps", "3000"],
     "gru-3000": ["--model", "gru", "--params", PARAMS, "--steps", "3000"],
 }
+RUNS |= {f"{name}-seed{n}": [*RUNS[name], "--seed", str(n)]
+         for name in ("hybrid-cmru-3000", "lstm-3000", "gru-3000") for n in (1, 2)}
 
 
 def arguments(name: str) -> list[str]:
@@ -38,13 +49,35 @@ def arguments(name: str) -> list[str]:
     return ["denoising", *RUNS[name], *COMMON]
 
 
+def seed_rows(data: list[dict]) -> list[str]:
+    """Mean ± std of the MSE over the seeds of each run trained with two seeds or more."""
+    groups: dict[str, list[dict]] = {}
+    for d in data:
+        groups.setdefault(re.sub(r"-seed\d+$", "", d["name"]), []).append(d)
+    rows = [f"| {name} | {len(ds)} | "
+            + " | ".join(mean_std([e["mse"] for d in ds for e in d["eval"] if e["seq_len"] == t],
+                                  ".3f") for t in (300, 3000)) + " |"
+            for name, ds in groups.items() if len(ds) > 1]
+    if not rows:
+        return []
+    return ["Mean ± std over seeds (seed 0 is the run without `--seed`):", "",
+            "| run | seeds | MSE T=300 | MSE T=3000 |", "|---|---:|---:|---:|", *rows, ""]
+
+
 def main() -> None:
-    train = "--no-train" not in sys.argv[1:]  # --no-train: tabulate the finished runs only
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-train", action="store_true", help="tabulate finished runs only")
+    parser.add_argument("--name", default="denoising", help="results/<name>.md and .json")
+    parser.add_argument("--only", nargs="+", choices=list(RUNS),
+                        help="these runs alone (with a --name other than the default)")
+    args = parser.parse_args()
+    if args.only and args.name == "denoising":
+        parser.error("--only needs a --name of its own: results/denoising.md lists every run")
     rows, data = [], []
-    for name in RUNS:
+    for name in args.only or RUNS:
         out = f"{RUNS_DIR}/{name}"
         cmd = train_command(arguments(name), out)
-        metrics = trained_run(out, arguments(name), train)
+        metrics = trained_run(out, arguments(name), not args.no_train)
         if metrics is None:
             rows.append(f"| {name}: not finished (no metrics.json) | | | | | | `{cmd}` |")
             continue
@@ -58,11 +91,11 @@ def main() -> None:
         header("Denoising, gap 200 (issue 6)"), "",
         "5 marked values among the first T - 200 steps, all read at step T (`output_size = 5`). "
         "MSE on 256 fixed evaluation sequences; chance is 1. Training at T = 300 (batch 64, "
-        "AdamW lr 3e-3, cosine); evaluation at T = 300 and 3000 (same gap). One seed, one "
-        "CPU thread. Target: BMRU or hybrid MSE <= 0.05 where GRU and LSTM stay >= 0.5.", "",
+        "AdamW lr 3e-3, cosine); evaluation at T = 300 and 3000 (same gap). One CPU "
+        "thread per run. Target: BMRU or hybrid MSE <= 0.05 where GRU and LSTM stay >= 0.5.", "",
         "| model | mixer | hidden | steps | MSE T=300 | MSE T=3000 | command |",
-        "|---|---|---:|---:|---:|---:|---|", *rows, ""])
-    print(write_results("denoising", markdown, data))
+        "|---|---|---:|---:|---:|---:|---|", *rows, "", *seed_rows(data)])
+    print(write_results(args.name, markdown, data))
 
 
 if __name__ == "__main__":

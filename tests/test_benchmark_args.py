@@ -1,15 +1,42 @@
-"""The argument types the benchmark scripts share: counts and rates that cannot be used are
-refused by argparse (exit 2, one line) before any work starts."""
+"""The benchmark scripts' command lines: ``--help`` prints the usage and starts no work; the
+argument types they share refuse counts and rates that cannot be used (exit 2, one line) before
+any work starts."""
 
 import argparse
+import importlib
 import re
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from benchmarks.common import positive_float, positive_int  # noqa: E402
+
+SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py")
+                 if 'if __name__ == "__main__":' in p.read_text())
+
+
+def _started_work(signum, frame):
+    raise TimeoutError("--help did not exit within 30 s: the script started its work")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_prints_the_usage_and_starts_no_work(script, monkeypatch, capsys):
+    module = importlib.import_module(f"benchmarks.{script}")
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--help"])
+    previous = signal.signal(signal.SIGALRM, _started_work)
+    signal.alarm(30)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            module.main()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {script}.py")
 
 
 def _parser():

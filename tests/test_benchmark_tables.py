@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import mean_std  # noqa: E402
+from benchmarks.denoising import seed_rows  # noqa: E402
 from benchmarks.pad_memory import seed_table  # noqa: E402
 
 
@@ -38,3 +39,19 @@ def test_seed_table_groups_the_seeds_of_one_run_only():
 @pytest.mark.parametrize("data", [[], [_run("a", 0.5), _run("b-seed1", 0.6)]])
 def test_seed_table_is_empty_without_a_run_of_two_seeds(data):
     assert seed_table(data) == []
+
+
+def _denoising(name, mse_300, mse_3000):
+    return {"name": name, "eval": [{"seq_len": 300, "mse": mse_300},
+                                   {"seq_len": 3000, "mse": mse_3000}]}
+
+
+def test_denoising_seed_rows_group_the_seeds_of_one_run_only():
+    rows = seed_rows([
+        _denoising("hybrid-3000", 0.03, 1.0), _denoising("gru-3000", 1.0, 0.9),
+        _denoising("hybrid-3000-seed1", 0.05, 1.2), _denoising("hybrid-650", 0.4, 1.1),
+        _denoising("hybrid-3000-seed2", 0.04, 1.1),
+    ])
+    body = [r for r in rows if r.startswith("| ") and not r.startswith("| run")]
+    assert body == ["| hybrid-3000 | 3 | 0.040 ± 0.010 | 1.100 ± 0.100 |"]
+    assert seed_rows([_denoising("a", 0.1, 0.2), _denoising("b-seed1", 0.1, 0.2)]) == []
