@@ -123,6 +123,23 @@ def positive_float(text: str) -> float:
     return value
 
 
+def run_set_args(description: str, runs, default_name: str) -> argparse.Namespace:
+    """The command line of a script that trains a set of named ``runs`` and tabulates them:
+    ``--no-train`` (tabulate the finished runs only), ``--only RUN ...`` (these runs alone) and
+    ``--name`` (results/<name>.md; ``--only`` needs one other than the default, which lists every
+    run)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--no-train", action="store_true", help="tabulate finished runs only")
+    parser.add_argument("--name", default=default_name, help="results/<name>.md and .json")
+    parser.add_argument("--only", nargs="+", choices=list(runs),
+                        help="these runs alone (with a --name other than the default)")
+    args = parser.parse_args()
+    if args.only and args.name == default_name:
+        parser.error(f"--only needs a --name of its own: results/{default_name}.md lists every "
+                     "run")
+    return args
+
+
 def quote(arg: str) -> str:
     """``arg`` as typed in a shell."""
     return f'"{arg}"' if " " in arg or "{" in arg else arg

@@ -10,7 +10,6 @@ std over seeds of the runs trained with several::
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import (  # noqa: E402
     header,
     mean_std,
+    run_set_args,
     train_command,
     trained_run,
     write_results,
@@ -65,14 +65,7 @@ def seed_rows(data: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-train", action="store_true", help="tabulate finished runs only")
-    parser.add_argument("--name", default="denoising", help="results/<name>.md and .json")
-    parser.add_argument("--only", nargs="+", choices=list(RUNS),
-                        help="these runs alone (with a --name other than the default)")
-    args = parser.parse_args()
-    if args.only and args.name == "denoising":
-        parser.error("--only needs a --name of its own: results/denoising.md lists every run")
+    args = run_set_args(__doc__.split("\n\n")[0], RUNS, "denoising")
     rows, data = [], []
     for name in args.only or RUNS:
         out = f"{RUNS_DIR}/{name}"

@@ -22,7 +22,6 @@ Finished runs under ``runs/pad_memory/`` are reused and cut-off ones resumed::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import re
@@ -38,6 +37,7 @@ from benchmarks.common import (  # noqa: E402
     LATE_MIXER,
     header,
     mean_std,
+    run_set_args,
     train_command,
     trained_run,
     write_results,
@@ -419,14 +419,7 @@ def table_rows(run: str, metrics: dict, rows: list[dict], grads: dict) -> list[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-train", action="store_true", help="tabulate finished runs only")
-    parser.add_argument("--name", default="pad_memory", help="results/<name>.md and .json")
-    parser.add_argument("--only", nargs="+", choices=list(RUNS),
-                        help="these runs alone (with a --name other than the default)")
-    args = parser.parse_args()
-    if args.only and args.name == "pad_memory":
-        parser.error("--only needs a --name of its own: results/pad_memory.md lists every run")
+    args = run_set_args(__doc__.split("\n\n")[0], RUNS, "pad_memory")
     torch.set_num_threads(1)
 
     table = ["| " + " | ".join(COLUMNS) + " |", "|---|---:|---:|---|" + "---:|" * 6]

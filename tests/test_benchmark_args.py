@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import positive_float, positive_int  # noqa: E402
+from benchmarks.common import positive_float, positive_int, run_set_args  # noqa: E402
 
 SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py")
                  if 'if __name__ == "__main__":' in p.read_text())
@@ -66,3 +66,25 @@ def test_bad_values_are_one_line_errors(argv, message, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("argv, only, name", [
+    ([], None, "runs"),
+    (["--only", "b", "a", "--name", "runs_ab"], ["b", "a"], "runs_ab"),
+])
+def test_run_set_args(argv, only, name, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench", *argv])
+    args = run_set_args("bench", {"a": [], "b": []}, "runs")
+    assert (args.only, args.name, args.no_train) == (only, name, False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "a"], r"--only needs a --name of its own: results/runs\.md lists every run"),
+    (["--only", "c", "--name", "x"], r"argument --only: invalid choice: 'c'"),
+])
+def test_run_set_args_refuse(argv, message, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        run_set_args("bench", {"a": [], "b": []}, "runs")
+    assert exit_.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
