@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -88,6 +89,15 @@ def mean_std(values: list[float], spec: str = ".4f") -> str:
     if len(values) == 1:
         return format(values[0], spec)
     return f"{statistics.mean(values):{spec}} ± {statistics.stdev(values):{spec}}"
+
+
+def seed_groups(data: list[dict], key: str) -> dict[str, list[dict]]:
+    """``data`` grouped by run name without its ``-seed<n>`` part (``d[key]`` is the name;
+    seed 0 has no suffix), in first-seen order."""
+    groups: dict[str, list[dict]] = {}
+    for d in data:
+        groups.setdefault(re.sub(r"-seed\d+", "", d[key]), []).append(d)
+    return groups
 
 
 def write_results(name: str, markdown: str, data) -> Path:

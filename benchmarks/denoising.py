@@ -10,7 +10,6 @@ std over seeds of the runs trained with several::
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from benchmarks.common import (  # noqa: E402
     header,
     mean_std,
     run_set_args,
+    seed_groups,
     train_command,
     trained_run,
     write_results,
@@ -51,13 +51,10 @@ def arguments(name: str) -> list[str]:
 
 def seed_rows(data: list[dict]) -> list[str]:
     """Mean ± std of the MSE over the seeds of each run trained with two seeds or more."""
-    groups: dict[str, list[dict]] = {}
-    for d in data:
-        groups.setdefault(re.sub(r"-seed\d+$", "", d["name"]), []).append(d)
     rows = [f"| {name} | {len(ds)} | "
             + " | ".join(mean_std([e["mse"] for d in ds for e in d["eval"] if e["seq_len"] == t],
                                   ".3f") for t in (300, 3000)) + " |"
-            for name, ds in groups.items() if len(ds) > 1]
+            for name, ds in seed_groups(data, "name").items() if len(ds) > 1]
     if not rows:
         return []
     return ["Mean ± std over seeds (seed 0 is the run without `--seed`):", "",

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import sys
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from benchmarks.common import (  # noqa: E402
     header,
     mean_std,
     run_set_args,
+    seed_groups,
     train_command,
     trained_run,
     write_results,
@@ -385,11 +385,8 @@ SEEDS = ("Over seeds: the runs above that differ only in their seed (`-seed<n>`;
 
 def seed_table(data: list[dict]) -> list[str]:
     """Mean ± std over the seeds of each run that was trained with two seeds or more."""
-    groups: dict[str, list[dict]] = {}
-    for d in data:
-        groups.setdefault(re.sub(r"-seed\d+", "", d["run"]), []).append(d)
     rows = []
-    for run, ds in groups.items():
+    for run, ds in seed_groups(data, "run").items():
         if len(ds) < 2:
             continue
         cells = [mean_std([d["eval"][0]["accuracy"] for d in ds])]
