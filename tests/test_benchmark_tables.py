@@ -53,5 +53,11 @@ def test_denoising_seed_rows_group_the_seeds_of_one_run_only():
         _denoising("hybrid-3000-seed2", 0.04, 1.1),
     ])
     body = [r for r in rows if r.startswith("| ") and not r.startswith("| run")]
-    assert body == ["| hybrid-3000 | 3 | 0.040 ± 0.010 | 1.100 ± 0.100 |"]
+    assert body == ["| hybrid-3000 | 3 | 0.040 ± 0.010 | 1.100 ± 0.100 | 3 | 0 |"]
     assert seed_rows([_denoising("a", 0.1, 0.2), _denoising("b-seed1", 0.1, 0.2)]) == []
+
+
+def test_denoising_seed_rows_count_the_seeds_that_learn_and_those_at_chance():
+    rows = seed_rows([_denoising("gru", 1.0, 1.0), _denoising("gru-seed1", 0.005, 0.2),
+                      _denoising("gru-seed2", 0.5, 0.9), _denoising("gru-seed3", 0.2, 0.9)])
+    assert rows[4] == "| gru | 4 | 0.426 ± 0.433 | 0.750 ± 0.370 | 1 | 2 |"
