@@ -55,14 +55,17 @@ def _mse(run: dict, seq_len: int) -> float:
     return next(e["mse"] for e in run["eval"] if e["seq_len"] == seq_len)
 
 
+def _seed_row(name: str, seeds: list[dict]) -> str:
+    """Mean ± std of the MSE at T = 300 and 3000, and how many seeds reach the target (MSE <=
+    TARGET at T = 300) and how many stay at STAYS or above there."""
+    short, long = ([_mse(d, t) for d in seeds] for t in (300, 3000))
+    return (f"| {name} | {len(seeds)} | {mean_std(short, '.3f')} | {mean_std(long, '.3f')} "
+            f"| {sum(m <= TARGET for m in short)} | {sum(m >= STAYS for m in short)} |")
+
+
 def seed_rows(data: list[dict]) -> list[str]:
-    """Per run trained with two seeds or more: mean ± std of the MSE over its seeds, and how many
-    seeds reach the target (MSE <= TARGET at T = 300) and how many stay at STAYS or above."""
-    rows = [f"| {name} | {len(ds)} | "
-            + " | ".join(mean_std([_mse(d, t) for d in ds], ".3f") for t in (300, 3000))
-            + f" | {sum(_mse(d, 300) <= TARGET for d in ds)} "
-            f"| {sum(_mse(d, 300) >= STAYS for d in ds)} |"
-            for name, ds in seed_groups(data, "name").items() if len(ds) > 1]
+    """The seed table: a row per run trained with two seeds or more (:func:`_seed_row`)."""
+    rows = [_seed_row(name, ds) for name, ds in seed_groups(data, "name").items() if len(ds) > 1]
     if not rows:
         return []
     return ["Over seeds (seed 0 is the run without `--seed`): mean ± std of the MSE, and the "
