@@ -27,8 +27,17 @@ from benchmarks.common import (  # noqa: E402
 )
 
 RUNS_DIR = "runs/denoising"
-CMRU_HYBRID = ["--option", "mixer=cmru+lru+bmru",
-               "--option", "unit_kwargs={'lru': {'r_min': 0.5, 'r_max': 0.9}}"]
+LRU = "'lru': {'r_min': 0.5, 'r_max': 0.9}"
+CMRU_HYBRID = ["--option", "mixer=cmru+lru+bmru", "--option", f"unit_kwargs={{{LRU}}}"]
+
+
+def leaky_hybrid(epsilon: float) -> list[str]:
+    """The hybrid of ``CMRU_HYBRID`` with leaky CMRUs: their state stays below 1 / (1 − ε)."""
+    return ["--model", "hybrid", "--hidden", "64", "--steps", "3000",
+            "--option", "mixer=cmru+lru+bmru",
+            "--option", f"unit_kwargs={{{LRU}, 'cmru': {{'epsilon': {epsilon}}}}}"]
+
+
 PARAMS = "167557"  # the hybrid below (cmru+lru+bmru, width 64, 2 layers)
 COMMON = ["--threads", "1", "--quiet", "--eval-seq-len", "3000"]
 # name -> bistable train arguments (after `bistable train denoising`), in run order
@@ -39,8 +48,12 @@ RUNS = {
     "hybrid-cmru-3000": ["--model", "hybrid", "--hidden", "64", "--steps", "3000", *CMRU_HYBRID],
     "lstm-3000": ["--model", "lstm", "--params", PARAMS, "--steps", "3000"],
     "gru-3000": ["--model", "gru", "--params", PARAMS, "--steps", "3000"],
+    "hybrid-leaky07-3000": leaky_hybrid(0.7),
+    "hybrid-leaky05-3000": leaky_hybrid(0.5),
+    "hybrid-leaky09-3000": leaky_hybrid(0.9),
 }
-SEEDS = {"hybrid-cmru-3000": (1, 2), "lstm-3000": (1, 2), "gru-3000": (1, 2, 3, 4)}
+SEEDS = {"hybrid-cmru-3000": (1, 2), "lstm-3000": (1, 2), "gru-3000": (1, 2, 3, 4),
+         "hybrid-leaky07-3000": (1, 2)}
 RUNS |= {f"{name}-seed{n}": [*RUNS[name], "--seed", str(n)]
          for name, seeds in SEEDS.items() for n in seeds}
 TARGET, STAYS = 0.05, 0.5  # issue 6: the hybrid at or below TARGET, GRU and LSTM at or above STAYS
@@ -53,6 +66,14 @@ def arguments(name: str) -> list[str]:
 
 def _mse(run: dict, seq_len: int) -> float:
     return next(e["mse"] for e in run["eval"] if e["seq_len"] == seq_len)
+
+
+def _mixer(config: dict) -> str:
+    """The run's mixer, with the CMRUs' ε when it is not the counter's default 1."""
+    options = config["model_options"]
+    epsilon = options.get("unit_kwargs", {}).get("cmru", {}).get("epsilon")
+    mixer = options.get("mixer", "-")
+    return mixer if epsilon is None else f"{mixer} (cmru ε = {epsilon})"
 
 
 def _seed_row(name: str, seeds: list[dict]) -> str:
@@ -87,7 +108,7 @@ def main() -> None:
         cfg = metrics["config"]
         mse = {e["seq_len"]: e["mse"] for e in metrics["eval"]}
         data.append({"name": name, "command": cmd, "config": cfg, "eval": metrics["eval"]})
-        rows.append(f"| {cfg['model']} | {cfg['model_options'].get('mixer', '-')} | "
+        rows.append(f"| {cfg['model']} | {_mixer(cfg)} | "
                     f"{cfg['hidden']} | {cfg['steps']} | {mse[300]:.3f} | {mse[3000]:.3f} | "
                     f"`{cmd}` |")
     markdown = "\n".join([

@@ -1,14 +1,20 @@
-"""The summaries the benchmark scripts write into results/: mean ± std over seeds."""
+"""The summaries the benchmark scripts write into results/: mean ± std over seeds, and the
+denoising probe's writes and last outputs."""
 
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import mean_std  # noqa: E402
 from benchmarks.denoising import seed_rows  # noqa: E402
+from benchmarks.denoising_probe import length_rows  # noqa: E402
 from benchmarks.pad_memory import seed_table  # noqa: E402
+
+from bistable.data.tasks import build_task  # noqa: E402
+from bistable.nn import Network  # noqa: E402
 
 
 def test_mean_std_is_the_sample_std_or_the_single_value():
@@ -61,3 +67,39 @@ def test_denoising_seed_rows_count_the_seeds_that_learn_and_those_at_chance():
     rows = seed_rows([_denoising("gru", 1.0, 1.0), _denoising("gru-seed1", 0.005, 0.2),
                       _denoising("gru-seed2", 0.5, 0.9), _denoising("gru-seed3", 0.2, 0.9)])
     assert rows[4] == "| gru | 4 | 0.426 ± 0.433 | 0.750 ± 0.370 | 1 | 2 |"
+
+
+def _gated(unit, write: bool):
+    """Drive ``unit`` to write at every step (``|c| = 10 > |β| = 0``) or never (``0 < 10``)."""
+    H = unit.hidden_size
+    with torch.no_grad():
+        unit.linear.weight.zero_()
+        unit.linear.bias[:H] = 10.0 if write else 0.0
+        unit.linear.bias[H:] = 0.0 if write else 10.0
+
+
+def test_denoising_probe_counts_writes_and_reads_the_last_output():
+    torch.manual_seed(0)
+    model = Network(2, 5, hidden=6, layers=2, mixer="cmru+lru+bmru",
+                    unit_kwargs={"cmru": {"learn_init": False}, "bmru": {"learn_init": False}})
+    for block, write in zip(model.blocks, (True, False)):
+        _gated(block.units[0], write)  # block 0's counter counts every step, block 1's never
+        _gated(block.units[2], not write)
+    task, T = build_task("denoising", gap=7), 19
+    rows = {r["unit"]: r for r in length_rows(task, model, T, samples=9)}
+    assert list(rows) == ["0:cmru", "0:bmru", "1:cmru", "1:bmru"]  # the LRUs are not memory units
+    for unit, writes, last in (("0:cmru", 1.0, T), ("0:bmru", 0.0, 0.0), ("1:cmru", 0.0, 0.0),
+                               ("1:bmru", 1.0, 1.0)):
+        r = rows[unit]
+        assert (r["writes_marked"], r["writes_unmarked"], r["writes_gap"]) == (writes,) * 3
+        assert r["output_mean"] == pytest.approx(last) and r["output_max"] == pytest.approx(last)
+    x, target = task.batch("test", T, 9, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mse = (model(x)[0][:, -1] - target).square().mean().item()
+    assert rows["0:cmru"]["mse"] == pytest.approx(mse)
+
+
+def test_denoising_probe_gives_a_run_without_memory_units_one_row_per_length():
+    task, model = build_task("denoising", gap=7), Network(2, 5, hidden=6, layers=1, mixer="lru")
+    rows = length_rows(task, model, 19, samples=3)
+    assert [(r["seq_len"], r["unit"]) for r in rows] == [(19, "-")] and rows[0]["mse"] > 0

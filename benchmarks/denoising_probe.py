@@ -1,0 +1,103 @@
+"""Why a trained denoising run does or does not hold at ten times its training length.
+
+    python benchmarks/denoising_probe.py RUN [RUN ...] [--lengths 300 3000] [--samples 256]
+                                         [--name denoising_probe]
+
+For each run of ``benchmarks/denoising.py`` (a folder under runs/denoising) and each length T,
+on ``--samples`` test sequences: the MSE at T and, for each memory unit (CMRU, BMRU) of each
+block (none in GRU and LSTM runs: "-"), the unit's write rate mean(z) at the marked steps, at
+the unmarked steps before the gap and in the gap, and the mean and largest magnitude of its
+output α s_T at the last step (what the next block and the readout see). A counter (ε = 1)
+that writes at a steady rate on unmarked steps ends ten times larger at T = 3000 than at
+T = 300, out of the range the network was trained on; a leaky one (ε < 1) stays below
+1 / (1 − ε).
+Writes results/<name>.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import header, positive_int, write_results  # noqa: E402
+from benchmarks.denoising import RUNS_DIR  # noqa: E402
+from benchmarks.pad_memory import recording  # noqa: E402
+from bistable.train.loop import load_run  # noqa: E402
+from bistable.units.bmru import MRU  # noqa: E402
+from bistable.units.surrogate import exact_heaviside  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@torch.no_grad()
+def length_rows(task, model, seq_len: int, samples: int) -> list[dict]:
+    """The MSE at ``seq_len`` and, per memory unit, its writes and last output (module doc)."""
+    x, target = task.batch("test", seq_len, samples, torch.Generator().manual_seed(0))
+    marked = x[..., 1] > 0
+    before = ~marked
+    before[:, seq_len - task.gap:] = False
+    with recording(model) as records:
+        y, _ = model(x)
+        mse = (y[:, -1] - target).square().mean().item()
+        rows = []
+        for (block, name), (unit, inp, out) in records.items():
+            if not isinstance(unit, MRU):
+                continue
+            c, beta = unit.drive(inp)
+            z = exact_heaviside(c.abs() - beta.abs())
+            last = out[:, -1].abs()
+            rows.append({"seq_len": seq_len, "mse": mse, "unit": f"{block}:{name}",
+                         "writes_marked": z[marked].mean().item(),
+                         "writes_unmarked": z[before].mean().item(),
+                         "writes_gap": z[:, seq_len - task.gap:].mean().item(),
+                         "output_mean": last.mean().item(), "output_max": last.max().item()})
+    return rows or [{"seq_len": seq_len, "mse": mse, "unit": "-"}]
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | T | MSE | block:unit | writes marked | writes unmarked | writes in gap "
+             "| mean abs(α s_T) | max abs(α s_T) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = ["-"] * 5 if r["unit"] == "-" else [
+            f"{r['writes_marked']:.3f}", f"{r['writes_unmarked']:.4f}", f"{r['writes_gap']:.4f}",
+            f"{r['output_mean']:.2f}", f"{r['output_max']:.1f}"]
+        lines.append(" | ".join(["", r["run"], str(r["seq_len"]), f"{r['mse']:.3f}", r["unit"],
+                                 *cells, ""]).strip())
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", metavar="RUN", help=f"folders under {RUNS_DIR}")
+    p.add_argument("--lengths", nargs="+", type=positive_int, default=[300, 3000])
+    p.add_argument("--samples", type=positive_int, default=256)
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--name", default="denoising_probe")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    loaded = {}
+    for run in args.runs:
+        if not (ROOT / RUNS_DIR / run / "checkpoint.pt").is_file():
+            p.error(f"no run {run!r} in {RUNS_DIR} (train it with benchmarks/denoising.py)")
+        loaded[run] = load_run(ROOT / RUNS_DIR / run)
+        shortest = loaded[run][0].min_seq_len()
+        if min(args.lengths) < shortest:
+            p.error(f"--lengths: expected lengths of at least {shortest} for {run} (its gap and "
+                    f"5 marks), got {min(args.lengths)}")
+    rows = []
+    for run, (task, model) in loaded.items():
+        for seq_len in args.lengths:
+            rows += [{"run": run, **r} for r in length_rows(task, model, seq_len, args.samples)]
+        print(table(rows), flush=True)
+    text = (header("Denoising: what the memory units do at the training length and beyond")
+            + "\n" + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
+            .replace("``", "`") + "\n\n" + table(rows) + "\n")
+    print(write_results(args.name, text, rows))
+
+
+if __name__ == "__main__":
+    main()
