@@ -3,15 +3,15 @@
     python benchmarks/denoising_probe.py RUN [RUN ...] [--lengths 300 3000] [--samples 256]
                                          [--name denoising_probe]
 
-For each run of ``benchmarks/denoising.py`` (a folder under runs/denoising) and each length T,
-on ``--samples`` test sequences: the MSE at T and, for each memory unit (CMRU, BMRU) of each
-block (none in GRU and LSTM runs: "-"), the unit's write rate mean(z) at the marked steps, at
-the unmarked steps before the gap and in the gap, and the mean and largest magnitude of its
-output α s_T at the last step (what the next block and the readout see). A counter (ε = 1)
-that writes at a steady rate on unmarked steps ends ten times larger at T = 3000 than at
-T = 300, out of the range the network was trained on; a leaky one (ε < 1) stays below
-1 / (1 − ε).
-Writes results/<name>.md and .json.
+For each run of ``benchmarks/denoising.py`` (a folder under runs/denoising) and each length T: the
+MSE at T on the run's fixed evaluation set (256 sequences, streamed as ``bistable eval`` does) and,
+on ``--samples`` test sequences (fewer beyond T = 3000, to bound the memory), for each memory unit
+(CMRU, BMRU) of each block (none in GRU and LSTM runs: "-"), its write rate mean(z) at the marked
+steps, at the unmarked steps before the gap and in the gap, and the mean and largest magnitude of
+its output α s_T at the last step (what the next block and the readout see). A counter (ε = 1) that
+writes at a steady rate on unmarked steps ends ten times larger at T = 3000 than at T = 300, out of
+the range the network was trained on; a leaky one (ε < 1) stays below 1 / (1 − ε). Writes
+results/<name>.md and .json.
 """
 
 from __future__ import annotations
@@ -27,44 +27,59 @@ from benchmarks.common import header, positive_int, write_results  # noqa: E402
 from benchmarks.denoising import RUNS_DIR  # noqa: E402
 from benchmarks.pad_memory import recording  # noqa: E402
 from bistable.train.loop import load_run  # noqa: E402
+from bistable.train.metrics import evaluate  # noqa: E402
 from bistable.units.bmru import MRU  # noqa: E402
 from bistable.units.surrogate import exact_heaviside  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+EVAL_SAMPLES = 256  # the size of `bistable train`'s evaluation set on the synthetic tasks
+STEP_BUDGET = 256 * 3000  # sequences x steps recorded for the unit statistics at one length
 
 
 @torch.no_grad()
-def length_rows(task, model, seq_len: int, samples: int) -> list[dict]:
-    """The MSE at ``seq_len`` and, per memory unit, its writes and last output (module doc)."""
-    x, target = task.batch("test", seq_len, samples, torch.Generator().manual_seed(0))
+def unit_rows(task, model, seq_len: int, samples: int) -> list[dict]:
+    """Per memory unit, on ``samples`` test sequences of ``seq_len``: its writes at marked,
+    unmarked and gap steps and its last output (module doc)."""
+    x, _ = task.batch("test", seq_len, samples, torch.Generator().manual_seed(0))
     marked = x[..., 1] > 0
     before = ~marked
     before[:, seq_len - task.gap:] = False
+    rows = []
     with recording(model) as records:
-        y, _ = model(x)
-        mse = (y[:, -1] - target).square().mean().item()
-        rows = []
+        model(x)
         for (block, name), (unit, inp, out) in records.items():
             if not isinstance(unit, MRU):
                 continue
             c, beta = unit.drive(inp)
             z = exact_heaviside(c.abs() - beta.abs())
             last = out[:, -1].abs()
-            rows.append({"seq_len": seq_len, "mse": mse, "unit": f"{block}:{name}",
+            rows.append({"unit": f"{block}:{name}", "sequences": samples,
                          "writes_marked": z[marked].mean().item(),
                          "writes_unmarked": z[before].mean().item(),
                          "writes_gap": z[:, seq_len - task.gap:].mean().item(),
                          "output_mean": last.mean().item(), "output_max": last.max().item()})
-    return rows or [{"seq_len": seq_len, "mse": mse, "unit": "-"}]
+    return rows
+
+
+def length_rows(task, model, seq_len: int, samples: int, eval_samples: int = EVAL_SAMPLES):
+    """The MSE at ``seq_len`` on the task's fixed evaluation set of ``eval_samples`` sequences
+    (streamed, as ``bistable eval`` scores it), with :func:`unit_rows` on at most ``samples``
+    sequences (fewer at long lengths: ``STEP_BUDGET`` steps in all); one row per memory unit,
+    or one row with unit "-" for a network without any."""
+    mse = evaluate(model, task, "test", seq_len, n=eval_samples)["mse"]
+    units = unit_rows(task, model, seq_len, max(1, min(samples, STEP_BUDGET // seq_len)))
+    return [{"seq_len": seq_len, "mse": mse, **r} for r in units] or [
+        {"seq_len": seq_len, "mse": mse, "unit": "-"}]
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | T | MSE | block:unit | writes marked | writes unmarked | writes in gap "
-             "| mean abs(α s_T) | max abs(α s_T) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| run | T | MSE | block:unit | sequences | writes marked | writes unmarked "
+             "| writes in gap | mean abs(α s_T) | max abs(α s_T) |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        cells = ["-"] * 5 if r["unit"] == "-" else [
-            f"{r['writes_marked']:.3f}", f"{r['writes_unmarked']:.4f}", f"{r['writes_gap']:.4f}",
-            f"{r['output_mean']:.2f}", f"{r['output_max']:.1f}"]
+        cells = ["-"] * 6 if r["unit"] == "-" else [
+            str(r["sequences"]), f"{r['writes_marked']:.3f}", f"{r['writes_unmarked']:.4f}",
+            f"{r['writes_gap']:.4f}", f"{r['output_mean']:.2f}", f"{r['output_max']:.1f}"]
         lines.append(" | ".join(["", r["run"], str(r["seq_len"]), f"{r['mse']:.3f}", r["unit"],
                                  *cells, ""]).strip())
     return "\n".join(lines)
@@ -74,7 +89,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help=f"folders under {RUNS_DIR}")
     p.add_argument("--lengths", nargs="+", type=positive_int, default=[300, 3000])
-    p.add_argument("--samples", type=positive_int, default=256)
+    p.add_argument("--samples", type=positive_int, default=256,
+                   help="sequences for the unit statistics (fewer beyond T = 3000)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--name", default="denoising_probe")
     args = p.parse_args(argv)

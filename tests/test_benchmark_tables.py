@@ -8,6 +8,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import denoising_probe  # noqa: E402
 from benchmarks.common import mean_std  # noqa: E402
 from benchmarks.denoising import seed_rows  # noqa: E402
 from benchmarks.denoising_probe import length_rows  # noqa: E402
@@ -78,7 +79,8 @@ def _gated(unit, write: bool):
         unit.linear.bias[H:] = 0.0 if write else 10.0
 
 
-def test_denoising_probe_counts_writes_and_reads_the_last_output():
+def test_denoising_probe_counts_writes_and_reads_the_last_output(monkeypatch):
+    monkeypatch.setattr(denoising_probe, "STEP_BUDGET", 4 * 19)  # 4 sequences of T = 19
     torch.manual_seed(0)
     model = Network(2, 5, hidden=6, layers=2, mixer="cmru+lru+bmru",
                     unit_kwargs={"cmru": {"learn_init": False}, "bmru": {"learn_init": False}})
@@ -86,14 +88,15 @@ def test_denoising_probe_counts_writes_and_reads_the_last_output():
         _gated(block.units[0], write)  # block 0's counter counts every step, block 1's never
         _gated(block.units[2], not write)
     task, T = build_task("denoising", gap=7), 19
-    rows = {r["unit"]: r for r in length_rows(task, model, T, samples=9)}
+    rows = {r["unit"]: r for r in length_rows(task, model, T, samples=9, eval_samples=5)}
     assert list(rows) == ["0:cmru", "0:bmru", "1:cmru", "1:bmru"]  # the LRUs are not memory units
     for unit, writes, last in (("0:cmru", 1.0, T), ("0:bmru", 0.0, 0.0), ("1:cmru", 0.0, 0.0),
                                ("1:bmru", 1.0, 1.0)):
         r = rows[unit]
+        assert r["sequences"] == 4
         assert (r["writes_marked"], r["writes_unmarked"], r["writes_gap"]) == (writes,) * 3
         assert r["output_mean"] == pytest.approx(last) and r["output_max"] == pytest.approx(last)
-    x, target = task.batch("test", T, 9, torch.Generator().manual_seed(0))
+    (x, target), = task.eval_batches("test", T, 5, batch_size=5)  # the fixed evaluation set
     with torch.no_grad():
         mse = (model(x)[0][:, -1] - target).square().mean().item()
     assert rows["0:cmru"]["mse"] == pytest.approx(mse)
@@ -101,5 +104,5 @@ def test_denoising_probe_counts_writes_and_reads_the_last_output():
 
 def test_denoising_probe_gives_a_run_without_memory_units_one_row_per_length():
     task, model = build_task("denoising", gap=7), Network(2, 5, hidden=6, layers=1, mixer="lru")
-    rows = length_rows(task, model, 19, samples=3)
+    rows = length_rows(task, model, 19, samples=3, eval_samples=3)
     assert [(r["seq_len"], r["unit"]) for r in rows] == [(19, "-")] and rows[0]["mse"] > 0
