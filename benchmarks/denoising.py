@@ -28,12 +28,12 @@ from benchmarks.common import (  # noqa: E402
 
 RUNS_DIR = "runs/denoising"
 LRU = "'lru': {'r_min': 0.5, 'r_max': 0.9}"
-CMRU_HYBRID = ["--option", "mixer=cmru+lru+bmru", "--option", f"unit_kwargs={{{LRU}}}"]
 
 
-def leaky_hybrid(epsilon: float) -> list[str]:
-    """The hybrid of ``CMRU_HYBRID`` with leaky CMRUs: their state stays below 1 / (1 − ε)."""
-    return ["--model", "hybrid", "--hidden", "64", "--steps", "3000",
+def hybrid(epsilon: float, steps: int = 3000) -> list[str]:
+    """The denoising hybrid (width 64, LRU ring |λ| in [0.5, 0.9]) with CMRUs of this ε: 1 the
+    counter, below 1 leaky (their state stays below 1 / (1 − ε))."""
+    return ["--model", "hybrid", "--hidden", "64", "--steps", str(steps),
             "--option", "mixer=cmru+lru+bmru",
             "--option", f"unit_kwargs={{{LRU}, 'cmru': {{'epsilon': {epsilon}}}}}"]
 
@@ -42,15 +42,15 @@ PARAMS = "167557"  # the hybrid below (cmru+lru+bmru, width 64, 2 layers)
 COMMON = ["--threads", "1", "--quiet", "--eval-seq-len", "3000"]
 # name -> bistable train arguments (after `bistable train denoising`), in run order
 RUNS = {
-    "hybrid-cmru-650": ["--model", "hybrid", "--hidden", "64", "--steps", "650", *CMRU_HYBRID],
-    "hybrid-cmru-1000": ["--model", "hybrid", "--hidden", "64", "--steps", "1000", *CMRU_HYBRID],
+    "hybrid-cmru-650": hybrid(1.0, 650),
+    "hybrid-cmru-1000": hybrid(1.0, 1000),
     "gru-1000": ["--model", "gru", "--params", PARAMS, "--steps", "1000"],
-    "hybrid-cmru-3000": ["--model", "hybrid", "--hidden", "64", "--steps", "3000", *CMRU_HYBRID],
+    "hybrid-cmru-3000": hybrid(1.0),
     "lstm-3000": ["--model", "lstm", "--params", PARAMS, "--steps", "3000"],
     "gru-3000": ["--model", "gru", "--params", PARAMS, "--steps", "3000"],
-    "hybrid-leaky07-3000": leaky_hybrid(0.7),
-    "hybrid-leaky05-3000": leaky_hybrid(0.5),
-    "hybrid-leaky09-3000": leaky_hybrid(0.9),
+    "hybrid-leaky07-3000": hybrid(0.7),
+    "hybrid-leaky05-3000": hybrid(0.5),
+    "hybrid-leaky09-3000": hybrid(0.9),
 }
 SEEDS = {"hybrid-cmru-3000": (1, 2), "lstm-3000": (1, 2), "gru-3000": (1, 2, 3, 4),
          "hybrid-leaky07-3000": (1, 2)}
@@ -69,11 +69,12 @@ def _mse(run: dict, seq_len: int) -> float:
 
 
 def _mixer(config: dict) -> str:
-    """The run's mixer, with the CMRUs' ε when it is not the counter's default 1."""
+    """The run's mixer, with its CMRUs' ε (1, the counter, unless the run set it)."""
     options = config["model_options"]
-    epsilon = options.get("unit_kwargs", {}).get("cmru", {}).get("epsilon")
     mixer = options.get("mixer", "-")
-    return mixer if epsilon is None else f"{mixer} (cmru ε = {epsilon})"
+    if "cmru" not in mixer.split("+"):
+        return mixer
+    return f"{mixer} (cmru ε = {options.get('unit_kwargs', {}).get('cmru', {}).get('epsilon', 1)})"
 
 
 def _seed_row(name: str, seeds: list[dict]) -> str:

@@ -79,7 +79,8 @@ def test_model_options_merge_into_the_task_defaults_per_key(tmp_path):
     c = resolve(config(tmp_path, model="hybrid", model_options={"mixer": "lru,bmru"},
                        task="denoising", seq_len=300), build_task("denoising"))
     assert c.model_options["mixer"] == "lru,bmru"
-    assert c.model_options["unit_kwargs"] == {"lru": {"r_min": 0.5, "r_max": 0.9}}
+    assert c.model_options["unit_kwargs"] == {"lru": {"r_min": 0.5, "r_max": 0.9},
+                                              "cmru": {"epsilon": 0.7}}
 
 
 def test_training_batches_depend_on_seed_and_step_only(tmp_path):

@@ -321,10 +321,16 @@ class NMNIST(Task):
 _FAST_LRU = {"hybrid": {"unit_kwargs": {"lru": {"r_min": 0.5, "r_max": 0.9}}}}
 _SYNTHETIC = dict(steps=1000, batch_size=64, lr=3e-3, hidden=32, layers=2, eval_samples=256,
                   model_options=_FAST_LRU, threads=1)
-# Denoising: a CMRU counter (ε = 1) beside the hybrid's units counts the markers, so the block
-# after it knows which of the 5 slots a marked value belongs to and its BMRU can latch it there.
-# 3000 steps: the hybrid's MSE was still falling at 1000 (0.20) and reached 0.03 by 2700.
-_DENOISING = {"hybrid": dict(_FAST_LRU["hybrid"], mixer="cmru+lru+bmru")}
+# Denoising: a CMRU beside the hybrid's units counts the markers, so the block after it knows
+# which of the 5 slots a marked value belongs to and its BMRU can latch it there. The CMRU is
+# leaky (ε = 0.7, |s| < 1 / (1 − ε) = 3.3): a plain counter (ε = 1) also counts unmarked steps at
+# a steady rate, so at ten times the training length it reads ten times more than training ever
+# showed and the network is at chance; the leaky one saturates and holds at T = 3000 and 30 000
+# (docs/training.md, results/denoising_probe.md). 3000 steps: the counter hybrid's MSE was still
+# falling at 1000 (0.20) and reached 0.03 by 2700.
+_DENOISING = {"hybrid": {"mixer": "cmru+lru+bmru",
+                         "unit_kwargs": {**_FAST_LRU["hybrid"]["unit_kwargs"],
+                                         "cmru": {"epsilon": 0.7}}}}
 _IMAGES = dict(epochs=1, batch_size=64, lr=1e-3, hidden=128, layers=2, eval_samples=None)
 # Pixel MNIST: the LRU ring nearer 1 (|λ| in [0.99, 0.9999] instead of [0.9, 0.999]), as the LRU
 # paper sets it for its longest tasks. One epoch of psMNIST at 38 305 parameters: LRU 86.3 ->
