@@ -108,11 +108,9 @@ def main() -> None:
             rows.append(f"| {name}: not finished (no metrics.json) | | | | | | `{cmd}` |")
             continue
         cfg = metrics["config"]
-        mse = {e["seq_len"]: e["mse"] for e in metrics["eval"]}
         data.append({"name": name, "command": cmd, "config": cfg, "eval": metrics["eval"]})
-        rows.append(f"| {cfg['model']} | {_mixer(cfg)} | "
-                    f"{cfg['hidden']} | {cfg['steps']} | {mse[300]:.3f} | {mse[3000]:.3f} | "
-                    f"`{cmd}` |")
+        rows.append(f"| {cfg['model']} | {_mixer(cfg)} | {cfg['hidden']} | {cfg['steps']} | "
+                    f"{_mse(metrics, 300):.3f} | {_mse(metrics, 3000):.3f} | `{cmd}` |")
     markdown = "\n".join([
         header("Denoising, gap 200 (issue 6)"), "",
         "5 marked values among the first T - 200 steps, all read at step T (`output_size = 5`). "

@@ -25,11 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header, positive_int, write_results  # noqa: E402
 from benchmarks.denoising import RUNS_DIR  # noqa: E402
-from benchmarks.pad_memory import recording  # noqa: E402
+from benchmarks.pad_memory import recording, writes  # noqa: E402
 from bistable.train.loop import load_run  # noqa: E402
 from bistable.train.metrics import evaluate  # noqa: E402
 from bistable.units.bmru import MRU  # noqa: E402
-from bistable.units.surrogate import exact_heaviside  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_SAMPLES = 256  # the size of `bistable train`'s evaluation set on the synthetic tasks
@@ -50,8 +49,7 @@ def unit_rows(task, model, seq_len: int, samples: int) -> list[dict]:
         for (block, name), (unit, inp, out) in records.items():
             if not isinstance(unit, MRU):
                 continue
-            c, beta = unit.drive(inp)
-            z = exact_heaviside(c.abs() - beta.abs())
+            z = writes(unit, inp)
             last = out[:, -1].abs()
             rows.append({"unit": f"{block}:{name}", "sequences": samples,
                          "writes_marked": z[marked].mean().item(),

@@ -293,6 +293,12 @@ def recording(model: torch.nn.Module):
             handle.remove()
 
 
+def writes(unit: MRU, inp: torch.Tensor) -> torch.Tensor:
+    """The exact write gates ``z = H(|c| − |β|)`` of ``unit`` on its recorded input."""
+    c, beta = unit.drive(inp)
+    return exact_heaviside(c.abs() - beta.abs())
+
+
 def spread(y: torch.Tensor) -> float:
     """Standard deviation across the batch, averaged over units: ``y (B, H)``."""
     return y.std(0).mean().item()
@@ -311,8 +317,7 @@ def unit_rows(task, model: torch.nn.Module) -> list[dict]:
             row = {"block": block, "unit": name, "spread_last_pixel": spread(y[:, pixels - 1]),
                    "spread_end": spread(y[:, -1])}
             if isinstance(unit, MRU):
-                c, beta = unit.drive(inp)
-                z = exact_heaviside(c.abs() - beta.abs())
+                z = writes(unit, inp)
                 row.update(writes_pixels=z[:, :pixels].mean().item(),
                            writes_pad=z[:, -LAST_PAD:].mean().item(),
                            writing_at_end=(z[:, -1].mean(0) > 0.5).float().mean().item())
