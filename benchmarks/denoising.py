@@ -30,12 +30,15 @@ RUNS_DIR = "runs/denoising"
 LRU = "'lru': {'r_min': 0.5, 'r_max': 0.9}"
 
 
-def hybrid(epsilon: float, steps: int = 3000) -> list[str]:
+def hybrid(epsilon: float, steps: int = 3000, sharpness: float | None = None) -> list[str]:
     """The denoising hybrid (width 64, LRU ring |λ| in [0.5, 0.9]) with CMRUs of this ε: 1 the
-    counter, below 1 leaky (their state stays below 1 / (1 − ε))."""
+    counter, below 1 leaky (their state stays below 1 / (1 − ε)); ``sharpness``, if given, that of
+    the CMRUs' and BMRUs' surrogate (default 1)."""
+    sharp = "" if sharpness is None else f", 'sharpness': {sharpness}"
+    bmru = "" if sharpness is None else f", 'bmru': {{'sharpness': {sharpness}}}"
     return ["--model", "hybrid", "--hidden", "64", "--steps", str(steps),
             "--option", "mixer=cmru+lru+bmru",
-            "--option", f"unit_kwargs={{{LRU}, 'cmru': {{'epsilon': {epsilon}}}}}"]
+            "--option", f"unit_kwargs={{{LRU}, 'cmru': {{'epsilon': {epsilon}{sharp}}}{bmru}}}"]
 
 
 PARAMS = "167557"  # the hybrid below (cmru+lru+bmru, width 64, 2 layers)
@@ -52,6 +55,8 @@ RUNS = {
     "hybrid-leaky05-3000": hybrid(0.5),
     "hybrid-leaky09-3000": hybrid(0.9),
     "hybrid-leaky07-lr1e-3-3000": [*hybrid(0.7), "--lr", "1e-3"],
+    "hybrid-leaky07-minlr3e-5-3000": [*hybrid(0.7), "--min-lr", "3e-5"],
+    "hybrid-leaky07-sharp2-3000": hybrid(0.7, sharpness=2),
 }
 SEEDS = {"hybrid-cmru-3000": (1, 2), "lstm-3000": (1, 2), "gru-3000": (1, 2, 3, 4),
          "hybrid-leaky07-3000": (1, 2, 3)}

@@ -194,6 +194,8 @@ CASES = [
     pytest.param(cli(*COPY, "--option", "nosuch=1", "--steps", "1"), 2, r"nosuch",
                  id="cli-option-unknown"),
     pytest.param(cli(*COPY, "--lr", "-1"), 2, r"--lr", id="cli-lr-negative"),
+    pytest.param(cli(*COPY, "--min-lr", "nan"), 2, r"--min-lr must be finite",
+                 id="cli-min-lr-nan"),
     pytest.param(cli("train", "copy-first-input", "--model", "hybrid", "--option", "nosuch=1",
                      *OUT), 2, r"options: model 'hybrid' takes no option 'nosuch'",
                  id="cli-option-unknown-hybrid"),

@@ -90,6 +90,18 @@ def test_eval_scores_a_run_again_without_touching_it(tmp_path, capsys):
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
 
 
+def test_keep_best_says_which_step_it_tests_and_eval_scores_those_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "copy-first-input", *TINY, "--steps", "6", "--eval-every", "2",
+                 "--keep-best", "--out", str(out)]) == 0
+    best = json.loads((out / "metrics.json").read_text())["best"]
+    assert f"weights of step {best['step']}, the lowest validation loss" in capsys.readouterr().out
+    assert main(["eval", str(out), "--json", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["step"] == best["step"]
+    assert again["eval"] == json.loads((out / "metrics.json").read_text())["eval"]
+
+
 def test_eval_perturbs_an_src_network_and_restores_it(tmp_path):
     """``--perturb σ``: each draw of r, r_s (seeded by its index) scores differently from the
     clean network and the same again when repeated; the clean figures after it are unchanged."""

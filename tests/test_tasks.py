@@ -114,6 +114,34 @@ def test_evaluation_subset_of_a_class_sorted_split_covers_the_classes():
     assert torch.equal(whole, labels)
 
 
+def test_a_validation_split_is_held_out_of_the_training_file():
+    task = build_task("smnist", validation=True)
+    labels = torch.arange(50)                               # the label names the example
+    task._cache.update(train=(torch.zeros(50, 784, dtype=torch.uint8), labels))
+    assert (task.size("train"), task.size("val")) == (45, 5)   # VAL_FRACTION = 0.1
+    train = task.examples("train", torch.arange(45), 784, gen())[1]
+    val = task.examples("val", torch.arange(5), 784, gen())[1]
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(50))  # a partition
+    assert val.tolist() != [45, 46, 47, 48, 49]             # a random subset, not the tail
+    again = build_task("smnist", validation=True)
+    again._cache.update(train=task._cache["train"])
+    assert torch.equal(again.examples("val", torch.arange(5), 784, gen())[1], val)  # fixed
+    plain = build_task("smnist")
+    plain._cache.update(train=task._cache["train"])
+    assert plain.size("train") == 50
+    with pytest.raises(ValueError, match="no 'val' split; build it with validation=True"):
+        plain.size("val")
+    with pytest.raises(ValueError, match="unknown split 'valid'; expected one of"):
+        task.size("valid")
+
+
+def test_a_synthetic_validation_set_is_fixed_and_not_the_test_set():
+    task = build_task("copy-first-input")
+    val, again, test = ([x for x, _ in task.eval_batches(split, 9, 4, 4)]
+                        for split in ("val", "val", "test"))
+    assert torch.equal(val[0], again[0]) and not torch.equal(val[0], test[0])
+
+
 def fake_mnist(task, n=6):
     images = torch.arange(n * 784, dtype=torch.int64).reshape(n, 784).remainder(256).to(torch.uint8)
     labels = torch.arange(n) % 10

@@ -50,7 +50,8 @@ def learning_curve(history: list[dict], path, *, title: str | None = None) -> Pa
     """Training loss (and evaluation loss, where recorded) against the step.
 
     ``history`` is the ``metrics.json`` history: dicts with ``step`` and ``loss``, and optionally
-    ``eval_loss`` / ``eval_accuracy``. The loss axis is logarithmic when every loss is positive.
+    ``eval_loss`` / ``eval_accuracy`` with the ``split`` scored (default ``"test"``). The loss
+    axis is logarithmic when every loss is positive.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -59,7 +60,8 @@ def learning_curve(history: list[dict], path, *, title: str | None = None) -> Pa
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss", lw=1)
     if evals:
-        ax.plot(*zip(*evals, strict=True), "o-", label="eval loss", ms=3)
+        split = next(h.get("split", "test") for h in history if h.get("eval_loss") is not None)
+        ax.plot(*zip(*evals, strict=True), "o-", label=f"{split} loss", ms=3)
     values = [v for _, v in train + evals]
     if values and min(values) > 0:
         ax.set_yscale("log")

@@ -7,7 +7,13 @@ A task turns ``(split, seq_len, batch_size, generator, device)`` into a batch ``
 not apply). Synthetic tasks draw every batch from the generator they are given; tasks over a data
 set (``size(split)`` is not ``None``) also serve examples by index, so a training loop can walk
 epochs. Evaluation sets are fixed by :data:`EVAL_SEED` and the sequence length, not by the
-training seed, so every model and seed is scored on the same examples. Examples are drawn on the
+training seed, so every model and seed is scored on the same examples.
+
+Splits: ``"train"``, ``"test"`` and ``"val"``, the validation set that selects a checkpoint
+(``bistable train --keep-best``) without looking at the test set. A synthetic task's ``"val"``
+is drawn from :data:`VAL_SEED`; a data-set task built with ``validation=True`` holds out
+:data:`VAL_FRACTION` of its training file as ``"val"`` (a fixed random subset, seed
+:data:`HOLDOUT_SEED`, the same for every run) and trains on the rest. Examples are drawn on the
 CPU with the generator and moved to ``device``, except the rate-coded spikes, which are drawn on
 ``device`` (the CPU draw would feed a GPU at a small fraction of its training speed) from a device
 generator seeded by one draw of the CPU one: reproducible per device type, not across them.
@@ -38,6 +44,7 @@ Tasks (``bistable tasks`` lists them):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +54,17 @@ import torch.nn.functional as F
 
 EVAL_SEED = 20260101
 """Seed of every evaluation set (mixed with the sequence length)."""
+
+VAL_SEED = 20260202
+"""Seed of the synthetic tasks' validation sets (mixed with the sequence length)."""
+
+HOLDOUT_SEED = 31337
+"""Seed of the fixed random subset of a training file held out as the validation set."""
+
+VAL_FRACTION = 0.1
+"""Share of a data set's training file held out as ``"val"`` (``validation=True``)."""
+
+SPLITS = ("train", "val", "test")
 
 PERMUTATION_SEED = 92916
 """Seed of psMNIST's fixed pixel permutation (the same for every run)."""
@@ -59,7 +77,8 @@ N_MARKED = 5
 class Task:
     """A task's sizes, data, loss and metrics (see the module docstring for the list).
 
-    ``defaults`` holds the training settings a run takes when the command line leaves them out.
+    ``defaults`` holds the training settings a run takes when the command line leaves them out;
+    ``validation`` holds out a data set's ``"val"`` split from its training file.
     """
 
     name: str
@@ -68,6 +87,7 @@ class Task:
     output_size: int
     kind: str  # "regression" or "classification"
     defaults: dict = field(default_factory=dict)
+    validation: bool = False
 
     @property
     def chance(self) -> float:
@@ -98,7 +118,8 @@ class Task:
     # --- data -------------------------------------------------------------------------------
     def size(self, split: str) -> int | None:
         """Number of examples in ``split`` for data-set tasks; ``None`` for synthetic ones."""
-        return None
+        rows = self._rows(split)
+        return self._file_size(_file_split(split)) if rows is None else len(rows)
 
     def batch(self, split: str, seq_len: int, batch_size: int, generator: torch.Generator,
               device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +131,28 @@ class Task:
     def examples(self, split: str, index: torch.Tensor, seq_len: int,
                  generator: torch.Generator, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """The examples at ``index`` of ``split`` (data-set tasks only), on ``device``."""
+        rows = self._rows(split)
+        return self._examples(_file_split(split), index if rows is None else rows[index],
+                              seq_len, generator, device)
+
+    def _rows(self, split: str) -> torch.Tensor | None:
+        """The rows of its file that ``split`` holds (``None``: all of them)."""
+        _file_split(split)  # a known split name
+        if split == "val" and not self.validation and self._file_size("train") is not None:
+            raise ValueError(f"task {self.name}: no 'val' split; build it with validation=True "
+                             "(`bistable train --keep-best`) to hold one out of the training set")
+        if split == "test" or not self.validation:
+            return None
+        size = self._file_size("train")
+        return None if size is None else held_out(size)[split == "val"]
+
+    def _file_size(self, file_split: str) -> int | None:
+        """Examples in the ``"train"`` or ``"test"`` file (data-set tasks)."""
+        return None
+
+    def _examples(self, file_split: str, index: torch.Tensor, seq_len: int,
+                  generator: torch.Generator, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at rows ``index`` of the ``"train"`` or ``"test"`` file."""
         raise NotImplementedError(f"task {self.name} has no indexed examples")
 
     def eval_batches(self, split: str, seq_len: int, n: int, batch_size: int, device="cpu"):
@@ -117,7 +160,8 @@ class Task:
         is ``None`` or larger than the split), in batches of at most ``batch_size``, on
         ``device``. A data-set task's ``n < size`` examples are a fixed random subset, the same
         at every length, since split files may be sorted by class (N-MNIST is)."""
-        generator = torch.Generator().manual_seed(EVAL_SEED + seq_len)
+        generator = torch.Generator().manual_seed(
+            (VAL_SEED if split == "val" else EVAL_SEED) + seq_len)
         size = self.size(split)
         if size is not None:
             if n is None or n >= size:
@@ -193,18 +237,17 @@ class ImageTask(Task):
     data_dir: str | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def _split(self, split: str):
-        if split not in self._cache:
+    def _file(self, file_split: str):
+        if file_split not in self._cache:
             from . import idx
 
-            images, labels = idx.load(self.dataset, "train" if split == "train" else "test",
-                                      self.data_dir)
+            images, labels = idx.load(self.dataset, file_split, self.data_dir)
             images = torch.as_tensor(images).reshape(len(images), -1)
-            self._cache[split] = (images, torch.as_tensor(labels, dtype=torch.long))
-        return self._cache[split]
+            self._cache[file_split] = (images, torch.as_tensor(labels, dtype=torch.long))
+        return self._cache[file_split]
 
-    def size(self, split):
-        return len(self._split(split)[1])
+    def _file_size(self, file_split):
+        return len(self._file(file_split)[1])
 
 
 def permutation() -> torch.Tensor:
@@ -241,8 +284,8 @@ class PixelMNIST(ImageTask):
                              f"{784 + self.pad} (use --pad to lengthen it), got {requested}")
         return 784 + self.pad
 
-    def examples(self, split, index, seq_len, generator, device="cpu"):
-        images, labels = self._split(split)
+    def _examples(self, file_split, index, seq_len, generator, device="cpu"):
+        images, labels = self._file(file_split)
         pixels = images[index].float() / 255.0
         if self.permute:
             pixels = pixels[:, permutation()]
@@ -259,10 +302,10 @@ class SpikingImages(ImageTask):
     def min_seq_len(self) -> int:
         return self.silent + 1
 
-    def examples(self, split, index, seq_len, generator, device="cpu"):
+    def _examples(self, file_split, index, seq_len, generator, device="cpu"):
         from ..nn.encoders import rate_code
 
-        images, labels = self._split(split)
+        images, labels = self._file(file_split)
         intensity = images[index].to(device).float() / 255.0
         if intensity.device.type != "cpu":
             seed = int(torch.randint(2**62, (), generator=generator))
@@ -285,20 +328,20 @@ class NMNIST(Task):
                                     "(`bistable data simulate-nmnist` makes one)")
         return self.data_dir
 
-    def _dataset(self, split: str, seq_len: int):
-        if (split, seq_len) not in self._cache:
+    def _dataset(self, file_split: str, seq_len: int):
+        if (file_split, seq_len) not in self._cache:
             from . import nmnist
 
-            self._cache[split, seq_len] = nmnist.NMNIST(self._root(), split, n_time_bins=seq_len,
-                                                        progress=False)
-        return self._cache[split, seq_len]
+            self._cache[file_split, seq_len] = nmnist.NMNIST(
+                self._root(), file_split, n_time_bins=seq_len, progress=False)
+        return self._cache[file_split, seq_len]
 
-    def size(self, split):
+    def _file_size(self, file_split):
         from . import nmnist
 
-        if split not in self._cache:
-            self._cache[split] = len(nmnist.list_samples(self._root(), split)[0])
-        return self._cache[split]
+        if file_split not in self._cache:
+            self._cache[file_split] = len(nmnist.list_samples(self._root(), file_split)[0])
+        return self._cache[file_split]
 
     def data_note(self):
         marker = Path(self._root()) / "SIMULATED.json"
@@ -306,8 +349,8 @@ class NMNIST(Task):
             return f"data: SIMULATED N-MNIST recordings ({marker}), not the real N-MNIST"
         return None
 
-    def examples(self, split, index, seq_len, generator, device="cpu"):
-        dataset = self._dataset(split, seq_len)
+    def _examples(self, file_split, index, seq_len, generator, device="cpu"):
+        dataset = self._dataset(file_split, seq_len)
         frames, labels = zip(*(dataset[i] for i in index.tolist()), strict=True)
         return (torch.stack(frames).flatten(2).to(device),
                 torch.tensor(labels, dtype=torch.long, device=device))
@@ -371,6 +414,25 @@ def _registry() -> dict[str, tuple[type, str, dict, dict]]:
 TASK_NAMES = tuple(_registry())
 
 
+def _file_split(split: str) -> str:
+    """The file (``"train"`` or ``"test"``) that ``split`` reads; ValueError for other names."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return "test" if split == "test" else "train"
+
+
+@functools.cache
+def held_out(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train rows, val rows)`` of a training file of ``size`` examples: a fixed random
+    :data:`VAL_FRACTION` of them (seed :data:`HOLDOUT_SEED`, at least one) is held out, each
+    part in file order."""
+    if size < 2:
+        raise ValueError(f"cannot hold out a validation set from {size} training example(s)")
+    n_val = max(1, round(VAL_FRACTION * size))
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    return order[n_val:].sort().values, order[:n_val].sort().values
+
+
 def describe_tasks() -> list[tuple[str, str]]:
     """``(name, one-line description)`` for every task, for ``bistable tasks``."""
     return [(name, entry[1]) for name, entry in _registry().items()]
@@ -378,16 +440,17 @@ def describe_tasks() -> list[tuple[str, str]]:
 
 def build_task(name: str, *, data_dir: str | None = None, gap: int | None = None,
                pad: int | None = None, pad_min: int | None = None,
-               pad_every: int | None = None) -> Task:
+               pad_every: int | None = None, validation: bool = False) -> Task:
     """The task called ``name``; ``data_dir`` for data-set tasks, ``gap`` for denoising,
     ``pad``, ``pad_min`` (training pads drawn from ``pad_min … pad``) and ``pad_every`` (training
-    readouts every so many pad steps) for (p)sMNIST (others reject them). Unknown names raise
-    ValueError listing the tasks."""
+    readouts every so many pad steps) for (p)sMNIST (others reject them); ``validation`` holds
+    out a data set's ``"val"`` split. Unknown names raise ValueError listing the tasks."""
     registry = _registry()
     if name not in registry:
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(registry)}")
     cls, description, kwargs, defaults = registry[name]
-    kwargs = dict(kwargs, name=name, description=description, defaults=dict(defaults))
+    kwargs = dict(kwargs, name=name, description=description, defaults=dict(defaults),
+                  validation=validation)
     for flag, value, owner in (("--gap", gap, Denoising), ("--pad", pad, PixelMNIST),
                                ("--pad-min", pad_min, PixelMNIST),
                                ("--pad-every", pad_every, PixelMNIST)):

@@ -44,6 +44,9 @@ def _train(args) -> int:
         return 1
     if metrics["eval"]:
         print(horizon_table(metrics["eval"]))
+        if "best" in metrics:
+            print(f"weights of step {metrics['best']['step']}, the lowest validation loss "
+                  f"({metrics['best']['val_loss']:.4g})")
         note = build_task(config.task, data_dir=config.data_dir).data_note()
         if note:
             print(note)
@@ -78,14 +81,15 @@ def _eval(args) -> int:
         evals = [evaluate(model, task, "test", length, n=n, device=device) for length in lengths]
         perturbed = [] if args.perturb is None else _perturbed(model, task, lengths, n, device,
                                                                 args.perturb, args.draws)
-    print(f"{args.run}: {config['task']} / {config['model']}, step {saved['step']}, {precision}")
+    step = (saved.get("best") or saved)["step"]  # that of the weights scored
+    print(f"{args.run}: {config['task']} / {config['model']}, step {step}, {precision}")
     print(horizon_table(evals))
     for e in perturbed:
         print(f"r, r_s drawn with σ = {args.perturb:g}, draw {e['draw']}: seq_len {e['seq_len']}, "
               f"loss {e['loss']:.4f}" + ("" if e["accuracy"] is None
                                          else f", accuracy {e['accuracy']:.4f}"))
     if args.json:
-        text = json.dumps({"run": str(args.run), "step": saved["step"], "precision": precision,
+        text = json.dumps({"run": str(args.run), "step": step, "precision": precision,
                            "eval": evals, "perturbed": perturbed}, indent=1)
         try:
             atomic_write(args.json, lambda file: file.write(text.encode()))
@@ -155,6 +159,8 @@ def add_parser(subparsers) -> None:
     length.add_argument("--epochs", type=int, metavar="N")
     opt.add_argument("--batch-size", type=int, metavar="N")
     opt.add_argument("--lr", type=float, metavar="F")
+    opt.add_argument("--min-lr", type=float, metavar="F",
+                     help="learning rate at the end of the cosine (default: --lr / 10)")
     opt.add_argument("--warmup", type=int, metavar="N")
     opt.add_argument("--schedule", choices=("cosine", "constant"))
     opt.add_argument("--weight-decay", type=float, metavar="F")
@@ -180,6 +186,10 @@ def add_parser(subparsers) -> None:
     run.add_argument("--init-from", metavar="DIR",
                      help="start from the model weights of the run in DIR (fine-tuning: same "
                           "model and sizes; fresh optimiser and schedule)")
+    run.add_argument("--keep-best", action="store_true",
+                     help="evaluate on a validation split during training (synthetic tasks: "
+                          "other examples; data sets: 10 %% of the training set, held out) and "
+                          "test the weights of its lowest loss instead of the last")
     run.add_argument("--checkpoint-every", type=int, metavar="N")
     run.add_argument("--eval-every", type=int, metavar="N")
     run.add_argument("--log-every", type=int, metavar="N")

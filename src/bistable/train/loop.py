@@ -11,6 +11,10 @@ Every ``eval_every`` steps: evaluate at the training length; every ``checkpoint_
 the checkpoint (model, optimiser, schedule, RNG states, data position, history) atomically. At the
 end: evaluate at the training length and at every ``eval_seq_len``, write ``metrics.json``, the
 checkpoint and the plots (:mod:`.report`) into ``out``.
+With ``keep_best`` (early stopping's checkpoint selection, as Keras' ``restore_best_weights`` or
+Lightning's ``ModelCheckpoint(monitor="val_loss")``): the evaluations during training and one at
+the end score the validation split (``"val"``, held out of the training data), the checkpoint also
+keeps the weights of the lowest validation loss, and the final test evaluations score those.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class TrainConfig:
     log_every: int = 10
     resume: bool = False
     init_from: str | None = None       # start from the model weights of the run in this folder
+    keep_best: bool = False            # test the weights of the lowest validation loss
     quiet: bool = False
 
 
@@ -221,7 +226,7 @@ def train_batch(task: Task, c: TrainConfig, step: int,
 
 def _build_task(c: TrainConfig) -> Task:
     return build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad, pad_min=c.pad_min,
-                      pad_every=c.pad_every)
+                      pad_every=c.pad_every, validation=c.keep_best)
 
 
 def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
@@ -267,7 +272,7 @@ def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
         raise ValueError(f"--init-from: no checkpoint in {c.init_from}")
     saved = load_checkpoint(path)
     try:
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(selected_weights(saved))
     except RuntimeError:
         theirs = {k: saved["config"].get(k) for k in ("model", "hidden", "layers", "model_options")}
         ours = {k: getattr(c, k) for k in theirs}
@@ -276,7 +281,7 @@ def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
 
 
 def load_run(out, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
-    """The task and the model of the run in ``out``, with its last checkpoint's weights, in
+    """The task and the model of the run in ``out``, with its :func:`selected_weights`, in
     evaluation mode (training-only noise such as the SRC's ``train_noise`` off); ``data_dir``
     replaces the run's own (a run moved to another machine)."""
     return run_from(read_run(out), data_dir)
@@ -296,8 +301,23 @@ def run_from(saved: dict, data_dir: str | None = None) -> tuple[Task, torch.nn.M
     c.data_dir = data_dir or c.data_dir
     task = _build_task(c)
     model = _build_model(c, task)
-    model.load_state_dict(saved["model"])
+    model.load_state_dict(selected_weights(saved))
     return task, model.eval()
+
+
+def selected_weights(saved: dict) -> dict:
+    """The weights a run's results score: the lowest validation loss's for a ``keep_best`` run,
+    else the last."""
+    return saved["best"]["model"] if saved.get("best") else saved["model"]
+
+
+def _better(best: dict | None, step: int, loss: float, model: torch.nn.Module) -> dict | None:
+    """``best`` (``{"step", "loss", "model"}``), or this step's if its finite validation loss is
+    lower (a copy of the weights, on the CPU)."""
+    if not math.isfinite(loss) or (best is not None and loss >= best["loss"]):
+        return best
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {"step": step, "loss": loss, "model": weights}
 
 
 def _check_resumable(saved: dict, c: TrainConfig) -> None:
@@ -313,7 +333,7 @@ def _check_resumable(saved: dict, c: TrainConfig) -> None:
         raise ValueError(f"--resume: --steps {c.steps} is below the run's {saved['steps']}")
 
 
-def _checkpoint(path: Path, step: int, c, model, optimizer, history) -> None:
+def _checkpoint(path: Path, step: int, c, model, optimizer, history, best) -> None:
     save_checkpoint(path, {
         "version": 1, "step": step, "config": dataclasses.asdict(c),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -322,7 +342,21 @@ def _checkpoint(path: Path, step: int, c, model, optimizer, history) -> None:
         "rng": rng_state(),
         "data": {"seed": c.seed, "step": step, "samples_seen": step * c.batch_size},
         "history": history,
+        "best": best,
     })
+
+
+def _evaluate_during(model, task: Task, c: TrainConfig, step: int, history: list,
+                     best: dict | None, device) -> dict | None:
+    """Score the model at the training length on up to 1000 examples of the validation split
+    (``keep_best``) or the test split, log it in ``history``; return the best so far."""
+    split = "val" if c.keep_best else "test"
+    with autocast(c.precision, device):
+        result = evaluate(model, task, split, c.seq_len, n=min(c.eval_samples or 1000, 1000),
+                          device=device)
+    history.append({"step": step, "split": split, "eval_loss": result["loss"],
+                    "eval_mse": result["mse"], "eval_accuracy": result["accuracy"]})
+    return _better(best, step, result["loss"], model) if c.keep_best else best
 
 
 def train(config: TrainConfig) -> dict:
@@ -349,14 +383,14 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     _check_training_aids(c, model)
     noise = _ramp_target(model) if c.noise_ramp else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    step, history = 0, []
+    step, history, best = 0, [], None  # best: keep_best's lowest validation loss (_better)
     if c.resume and ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path)
         _check_resumable(saved["config"], c)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         set_rng_state(saved["rng"])
-        step, history = saved["step"], saved["history"]
+        step, history, best = saved["step"], saved["history"], saved.get("best")
         c.precision = c.precision or saved["config"].get("precision")
     elif c.resume and ctx.is_main:
         print(f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
@@ -423,14 +457,10 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
             losses, norms, rates, busy = [], [], [], 0.0
         if step % c.eval_every == 0 and step < c.steps and ctx.is_main:
-            with autocast(c.precision, ctx.device):
-                result = evaluate(model, task, "test", c.seq_len,
-                                  n=min(c.eval_samples or 1000, 1000), device=ctx.device)
-            history.append({"step": step, "eval_loss": result["loss"], "eval_mse": result["mse"],
-                            "eval_accuracy": result["accuracy"]})
+            best = _evaluate_during(model, task, c, step, history, best, ctx.device)
         if step % c.checkpoint_every == 0 and step < c.steps:
             if ctx.is_main:
-                _checkpoint(ckpt_path, step, c, model, optimizer, history)
+                _checkpoint(ckpt_path, step, c, model, optimizer, history, best)
             ctx.barrier()
         bar.update(1)
     bar.close()
@@ -438,12 +468,17 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     metrics = {"task": c.task, "model": c.model, "config": dataclasses.asdict(c),
                "history": history, "eval": []}
     if ctx.is_main:
+        if c.keep_best and not any(h["step"] == step and "eval_loss" in h for h in history):
+            best = _evaluate_during(model, task, c, step, history, best, ctx.device)  # the last
+        _checkpoint(ckpt_path, step, c, model, optimizer, history, best)
+        if best is not None:
+            model.load_state_dict(best["model"])
+            metrics["best"] = {"step": best["step"], "val_loss": best["loss"]}
         with autocast(c.precision, ctx.device):
             metrics["eval"] = [evaluate(model, task, "test", n, n=c.eval_samples,
                                         device=ctx.device) for n in c.eval_seq_len]
-        _checkpoint(ckpt_path, step, c, model, optimizer, history)
         write_metrics(out / "metrics.json", task=c.task, model=c.model, config=metrics["config"],
-                      history=history, evals=metrics["eval"])
+                      history=history, evals=metrics["eval"], best=metrics.get("best"))
         title = f"{c.task}, {c.model}"
         plots(out, title, task, c.seq_len, history, metrics["eval"])
         spiking_figures(out, title, task, c.seq_len, model, ctx.device)

@@ -5,7 +5,8 @@
     {"task": str, "model": str, "config": {...}, "history": [{"step", "loss", "lr", ...}, ...],
      "eval": [{"split", "seq_len", "loss", "mse", "accuracy"}, ...]}
 
-with ``null`` where a figure does not apply (accuracy for regression, MSE for classification).
+with ``null`` where a figure does not apply (accuracy for regression, MSE for classification);
+a ``--keep-best`` run adds ``"best": {"step", "val_loss"}``, the weights its ``eval`` scores.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def evaluate(model, task, split: str, seq_len: int, *, n: int | None, batch_size
 
 
 def write_metrics(path, *, task: str, model: str, config: dict, history: list,
-                  evals: list) -> None:
-    """Write ``metrics.json`` atomically."""
-    text = json.dumps({"task": task, "model": model, "config": config, "history": history,
-                       "eval": evals}, indent=1)
+                  evals: list, best: dict | None = None) -> None:
+    """Write ``metrics.json`` atomically (``best`` only where given)."""
+    metrics = {"task": task, "model": model, "config": config, "history": history, "eval": evals}
+    if best is not None:
+        metrics["best"] = best
+    text = json.dumps(metrics, indent=1)
     atomic_write(path, lambda file: file.write(text.encode()))
