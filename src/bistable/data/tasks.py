@@ -7,16 +7,16 @@ A task turns ``(split, seq_len, batch_size, generator, device)`` into a batch ``
 not apply). Synthetic tasks draw every batch from the generator they are given; tasks over a data
 set (``size(split)`` is not ``None``) also serve examples by index, so a training loop can walk
 epochs. Evaluation sets are fixed by :data:`EVAL_SEED` and the sequence length, not by the
-training seed, so every model and seed is scored on the same examples.
+training seed, so every model and seed is scored on the same examples. Examples are drawn on the
+CPU with the generator and moved to ``device``, except the rate-coded spikes, which are drawn on
+``device`` (the CPU draw would feed a GPU at a small fraction of its training speed) from a device
+generator seeded by one draw of the CPU one: reproducible per device type, not across them.
 
 Splits: ``"train"``, ``"test"`` and ``"val"``, the validation set that selects a checkpoint
 (``bistable train --keep-best``) without looking at the test set. A synthetic task's ``"val"``
 is drawn from :data:`VAL_SEED`; a data-set task built with ``validation=True`` holds out
 :data:`VAL_FRACTION` of its training file as ``"val"`` (a fixed random subset, seed
-:data:`HOLDOUT_SEED`, the same for every run) and trains on the rest. Examples are drawn on the
-CPU with the generator and moved to ``device``, except the rate-coded spikes, which are drawn on
-``device`` (the CPU draw would feed a GPU at a small fraction of its training speed) from a device
-generator seeded by one draw of the CPU one: reproducible per device type, not across them.
+:data:`HOLDOUT_SEED`, the same for every run) and trains on the rest.
 
 Tasks (``bistable tasks`` lists them):
 
