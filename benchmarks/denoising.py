@@ -27,18 +27,18 @@ from benchmarks.common import (  # noqa: E402
 )
 
 RUNS_DIR = "runs/denoising"
-LRU = "'lru': {'r_min': 0.5, 'r_max': 0.9}"
 
 
 def hybrid(epsilon: float, steps: int = 3000, sharpness: float | None = None) -> list[str]:
     """The denoising hybrid (width 64, LRU ring |λ| in [0.5, 0.9]) with CMRUs of this ε: 1 the
     counter, below 1 leaky (their state stays below 1 / (1 − ε)); ``sharpness``, if given, that of
     the CMRUs' and BMRUs' surrogate (default 1)."""
-    sharp = "" if sharpness is None else f", 'sharpness': {sharpness}"
-    bmru = "" if sharpness is None else f", 'bmru': {{'sharpness': {sharpness}}}"
+    units = {"lru": {"r_min": 0.5, "r_max": 0.9}, "cmru": {"epsilon": epsilon}}
+    if sharpness is not None:
+        units["cmru"]["sharpness"] = sharpness
+        units["bmru"] = {"sharpness": sharpness}
     return ["--model", "hybrid", "--hidden", "64", "--steps", str(steps),
-            "--option", "mixer=cmru+lru+bmru",
-            "--option", f"unit_kwargs={{{LRU}, 'cmru': {{'epsilon': {epsilon}{sharp}}}{bmru}}}"]
+            "--option", "mixer=cmru+lru+bmru", "--option", f"unit_kwargs={units!r}"]
 
 
 PARAMS = "167557"  # the hybrid below (cmru+lru+bmru, width 64, 2 layers)

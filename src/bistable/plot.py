@@ -56,12 +56,13 @@ def learning_curve(history: list[dict], path, *, title: str | None = None) -> Pa
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     train = [(h["step"], h["loss"]) for h in history if h.get("loss") is not None]
-    evals = [(h["step"], h["eval_loss"]) for h in history if h.get("eval_loss") is not None]
+    scored = [h for h in history if h.get("eval_loss") is not None]
+    evals = [(h["step"], h["eval_loss"]) for h in scored]
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss", lw=1)
     if evals:
-        split = next(h.get("split", "test") for h in history if h.get("eval_loss") is not None)
-        ax.plot(*zip(*evals, strict=True), "o-", label=f"{split} loss", ms=3)
+        ax.plot(*zip(*evals, strict=True), "o-", label=f"{scored[0].get('split', 'test')} loss",
+                ms=3)
     values = [v for _, v in train + evals]
     if values and min(values) > 0:
         ax.set_yscale("log")
