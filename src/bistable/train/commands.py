@@ -16,7 +16,16 @@ import torch
 from ..data.tasks import TASK_NAMES, build_task, describe_tasks
 from . import distributed
 from .checkpoint import atomic_write
-from .loop import PRECISIONS, TrainConfig, TrainingDiverged, autocast, read_run, run_from, train
+from .loop import (
+    PRECISIONS,
+    TrainConfig,
+    TrainingDiverged,
+    autocast,
+    read_run,
+    run_from,
+    selected,
+    train,
+)
 from .metrics import evaluate
 from .report import horizon_table
 
@@ -81,7 +90,7 @@ def _eval(args) -> int:
         evals = [evaluate(model, task, "test", length, n=n, device=device) for length in lengths]
         perturbed = [] if args.perturb is None else _perturbed(model, task, lengths, n, device,
                                                                 args.perturb, args.draws)
-    step = (saved.get("best") or saved)["step"]  # that of the weights scored
+    step = selected(saved)["step"]  # that of the weights scored
     print(f"{args.run}: {config['task']} / {config['model']}, step {step}, {precision}")
     print(horizon_table(evals))
     for e in perturbed:

@@ -272,7 +272,7 @@ def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
         raise ValueError(f"--init-from: no checkpoint in {c.init_from}")
     saved = load_checkpoint(path)
     try:
-        model.load_state_dict(selected_weights(saved))
+        model.load_state_dict(selected(saved)["model"])
     except RuntimeError:
         theirs = {k: saved["config"].get(k) for k in ("model", "hidden", "layers", "model_options")}
         ours = {k: getattr(c, k) for k in theirs}
@@ -281,7 +281,7 @@ def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
 
 
 def load_run(out, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
-    """The task and the model of the run in ``out``, with its :func:`selected_weights`, in
+    """The task and the model of the run in ``out``, with the weights :func:`selected`, in
     evaluation mode (training-only noise such as the SRC's ``train_noise`` off); ``data_dir``
     replaces the run's own (a run moved to another machine)."""
     return run_from(read_run(out), data_dir)
@@ -301,14 +301,14 @@ def run_from(saved: dict, data_dir: str | None = None) -> tuple[Task, torch.nn.M
     c.data_dir = data_dir or c.data_dir
     task = _build_task(c)
     model = _build_model(c, task)
-    model.load_state_dict(selected_weights(saved))
+    model.load_state_dict(selected(saved)["model"])
     return task, model.eval()
 
 
-def selected_weights(saved: dict) -> dict:
-    """The weights a run's results score: the lowest validation loss's for a ``keep_best`` run,
-    else the last."""
-    return saved["best"]["model"] if saved.get("best") else saved["model"]
+def selected(saved: dict) -> dict:
+    """The ``{"step", "model", ...}`` of the weights a run's results score: its lowest validation
+    loss's for a ``keep_best`` run, else the checkpoint's last."""
+    return saved.get("best") or saved
 
 
 def _better(best: dict | None, step: int, loss: float, model: torch.nn.Module) -> dict | None:
