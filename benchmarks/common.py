@@ -24,7 +24,9 @@ LATE_MIXER = "lru,lru+bmru"  # the 'late' hybrid: BMRUs beside the LRU from the 
 
 
 def machine() -> str:
-    """CPU model and core count, plus the GPU name when CUDA is up."""
+    """CPU model and core count, torch and the intra-op threads of this process (those of the
+    timings it makes; a table of training runs gives each run's own ``--threads`` in its
+    command), plus the GPU name when CUDA is up."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -34,7 +36,7 @@ def machine() -> str:
     except OSError:
         pass
     threads = torch.get_num_threads()
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads)"
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads in this process)"
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name()}"
     return text

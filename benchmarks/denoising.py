@@ -58,6 +58,8 @@ RUNS = {
     "hybrid-leaky07-minlr3e-5-3000": [*hybrid(0.7), "--min-lr", "3e-5"],
     "hybrid-leaky07-sharp2-3000": hybrid(0.7, sharpness=2),
     "hybrid-leaky07-sharp2-6000": hybrid(0.7, 6000, sharpness=2),
+    "gru-6000": ["--model", "gru", "--params", PARAMS, "--steps", "6000"],
+    "lstm-6000": ["--model", "lstm", "--params", PARAMS, "--steps", "6000"],
 }
 SEEDS = {"hybrid-cmru-3000": (1, 2), "lstm-3000": (1, 2), "gru-3000": (1, 2, 3, 4),
          "hybrid-leaky07-3000": (1, 2, 3), "hybrid-leaky07-sharp2-3000": (1, 2, 3),
