@@ -80,7 +80,14 @@ def test_model_options_merge_into_the_task_defaults_per_key(tmp_path):
                        task="denoising", seq_len=300), build_task("denoising"))
     assert c.model_options["mixer"] == "lru,bmru"
     assert c.model_options["unit_kwargs"] == {"lru": {"r_min": 0.5, "r_max": 0.9},
-                                              "cmru": {"epsilon": 0.7}}
+                                              "cmru": {"epsilon": 0.7, "sharpness": 2.0},
+                                              "bmru": {"sharpness": 2.0}}
+    given = {"unit_kwargs": {"bmru": {"detach_input": True}, "cmru": {"sharpness": 1.0}}}
+    c = resolve(config(tmp_path, model="hybrid", model_options=given, task="denoising",
+                       seq_len=300), build_task("denoising"))
+    assert c.model_options["unit_kwargs"] == {"lru": {"r_min": 0.5, "r_max": 0.9},
+                                              "cmru": {"epsilon": 0.7, "sharpness": 1.0},
+                                              "bmru": {"sharpness": 2.0, "detach_input": True}}
 
 
 def test_training_batches_depend_on_seed_and_step_only(tmp_path):
