@@ -36,7 +36,8 @@ def machine() -> str:
     except OSError:
         pass
     threads = torch.get_num_threads()
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads in this process)"
+    text = (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({threads} threads in this process)")
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name()}"
     return text

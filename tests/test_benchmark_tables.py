@@ -1,6 +1,7 @@
 """The summaries the benchmark scripts write into results/: mean ± std over seeds, and the
 denoising probe's writes and last outputs."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -8,14 +9,17 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import denoising_probe  # noqa: E402
+from benchmarks import denoising, denoising_probe  # noqa: E402
 from benchmarks.common import mean_std  # noqa: E402
 from benchmarks.denoising import seed_rows  # noqa: E402
 from benchmarks.denoising_probe import length_rows  # noqa: E402
 from benchmarks.pad_memory import seed_table  # noqa: E402
 
+from bistable.cli import build_parser  # noqa: E402
 from bistable.data.tasks import build_task  # noqa: E402
 from bistable.nn import Network  # noqa: E402
+from bistable.train.commands import train_config  # noqa: E402
+from bistable.train.loop import resolve  # noqa: E402
 
 
 def test_mean_std_is_the_sample_std_or_the_single_value():
@@ -106,3 +110,18 @@ def test_denoising_probe_gives_a_run_without_memory_units_one_row_per_length():
     task, model = build_task("denoising", gap=7), Network(2, 5, hidden=6, layers=1, mixer="lru")
     rows = length_rows(task, model, 19, samples=3, eval_samples=3)
     assert [(r["seq_len"], r["unit"]) for r in rows] == [(19, "-")] and rows[0]["mse"] > 0
+
+
+def _resolved(argv, tmp_path):
+    """The resolved TrainConfig of ``bistable train`` arguments ``argv``, as the CLI builds it."""
+    args = build_parser().parse_args(["train", *argv, "--out", str(tmp_path)])
+    config = train_config(args)
+    return resolve(config, build_task(config.task))
+
+
+def test_the_denoising_defaults_are_the_benchmarks_recipe(tmp_path):
+    """docs/training.md: ``bistable train denoising --model hybrid`` trains what the benchmark's
+    hybrid-leaky07-sharp2-6000 run trained (results/denoising_sharpness.md)."""
+    default = _resolved(["denoising", "--model", "hybrid"], tmp_path)
+    recipe = _resolved(["denoising", *denoising.RUNS["hybrid-leaky07-sharp2-6000"]], tmp_path)
+    assert dataclasses.asdict(default) == dataclasses.asdict(recipe)

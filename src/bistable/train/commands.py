@@ -42,10 +42,15 @@ def _option(text: str) -> tuple[str, object]:
         return key, value
 
 
-def _train(args) -> int:
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed ``bistable train`` arguments (flags left out: None)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    config = TrainConfig(**settings, model_options=dict(args.option or []))
+    return TrainConfig(**settings, model_options=dict(args.option or []))
+
+
+def _train(args) -> int:
+    config = train_config(args)
     try:
         metrics = train(config)
     except TrainingDiverged as err:
