@@ -1,5 +1,6 @@
 """The summaries the benchmark scripts write into results/: mean ± std over seeds, and the
-denoising probe's writes and last outputs."""
+denoising probe's writes and last outputs; and that a task's defaults are the benchmark recipe the
+docs say they are."""
 
 import dataclasses
 import sys
