@@ -370,7 +370,7 @@ _SYNTHETIC = dict(steps=1000, batch_size=64, lr=3e-3, hidden=32, layers=2, eval_
 # a steady rate, so at ten times the training length it reads ten times more than training ever
 # showed and the network is at chance; the leaky one saturates and holds at T = 3000 and 30 000
 # (docs/training.md, results/denoising_probe.md). Surrogate sharpness 2 on its CMRUs and BMRUs, and
-# 6000 steps: MSE 0.049 ± 0.026 at T = 300 over 4 seeds, where sharpness 1 and 3000 steps gave
+# 6000 steps: MSE 0.043 ± 0.023 at T = 300 over 6 seeds, where sharpness 1 and 3000 steps gave
 # 0.074 ± 0.047, one seed rising late in the cosine (results/denoising_sharpness.md).
 _DENOISING = {"hybrid": {"mixer": "cmru+lru+bmru",
                          "unit_kwargs": {**_FAST_LRU["hybrid"]["unit_kwargs"],
