@@ -1,7 +1,7 @@
 """Why a trained denoising run does or does not hold at ten times its training length.
 
     python benchmarks/denoising_probe.py RUN [RUN ...] [--lengths 300 3000] [--samples 256]
-                                         [--name denoising_probe]
+                                         [--last] [--name denoising_probe]
 
 For each run of ``benchmarks/denoising.py`` (a folder under runs/denoising) and each length T: the
 MSE at T on the run's fixed evaluation set (256 sequences, streamed as ``bistable eval`` does) and,
@@ -10,8 +10,10 @@ on ``--samples`` test sequences (fewer beyond T = 3000, to bound the memory), fo
 steps, at the unmarked steps before the gap and in the gap, and the mean and largest magnitude of
 its output α s_T at the last step (what the next block and the readout see). A counter (ε = 1) that
 writes at a steady rate on unmarked steps ends ten times larger at T = 3000 than at T = 300, out of
-the range the network was trained on; a leaky one (ε < 1) stays below 1 / (1 − ε). Writes
-results/<name>.md and .json.
+the range the network was trained on; a leaky one (ε < 1) stays below 1 / (1 − ε). A
+``--keep-best`` run is probed with the weights it selected, or with its last ones under ``--last``
+(the pair compares the selection with the run that kept the last weights, on the same training).
+Writes results/<name>.md and .json.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header, positive_int, write_results  # noqa: E402
 from benchmarks.denoising import RUNS_DIR  # noqa: E402
 from benchmarks.pad_memory import recording, writes  # noqa: E402
-from bistable.train.loop import load_run  # noqa: E402
+from bistable.train.loop import read_run, run_from  # noqa: E402
 from bistable.train.metrics import evaluate  # noqa: E402
 from bistable.units.bmru import MRU  # noqa: E402
 
@@ -89,6 +91,8 @@ def main(argv=None) -> None:
     p.add_argument("--lengths", nargs="+", type=positive_int, default=[300, 3000])
     p.add_argument("--samples", type=positive_int, default=256,
                    help="sequences for the unit statistics (fewer beyond T = 3000)")
+    p.add_argument("--last", action="store_true",
+                   help="a --keep-best run's last weights instead of the ones it selected")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--name", default="denoising_probe")
     args = p.parse_args(argv)
@@ -97,15 +101,18 @@ def main(argv=None) -> None:
     for run in args.runs:
         if not (ROOT / RUNS_DIR / run / "checkpoint.pt").is_file():
             p.error(f"no run {run!r} in {RUNS_DIR} (train it with benchmarks/denoising.py)")
-        loaded[run] = load_run(ROOT / RUNS_DIR / run)
+        saved = read_run(ROOT / RUNS_DIR / run)
+        loaded[run] = run_from({k: v for k, v in saved.items() if k != "best"} if args.last
+                               else saved)
         shortest = loaded[run][0].min_seq_len()
         if min(args.lengths) < shortest:
             p.error(f"--lengths: expected lengths of at least {shortest} for {run} (its gap and "
                     f"5 marks), got {min(args.lengths)}")
     rows = []
     for run, (task, model) in loaded.items():
+        label = f"{run} (last weights)" if args.last else run
         for seq_len in args.lengths:
-            rows += [{"run": run, **r} for r in length_rows(task, model, seq_len, args.samples)]
+            rows += [{"run": label, **r} for r in length_rows(task, model, seq_len, args.samples)]
         print(table(rows), flush=True)
     text = (header("Denoising: what the memory units do at the training length and beyond")
             + "\n" + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")

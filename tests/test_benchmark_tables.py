@@ -19,8 +19,10 @@ from benchmarks.pad_memory import seed_table  # noqa: E402
 from bistable.cli import build_parser  # noqa: E402
 from bistable.data.tasks import build_task  # noqa: E402
 from bistable.nn import Network  # noqa: E402
+from bistable.train import loop  # noqa: E402
 from bistable.train.commands import train_config  # noqa: E402
-from bistable.train.loop import resolve  # noqa: E402
+from bistable.train.loop import TrainConfig, read_run, resolve, run_from, train  # noqa: E402
+from bistable.train.metrics import evaluate  # noqa: E402
 
 
 def test_mean_std_is_the_sample_std_or_the_single_value():
@@ -126,3 +128,32 @@ def test_the_denoising_defaults_are_the_benchmarks_recipe(tmp_path):
     default = _resolved(["denoising", "--model", "hybrid"], tmp_path)
     recipe = _resolved(["denoising", *denoising.RUNS["hybrid-leaky07-sharp2-6000"]], tmp_path)
     assert dataclasses.asdict(default) == dataclasses.asdict(recipe)
+
+
+def test_denoising_probe_scores_a_keep_best_run_with_its_selected_or_last_weights(
+        tmp_path, monkeypatch):
+    """``--last`` probes the weights a ``--keep-best`` run ended with, not the ones it kept."""
+    losses = iter([1.0, 2.0])  # validation losses at steps 4 and 8: step 4's weights are kept
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", lambda model, task, split, *a, **kw: {
+        **real(model, task, split, *a, **kw), **({"loss": next(losses)} if split == "val" else {})})
+    out = tmp_path / "runs" / "best"
+    train(TrainConfig(task="denoising", gap=7, model="hybrid", hidden=6, layers=1, seq_len=19,
+                      steps=8, batch_size=8, eval_samples=8, eval_every=4, checkpoint_every=4,
+                      schedule="constant", keep_best=True, quiet=True, out=str(out)))
+    written = []
+    monkeypatch.setattr(denoising_probe, "ROOT", tmp_path)
+    monkeypatch.setattr(denoising_probe, "RUNS_DIR", "runs")
+    monkeypatch.setattr(denoising_probe, "write_results",
+                        lambda name, text, rows: written.append(rows) or name)
+    saved = read_run(out)
+    assert saved["best"]["step"] == 4 and saved["step"] == 8
+    mse = {}
+    for flag, weights in (([], saved["best"]["model"]), (["--last"], saved["model"])):
+        denoising_probe.main(["best", "--lengths", "19", *flag])
+        task, model = run_from(saved)
+        model.load_state_dict(weights)
+        mse[tuple(flag)] = evaluate(model, task, "test", 19, n=256)["mse"]
+        assert [r["mse"] for r in written[-1]] == pytest.approx([mse[tuple(flag)]] * 2)
+    assert written[-1][0]["run"] == "best (last weights)"
+    assert mse[()] != mse[("--last",)]
