@@ -19,7 +19,6 @@ from benchmarks.pad_memory import seed_table  # noqa: E402
 from bistable.cli import build_parser  # noqa: E402
 from bistable.data.tasks import build_task  # noqa: E402
 from bistable.nn import Network  # noqa: E402
-from bistable.train import loop  # noqa: E402
 from bistable.train.commands import train_config  # noqa: E402
 from bistable.train.loop import TrainConfig, read_run, resolve, run_from, train  # noqa: E402
 from bistable.train.metrics import evaluate  # noqa: E402
@@ -131,12 +130,9 @@ def test_the_denoising_defaults_are_the_benchmarks_recipe(tmp_path):
 
 
 def test_denoising_probe_scores_a_keep_best_run_with_its_selected_or_last_weights(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, script_validation):
     """``--last`` probes the weights a ``--keep-best`` run ended with, not the ones it kept."""
-    losses = iter([1.0, 2.0])  # validation losses at steps 4 and 8: step 4's weights are kept
-    real = loop.evaluate
-    monkeypatch.setattr(loop, "evaluate", lambda model, task, split, *a, **kw: {
-        **real(model, task, split, *a, **kw), **({"loss": next(losses)} if split == "val" else {})})
+    script_validation([1.0, 2.0])  # validation losses at steps 4 and 8: step 4's weights are kept
     out = tmp_path / "runs" / "best"
     train(TrainConfig(task="denoising", gap=7, model="hybrid", hidden=6, layers=1, seq_len=19,
                       steps=8, batch_size=8, eval_samples=8, eval_every=4, checkpoint_every=4,

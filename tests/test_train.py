@@ -199,19 +199,8 @@ def test_resume_extends_a_finished_run_exactly(tmp_path):
         train(config(tmp_path, "parts", steps=20, hidden=9, resume=True))
 
 
-def script_validation(monkeypatch, losses):
-    """Make the validation losses of the runs that follow ``losses``, in turn."""
-    scripted, real = iter(losses), loop.evaluate
-
-    def evaluate_(model, task, split, *args, **kw):
-        result = real(model, task, split, *args, **kw)
-        return {**result, "loss": next(scripted)} if split == "val" else result
-
-    monkeypatch.setattr(loop, "evaluate", evaluate_)
-
-
-def test_keep_best_tests_the_weights_of_the_lowest_validation_loss(tmp_path, monkeypatch):
-    script_validation(monkeypatch, [2.0, 1.0, 3.0])  # at steps 4, 8, 12 (the end)
+def test_keep_best_tests_the_weights_of_the_lowest_validation_loss(tmp_path, script_validation):
+    script_validation([2.0, 1.0, 3.0])  # at steps 4, 8, 12 (the end)
     metrics = train(config(tmp_path, "best", keep_best=True, schedule="constant"))
     assert [(h["step"], h["split"]) for h in metrics["history"] if "eval_loss" in h] == [
         (4, "val"), (8, "val"), (12, "val")]
@@ -227,8 +216,8 @@ def test_keep_best_tests_the_weights_of_the_lowest_validation_loss(tmp_path, mon
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 
 
-def test_keep_best_resumes_with_its_best_so_far(tmp_path, monkeypatch):
-    script_validation(monkeypatch, [2.0, 1.0, 3.0, 4.0] * 2)  # steps 4, 8, 12, 16; twice
+def test_keep_best_resumes_with_its_best_so_far(tmp_path, script_validation):
+    script_validation([2.0, 1.0, 3.0, 4.0] * 2)  # steps 4, 8, 12, 16; twice
     whole = train(config(tmp_path, "whole", steps=16, keep_best=True, schedule="constant"))
     train(config(tmp_path, "parts", steps=8, keep_best=True, schedule="constant"))
     extended = train(config(tmp_path, "parts", steps=16, keep_best=True, schedule="constant",
