@@ -123,7 +123,7 @@ RUNS = {
     **{f"fashion-mnist-h1024-robust-20ep-gpu-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *GPU_20EP, "--hidden", "1024", "--seed", str(n)])
        for n in (1, 2)},
-    # the same two seeds on this CPU under bf16, for want of a GPU (about 3 h each, two at a time,
+    # the same two seeds on this CPU under bf16, for want of a GPU (about 4.5 h each, two at a time,
     # over sessions with --resume)
     **{f"fashion-mnist-h1024-robust-20ep-bf16-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *FASHION_20EP, "--hidden", "1024", *BF16, "--seed", str(n)])
