@@ -4,7 +4,8 @@ on copy-first-input (train T = 50 and 200, evaluated at 1×, 10×, 100×, 1000×
 Writes results/memory_tasks.md/.json.
 
 Each cell is one ``bistable train`` run (its command is in the table); finished runs are kept
-under ``--runs`` and reused, so the driver can be stopped and started again. The full protocol::
+under ``--runs`` and reused, cut-off ones resumed from their last checkpoint, so the driver can be
+stopped and started again. The full protocol::
 
     python benchmarks/memory_tasks.py --full
 
@@ -98,12 +99,13 @@ def fit_steps(c: TrainConfig, minutes: float) -> int:
 
 
 def run(c: TrainConfig) -> dict:
-    """Train (or reuse the finished run in ``c.out``) and return its metrics."""
-    path = Path(c.out) / "metrics.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    """Train (reuse the finished run in ``c.out``, or resume the one cut off there from its
+    checkpoint) and return its metrics."""
+    out = Path(c.out)
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
     print(command(c), flush=True)
-    return train(c)
+    return train(dataclasses.replace(c, resume=(out / "checkpoint.pt").is_file()))
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import denoising, denoising_probe  # noqa: E402
+from benchmarks import denoising, denoising_probe, memory_tasks  # noqa: E402
 from benchmarks.common import mean_std  # noqa: E402
 from benchmarks.denoising import seed_rows  # noqa: E402
 from benchmarks.denoising_probe import length_rows  # noqa: E402
@@ -153,3 +153,21 @@ def test_denoising_probe_scores_a_keep_best_run_with_its_selected_or_last_weight
         assert [r["mse"] for r in written[-1]] == pytest.approx([mse[tuple(flag)]] * 2)
     assert written[-1][0]["run"] == "best (last weights)"
     assert mse[()] != mse[("--last",)]
+
+
+def test_memory_tasks_resumes_a_cut_off_run_where_it_stopped(tmp_path):
+    """A run cut off after its step-4 checkpoint (no metrics.json) is resumed, not refused nor
+    restarted: it ends with the weights of the same run trained without a stop."""
+    def config(out: str, steps: int) -> TrainConfig:
+        return TrainConfig(task="copy-first-input", model="hybrid", hidden=6, layers=1,
+                           seq_len=9, steps=steps, batch_size=8, eval_samples=8, eval_every=4,
+                           schedule="constant", warmup=0, quiet=True, out=str(tmp_path / out))
+    memory_tasks.run(config("whole", 8))
+    train(config("cut", 4))
+    (tmp_path / "cut" / "metrics.json").unlink()
+    metrics = memory_tasks.run(config("cut", 8))
+    assert metrics["config"]["steps"] == 8
+    whole, cut = read_run(tmp_path / "whole"), read_run(tmp_path / "cut")
+    assert cut["step"] == 8
+    for name, weight in whole["model"].items():
+        assert torch.equal(weight, cut["model"][name]), name
