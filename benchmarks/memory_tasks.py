@@ -101,11 +101,11 @@ def fit_steps(c: TrainConfig, minutes: float) -> int:
 def run(c: TrainConfig) -> dict:
     """Train (reuse the finished run in ``c.out``, or resume the one cut off there from its
     checkpoint) and return its metrics."""
-    out = Path(c.out)
-    if (out / "metrics.json").is_file():
-        return json.loads((out / "metrics.json").read_text())
+    path = Path(c.out) / "metrics.json"
+    if path.is_file():
+        return json.loads(path.read_text())
     print(command(c), flush=True)
-    return train(dataclasses.replace(c, resume=(out / "checkpoint.pt").is_file()))
+    return train(dataclasses.replace(c, resume=True))  # from step 0 when there is no checkpoint
 
 
 def main() -> None:
