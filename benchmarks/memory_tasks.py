@@ -11,7 +11,8 @@ stopped and started again. The full protocol::
 
 is days of CPU time (hours on a GPU with ``--device cuda``); ``--models``, ``--seeds``,
 ``--experiments`` and ``--steps`` (or ``--minutes``) select a reduced version, which the results
-file labels as such.
+file labels as such. ``--finished`` tabulates the runs that have finished without training any:
+each row then counts its own seeds.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def main() -> None:
                         choices=[*MODEL_NAMES, *VARIANTS])
     parser.add_argument("--experiments", nargs="+", default=["copy50"], choices=list(EXPERIMENTS))
     parser.add_argument("--seeds", type=positive_int, default=1)
+    parser.add_argument("--finished", action="store_true", help="tabulate the finished runs "
+                        "among those selected, train none (a row per model with one or more)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=positive_int, help="training steps (default: the task's)")
     length.add_argument("--minutes", type=positive_float, help="training steps that fit in this "
@@ -151,7 +154,10 @@ def main() -> None:
                                 eval_seq_len=[seq_len * f for f in factors
                                               if seq_len and 1 < f <= args.max_factor],
                                 **extra, **settings)
-                if args.minutes and not (Path(c.out) / "metrics.json").is_file():
+                finished = (Path(c.out) / "metrics.json").is_file()
+                if args.finished and not finished:
+                    continue
+                if args.minutes and not finished:
                     c.steps = fit_steps(c, args.minutes)
                 metrics = run(c)
                 if args.minutes:  # a reused run: the steps it was fitted to, for its command
@@ -160,7 +166,8 @@ def main() -> None:
                 commands.append(command(c))
                 data.append({"experiment": name, "command": commands[-1],
                              "config": metrics["config"], "eval": metrics["eval"]})
-            rows += table_rows(name, model, results, commands[0])
+            if results:
+                rows += table_rows(name, model, results, commands[0])
     title = "Long-term memory tasks" + (" (REDUCED run: see the settings)" if reduced else "")
     markdown = header(title) + notes(args, params, reduced) + table(rows)
     print(write_results(args.name, markdown, {"reduced": reduced, "params": params,
@@ -168,7 +175,8 @@ def main() -> None:
 
 
 def table_rows(name: str, model: str, results: list[dict], first: str) -> list[tuple]:
-    """One row per model: mean ± std over the seeds of MSE (or accuracy) at each horizon."""
+    """One row per model: mean ± std over the seeds of MSE (or accuracy) at each horizon;
+    ``first`` is the command of its first seed."""
     by_len: dict[int, list[float]] = {}
     for metrics in results:
         for e in metrics["eval"]:
@@ -188,6 +196,9 @@ def notes(args, params: int, reduced: bool) -> str:
              f"Models at a matched budget of about {params:,} parameters (`--params {params}`: "
              "the width is chosen per model, within 10 %). Evaluation: 256 fixed sequences per "
              "length for the synthetic tasks, the 10 000 test digits for psMNIST. Chance MSE ≈ 1."]
+    if args.finished:
+        lines.append(f"\nThe finished runs among seeds 0 … {args.seeds - 1}: each row's seeds "
+                     "column says how many.")
     if reduced:
         steps = (f"the steps that fit in {args.minutes:g} minutes per run on {args.device} "
                  "(each row's command gives them)" if args.minutes
@@ -201,7 +212,7 @@ def notes(args, params: int, reduced: bool) -> str:
 
 def table(rows: list[tuple]) -> str:
     lines = ["| experiment | model | hidden | train T | metric | "
-             + " | ".join(f"at {f}× T" for f in FACTORS) + " | seeds | command (seed 0) |",
+             + " | ".join(f"at {f}× T" for f in FACTORS) + " | seeds | command (first seed) |",
              "|---|---|---:|---:|---|" + "---:|" * len(FACTORS) + "---:|---|"]
     lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n\nEvery run's command and metrics: the .json file of this name.\n"

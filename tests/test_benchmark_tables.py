@@ -171,3 +171,22 @@ def test_memory_tasks_resumes_a_cut_off_run_where_it_stopped(tmp_path):
     assert cut["step"] == 8
     for name, weight in whole["model"].items():
         assert torch.equal(weight, cut["model"][name]), name
+
+
+def test_memory_tasks_finished_tabulates_the_finished_runs_and_trains_none(tmp_path, monkeypatch):
+    """``--finished``: a row per model with a finished run, counting its seeds; a model with no
+    finished run has no row, and no run is started."""
+    runs = tmp_path / "runs"
+    train(TrainConfig(task="copy-first-input", model="bmru", hidden=6, layers=1, seq_len=50,
+                      steps=2, batch_size=4, eval_samples=4, eval_every=2, quiet=True,
+                      out=str(runs / "copy50" / "bmru" / "seed1")))
+    monkeypatch.setattr(sys, "argv", [
+        "memory_tasks.py", "--finished", "--models", "bmru", "lru", "--seeds", "3",
+        "--params", "1000", "--runs", str(runs), "--name", str(tmp_path / "table")])
+    memory_tasks.main()
+    rows = [line for line in (tmp_path / "table.md").read_text().splitlines()
+            if line.startswith("| copy50")]
+    assert len(rows) == 1 and rows[0].startswith("| copy50 | bmru | 6 | 50 |")
+    assert "| 1 | `bistable train copy-first-input --model bmru" in rows[0]
+    assert "--seed 1" in rows[0]
+    assert sorted(p.name for p in (runs / "copy50").iterdir()) == ["bmru"]
