@@ -2,6 +2,7 @@
 against plain float64 loops of their equations (SPEC.md §5)."""
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -102,6 +103,52 @@ def test_brc_matches_the_equations_values_and_gradients(cls):
     g_ref = torch.autograd.grad(y_ref.sum() + h_ref.square().sum(), params)
     for u, v in zip(g, g_ref):
         torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
+
+
+needs_cpp = pytest.mark.skipif(shutil.which("ninja") is None or shutil.which("c++") is None,
+                               reason="the fused BRC loop is built with ninja and a C++ compiler")
+
+
+def perturbed(cls, F, H, seed, **options):
+    """A float64 unit moved off its init, so that every term of the equations matters."""
+    torch.manual_seed(seed)
+    unit = cls(F, H, **options).double()
+    with torch.no_grad():
+        for p in unit.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return unit
+
+
+@needs_cpp
+@pytest.mark.parametrize("cls", [BRC, NBRC])
+@pytest.mark.parametrize("B, T, F, H", [(1, 1, 2, 1), (3, 17, 4, 13), (2, 9, 3, 37)])
+def test_fused_loop_matches_the_eager_loop_values_and_gradients(cls, B, T, F, H):
+    """``compile_loop=True`` (the C++ kernel and its hand-written backward) against the eager loop
+    under autograd: float64, sizes off the vector width, every input and parameter."""
+    eager = perturbed(cls, F, H, seed=B * T * H)
+    fused = perturbed(cls, F, H, seed=B * T * H, compile_loop=True)
+    x = (2 * torch.randn(B, T, F, dtype=torch.float64)).requires_grad_()
+    h0 = torch.randn(B, H, dtype=torch.float64).tanh().requires_grad_()
+    outs = [unit(x, h0) for unit in (fused, eager)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    gy, gh = torch.randn(B, T, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
+    grads = [torch.autograd.grad((y * gy).sum() + (h * gh).sum(), [x, h0, *unit.parameters()])
+             for unit, (y, h) in zip((fused, eager), outs)]
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@needs_cpp
+@pytest.mark.parametrize("cls", [BRC, NBRC])
+def test_fused_loop_in_float32_and_its_fallback(cls):
+    """float32 within rounding of the float64 loop; a dtype the kernel lacks runs the eager loop."""
+    fused = perturbed(cls, 3, 19, seed=1, compile_loop=True)
+    x = torch.randn(4, 30, 3, dtype=torch.float64)
+    want, _ = fused(x)
+    got, _ = fused.float()(x.float())
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+    y, _ = fused.bfloat16()(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
 
 
 def test_brc_inits():

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from . import brc_loop
 from .base import check_input, check_sizes, check_step_input, state_or_zeros
 
 
@@ -20,16 +21,22 @@ class BRC(nn.Module):
     The output is the state: y_t = h_t. Init: U_a, U_c, U Glorot uniform (each H×F), w_a = w_c = 1,
     b_a = b_c = 0, no bias in the candidate. The gates depend on h_{t-1}, so the unit runs step by
     step; ``forward`` computes the three input projections for the whole sequence in one matmul and
-    then loops over time with the same cell as ``step``.
+    then loops over time with the same cell as ``step`` (eager: autograd records every step). With
+    ``compile_loop=True``, a float32/64 sequence on the CPU runs the loop fused instead: one C++
+    pass each way with the hand-written backward of :mod:`bistable.units.brc_loop` (other devices
+    and dtypes keep the eager loop).
 
     Shapes: x ``(B, T, input_size)`` → y ``(B, T, hidden_size)``; state ``(B, hidden_size)``, zeros
     by default.
     """
 
-    def __init__(self, input_size: int, hidden_size: int):
+    def __init__(self, input_size: int, hidden_size: int, compile_loop: bool = False):
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size)
+        if not isinstance(compile_loop, bool):
+            raise ValueError(f"compile_loop: expected True or False, got {compile_loop!r}")
         self.input_size, self.hidden_size = input_size, hidden_size
+        self.compile_loop = compile_loop
         # rows [U_a; U_c; U]: one matmul gives the three input projections
         self.U = nn.Parameter(torch.empty(3 * hidden_size, input_size))
         self.bias = nn.Parameter(torch.empty(2 * hidden_size))  # [b_a; b_c]
@@ -55,6 +62,10 @@ class BRC(nn.Module):
         """The gates' recurrent drive [w_a ⊙ h; w_c ⊙ h], ``(B, 2H)``."""
         return self.w * h.repeat(1, 2)
 
+    def _recurrent_weight(self) -> torch.Tensor:
+        """The gates' recurrent weights as the fused loop takes them: [w_a; w_c] ``(2H,)``."""
+        return self.w
+
     def _cell(self, u_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One update from the input projections u_t = [U_a x_t; U_c x_t; U x_t], ``(B, 3H)``."""
         H = self.hidden_size
@@ -68,6 +79,9 @@ class BRC(nn.Module):
         check_input(x, self.input_size, module=self)
         h = state_or_zeros(state, x, self.hidden_size)
         u = x @ self.U.T
+        if self.compile_loop and brc_loop.supported(u):
+            y = brc_loop.BRCLoop.apply(u, self.bias, self._recurrent_weight(), h)
+            return y, y[:, -1]
         ys = []
         for t in range(x.shape[1]):
             h = self._cell(u[:, t], h)
@@ -81,7 +95,8 @@ class BRC(nn.Module):
         return h, h
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}"
+        return f"{self.input_size}, {self.hidden_size}" + (
+            ", compile_loop=True" if self.compile_loop else "")
 
 
 class NBRC(BRC):
@@ -106,3 +121,6 @@ class NBRC(BRC):
 
     def _recurrent(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.W.T
+
+    def _recurrent_weight(self) -> torch.Tensor:
+        return self.W

@@ -1,0 +1,217 @@
+"""The BRC/nBRC time loop (:mod:`bistable.units.brc`) fused into one C++ pass each way on CPU.
+
+From the input projections ``u[t] = [U_a x_t; U_c x_t; U x_t]`` ``(B, T, 3H)``, the gate bias
+``b = [b_a; b_c]`` and the recurrent weights (``w = [w_a; w_c]`` ``(2H,)`` for the BRC, ``W =
+[W_a; W_c]`` ``(2H, H)`` for the nBRC; ``R h`` stands for ``w ⊙ [h; h]`` or ``W h``)::
+
+    [g_a; g_c] = u_g[t] + R h[t-1] + b,   a = 1 + tanh(g_a),   c = σ(g_c)
+    k[t] = tanh(u_x[t] + a ⊙ h[t-1]),     h[t] = c ⊙ h[t-1] + (1 − c) ⊙ k[t]
+
+The forward keeps ``h`` only; the backward recomputes the gates and runs the reverse recurrence
+(``e`` is the gradient reaching ``h[t]``, from the output and from step t+1)::
+
+    δ_x = e (1 − c)(1 − k²)              (∂L/∂u_x[t])
+    δ_a = δ_x h[t-1] (1 − (a − 1)²)      (∂L/∂u_a[t], ∂L/∂b_a)
+    δ_c = e (h[t-1] − k) c (1 − c)       (∂L/∂u_c[t], ∂L/∂b_c)
+    e[t-1] = ∂L/∂y[t-1] + e c + δ_x a + Rᵀ [δ_a; δ_c]
+
+and ``∂L/∂w = Σ [δ_a; δ_c] ⊙ [h[t-1]; h[t-1]]`` (BRC) or ``∂L/∂W = Σ [δ_a; δ_c] h[t-1]ᵀ`` (nBRC),
+one reduction over all steps after the loop. The kernel (:data:`_CPP`, built once per machine by
+``torch.utils.cpp_extension``: a C++ compiler and ninja, about 40 s the first time, then cached on
+disk) runs batch rows in parallel and neurons in AVX2/AVX-512 lanes; the unit's eager loop
+(``BRC._cell`` under autograd) is the reference it is tested against.
+"""
+
+import functools
+
+import torch
+from torch import Tensor
+
+_CPP = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+using at::vec::Vectorized;
+
+// g (2H) += R h: diagonal w (2H) or the transposed full matrix WT (H, 2H).
+template <typename T>
+void recurrent(const T* w, bool full, const T* h, T* g, int64_t H) {
+  using V = Vectorized<T>;
+  if (!full) {
+    for (int64_t j = 0; j < 2 * H; ++j) g[j] += w[j] * h[j % H];
+    return;
+  }
+  for (int64_t k = 0; k < H; ++k) {
+    const V hk(h[k]);
+    const T* row = w + k * 2 * H;
+    for (int64_t j = 0; j < 2 * H; j += V::size()) {
+      const int64_t n = std::min<int64_t>(V::size(), 2 * H - j);
+      (V::loadu(g + j, n) + V::loadu(row + j, n) * hk).store(g + j, n);
+    }
+  }
+}
+
+// The gates of one step, into g: [a; c] from u_g + R hp + b.
+template <typename T>
+void gates(const T* u, const T* b, const T* w, bool full, const T* hp, T* g, int64_t H) {
+  using V = Vectorized<T>;
+  for (int64_t j = 0; j < 2 * H; ++j) g[j] = u[j] + b[j];
+  recurrent(w, full, hp, g, H);
+  for (int64_t j = 0; j < H; j += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - j);
+    (V(1) + V::loadu(g + j, n).tanh()).store(g + j, n);  // a
+    (V(0.5) + V(0.5) * (V(0.5) * V::loadu(g + H + j, n)).tanh()).store(g + H + j, n);  // c
+  }
+}
+
+template <typename T>
+void forward_rows(const T* u, const T* h0, const T* b, const T* w, bool full, T* hseq,
+                  int64_t B, int64_t L, int64_t H) {
+  using V = Vectorized<T>;
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> g(2 * H);
+    for (int64_t r = b0; r < b1; ++r) {
+      const T* hp = h0 + r * H;
+      for (int64_t t = 0; t < L; ++t) {
+        const T* ut = u + (r * L + t) * 3 * H;
+        T* ht = hseq + (r * L + t) * H;
+        gates(ut, b, w, full, hp, g.data(), H);
+        for (int64_t j = 0; j < H; j += V::size()) {
+          const int64_t n = std::min<int64_t>(V::size(), H - j);
+          V h = V::loadu(hp + j, n), c = V::loadu(g.data() + H + j, n);
+          V k = (V::loadu(ut + 2 * H + j, n) + V::loadu(g.data() + j, n) * h).tanh();
+          (k + c * (h - k)).store(ht + j, n);
+        }
+        hp = ht;
+      }
+    }
+  });
+}
+
+// du (B, L, 3H) = [δ_a; δ_c; δ_x] per step, gh0 = the gradient into h0.
+template <typename T>
+void backward_rows(const T* gy, const T* u, const T* h0, const T* hseq, const T* b, const T* w,
+                   const T* wt, bool full, T* du, T* gh0, int64_t B, int64_t L, int64_t H) {
+  using V = Vectorized<T>;
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> g(2 * H), e(H);
+    for (int64_t r = b0; r < b1; ++r) {
+      std::fill(e.begin(), e.end(), T(0));
+      for (int64_t t = L - 1; t >= 0; --t) {
+        const int64_t row = r * L + t;
+        const T* ut = u + row * 3 * H;
+        const T* hp = t > 0 ? hseq + (row - 1) * H : h0 + r * H;
+        T* d = du + row * 3 * H;
+        gates(ut, b, wt, full, hp, g.data(), H);
+        for (int64_t j = 0; j < H; j += V::size()) {
+          const int64_t n = std::min<int64_t>(V::size(), H - j);
+          V h = V::loadu(hp + j, n), a = V::loadu(g.data() + j, n);
+          V c = V::loadu(g.data() + H + j, n);
+          V k = (V::loadu(ut + 2 * H + j, n) + a * h).tanh();
+          V ej = V::loadu(gy + row * H + j, n) + V::loadu(e.data() + j, n);
+          V dx = ej * (V(1) - c) * (V(1) - k * k);
+          V am1 = a - V(1);
+          (dx * h * (V(1) - am1 * am1)).store(d + j, n);
+          (ej * (h - k) * c * (V(1) - c)).store(d + H + j, n);
+          dx.store(d + 2 * H + j, n);
+          (ej * c + dx * a).store(e.data() + j, n);
+        }
+        if (!full) {
+          for (int64_t j = 0; j < H; ++j) e[j] += w[j] * d[j] + w[H + j] * d[H + j];
+        } else {
+          for (int64_t i = 0; i < 2 * H; ++i) {  // e += Wᵀ [δ_a; δ_c], W (2H, H) row-major
+            const V di(d[i]);
+            const T* wrow = w + i * H;
+            for (int64_t j = 0; j < H; j += V::size()) {
+              const int64_t n = std::min<int64_t>(V::size(), H - j);
+              (V::loadu(e.data() + j, n) + V::loadu(wrow + j, n) * di).store(e.data() + j, n);
+            }
+          }
+        }
+      }
+      std::copy(e.begin(), e.end(), gh0 + r * H);
+    }
+  });
+}
+
+at::Tensor forward(at::Tensor u, at::Tensor h0, at::Tensor b, at::Tensor wt, bool full) {
+  const int64_t B = u.size(0), L = u.size(1), H = h0.size(1);
+  auto hseq = at::empty({B, L, H}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "brc_forward", [&] {
+    forward_rows<scalar_t>(u.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
+                           b.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), full,
+                           hseq.data_ptr<scalar_t>(), B, L, H);
+  });
+  return hseq;
+}
+
+std::vector<at::Tensor> backward(at::Tensor gy, at::Tensor u, at::Tensor h0, at::Tensor hseq,
+                                 at::Tensor b, at::Tensor w, at::Tensor wt, bool full) {
+  const int64_t B = u.size(0), L = u.size(1), H = h0.size(1);
+  auto du = at::empty_like(u);
+  auto gh0 = at::empty_like(h0);
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "brc_backward", [&] {
+    backward_rows<scalar_t>(gy.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+                            h0.data_ptr<scalar_t>(), hseq.data_ptr<scalar_t>(),
+                            b.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                            wt.data_ptr<scalar_t>(), full, du.data_ptr<scalar_t>(),
+                            gh0.data_ptr<scalar_t>(), B, L, H);
+  });
+  return {du, gh0};
+}
+"""
+
+
+@functools.cache
+def _cpu_kernel():
+    """The fused loop (:data:`_CPP`), built once per machine (cached on disk); AVX2 or AVX-512
+    vectors (with SLEEF's ``tanh``) where the CPU has them."""
+    from torch.utils.cpp_extension import load_inline
+
+    isa = torch.backends.cpu.get_cpu_capability()
+    flags = ["-O3"] + {
+        "AVX2": ["-mavx2", "-mfma"],
+        "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
+    }.get(isa, [])
+    if len(flags) > 1:
+        flags += [f"-DCPU_CAPABILITY_{isa}", f"-DCPU_CAPABILITY={isa}"]
+    return load_inline(f"bistable_brc_loop_{isa.lower()}", _CPP,
+                       functions=["forward", "backward"], extra_cflags=flags)
+
+
+def _kernel_weights(w: Tensor) -> Tensor:
+    """The recurrent weights as the forward reads them: ``w`` ``(2H,)``, or ``Wᵀ`` ``(H, 2H)``."""
+    return w.contiguous() if w.dim() == 1 else w.T.contiguous()
+
+
+class BRCLoop(torch.autograd.Function):
+    """``h`` ``(B, T, H)`` from ``u`` ``(B, T, 3H)``, the gate bias ``(2H,)``, the recurrent
+    weights (``(2H,)`` diagonal or ``(2H, H)`` full) and ``h0`` ``(B, H)``; CPU, float32/64."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, bias: Tensor, w: Tensor, h0: Tensor) -> Tensor:
+        u, bias, h0 = u.contiguous(), bias.contiguous(), h0.contiguous()
+        h = _cpu_kernel().forward(u, h0, bias, _kernel_weights(w), w.dim() == 2)
+        ctx.save_for_backward(u, bias, w, h0, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: Tensor):
+        u, bias, w, h0, h = ctx.saved_tensors
+        full = w.dim() == 2
+        du, gh0 = _cpu_kernel().backward(grad_h.contiguous(), u, h0, h, bias, w.contiguous(),
+                                         _kernel_weights(w), full)
+        H = h0.shape[1]
+        d_gates = du[..., : 2 * H]
+        h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
+        if full:  # ∂L/∂W = Σ_t [δ_a; δ_c] h[t-1]ᵀ, one matmul over all steps
+            gw = d_gates.reshape(-1, 2 * H).T @ h_prev.reshape(-1, H)
+        else:
+            gw = (d_gates * h_prev.repeat(1, 1, 2)).sum((0, 1))
+        return du, d_gates.sum((0, 1)), gw, gh0
+
+
+def supported(x: Tensor) -> bool:
+    """Whether the fused loop runs ``x``: a float32/64 tensor on the CPU."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
