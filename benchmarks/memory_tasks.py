@@ -12,7 +12,10 @@ stopped and started again. The full protocol::
 is days of CPU time (hours on a GPU with ``--device cuda``); ``--models``, ``--seeds``,
 ``--experiments`` and ``--steps`` (or ``--minutes``) select a reduced version, which the results
 file labels as such. ``--finished`` tabulates the runs that have finished without training any:
-each row then counts its own seeds.
+each row then counts its own seeds. ``--reuse FILE`` takes the runs a results file (.json) records
+as finished where ``--runs`` lacks them (runs trained on another machine, whose folder is gone), and
+``--option KEY=VALUE`` passes a model option to every model (e.g. ``compile_loop=True``: the BRCs'
+fused loop).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from bistable.models import MODEL_NAMES, build_model, count_parameters  # noqa: E402
 from bistable.train import TrainConfig, train  # noqa: E402
+from bistable.train.commands import parse_option  # noqa: E402
 
 RECURRENT = ["bmru", "cmru", "lru", "hybrid", "brc", "nbrc", "mingru", "gru", "lstm"]
 # experiment name -> (task, seq_len, horizon factors, extra settings)
@@ -130,6 +134,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=positive_int)
     parser.add_argument("--runs", default="runs/memory_tasks", help="folder of the runs")
+    parser.add_argument("--reuse", type=Path, help="a results .json whose recorded runs count as "
+                        "finished where --runs lacks them")
+    parser.add_argument("--option", type=parse_option, action="append", metavar="KEY=VALUE",
+                        help="model option for every model (repeatable)")
     parser.add_argument("--name", default="memory_tasks", help="results/<name>.md and .json")
     args = parser.parse_args()
     if args.full:
@@ -137,6 +145,8 @@ def main() -> None:
         args.max_factor = 1000
     reduced = not args.full
     params = args.params or budget()
+    recorded = ({r["config"]["out"]: r for r in json.loads(args.reuse.read_text())["runs"]}
+                if args.reuse else {})
 
     rows, data = [], []
     for name in args.experiments:
@@ -145,7 +155,8 @@ def main() -> None:
             results, commands = [], []
             registered, options, settings = VARIANTS.get(model, (model, {}, {}))
             for seed in range(args.seeds):
-                c = TrainConfig(task=task, model=registered, model_options=options,
+                c = TrainConfig(task=task, model=registered,
+                                model_options={**options, **dict(args.option or [])},
                                 params=params, seed=seed,
                                 seq_len=seq_len, steps=args.steps, device=args.device,
                                 threads=args.threads, quiet=True,
@@ -155,6 +166,12 @@ def main() -> None:
                                               if seq_len and 1 < f <= args.max_factor],
                                 **extra, **settings)
                 finished = (Path(c.out) / "metrics.json").is_file()
+                if not finished and c.out in recorded:
+                    metrics = recorded[c.out]  # as that file records it, its command included
+                    results.append(metrics)
+                    commands.append(metrics["command"])
+                    data.append(metrics)
+                    continue
                 if args.finished and not finished:
                     continue
                 if args.minutes and not finished:
@@ -199,6 +216,13 @@ def notes(args, params: int, reduced: bool) -> str:
     if args.finished:
         lines.append(f"\nThe finished runs among seeds 0 … {args.seeds - 1}: each row's seeds "
                      "column says how many.")
+    if args.reuse:
+        lines.append(f"\nRuns missing from `{args.runs}` are taken from `{args.reuse}` as it "
+                     "records them (trained earlier, possibly on another machine: that file's "
+                     "header says which); each run's own command is in the .json file.")
+    if args.option:
+        lines.append("\nModel options for every model: "
+                     + ", ".join(f"`{k}={v!r}`" for k, v in args.option) + ".")
     if reduced:
         steps = (f"the steps that fit in {args.minutes:g} minutes per run on {args.device} "
                  "(each row's command gives them)" if args.minutes

@@ -7,8 +7,10 @@ import shutil
 import pytest
 import torch
 
+from bistable.models import build_model
 from bistable.nn.blocks import UNITS, make_unit
 from bistable.units.brc import BRC, NBRC
+from bistable.units.brc_loop import brc_loop, brc_loop_backward
 from bistable.units.mingru import MinGRU
 from bistable.units.rnn import GRU, LSTM
 from streaming import assert_nested_close, stepped
@@ -149,6 +151,33 @@ def test_fused_loop_in_float32_and_its_fallback(cls):
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
     y, _ = fused.bfloat16()(x.bfloat16())
     assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+
+
+@needs_cpp
+@pytest.mark.parametrize("full", [False, True])
+def test_fused_loop_operators_pass_pytorch_s_opcheck(full):
+    """Schema, fake tensors (torch.compile's shapes), autograd registration and AOT dispatch of
+    ``bistable::brc_loop`` and its backward operator."""
+    g = torch.Generator().manual_seed(0)
+    B, T, H, kw = 3, 8, 5, {"dtype": torch.float64}
+    u = torch.randn(B, T, 3 * H, generator=g, **kw).requires_grad_()
+    bias = torch.randn(2 * H, generator=g, **kw).requires_grad_()
+    w = torch.randn(*((2 * H, H) if full else (2 * H,)), generator=g, **kw).requires_grad_()
+    h0 = torch.randn(B, H, generator=g, **kw).tanh().requires_grad_()
+    torch.library.opcheck(brc_loop, (u, bias, w, h0))
+    args = [t.detach() for t in (u, bias, w, h0)]
+    h = brc_loop(*args)
+    torch.library.opcheck(brc_loop_backward, (torch.randn_like(h), *args, h))
+
+
+@needs_cpp
+def test_a_network_with_the_fused_loop_compiles_in_one_graph():
+    torch.manual_seed(0)
+    model = build_model("nbrc", 2, 3, hidden=6, layers=1, compile_loop=True)
+    x = torch.randn(2, 9, 2)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    (y, _), (want, _) = compiled(x), model(x)
+    torch.testing.assert_close(y, want)
 
 
 def test_brc_inits():

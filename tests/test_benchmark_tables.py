@@ -3,6 +3,8 @@ denoising probe's writes and last outputs; and that a task's defaults are the be
 docs say they are."""
 
 import dataclasses
+import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -190,3 +192,35 @@ def test_memory_tasks_finished_tabulates_the_finished_runs_and_trains_none(tmp_p
     assert "| 1 | `bistable train copy-first-input --model bmru" in rows[0]
     assert "--seed 1" in rows[0]
     assert sorted(p.name for p in (runs / "copy50").iterdir()) == ["bmru"]
+
+
+def test_memory_tasks_reuse_takes_recorded_runs_where_the_runs_folder_lacks_them(tmp_path,
+                                                                                  monkeypatch):
+    """``--reuse FILE``: a run the results file records (seed 0) joins the finished run on disk
+    (seed 1) in one row, with its recorded command first; ``--option`` reaches the new runs'
+    commands and the notes."""
+    runs = tmp_path / "runs"
+    out = str(runs / "copy50" / "bmru" / "seed1")
+    train(TrainConfig(task="copy-first-input", model="bmru", hidden=6, layers=1, seq_len=50,
+                      steps=2, batch_size=4, eval_samples=4, eval_every=2, quiet=True, out=out,
+                      model_options={"sharpness": 2.0}))
+    disk = json.loads((Path(out) / "metrics.json").read_text())
+    seed0 = {**disk["config"], "seed": 0, "out": str(runs / "copy50" / "bmru" / "seed0")}
+    old_eval = [{**e, "mse": 0.25} for e in disk["eval"]]
+    (tmp_path / "old.json").write_text(json.dumps({"runs": [
+        {"experiment": "copy50", "command": "recorded seed-0 command", "config": seed0,
+         "eval": old_eval}]}))
+    monkeypatch.setattr(sys, "argv", [
+        "memory_tasks.py", "--finished", "--models", "bmru", "--seeds", "2", "--params", "1000",
+        "--runs", str(runs), "--name", str(tmp_path / "table"), "--reuse",
+        str(tmp_path / "old.json"), "--option", "sharpness=2.0"])
+    memory_tasks.main()
+    text = (tmp_path / "table.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| copy50"))
+    assert "| 2 | `recorded seed-0 command` |" in row
+    want = statistics.mean([0.25, disk["eval"][0]["mse"]])
+    assert f"{want:.4f}" in row
+    assert "`sharpness=2.0`" in text and "old.json" in text
+    recorded = json.loads((tmp_path / "table.json").read_text())["runs"]
+    assert recorded[0]["command"] == "recorded seed-0 command"
+    assert "--option sharpness=2.0" in recorded[1]["command"]

@@ -30,7 +30,7 @@ from .metrics import evaluate
 from .report import horizon_table
 
 
-def _option(text: str) -> tuple[str, object]:
+def parse_option(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` with VALUE read as a Python literal when it is one (``3``, ``0.5``,
     ``True``), else kept as a string (``lru+bmru``)."""
     key, sep, value = text.partition("=")
@@ -150,7 +150,7 @@ def add_parser(subparsers) -> None:
     size.add_argument("--layers", type=int, metavar="N")
     size.add_argument("--hidden", type=int, metavar="N")
     size.add_argument("--params", type=int, metavar="N", help="parameter budget: picks --hidden")
-    size.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+    size.add_argument("--option", type=parse_option, action="append", metavar="KEY=VALUE",
                       help="model option passed to build_model (repeatable)")
     data = p.add_argument_group("task")
     data.add_argument("--seq-len", type=int, metavar="N")

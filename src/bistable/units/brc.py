@@ -80,7 +80,7 @@ class BRC(nn.Module):
         h = state_or_zeros(state, x, self.hidden_size)
         u = x @ self.U.T
         if self.compile_loop and brc_loop.supported(u):
-            y = brc_loop.BRCLoop.apply(u, self.bias, self._recurrent_weight(), h)
+            y = brc_loop.brc_loop(u, self.bias, self._recurrent_weight(), h)
             return y, y[:, -1]
         ys = []
         for t in range(x.shape[1]):

@@ -185,31 +185,53 @@ def _kernel_weights(w: Tensor) -> Tensor:
     return w.contiguous() if w.dim() == 1 else w.T.contiguous()
 
 
-class BRCLoop(torch.autograd.Function):
+# the operators' schemas are read from these annotations (evaluated: no `from __future__ import
+# annotations` in this module); as operators they are opaque nodes with known output shapes to
+# ``torch.compile``, which then traces a BRC network in one graph
+@torch.library.custom_op("bistable::brc_loop", mutates_args=())
+def brc_loop(u: Tensor, bias: Tensor, w: Tensor, h0: Tensor) -> Tensor:
     """``h`` ``(B, T, H)`` from ``u`` ``(B, T, 3H)``, the gate bias ``(2H,)``, the recurrent
     weights (``(2H,)`` diagonal or ``(2H, H)`` full) and ``h0`` ``(B, H)``; CPU, float32/64."""
+    return _cpu_kernel().forward(u.contiguous(), h0.contiguous(), bias.contiguous(),
+                                 _kernel_weights(w), w.dim() == 2)
 
-    @staticmethod
-    def forward(ctx, u: Tensor, bias: Tensor, w: Tensor, h0: Tensor) -> Tensor:
-        u, bias, h0 = u.contiguous(), bias.contiguous(), h0.contiguous()
-        h = _cpu_kernel().forward(u, h0, bias, _kernel_weights(w), w.dim() == 2)
-        ctx.save_for_backward(u, bias, w, h0, h)
-        return h
 
-    @staticmethod
-    def backward(ctx, grad_h: Tensor):
-        u, bias, w, h0, h = ctx.saved_tensors
-        full = w.dim() == 2
-        du, gh0 = _cpu_kernel().backward(grad_h.contiguous(), u, h0, h, bias, w.contiguous(),
-                                         _kernel_weights(w), full)
-        H = h0.shape[1]
-        d_gates = du[..., : 2 * H]
-        h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
-        if full:  # ∂L/∂W = Σ_t [δ_a; δ_c] h[t-1]ᵀ, one matmul over all steps
-            gw = d_gates.reshape(-1, 2 * H).T @ h_prev.reshape(-1, H)
-        else:
-            gw = (d_gates * h_prev.repeat(1, 1, 2)).sum((0, 1))
-        return du, d_gates.sum((0, 1)), gw, gh0
+@brc_loop.register_fake
+def _brc_loop_shapes(u, bias, w, h0):
+    return u.new_empty(h0.shape[0], u.shape[1], h0.shape[1])
+
+
+@torch.library.custom_op("bistable::brc_loop_backward", mutates_args=())
+def brc_loop_backward(grad_h: Tensor, u: Tensor, bias: Tensor, w: Tensor, h0: Tensor,
+                      h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients into ``u``, ``bias``, ``w`` and ``h0`` (the reverse recurrence above)."""
+    full, H = w.dim() == 2, h0.shape[1]
+    du, gh0 = _cpu_kernel().backward(grad_h.contiguous(), u.contiguous(), h0.contiguous(),
+                                     h.contiguous(), bias.contiguous(), w.contiguous(),
+                                     _kernel_weights(w), full)
+    d_gates = du[..., : 2 * H]
+    h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
+    if full:  # ∂L/∂W = Σ_t [δ_a; δ_c] h[t-1]ᵀ, one matmul over all steps
+        gw = d_gates.reshape(-1, 2 * H).T @ h_prev.reshape(-1, H)
+    else:
+        gw = (d_gates * h_prev.repeat(1, 1, 2)).sum((0, 1))
+    return du, d_gates.sum((0, 1)), gw, gh0
+
+
+@brc_loop_backward.register_fake
+def _brc_loop_backward_shapes(grad_h, u, bias, w, h0, h):
+    return torch.empty_like(u), torch.empty_like(bias), torch.empty_like(w), torch.empty_like(h0)
+
+
+def _save(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, output)
+
+
+def _backward(ctx, grad_h):
+    return brc_loop_backward(grad_h, *ctx.saved_tensors)
+
+
+brc_loop.register_autograd(_backward, setup_context=_save)
 
 
 def supported(x: Tensor) -> bool:
