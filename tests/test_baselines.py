@@ -180,6 +180,11 @@ def test_a_network_with_the_fused_loop_compiles_in_one_graph():
     torch.testing.assert_close(y, want)
 
 
+def test_brc_refuses_a_compile_loop_that_is_not_a_bool():
+    with pytest.raises(ValueError, match=r"compile_loop: expected True or False, got 'yes'"):
+        NBRC(3, 2, compile_loop="yes")
+
+
 def test_brc_inits():
     torch.manual_seed(4)
     F, H = 6, 10
