@@ -180,6 +180,21 @@ def test_a_network_with_the_fused_loop_compiles_in_one_graph():
     torch.testing.assert_close(y, want)
 
 
+@pytest.mark.parametrize("cls", [BRC, NBRC])
+def test_brc_gates_are_those_of_the_forward(cls):
+    """``gates(x, y, h0)`` gives the a_t, c_t the forward used: stepping the cell with them
+    reproduces y."""
+    unit = perturbed(cls, 3, 5, seed=7)
+    x, h0 = torch.randn(2, 6, 3, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    y, _ = unit(x, h0)
+    a, c = unit.gates(x, y, h0)
+    assert a.shape == c.shape == (2, 6, 5) and (a > 0).all() and (a < 2).all()
+    h, cand = h0, x @ unit.U[10:].T
+    for t in range(6):
+        h = c[:, t] * h + (1 - c[:, t]) * torch.tanh(cand[:, t] + a[:, t] * h)
+        torch.testing.assert_close(h, y[:, t], rtol=1e-12, atol=1e-12)
+
+
 def test_brc_refuses_a_compile_loop_that_is_not_a_bool():
     with pytest.raises(ValueError, match=r"compile_loop: expected True or False, got 'yes'"):
         NBRC(3, 2, compile_loop="yes")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import denoising, denoising_probe, memory_tasks  # noqa: E402
+from benchmarks import brc_gates, denoising, denoising_probe, memory_tasks  # noqa: E402
 from benchmarks.common import mean_std  # noqa: E402
 from benchmarks.denoising import seed_rows  # noqa: E402
 from benchmarks.denoising_probe import length_rows  # noqa: E402
@@ -224,3 +224,25 @@ def test_memory_tasks_reuse_takes_recorded_runs_where_the_runs_folder_lacks_them
     recorded = json.loads((tmp_path / "table.json").read_text())["runs"]
     assert recorded[0]["command"] == "recorded seed-0 command"
     assert "--option sharpness=2.0" in recorded[1]["command"]
+
+
+def test_brc_gates_reads_every_block_of_a_trained_run(tmp_path, monkeypatch):
+    """One row per block with the gates' and states' statistics, and the run's MSE recomputed
+    from its last weights; a model without BRC units is refused by name."""
+    out = str(tmp_path / "run")
+    train(TrainConfig(task="denoising", model="nbrc", hidden=5, layers=2, seq_len=30, gap=10,
+                      steps=2, batch_size=4, eval_samples=4, eval_every=2, quiet=True, out=out))
+    written = []
+    monkeypatch.setattr(brc_gates, "write_results",
+                        lambda name, text, rows: written.append(rows) or name)
+    brc_gates.main([out, "--samples", "8"])
+    rows = written[0]
+    assert [r["block"] for r in rows] == [0, 1] and rows[0]["model"] == "nbrc"
+    for r in rows:
+        assert 0 < r["a_mean"] < 2 and 0 <= r["a_bistable"] <= 1 and 0 < r["c_mean"] < 1
+        assert 0 <= r["h_abs"] < 1 and r["h_time_std"] > 0 and r["mse"] > 0
+    other = str(tmp_path / "lru")
+    train(TrainConfig(task="denoising", model="lru", hidden=5, layers=1, seq_len=30, gap=10,
+                      steps=1, batch_size=4, eval_samples=4, eval_every=1, quiet=True, out=other))
+    with pytest.raises(ValueError, match="expected a brc or nbrc model, got a lru unit"):
+        brc_gates.main([other])

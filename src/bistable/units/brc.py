@@ -74,6 +74,16 @@ class BRC(nn.Module):
         c = torch.sigmoid(gates[:, H:])
         return c * h + (1 - c) * torch.tanh(u_t[:, 2 * H :] + a * h)
 
+    def gates(self, x: torch.Tensor, y: torch.Tensor, state: torch.Tensor | None = None):
+        """The gates ``(a, c)``, each ``(B, T, H)``, of the forward that gave ``y`` from ``x`` and
+        ``state`` (for analysis: they read ``h_{t-1}``, so they need the outputs)."""
+        check_input(x, self.input_size, module=self)
+        B, T, H = y.shape
+        h_prev = torch.cat([state_or_zeros(state, x, H).unsqueeze(1), y[:, :-1]], dim=1)
+        g = ((x @ self.U[: 2 * H].T).reshape(B * T, 2 * H) + self.bias
+             + self._recurrent(h_prev.reshape(B * T, H))).reshape(B, T, 2 * H)
+        return 1 + torch.tanh(g[..., :H]), torch.sigmoid(g[..., H:])
+
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         """x ``(B, T, F)``, state ``(B, H)`` or None → (y ``(B, T, H)``, state ``(B, H)``)."""
         check_input(x, self.input_size, module=self)
