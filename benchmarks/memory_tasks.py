@@ -221,7 +221,7 @@ def notes(args, params: int, reduced: bool) -> str:
                      "records them (trained earlier, possibly on another machine: that file's "
                      "header says which); each run's own command is in the .json file.")
     if args.option:
-        lines.append("\nModel options for every model: "
+        lines.append(f"\nModel options of the runs under `{args.runs}`: "
                      + ", ".join(f"`{k}={v!r}`" for k, v in args.option) + ".")
     if reduced:
         steps = (f"the steps that fit in {args.minutes:g} minutes per run on {args.device} "
