@@ -27,6 +27,8 @@ import functools
 import torch
 from torch import Tensor
 
+from .cpu_extension import load_cpu_extension
+
 _CPP = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -165,19 +167,8 @@ std::vector<at::Tensor> backward(at::Tensor gy, at::Tensor u, at::Tensor h0, at:
 
 @functools.cache
 def _cpu_kernel():
-    """The fused loop (:data:`_CPP`), built once per machine (cached on disk); AVX2 or AVX-512
-    vectors (with SLEEF's ``tanh``) where the CPU has them."""
-    from torch.utils.cpp_extension import load_inline
-
-    isa = torch.backends.cpu.get_cpu_capability()
-    flags = ["-O3"] + {
-        "AVX2": ["-mavx2", "-mfma"],
-        "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
-    }.get(isa, [])
-    if len(flags) > 1:
-        flags += [f"-DCPU_CAPABILITY_{isa}", f"-DCPU_CAPABILITY={isa}"]
-    return load_inline(f"bistable_brc_loop_{isa.lower()}", _CPP,
-                       functions=["forward", "backward"], extra_cflags=flags)
+    """The fused loop (:data:`_CPP`), built on first use (:func:`load_cpu_extension`)."""
+    return load_cpu_extension("bistable_brc_loop", _CPP, ["forward", "backward"])
 
 
 def _kernel_weights(w: Tensor) -> Tensor:

@@ -31,6 +31,8 @@ import functools
 import torch
 from torch import Tensor
 
+from .cpu_extension import load_cpu_extension
+
 
 def _forward_steps(u, h, hs, r, r_s, z_hyp: float, z_dep: float, gate_current: bool):
     """The ``(h, h_s)`` loop over ``u`` ``(B, T, H)`` from ``(h, hs)``: ``h`` ``(B, T, H)`` and
@@ -195,19 +197,8 @@ std::vector<at::Tensor> backward(at::Tensor g, at::Tensor ghs, at::Tensor hseq, 
 
 @functools.cache
 def _cpu_kernel():
-    """The fused CPU loop (:data:`_CPP`), built once per machine by ``torch.utils.cpp_extension``
-    (cached on disk); AVX2 or AVX-512 vectors (with SLEEF's ``tanh``) where the CPU has them."""
-    from torch.utils.cpp_extension import load_inline
-
-    isa = torch.backends.cpu.get_cpu_capability()
-    flags = ["-O3"] + {
-        "AVX2": ["-mavx2", "-mfma"],
-        "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
-    }.get(isa, [])
-    if len(flags) > 1:
-        flags += [f"-DCPU_CAPABILITY_{isa}", f"-DCPU_CAPABILITY={isa}"]
-    return load_inline(f"bistable_src_loop_{isa.lower()}", _CPP, functions=["forward", "backward"],
-                       extra_cflags=flags)
+    """The fused loop (:data:`_CPP`), built on first use (:func:`load_cpu_extension`)."""
+    return load_cpu_extension("bistable_src_loop", _CPP, ["forward", "backward"])
 
 
 def _loop(i: Tensor, compiled: bool):
