@@ -66,12 +66,17 @@ class BRC(nn.Module):
         """The gates' recurrent weights as the fused loop takes them: [w_a; w_c] ``(2H,)``."""
         return self.w
 
+    def _gates(self, u_g: torch.Tensor, h_prev: torch.Tensor):
+        """``(a, c)``, each ``(N, H)``, from the gate projections u_g = [U_a x; U_c x] ``(N, 2H)``
+        and the previous state ``(N, H)``."""
+        H = self.hidden_size
+        g = u_g + self._recurrent(h_prev) + self.bias
+        return 1 + torch.tanh(g[:, :H]), torch.sigmoid(g[:, H:])
+
     def _cell(self, u_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One update from the input projections u_t = [U_a x_t; U_c x_t; U x_t], ``(B, 3H)``."""
         H = self.hidden_size
-        gates = u_t[:, : 2 * H] + self._recurrent(h) + self.bias
-        a = 1 + torch.tanh(gates[:, :H])
-        c = torch.sigmoid(gates[:, H:])
+        a, c = self._gates(u_t[:, : 2 * H], h)
         return c * h + (1 - c) * torch.tanh(u_t[:, 2 * H :] + a * h)
 
     def gates(self, x: torch.Tensor, y: torch.Tensor, state: torch.Tensor | None = None):
@@ -80,9 +85,9 @@ class BRC(nn.Module):
         check_input(x, self.input_size, module=self)
         B, T, H = y.shape
         h_prev = torch.cat([state_or_zeros(state, x, H).unsqueeze(1), y[:, :-1]], dim=1)
-        g = ((x @ self.U[: 2 * H].T).reshape(B * T, 2 * H) + self.bias
-             + self._recurrent(h_prev.reshape(B * T, H))).reshape(B, T, 2 * H)
-        return 1 + torch.tanh(g[..., :H]), torch.sigmoid(g[..., H:])
+        a, c = self._gates((x @ self.U[: 2 * H].T).reshape(B * T, 2 * H),
+                           h_prev.reshape(B * T, H))
+        return a.reshape(B, T, H), c.reshape(B, T, H)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         """x ``(B, T, F)``, state ``(B, H)`` or None → (y ``(B, T, H)``, state ``(B, H)``)."""
