@@ -13,7 +13,8 @@
 #   precision   benchmarks/precision.py: training steps in fp32 and bf16 autocast, alone on it
 # Carry .whl (wheels: accelerated-scan for `scan`, snntorch for `src`) and .gpu_data (a copy of
 # ../shared/data/mnist and/or fashion-mnist; ../shared does not travel). Set BISTABLE_COMMIT (the
-# .git there may be stale). Logs, this run's results and the runs' metrics land in $OUT/gpu.tar.
+# .git there may be stale). Logs, this run's results and the runs' metrics land in
+# $OUT/gpu_<parts>.tar, so that calls for different parts in one command keep their own.
 #
 #     BISTABLE_COMMIT=$(git rev-parse --short HEAD) GPU_RUNS="NAME ..." \
 #         bash benchmarks/gpu_check.sh runs tests scan
@@ -98,7 +99,7 @@ if has runs; then
 fi
 
 if has scan; then  # alone on the GPU: bandwidth figures
-    timeout 280 python3 benchmarks/scan_cuda.py --sweep >"$LOG/scan.log" 2>&1
+    timeout 240 python3 benchmarks/scan_cuda.py --sweep >"$LOG/scan.log" 2>&1
     echo "scan benchmark: exit $?"; grep -v "^{" "$LOG/scan.log" | tail -n 60
 fi
 
@@ -118,5 +119,5 @@ fi
 # checkpoints stay there: a wide SRC's weights and optimiser state alone can pass that)
 find runs -name metrics.json >"$LOG/files" 2>/dev/null
 find results -newer "$LOG/gpu.txt" -type f >>"$LOG/files"
-tar cf "$OUT/gpu.tar" "$LOG" -T "$LOG/files"
+tar cf "$OUT/gpu_${PARTS// /_}.tar" "$LOG" -T "$LOG/files"
 echo "done in $((SECONDS - START)) s"
