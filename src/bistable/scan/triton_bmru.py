@@ -167,7 +167,8 @@ def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_p
         if i == n_tiles - 1:
             c0 = tl.load(c_ptr + d, mask=dmask, other=0.0).to(ACC)
             beta0 = tl.load(beta_ptr + d, mask=dmask, other=1.0).to(ACC)
-            _, _, a0 = _gates(c0[None, :], beta0[None, :], eps, HAS_EPS)
+            z0, v0, a0 = _gates(c0[None, :], beta0[None, :], eps, HAS_EPS)  # (names of
+            # their own: a runtime branch may not rebind `_`, a tile above, to another shape)
             ds0 = tl.sum(a0, axis=0) * g_out
             tl.store(ds0_ptr + pid_b * H + d, ds0.to(ds0_ptr.dtype.element_ty), mask=dmask)
 
