@@ -117,6 +117,8 @@ def scan_rows(args, peer) -> list[dict]:
 
 
 def sweep_rows(args):
+    from triton.runtime.errors import OutOfResources
+
     from bistable.scan import triton_bmru as tb
     from bistable.scan import triton_scan as ts
 
@@ -129,9 +131,13 @@ def sweep_rows(args):
         h = ts.forward(a, b, None, False)
         size = a.element_size()
         for cfg in [None, *(ts.Config(*c) for c in shapes), None]:  # default twice: the spread
-            fwd = bench(lambda: ts.forward(a, b, None, False, cfg))
-            bwd = bench(lambda: ts.backward(a, h, None, b, False, cfg))
             label = tuple(cfg or ts.default_config(D, dtype))
+            try:
+                fwd = bench(lambda: ts.forward(a, b, None, False, cfg))
+                bwd = bench(lambda: ts.backward(a, h, None, b, False, cfg))
+            except OutOfResources as exc:  # a tile too large for this GPU: say so, go on
+                print(f"tiles {label} ({dtype}): {exc}", flush=True)
+                continue
             rows.append({"kernel": "scan", "dtype": str(dtype).removeprefix("torch."),
                          "config": label, "default": cfg is None,
                          "fwd_ms": fwd, "fwd_TB_s": 3 * size * n / fwd / 1e9,
