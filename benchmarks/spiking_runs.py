@@ -168,6 +168,9 @@ def main() -> None:
                    "table lists the finished ones of all, unless --name)")
     p.add_argument("--name", default="spiking_runs", help="results/NAME.md; other than the "
                    "default, the table lists the --only runs alone")
+    p.add_argument("--gpu", default="NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130; one to three "
+                   "runs sharing the GPU)", help="where the --device cuda runs were trained "
+                   "(their metrics.json does not say)")
     args = p.parse_args()
     torch.set_num_threads(1)
     rows, data = [], []
@@ -224,8 +227,8 @@ def main() -> None:
         f"with σ = {args.noise:.0%} of |r|, |r_s| ({args.draws} draws, mean and worst). Firing "
         "rate (spikes per neuron per step) and silent fraction per layer (hidden, output) on 256 "
         "test samples. `train samples/s`: median over the run (the two cores were shared by two "
-        "or three jobs). Rows whose command has `--device cuda` were trained on a lent NVIDIA "
-        "H100 80GB HBM3 (torch 2.11.0+cu130; one to three runs sharing the GPU): their "
+        f"or three jobs). Rows whose command has `--device cuda` were trained on a lent "
+        f"{args.gpu}: their "
         "samples/s are that GPU's; their noise and firing figures were evaluated on this CPU "
         "where the checkpoint came back (else —). Rows whose command has `--precision bf16` "
         "trained under bfloat16 autocast (weights float32; docs/training.md) and their test "
