@@ -67,7 +67,7 @@ commit()  # the commit at start (cached)
 
 def header(title: str) -> str:
     """Markdown preamble: the command, commit, machine and date behind every figure below it."""
-    cmd = " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    cmd = " ".join(map(quote, [Path(sys.argv[0]).as_posix()] + sys.argv[1:]))
     return (f"# {title}\n\n- command: `python {cmd}`\n- commit: {commit()}\n"
             f"- machine: {machine()}\n- date: {datetime.date.today().isoformat()}\n")
 
