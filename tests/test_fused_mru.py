@@ -121,6 +121,24 @@ def test_many_tiles_in_flight():
         torch.testing.assert_close(x.cpu().double(), y, rtol=1e-4, atol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("with_s0, with_eps", [(True, True), (False, False), (True, False)])
+def test_eager_autograd_is_the_operators(with_s0, with_eps):
+    """Eager mode's autograd.Function and the custom operators (what torch.compile calls) give
+    the same values and gradients, bit for bit: the same kernel launches behind both."""
+    c, beta, s0, eps = _inputs(2, 9, 3, seed=8)
+    s0, eps = (s0 if with_s0 else None), (eps if with_eps else None)
+    args = [None if x is None else x.to(DEVICE).requires_grad_() for x in (c, beta, s0, eps)]
+    leaves = [x for x in args if x is not None]
+    w = torch.randn(2, 9, 3, dtype=torch.float64, device=DEVICE)
+    tiles = list(Config(4, 2, 1))
+    results = []
+    for fn in (tb._EagerFusedMRU.apply, tb.fused_mru_op):
+        s = fn(*args, 2.0, tiles)
+        results.append([s, *torch.autograd.grad((s * w).sum(), leaves)])
+    for got, want in zip(*results, strict=True):
+        assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("with_s0, with_eps", [(True, True), (False, False)])
 def test_operators_pass_pytorch_s_opcheck(with_s0, with_eps):
     """Schema, fake tensors (torch.compile's shapes), autograd registration and AOT dispatch of

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bistable.scan import linear_scan, linear_scan_reference
-from bistable.scan.autograd import scan_backward_op, scan_op
+from bistable.scan.autograd import scan, scan_backward_op, scan_op
 from bistable.scan.cpu import chunk_length, scan_cpu
 
 
@@ -155,6 +155,34 @@ def test_unknown_backend_is_a_value_error():
 def test_reverse_must_be_a_bool(reverse):
     with pytest.raises(ValueError, match=f"reverse: expected a bool, got {reverse!r}"):
         linear_scan(torch.ones(1, 2, 1), torch.ones(1, 2, 1), reverse=reverse)
+
+
+@pytest.mark.parametrize("broadcast_a, with_h0, reverse",
+                         [(False, True, False), (True, False, True), (False, False, True)])
+def test_eager_autograd_is_the_operators(broadcast_a, with_h0, reverse):
+    """Eager mode's autograd.Function and the custom operators (what torch.compile calls) give
+    the same values and gradients, bit for bit: the same backend calls behind both."""
+    a = torch.rand(1 if broadcast_a else 3, 37, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 37, 5, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True) if with_h0 else None
+    w = torch.randn(3, 37, 5, dtype=torch.float64)
+    leaves = [x for x in (a, b, h0) if x is not None]
+    results = []
+    for fn in (scan, scan_op):
+        h = fn(a, b, h0, reverse, "cpu")
+        results.append([h, *torch.autograd.grad((h * w).sum(), leaves)])
+    for got, want in zip(*results, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_eager_scan_is_differentiable_once():
+    """A second derivative is refused with PyTorch's own message, never silently wrong."""
+    a = torch.rand(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)  # grad_h needs a graph
+    (ga,) = torch.autograd.grad((linear_scan(a, b) * w).sum(), a, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        ga.sum().backward()
 
 
 @pytest.mark.parametrize("broadcast_a, with_h0, reverse",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bistable.scan import linear_scan, linear_scan_reference
-from bistable.scan.autograd import BACKENDS, scan_op
+from bistable.scan.autograd import BACKENDS, scan
 from triton_kernels import DEVICE, load
 
 ts = load("bistable.scan.triton_scan")
@@ -46,10 +46,10 @@ def _compare(a, b, h0, reverse, config=None, rtol=1e-12):
     w = torch.randn(b.shape, dtype=torch.float64)
 
     def kernel(a, b, h0, reverse):
-        name = f"triton {config}"  # the kernels with these tiles, for the scan operator
+        name = f"triton {config}"  # the kernels with these tiles, as a scan backend
         BACKENDS[name] = ts.Backend(lambda *x: ts.forward(*x, config=config),
                                     lambda *x: ts.backward(*x, config=config))
-        return scan_op(a, b, h0, reverse, name)
+        return scan(a, b, h0, reverse, name)
 
     on = [None if x is None else x.to(DEVICE) for x in (a, b, h0)]
     got = _values_and_grads(kernel, *on, reverse, w)

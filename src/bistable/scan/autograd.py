@@ -9,10 +9,12 @@ With ``g_t = dL/dh_t`` (total) and the forward ``h_t = a_t ⊙ h_{t-1} + b_t``:
 h0, reverse) -> h`` and may supply a fused ``backward(a, h, h0, grad_h, reverse)``; otherwise
 :func:`backward_by_scan` builds it from the backend's forward (which must then take ``out=``).
 
-Forward and backward are PyTorch custom operators (``bistable::linear_scan``,
-``bistable::linear_scan_backward``) taking the backend by its name in :data:`BACKENDS`: for
-``torch.compile`` each is one opaque node with a known output shape, so a model around the scan
-compiles into one graph.
+:func:`scan` wires it. Under ``torch.compile`` it calls PyTorch custom operators
+(``bistable::linear_scan``, ``bistable::linear_scan_backward``) taking the backend by its name in
+:data:`BACKENDS`: each is one opaque node with a known output shape, so a model around the scan
+compiles into one graph. In eager mode it calls the same backend functions through a plain
+``torch.autograd.Function``, which costs a fraction of the operators' Python dispatch per call
+(``benchmarks/dispatch.py``).
 """
 
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 Forward = Callable[..., torch.Tensor]  # (a, b, h0, reverse, out=None) -> h
 
@@ -79,12 +82,16 @@ def scan_backward_op(a: Tensor, h: Tensor, h0: Optional[Tensor], grad_h: Tensor,
                      reverse: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """``(da, db, dh0)`` by the backend named ``backend``; ``dh0`` is empty when ``h0`` is None
     (an operator returns tensors only)."""
+    da, db, dh0 = _backward_by(backend, a, h, h0, grad_h, reverse)
+    return da, db, h.new_empty(0) if dh0 is None else dh0
+
+
+def _backward_by(backend: str, a, h, h0, grad_h, reverse: bool):
+    """``(da, db, dh0)`` by the backend's fused backward, or built from its forward."""
     fused = BACKENDS[backend].backward
     if fused is None:
-        da, db, dh0 = backward_by_scan(BACKENDS[backend].forward, a, h, h0, grad_h, reverse)
-    else:
-        da, db, dh0 = fused(a, h, h0, grad_h, reverse)
-    return da, db, h.new_empty(0) if dh0 is None else dh0
+        return backward_by_scan(BACKENDS[backend].forward, a, h, h0, grad_h, reverse)
+    return fused(a, h, h0, grad_h, reverse)
 
 
 @scan_backward_op.register_fake
@@ -105,3 +112,29 @@ def _backward(ctx, grad_h):
 
 
 scan_op.register_autograd(_backward, setup_context=_save)
+
+
+class _EagerScan(torch.autograd.Function):
+    """The operators' autograd for eager mode: the same backend calls, without their dispatch."""
+
+    @staticmethod
+    def forward(ctx, a, b, h0, reverse, backend):
+        h = BACKENDS[backend].forward(a, b, h0, reverse)
+        ctx.save_for_backward(a, h, h0)
+        ctx.reverse, ctx.backend = reverse, backend
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h):
+        a, h, h0 = ctx.saved_tensors
+        da, db, dh0 = _backward_by(ctx.backend, a, h, h0, grad_h.contiguous(), ctx.reverse)
+        return da, db, dh0, None, None
+
+
+def scan(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool, backend: str) -> Tensor:  # noqa: UP045
+    """``h`` by the backend named ``backend`` (inputs contiguous, of one dtype it stores), with
+    its autograd: the custom operator while ``torch.compile`` traces, else :class:`_EagerScan`."""
+    if torch.compiler.is_compiling():
+        return scan_op(a, b, h0, reverse, backend)
+    return _EagerScan.apply(a, b, h0, reverse, backend)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .autograd import BACKENDS, Backend, scan_op
+from .autograd import BACKENDS, Backend, scan
 from .cpu import scan_cpu
 from .reference import linear_scan_reference
 
@@ -102,5 +102,5 @@ def linear_scan(
     work = dtype if dtype in _NATIVE[name] else torch.float32
     a, b = a.to(work).contiguous(), b.to(work).contiguous()
     h0 = None if h0 is None else h0.to(work).contiguous()
-    h = scan_op(a, b, h0, reverse, name)
+    h = scan(a, b, h0, reverse, name)
     return h.to(dtype)

@@ -20,9 +20,11 @@ through the arctan surrogate ``H'(u) ≈ k / (1 + (π k u)²)``, ``sign'(u) ≈ 
 (sharpness ``k``). :func:`fused_mru_reference` computes the same in plain PyTorch (a loop, autograd
 through a surrogate step), the truth the kernels are tested against.
 
-Forward and backward are PyTorch custom operators (``bistable::fused_mru``,
-``bistable::fused_mru_backward``): one opaque node each, with known output shapes, for
-``torch.compile``.
+Under ``torch.compile``, forward and backward are PyTorch custom operators
+(``bistable::fused_mru``, ``bistable::fused_mru_backward``): one opaque node each, with known
+output shapes. In eager mode the same kernel launches run through a plain
+``torch.autograd.Function``, without the operators' Python dispatch (as :mod:`.autograd` does for
+the scan).
 """
 
 import math
@@ -30,6 +32,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .reference import linear_scan_reference
 from .triton_scan import (
@@ -192,12 +195,10 @@ def _config(tiles: list[int], H: int, dtype: torch.dtype, backward: bool) -> Con
 
 # the operators' schemas are read from these annotations (evaluated: no `from __future__ import
 # annotations` in this module)
-@torch.library.custom_op("bistable::fused_mru", mutates_args=())
-def fused_mru_op(c: Tensor, beta: Tensor, s0: Optional[Tensor], epsilon: Optional[Tensor],  # noqa: UP045
-                 sharpness: float, tiles: list[int]) -> Tensor:
+def _launch_forward(c: Tensor, beta: Tensor, s0: Optional[Tensor], epsilon: Optional[Tensor],  # noqa: UP045
+                    tiles: list[int]) -> Tensor:
     """``s`` by the forward kernel (inputs checked and contiguous, ``beta``, ``s0`` in ``c``'s
-    dtype); ``tiles`` a :class:`Config` as a list, empty for :func:`default_config`;
-    ``sharpness`` is the backward's."""
+    dtype); ``tiles`` a :class:`Config` as a list, empty for :func:`default_config`."""
     B, T, H = c.shape
     cfg = _config(tiles, H, c.dtype, backward=False)
     s = torch.empty_like(c)
@@ -211,21 +212,15 @@ def fused_mru_op(c: Tensor, beta: Tensor, s0: Optional[Tensor], epsilon: Optiona
     return s
 
 
-@fused_mru_op.register_fake
-def _fused_mru_shape(c, beta, s0, epsilon, sharpness, tiles):
-    return torch.empty_like(c)
-
-
-@torch.library.custom_op("bistable::fused_mru_backward", mutates_args=())
-def fused_mru_backward_op(grad_s: Tensor, c: Tensor, beta: Tensor, s0: Optional[Tensor],  # noqa: UP045
-                          epsilon: Optional[Tensor], s: Tensor, sharpness: float,  # noqa: UP045
-                          tiles: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(dc, dβ, ds0, dε)`` by the backward kernel; ``ds0``, ``dε`` are empty when ``s0``,
-    ``ε`` are None (an operator returns tensors only)."""
+def _launch_backward(grad_s: Tensor, c: Tensor, beta: Tensor, s0: Optional[Tensor],  # noqa: UP045
+                     epsilon: Optional[Tensor], s: Tensor, sharpness: float,  # noqa: UP045
+                     tiles: list[int]) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """``(dc, dβ, ds0, dε)`` by the backward kernel; ``ds0``, ``dε`` None when ``s0``, ``ε``
+    are."""
     B, T, H = c.shape
     cfg = _config(tiles, H, c.dtype, backward=True)
     dc, dbeta = torch.empty_like(c), torch.empty_like(beta)
-    ds0 = torch.empty_like(s0) if s0 is not None else c.new_empty(0)
+    ds0 = torch.empty_like(s0) if s0 is not None else None
     acc = _work(c.dtype)
     n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
     sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device)
@@ -237,8 +232,31 @@ def fused_mru_backward_op(grad_s: Tensor, c: Tensor, beta: Tensor, s0: Optional[
         carry, T, H, B * n_dblk, n_dblk, n_tiles, float(sharpness), HAS_S0=s0 is not None,
         HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
         BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
-    deps = deps.sum((0, 1))[:H].to(epsilon.dtype) if deps is not None else c.new_empty(0)
-    return dc, dbeta, ds0, deps
+    deps = deps.sum((0, 1))[:H].to(epsilon.dtype) if deps is not None else None
+    return dc, dbeta, ds0 if s0 is not None else None, deps
+
+
+@torch.library.custom_op("bistable::fused_mru", mutates_args=())
+def fused_mru_op(c: Tensor, beta: Tensor, s0: Optional[Tensor], epsilon: Optional[Tensor],  # noqa: UP045
+                 sharpness: float, tiles: list[int]) -> Tensor:
+    """:func:`_launch_forward` as an operator; ``sharpness`` is the backward's."""
+    return _launch_forward(c, beta, s0, epsilon, tiles)
+
+
+@fused_mru_op.register_fake
+def _fused_mru_shape(c, beta, s0, epsilon, sharpness, tiles):
+    return torch.empty_like(c)
+
+
+@torch.library.custom_op("bistable::fused_mru_backward", mutates_args=())
+def fused_mru_backward_op(grad_s: Tensor, c: Tensor, beta: Tensor, s0: Optional[Tensor],  # noqa: UP045
+                          epsilon: Optional[Tensor], s: Tensor, sharpness: float,  # noqa: UP045
+                          tiles: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_launch_backward` as an operator: ``ds0``, ``dε`` empty when ``s0``, ``ε`` are
+    None (an operator returns tensors only)."""
+    dc, dbeta, ds0, deps = _launch_backward(grad_s, c, beta, s0, epsilon, s, sharpness, tiles)
+    return (dc, dbeta, c.new_empty(0) if ds0 is None else ds0,
+            c.new_empty(0) if deps is None else deps)
 
 
 @fused_mru_backward_op.register_fake
@@ -262,6 +280,25 @@ def _backward(ctx, grad_s):
 
 
 fused_mru_op.register_autograd(_backward, setup_context=_save)
+
+
+class _EagerFusedMRU(torch.autograd.Function):
+    """The operators' autograd for eager mode: the same kernel launches, without their
+    dispatch."""
+
+    @staticmethod
+    def forward(ctx, c, beta, s0, epsilon, sharpness, tiles):
+        s = _launch_forward(c, beta, s0, epsilon, tiles)
+        ctx.save_for_backward(c, beta, s0, epsilon, s)
+        ctx.sharpness, ctx.tiles = sharpness, tiles
+        return s
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_s):
+        c, beta, s0, epsilon, s = ctx.saved_tensors
+        return (*_launch_backward(grad_s.contiguous(), c, beta, s0, epsilon, s, ctx.sharpness,
+                                  ctx.tiles), None, None)
 
 
 def _check(c, beta, s0, epsilon, surrogate) -> None:
@@ -303,8 +340,9 @@ def fused_mru(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | None = Non
     beta = beta.to(c.dtype).contiguous()
     s0 = None if s0 is None else s0.to(c.dtype).contiguous()
     epsilon = None if epsilon is None else epsilon.contiguous()
-    return fused_mru_op(c.contiguous(), beta, s0, epsilon, float(sharpness),
-                        list(config) if config is not None else [])
+    op = fused_mru_op if torch.compiler.is_compiling() else _EagerFusedMRU.apply
+    return op(c.contiguous(), beta, s0, epsilon, float(sharpness),
+              list(config) if config is not None else [])
 
 
 class _AtanStep(torch.autograd.Function):
