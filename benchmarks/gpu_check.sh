@@ -11,6 +11,8 @@
 #   scan        benchmarks/scan_cuda.py --sweep, alone on the GPU (issue 3)
 #   compile     benchmarks/compile.py: training steps eager and compiled, alone on the GPU
 #   precision   benchmarks/precision.py: training steps in fp32 and bf16 autocast, alone on it
+#   dispatch    benchmarks/dispatch.py: the scan's and fused MRU's autograd, eager Function
+#               against custom operators, host cost and small training steps, alone on it
 # Carry .whl (wheels: accelerated-scan for `scan`, snntorch for `src`) and .gpu_data (a copy of
 # ../shared/data/mnist and/or fashion-mnist; ../shared does not travel). Set BISTABLE_COMMIT (the
 # .git there may be stale). Logs, this run's results and the runs' metrics land in
@@ -22,7 +24,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 LOG=/tmp/gpu_logs
 START=$SECONDS
-PARTS=${*:-src psmnist runs tests scan compile precision}
+PARTS=${*:-src psmnist runs tests scan compile precision dispatch}
 GPU_RUNS=${GPU_RUNS:-}
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 if has runs && [[ -z "$GPU_RUNS" ]]; then
@@ -113,6 +115,12 @@ if has precision; then  # alone on the GPU
     timeout 200 python3 benchmarks/precision.py --device cuda --name "precision_$GPU" \
         >"$LOG/precision.log" 2>&1
     echo "precision benchmark: exit $?"; grep "^|" "$LOG/precision.log" | tail -n 6
+fi
+
+if has dispatch; then  # alone on the GPU
+    timeout 120 python3 benchmarks/dispatch.py --device cuda --name "dispatch_$GPU" \
+        >"$LOG/dispatch.log" 2>&1
+    echo "dispatch benchmark: exit $?"; grep "^|" "results/dispatch_$GPU.md"
 fi
 
 # what comes back is at most 16 MiB a file: logs, this run's results and the runs' metrics (the
