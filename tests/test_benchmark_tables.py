@@ -12,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import brc_gates, denoising, denoising_probe, memory_tasks  # noqa: E402
+from benchmarks import brc_gates, denoising, denoising_probe, dispatch, memory_tasks  # noqa: E402
 from benchmarks.common import mean_std  # noqa: E402
 from benchmarks.denoising import seed_rows  # noqa: E402
 from benchmarks.denoising_probe import length_rows  # noqa: E402
@@ -246,3 +246,19 @@ def test_brc_gates_reads_every_block_of_a_trained_run(tmp_path, monkeypatch):
                       steps=1, batch_size=4, eval_samples=4, eval_every=1, quiet=True, out=other))
     with pytest.raises(ValueError, match="expected a brc or nbrc model, got a lru unit"):
         brc_gates.main([other])
+
+
+def test_dispatch_times_both_paths_and_restores_the_library():
+    """benchmarks/dispatch.py: the operators' path is swapped in for its rounds only."""
+    from bistable.scan import dispatch as scan_dispatch
+    from bistable.scan.autograd import scan, scan_op
+
+    with dispatch.operators():
+        assert scan_dispatch.scan is scan_op
+    assert scan_dispatch.scan is scan
+    rows = dispatch.side_by_side(dispatch.single_calls("cpu"), 2, 3, lambda: None)
+    assert [r["call"] for r in rows] == ["scan autograd, host only", "linear_scan"]
+    for r in rows:
+        assert [len(r["times"][k]) for k in ("function", "operators")] == [2, 2]
+        assert r["speedup"] == pytest.approx(r["operators_s"] / r["function_s"])
+    assert scan_dispatch.scan is scan
