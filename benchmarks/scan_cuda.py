@@ -32,13 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header, positive_int, write_results  # noqa: E402
 from bistable.scan import linear_scan  # noqa: E402
 
-# Longer tiles publish fewer hand-off vectors (3 of BLOCK_D per tile: 1 / BLOCK_T of the traffic);
-# 2-byte storage with 8 channels a thread loads 16 bytes at a time. (A looped launch, one program
-# walking all tiles of its channels with the carry in registers, ran at 0.3-0.6x these on an
-# H100: results/scan_gpu_h100_looped.md.)
-SWEEP = {torch.float32: [(16, 128, 1), (16, 512, 4), (64, 32, 4), (64, 256, 4), (64, 256, 8),
-                         (32, 256, 2)],
-         torch.bfloat16: [(16, 256, 1), (32, 256, 2), (64, 256, 4), (64, 512, 8)]}
+# The defaults (16 × 256, 2 warps, fp32; 16 × 128, 1 warp, bf16) hold 64 values of each tile a
+# thread and compile to 255 registers with spills (cuobjdump -res-usage on sm_90, Triton 3.9):
+# a few programs an SM. Beside the H200's fastest (fp32 16 × 128, 1 warp; bf16 16 × 256, 1 warp),
+# these hold 16-32 values a thread, 32-172 registers, no spills (forward and backward); 64 × 32
+# with 4 warps was among the fastest forwards on the H200
+# (results/scan_gpu_h200.md). (A looped launch, one program walking all tiles of its channels
+# with the carry in registers, ran at 0.3-0.6x the chained one on an H100:
+# results/scan_gpu_h100_looped.md.)
+SWEEP = {torch.float32: [(16, 128, 1), (64, 32, 4), (16, 128, 2), (16, 128, 4), (32, 64, 4),
+                         (32, 128, 8), (64, 64, 8), (128, 32, 8)],
+         torch.bfloat16: [(16, 256, 1), (16, 128, 4), (64, 32, 4), (32, 128, 8), (64, 64, 8)]}
 MRU_SWEEP = [(16, 256, 2), (8, 128, 1), (128, 16, 4)]
 
 
