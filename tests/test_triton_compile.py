@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("triton")
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+ROOT = Path(__file__).resolve().parent.parent
 
 # (module, kernel, storage dtype, constexprs); ACC is float64 for float64 storage, else float32
 VARIANTS = [
@@ -39,45 +39,25 @@ VARIANTS = [
 # each variant with the launch shape the library picks for 1024 channels (src_triton: its BLOCK)
 COMPILE = textwrap.dedent("""
     import importlib, json, sys
-    import torch, triton, triton.language as tl
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    import torch
+    from benchmarks.kernel_resources import compile_kernel, tile_constexprs
 
     SHARED = 232448  # bytes of shared memory a program may use on an H100 / H200
-    FLOATS = {"k", "rho", "z_hyp", "z_dep"}  # the kernels' float scalars; other scalars: int32
     DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16}
     failures = []
     for module, kernel, dtype, constexprs in json.loads(sys.argv[1]):
         mod = importlib.import_module(module)
         fn = getattr(mod, kernel)
-        acc = "fp64" if dtype == "fp64" else "fp32"
-        num_warps = 4
         if "BLOCK_T" in fn.arg_names:
             storage = torch.complex64 if constexprs.get("COMPLEX") else DTYPES[dtype]
             cfg = (mod.default_config(1024, storage, kernel == "_bwd_kernel")
                    if "HAS_S0" in constexprs else mod.default_config(1024, storage))
-            constexprs.update(ACC=getattr(tl, "float64" if acc == "fp64" else "float32"),
-                              BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d)
+            constexprs = tile_constexprs(dtype, cfg.block_t, cfg.block_d, **constexprs)
             num_warps = cfg.num_warps
         else:
-            constexprs["BLOCK"] = mod.BLOCK
-        signature = {}
-        for name in fn.arg_names:
-            if name in constexprs:
-                signature[name] = "constexpr"
-            elif name == "sync_ptr":
-                signature[name] = "*i32"
-            elif name in ("carry_ptr", "deps_ptr"):
-                signature[name] = "*" + acc
-            elif name.endswith("_ptr"):
-                signature[name] = "*" + dtype
-            else:
-                signature[name] = "fp32" if name in FLOATS else "i32"
-        src = ASTSource(fn=fn, signature=signature, constexprs={
-            (fn.arg_names.index(k),): v for k, v in constexprs.items()})
+            constexprs["BLOCK"], num_warps = mod.BLOCK, 4
         try:
-            compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                                      options={"num_warps": num_warps})
+            compiled = compile_kernel(fn, dtype, constexprs, num_warps)
         except Exception as exc:  # report them all, then fail
             failures.append(f"{module}.{kernel} {dtype} {constexprs}: {exc}")
             continue
@@ -93,7 +73,8 @@ COMPILE = textwrap.dedent("""
 def test_kernels_compile_for_sm90(module, tmp_path):
     variants = [v for v in VARIANTS if v[0] == module]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(PYTHONPATH=str(SRC), TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1")
+    env.update(PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}", TRITON_CACHE_DIR=str(tmp_path),
+               TRITON_DEFAULT_FP_FUSION="1")
     done = subprocess.run([sys.executable, "-c", COMPILE, json.dumps(variants)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
