@@ -78,3 +78,25 @@ def test_kernels_compile_for_sm90(module, tmp_path):
     done = subprocess.run([sys.executable, "-c", COMPILE, json.dumps(variants)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+
+def test_kernel_resources_reads_registers_and_spills(tmp_path):
+    """benchmarks/kernel_resources.py: cuobjdump's figures of one compiled kernel."""
+    code = textwrap.dedent("""
+        import json
+        from benchmarks.kernel_resources import compile_kernel, resources, tile_constexprs
+        from bistable.scan import triton_scan as ts
+        flags = dict(HAS_H0=False, REVERSE=False, COMPLEX=False)
+        small = compile_kernel(ts._fwd_kernel, "fp32", tile_constexprs("fp32", 16, 32, **flags), 4)
+        large = compile_kernel(ts._fwd_kernel, "fp32", tile_constexprs("fp32", 16, 256, **flags), 2)
+        print(json.dumps([resources(small), resources(large)]))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}", TRITON_CACHE_DIR=str(tmp_path),
+               TRITON_DEFAULT_FP_FUSION="1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    small, large = json.loads(done.stdout.splitlines()[-1])
+    assert 0 < small["registers"] < large["registers"] <= 255
+    assert small["stack"] == 0 < large["stack"]  # 4 values a thread fit; 64 a thread spill
