@@ -42,6 +42,7 @@ from .triton_scan import (
     combine,
     handoff,
     pick_row,
+    store_tile,
     tile,
     tile_start,
     tl,
@@ -110,7 +111,7 @@ def _fwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, sync_ptr, carry_ptr, T,
     s_in, _ = handoff(s0_ptr + pid_b * H, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f,
                       f, HAS_S0, False, ACC, BLOCK_D)
     s = A * s_in[None, :] + Bc
-    tl.store(s_ptr + for_batch + off, s.to(s_ptr.dtype.element_ty), mask=mask)
+    store_tile(s_ptr + for_batch, s, i, T, H, d, dmask, rows, False, False, BLOCK_T)
 
 
 @triton.jit
@@ -160,9 +161,9 @@ def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_p
     u = tl.abs(c) - tl.abs(beta)
     dz_du = dz * k / (1.0 + (pik * u) * (pik * u))
     dc = dz_du * _sign(c) + g * z * 2.0 * k / (1.0 + (pik * c) * (pik * c))
-    tl.store(dc_ptr + for_batch + off, dc.to(dc_ptr.dtype.element_ty), mask=mask)
-    tl.store(dbeta_ptr + for_batch + off, (-dz_du * _sign(beta)).to(dbeta_ptr.dtype.element_ty),
-             mask=mask)
+    store_tile(dc_ptr + for_batch, dc, i, T, H, d, dmask, rows, True, False, BLOCK_T)
+    store_tile(dbeta_ptr + for_batch, -dz_du * _sign(beta), i, T, H, d, dmask, rows, True, False,
+               BLOCK_T)
     if HAS_EPS:  # this tile's share of dL/dε
         tl.store(deps_ptr + (i * n_seq + seq) * BLOCK_D + tl.arange(0, BLOCK_D),
                  tl.sum(da * z, axis=0))

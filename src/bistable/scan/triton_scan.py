@@ -107,6 +107,25 @@ def tile(i, T, D, d, dmask, rows, DOWN: tl.constexpr, COMPLEX: tl.constexpr,
 
 
 @triton.jit
+def store_tile(ptr, x, i, T, D, d, dmask, rows, DOWN: tl.constexpr, COMPLEX: tl.constexpr,
+               BLOCK_T: tl.constexpr):
+    """Store tile ``x`` where :func:`tile` loads from, its addresses built anew from the tile's
+    first row: the loads' offsets are not kept live across the hand-off (a 16 × 256 fp32 tile
+    then needs 218 registers, not 255 and spills; ``benchmarks/kernel_resources.py``)."""
+    C: tl.constexpr = 2 if COMPLEX else 1
+    t0 = tile_start(i, T, BLOCK_T, DOWN)
+    t = t0 + rows
+    first = ptr + (t0 * D + d) * C
+    ptrs = first[None, :] + (rows * (D * C))[:, None]
+    mask = ((t >= 0) & (t < T))[:, None] & dmask[None, :]
+    if COMPLEX:
+        k = tl.arange(0, 2)[None, None, :]
+        tl.store(ptrs[:, :, None] + k, x.to(ptr.dtype.element_ty), mask=mask[:, :, None] & (k < 2))
+    else:
+        tl.store(ptrs, x.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _one(COMPLEX: tl.constexpr):
     """The multiplicative identity, broadcastable against a tile."""
     if COMPLEX:
@@ -273,13 +292,13 @@ def _fwd_kernel(a_ptr, b_ptr, h0_ptr, h_ptr, sync_ptr, carry_ptr, T, D, a_bstrid
                          HAS_H0, COMPLEX, ACC, BLOCK_D)
         hr = Ar * cr[None, :] - Ai * ci[None, :] + Br
         hi = Ar * ci[None, :] + Ai * cr[None, :] + Bi
-        tl.store(h_ptr + off, tl.join(hr, hi).to(h_ptr.dtype.element_ty), mask=mask)
+        store_tile(h_ptr, tl.join(hr, hi), i, T, D, d, dmask, rows, REVERSE, COMPLEX, BLOCK_T)
     else:
         A, Bc = tl.associative_scan((a, b), 0, combine, reverse=REVERSE)
         e, f = pick_row(A, rows, LAST), pick_row(Bc, rows, LAST)
         c, _ = handoff(h0_ptr, sync_ptr, carry_ptr, i, seq, n_seq, d, dmask, e, e, f, f, HAS_H0,
                        COMPLEX, ACC, BLOCK_D)
-        tl.store(h_ptr + off, (A * c[None, :] + Bc).to(h_ptr.dtype.element_ty), mask=mask)
+        store_tile(h_ptr, A * c[None, :] + Bc, i, T, D, d, dmask, rows, REVERSE, COMPLEX, BLOCK_T)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +337,7 @@ def _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
     h_p = h_p.to(ACC)
     if HAS_H0:
         h_p = tl.where(t - S == (T if REVERSE else -1), h0_tile, h_p)
-    return gh, a_n, h_p, off, mask
+    return gh, a_n, h_p
 
 
 @triton.jit
@@ -345,7 +364,7 @@ def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr,
         h0_tile = _row_tile(h0r, h0i, COMPLEX)
     else:
         h0_tile = 0.0
-    gh, a_n, h_p, off, mask = _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
+    gh, a_n, h_p = _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
                                         HAS_H0, REVERSE, COMPLEX, ACC, BLOCK_T)
     if COMPLEX:
         ar, ai = tl.split(a_n)
@@ -361,8 +380,8 @@ def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr,
         gi = Ar * ci[None, :] + Ai * cr[None, :] + Gi
         hr, hi = tl.split(h_p)
         da = tl.join(gr * hr + gi * hi, gi * hr - gr * hi)
-        tl.store(da_ptr + off, da.to(da_ptr.dtype.element_ty), mask=mask)
-        tl.store(db_ptr + off, tl.join(gr, gi).to(db_ptr.dtype.element_ty), mask=mask)
+        store_tile(da_ptr, da, i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
+        store_tile(db_ptr, tl.join(gr, gi), i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
     else:
         A, G = tl.associative_scan((a_n, gh), 0, combine, reverse=not REVERSE)
         e, f = pick_row(A, rows, LAST), pick_row(G, rows, LAST)
@@ -371,8 +390,8 @@ def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr,
         xr = e * c + f
         xi = tl.zeros_like(xr)  # (no imaginary part)
         g = A * c[None, :] + G
-        tl.store(da_ptr + off, (g * h_p).to(da_ptr.dtype.element_ty), mask=mask)
-        tl.store(db_ptr + off, g.to(db_ptr.dtype.element_ty), mask=mask)
+        store_tile(da_ptr, g * h_p, i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
+        store_tile(db_ptr, g, i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
 
     if HAS_H0:  # the last tile visited holds the first step: dh0 = conj(a_first) g_first
         if i == n_tiles - 1:
