@@ -33,10 +33,10 @@ from benchmarks.common import header, positive_int, write_results  # noqa: E402
 from bistable.scan import linear_scan  # noqa: E402
 
 # The defaults (16 × 256, 2 warps, fp32; 16 × 128, 1 warp, bf16) hold 64 values of each tile a
-# thread and compile to 255 registers with spills (cuobjdump -res-usage on sm_90, Triton 3.9):
-# a few programs an SM. Beside the H200's fastest (fp32 16 × 128, 1 warp; bf16 16 × 256, 1 warp),
-# these hold 16-32 values a thread, 32-172 registers, no spills (forward and backward); 64 × 32
-# with 4 warps was among the fastest forwards on the H200
+# thread: 209-254 registers, 4-8 warps an SM (results/kernel_resources.md). Beside the H200's
+# fastest (fp32 16 × 128, 1 warp; bf16 16 × 256, 1 warp), these hold 16-32 values a thread,
+# 80-164 registers, 12-24 warps an SM (forward and backward); 64 × 32 with 4 warps was among the
+# fastest forwards on the H200
 # (results/scan_gpu_h200.md). (A looped launch, one program walking all tiles of its channels
 # with the carry in registers, ran at 0.3-0.6x the chained one on an H100:
 # results/scan_gpu_h100_looped.md.)
