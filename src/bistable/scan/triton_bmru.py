@@ -171,8 +171,8 @@ def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_p
         if i == n_tiles - 1:
             c0 = tl.load(c_ptr + d, mask=dmask, other=0.0).to(ACC)
             beta0 = tl.load(beta_ptr + d, mask=dmask, other=1.0).to(ACC)
-            z0, v0, a0 = _gates(c0[None, :], beta0[None, :], eps, HAS_EPS)  # (names of
-            # their own: a runtime branch may not rebind `_`, a tile above, to another shape)
+            # names of their own: a runtime branch may not rebind `_` (a tile above) to a row
+            z0, v0, a0 = _gates(c0[None, :], beta0[None, :], eps, HAS_EPS)
             ds0 = tl.sum(a0, axis=0) * g_out
             tl.store(ds0_ptr + pid_b * H + d, ds0.to(ds0_ptr.dtype.element_ty), mask=dmask)
 
@@ -194,8 +194,6 @@ def _config(tiles: list[int], H: int, dtype: torch.dtype, backward: bool) -> Con
     return Config(*tiles) if tiles else default_config(H, dtype, backward)
 
 
-# the operators' schemas are read from these annotations (evaluated: no `from __future__ import
-# annotations` in this module)
 def _launch_forward(c: Tensor, beta: Tensor, s0: Optional[Tensor], epsilon: Optional[Tensor],  # noqa: UP045
                     tiles: list[int]) -> Tensor:
     """``s`` by the forward kernel (inputs checked and contiguous, ``beta``, ``s0`` in ``c``'s
@@ -234,9 +232,11 @@ def _launch_backward(grad_s: Tensor, c: Tensor, beta: Tensor, s0: Optional[Tenso
         HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
         BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
     deps = deps.sum((0, 1))[:H].to(epsilon.dtype) if deps is not None else None
-    return dc, dbeta, ds0 if s0 is not None else None, deps
+    return dc, dbeta, ds0, deps
 
 
+# the operators' schemas are read from these annotations (evaluated: no `from __future__ import
+# annotations` in this module)
 @torch.library.custom_op("bistable::fused_mru", mutates_args=())
 def fused_mru_op(c: Tensor, beta: Tensor, s0: Optional[Tensor], epsilon: Optional[Tensor],  # noqa: UP045
                  sharpness: float, tiles: list[int]) -> Tensor:

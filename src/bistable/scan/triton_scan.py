@@ -111,7 +111,7 @@ def store_tile(ptr, x, i, T, D, d, dmask, rows, DOWN: tl.constexpr, COMPLEX: tl.
                BLOCK_T: tl.constexpr):
     """Store tile ``x`` where :func:`tile` loads from, its addresses built anew from the tile's
     first row: the loads' offsets are not kept live across the hand-off (a 16 × 256 fp32 tile
-    then needs 218 registers, not 255 and spills; ``benchmarks/kernel_resources.py``)."""
+    then needs 209 registers, not 255 and spills; ``benchmarks/kernel_resources.py``)."""
     C: tl.constexpr = 2 if COMPLEX else 1
     t0 = tile_start(i, T, BLOCK_T, DOWN)
     t = t0 + rows
@@ -364,8 +364,8 @@ def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr,
         h0_tile = _row_tile(h0r, h0i, COMPLEX)
     else:
         h0_tile = 0.0
-    gh, a_n, h_p = _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
-                                        HAS_H0, REVERSE, COMPLEX, ACC, BLOCK_T)
+    gh, a_n, h_p = _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile, HAS_H0,
+                             REVERSE, COMPLEX, ACC, BLOCK_T)
     if COMPLEX:
         ar, ai = tl.split(a_n)
         gr, gi = tl.split(gh)
