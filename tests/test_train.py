@@ -243,21 +243,6 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
     assert compiled["eval"][0]["mse"] == pytest.approx(eager["eval"][0]["mse"], rel=1e-5)
 
 
-@pytest.mark.parametrize("model, refused", [("hybrid", True), ("bmru", True), ("lru", False)])
-def test_compile_on_cuda_is_refused_where_it_trains_wrong(tmp_path, model, refused):
-    """The open defect of docs/gpu.md (the MRUs' learned initial state gets no gradient through
-    torch.compile on the fused CUDA path) is refused before training, on CUDA only."""
-    task = build_task("copy-first-input")
-    c = resolve(config(tmp_path, model=model, compile="aot_eager"), task)
-    net = loop._build_model(c, task)
-    loop._check_compile(c, net, "cpu")  # the CPU path has no such defect
-    if refused:
-        with pytest.raises(ValueError, match="--compile on CUDA: .*learned initial state"):
-            loop._check_compile(c, net, "cuda")
-    else:
-        loop._check_compile(c, net, "cuda")
-
-
 def _one_step_by_hand(c: TrainConfig, penalty: float) -> torch.nn.Module:
     """The first training step of ``c`` written out: AdamW on loss + penalty · mean(z)."""
     task = build_task(c.task)

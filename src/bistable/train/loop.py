@@ -255,19 +255,6 @@ def _check_training_aids(c: TrainConfig, model: torch.nn.Module) -> None:
                              f"model {c.model!r} has none")
 
 
-def _check_compile(c: TrainConfig, model: torch.nn.Module, device) -> None:
-    """Refuse ``--compile`` where it is known to train wrong: on CUDA, a memory unit on the fused
-    Triton path gets no gradient for its learned initial state under torch.compile (an open
-    defect, docs/gpu.md)."""
-    if c.compile and torch.device(device).type == "cuda" and any(
-            isinstance(m, MRU) and m.init_logit is not None and m.signed
-            and m.surrogate == "atan" for m in model.modules()):
-        raise ValueError(f"--compile on CUDA: model {c.model!r} has memory units with a learned "
-                         "initial state, which gets no gradient through torch.compile on the "
-                         "fused Triton path (an open defect, docs/gpu.md); train without "
-                         "--compile")
-
-
 def _ramp_target(model: torch.nn.Module) -> float:
     """The ``train_noise`` the SRCs of ``model`` were built with: where ``--noise-ramp`` ends."""
     sigmas = {m.train_noise for m in model.modules() if isinstance(m, SRC)}
@@ -394,7 +381,6 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     ckpt_path = out / CHECKPOINT
     model = _build_model(c, task).to(ctx.device)
     _check_training_aids(c, model)
-    _check_compile(c, model, ctx.device)
     noise = _ramp_target(model) if c.noise_ramp else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     step, history, best = 0, [], None  # best: keep_best's lowest validation loss (_better)

@@ -138,7 +138,9 @@ class _MRUSequence(torch.autograd.Function):
             writes += z.sum(dtype=torch.float64)
         ctx.save_for_backward(c, beta, eps, alpha, torch.stack(starts))
         ctx.grad, ctx.k, ctx.signed = grad, k, signed
-        return y, s, (writes / c.numel()).to(c.dtype)
+        # a copy, not `.to`'s alias of an intermediate: torch 2.11 compiles that into a wrong
+        # gradient for the write rate (pytorch/pytorch#180642, fixed in 2.12)
+        return y, s, (writes / c.numel()).to(c.dtype, copy=True)
 
     @staticmethod
     @once_differentiable

@@ -76,7 +76,10 @@ class _Step(torch.autograd.Function):
     def forward(ctx, u, signed: bool, grad: SurrogateGrad, k: float):
         ctx.save_for_backward(u)
         ctx.scale, ctx.grad, ctx.k = 2.0 if signed else 1.0, grad, k
-        return exact_sign(u) if signed else exact_heaviside(u)
+        # out of place: torch 2.11 compiles a Function whose output was changed in place into
+        # a zero gradient (pytorch/pytorch#180642, fixed in 2.12); exact_sign's chain did that
+        s = torch.sign(torch.sign(u) + 0.5)
+        return s if signed else (s + 1) * 0.5
 
     @staticmethod
     def backward(ctx, grad_out):
