@@ -28,7 +28,7 @@ the scan).
 """
 
 import math
-from typing import Optional
+from typing import List, Optional  # noqa: UP035 (torch 2.4 reads typing.List only)
 
 import torch
 from torch import Tensor
@@ -235,11 +235,11 @@ def _launch_backward(grad_s: Tensor, c: Tensor, beta: Tensor, s0: Optional[Tenso
     return dc, dbeta, ds0, deps
 
 
-# the operators' schemas are read from these annotations (evaluated: no `from __future__ import
-# annotations` in this module)
+# the operators' schemas are read from these annotations: evaluated (no `from __future__ import
+# annotations` in this module) and in typing's spelling, as every torch >= 2.4 reads them
 @torch.library.custom_op("bistable::fused_mru", mutates_args=())
 def fused_mru_op(c: Tensor, beta: Tensor, s0: Optional[Tensor], epsilon: Optional[Tensor],  # noqa: UP045
-                 sharpness: float, tiles: list[int]) -> Tensor:
+                 sharpness: float, tiles: List[int]) -> Tensor:  # noqa: UP006
     """:func:`_launch_forward` as an operator; ``sharpness`` is the backward's."""
     return _launch_forward(c, beta, s0, epsilon, tiles)
 
@@ -252,7 +252,7 @@ def _fused_mru_shape(c, beta, s0, epsilon, sharpness, tiles):
 @torch.library.custom_op("bistable::fused_mru_backward", mutates_args=())
 def fused_mru_backward_op(grad_s: Tensor, c: Tensor, beta: Tensor, s0: Optional[Tensor],  # noqa: UP045
                           epsilon: Optional[Tensor], s: Tensor, sharpness: float,  # noqa: UP045
-                          tiles: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                          tiles: List[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # noqa: UP006
     """:func:`_launch_backward` as an operator: ``ds0``, ``dε`` empty when ``s0``, ``ε`` are
     None (an operator returns tensors only)."""
     dc, dbeta, ds0, deps = _launch_backward(grad_s, c, beta, s0, epsilon, s, sharpness, tiles)
