@@ -69,12 +69,19 @@ COMPILE = textwrap.dedent("""
 """)
 
 
+def _compiler_env(cache) -> dict:
+    """This process's environment without the interpreter, the project importable, and a
+    Triton cache of the test's own."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}", TRITON_CACHE_DIR=str(cache),
+               TRITON_DEFAULT_FP_FUSION="1")
+    return env
+
+
 @pytest.mark.parametrize("module", sorted({v[0] for v in VARIANTS}))
 def test_kernels_compile_for_sm90(module, tmp_path):
     variants = [v for v in VARIANTS if v[0] == module]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}", TRITON_CACHE_DIR=str(tmp_path),
-               TRITON_DEFAULT_FP_FUSION="1")
+    env = _compiler_env(tmp_path)
     done = subprocess.run([sys.executable, "-c", COMPILE, json.dumps(variants)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -91,9 +98,7 @@ def test_kernel_resources_reads_registers_and_spills(tmp_path):
         large = compile_kernel(ts._fwd_kernel, "fp32", tile_constexprs("fp32", 64, 256, **flags), 2)
         print(json.dumps([resources(small), resources(large)]))
     """)
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}", TRITON_CACHE_DIR=str(tmp_path),
-               TRITON_DEFAULT_FP_FUSION="1")
+    env = _compiler_env(tmp_path)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
