@@ -15,6 +15,7 @@ from bistable.models import (
     width_for_budget,
 )
 from bistable.units.bmru import MRU, write_rate
+from torch_support import whole_graph
 
 CORE = ["bmru", "cmru", "lru", "hybrid", "brc", "nbrc", "mingru", "gru", "lstm"]
 
@@ -117,6 +118,7 @@ def test_register_model(monkeypatch):
 COMPILED = [name for name in MODEL_NAMES if name not in ("gru", "lstm")]
 
 
+@whole_graph
 @pytest.mark.parametrize("name", COMPILED)
 def test_every_model_compiles_into_one_graph_with_eager_values_and_gradients(name):
     """The scan and the SRC loop are opaque operators to torch.compile, so the models trace
@@ -145,6 +147,7 @@ def test_every_model_compiles_into_one_graph_with_eager_values_and_gradients(nam
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@whole_graph
 @pytest.mark.parametrize("name", ["hybrid", "src"])
 def test_a_compiled_model_follows_new_lengths_without_recompiling(name):
     """Sequence lengths vary (``--pad-min``): after the first graph, one graph with a symbolic T

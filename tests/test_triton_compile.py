@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("triton")
+from triton_kernels import require_triton
+
+require_triton()
 
 ROOT = Path(__file__).resolve().parent.parent
 

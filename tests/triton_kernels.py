@@ -10,13 +10,21 @@ import torch
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def require_triton() -> None:
+    """Skip unless triton imports at the version the kernels need (``scan.triton_lang``)."""
+    try:
+        importlib.import_module("bistable.scan.triton_lang")
+    except ImportError as err:
+        pytest.skip(str(err), allow_module_level=True)
+
+
 def load(name: str):
     """The module ``name`` with its kernels compiled (GPU) or interpreted (CPU); skip without
-    triton. The variable must be set before triton decorates the kernels, so a module imported
+    triton ≥ 3.6. The variable must be set before triton decorates the kernels, so a module imported
     earlier without it is reloaded."""
     if DEVICE == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
-    pytest.importorskip("triton")
+    require_triton()
     from triton.runtime.interpreter import InterpretedFunction
 
     module = importlib.import_module(name)

@@ -13,13 +13,15 @@ BACKENDS["cpu"] = Backend(scan_cpu)
 _NATIVE = {"cpu": {torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64,
                    torch.complex128}}
 BACKEND_NAMES = ("auto", "reference", "cpu", "triton")
+_UNAVAILABLE: dict[str, str] = {}  # backend name -> why it did not import
 
 
 def _triton_backend() -> Backend | None:
     if "triton" not in BACKENDS:
         try:
             from . import triton_scan
-        except ImportError:
+        except ImportError as err:
+            _UNAVAILABLE["triton"] = str(err)
             return None
         BACKENDS["triton"] = triton_scan.BACKEND
         _NATIVE["triton"] = triton_scan.NATIVE_DTYPES
@@ -32,7 +34,7 @@ def _pick(name: str, device: torch.device) -> str:
     if name == "auto":
         return "triton" if device.type == "cuda" and _triton_backend() is not None else "cpu"
     if name == "triton" and _triton_backend() is None:
-        raise ValueError("backend='triton' needs triton: pip install 'bistable[triton]'")
+        raise ValueError(f"backend='triton' is unavailable: {_UNAVAILABLE['triton']}")
     return name
 
 
@@ -44,7 +46,7 @@ def _check(a, b, h0, reverse):
             raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 3:
             raise ValueError(f"{name}: expected shape (B, T, D), got {tuple(x.shape)}")
-        if not (x.is_floating_point() or x.is_complex()):
+        if not (x.dtype.is_floating_point or x.dtype.is_complex):
             raise ValueError(f"{name}: expected a floating or complex dtype, got {x.dtype}")
     B, T, D = b.shape
     if T < 1:

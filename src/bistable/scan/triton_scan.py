@@ -24,15 +24,8 @@ from typing import NamedTuple
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError as exc:  # pragma: no cover - exercised only without triton
-    raise ImportError(
-        "bistable.scan.triton_scan needs the triton package: pip install 'bistable[triton]'"
-    ) from exc
-
 from .autograd import Backend
+from .triton_lang import tl, triton
 
 NATIVE_DTYPES = {torch.float32, torch.float64, torch.bfloat16, torch.float16,
                  torch.complex64, torch.complex128}

@@ -56,8 +56,11 @@ def _finite(x: torch.Tensor, name: str) -> None:
 
 
 def _same_dtype(x: torch.Tensor, module: nn.Module | None, name: str) -> None:
-    # as torch.nn.RNN asks: the input in its module's parameter dtype, unless autocast mixes them
-    p = None if module is None else next(module.parameters(), None)
+    # as torch.nn.RNN asks: the input in its module's parameter dtype, unless autocast mixes them.
+    # Skipped under torch.compile: torch 2.4's dynamo cannot trace module.parameters().
+    if module is None or torch.compiler.is_compiling():
+        return
+    p = next(module.parameters(), None)
     if p is None or x.dtype == p.dtype:
         return
     device = x.device.type
@@ -104,13 +107,12 @@ def check_state(state, shape: Sequence[int], name: str = "state") -> None:
     _finite(state, name)
 
 
-def in_parameter_dtype(module: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``tensors`` in the dtype of ``module``'s parameters (a no-op outside autocast). Under
-    ``torch.autocast`` the products arrive in bfloat16; a unit's recurrence (held states, counters,
-    membrane potentials) runs in its parameters' precision, as Mamba's selective scan runs in
-    float32: a count past 256 or a potential near its threshold would not survive 8 bits."""
-    dtype = next(module.parameters()).dtype
-    return tuple(t.to(dtype) for t in tensors)
+def in_parameter_dtype(parameter: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` in the dtype of ``parameter``, one of the unit's own (a no-op outside autocast).
+    Under ``torch.autocast`` the products arrive in bfloat16; a unit's recurrence (held states,
+    counters, membrane potentials) runs in its parameters' precision, as Mamba's selective scan runs
+    in float32: a count past 256 or a potential near its threshold would not survive 8 bits."""
+    return tuple(t.to(parameter.dtype) for t in tensors)
 
 
 def state_or_zeros(state, x: torch.Tensor, hidden_size: int, name: str = "state") -> torch.Tensor:

@@ -129,13 +129,16 @@ class _MRUSequence(torch.autograd.Function):
         B, T, H = c.shape
         y = torch.empty_like(c)
         starts, writes, s = [], 0.0, s0
-        for blk in _blocks(B, T, H):
-            starts.append(s)
-            z, v, _ = _gates(c[:, blk], beta[:, blk], signed)
-            states = _states(*_coefficients(z, v, eps), s, eps)
-            torch.mul(states, alpha, out=y[:, blk])
-            s = states[:, -1].clone()
-            writes += z.sum(dtype=torch.float64)
+        # no_grad as in eager autograd: torch 2.4's dynamo traces this forward with grad enabled,
+        # and refuses out= on inputs that require it
+        with torch.no_grad():
+            for blk in _blocks(B, T, H):
+                starts.append(s)
+                z, v, _ = _gates(c[:, blk], beta[:, blk], signed)
+                states = _states(*_coefficients(z, v, eps), s, eps)
+                torch.mul(states, alpha, out=y[:, blk])
+                s = states[:, -1].clone()
+                writes += z.sum(dtype=torch.float64)
         ctx.save_for_backward(c, beta, eps, alpha, torch.stack(starts))
         ctx.grad, ctx.k, ctx.signed = grad, k, signed
         # a copy, not `.to`'s alias of an intermediate: torch 2.11 compiles that into a wrong
@@ -279,7 +282,7 @@ class MRU(nn.Module):
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         check_input(x, self.input_size, module=self)
-        c, beta = in_parameter_dtype(self, *self._drive(x))
+        c, beta = in_parameter_dtype(self.alpha, *self._drive(x))
         s0 = self._start(state, c)
         eps = self.epsilon()
         fused = _fused_mru(c) if self.signed and self.surrogate == "atan" else None
@@ -293,7 +296,7 @@ class MRU(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         check_step_input(x_t, self.input_size, module=self)
-        c, beta = in_parameter_dtype(self, *self._drive(x_t))
+        c, beta = in_parameter_dtype(self.alpha, *self._drive(x_t))
         s = self._start(state, c)
         z = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness)
         a, b = _coefficients(z, self._level(c), self.epsilon())

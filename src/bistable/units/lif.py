@@ -76,7 +76,7 @@ class LIF(nn.Module):
         """``x`` ``(B, T, input_size)`` → spikes ``(B, T, hidden_size)``, ``mem`` after step T."""
         check_input(x, self.input_size, module=self)
         mem = self._state(state, x)
-        drive, = in_parameter_dtype(self, self.linear(x))  # all steps in one matrix product
+        drive, = in_parameter_dtype(self.linear.weight, self.linear(x))  # all steps: one product
         out = []
         for d in drive.unbind(1):  # unbind: one backward node, not T full-size selects
             spk, mem = self.leaky(d, mem)
@@ -86,6 +86,6 @@ class LIF(nn.Module):
     def step(self, x_t: torch.Tensor, state=None):
         """One time step: ``x_t`` ``(B, input_size)`` → ``(spikes_t (B, hidden_size), mem)``."""
         check_step_input(x_t, self.input_size, module=self)
-        drive, = in_parameter_dtype(self, self.linear(x_t))
+        drive, = in_parameter_dtype(self.linear.weight, self.linear(x_t))
         spk, mem = self.leaky(drive, self._state(state, x_t))
         return spk.to(x_t.dtype), mem

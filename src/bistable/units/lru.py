@@ -98,7 +98,7 @@ class LRU(nn.Module):
         # 1 − |λ|² = −expm1(−2 exp(ν)), accurate when |λ| is close to 1
         gamma = torch.sqrt(-torch.expm1(-2 * torch.exp(self.nu_log)))
         re, im = x @ (gamma[:, None] * self.B_re).T, x @ (gamma[:, None] * self.B_im).T
-        return torch.complex(*in_parameter_dtype(self, re, im))  # autocast's products: bf16/fp16
+        return torch.complex(*in_parameter_dtype(self.nu_log, re, im))  # autocast: bf16/fp16 in
 
     def _output(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Re(C h) + D x over the last dims of ``h`` and ``x``."""

@@ -36,7 +36,7 @@ class MinGRU(nn.Module):
 
     def _coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a, b) = (1 − z, z ⊙ h̃) over the last dim of ``x``."""
-        gate, cand = in_parameter_dtype(self, *self.proj(x).chunk(2, dim=-1))
+        gate, cand = in_parameter_dtype(self.proj.weight, *self.proj(x).chunk(2, dim=-1))
         z = torch.sigmoid(gate)
         return 1 - z, z * cand
 

@@ -213,7 +213,7 @@ class SRC(nn.Module):
 
     def _run(self, x, state):
         i0, h0, hs0 = state
-        drive, = in_parameter_dtype(self, x @ self.weight.t())
+        drive, = in_parameter_dtype(self.weight, x @ self.weight.t())
         a = torch.full((1, x.shape[1], self.hidden_size), self.alpha, dtype=drive.dtype,
                        device=drive.device)
         i = linear_scan(a, drive, i0)

@@ -18,13 +18,7 @@ from __future__ import annotations
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError as exc:  # pragma: no cover - exercised only without triton
-    raise ImportError(
-        "bistable.units.src_triton needs the triton package: pip install 'bistable[triton]'"
-    ) from exc
+from ..scan.triton_lang import tl, triton
 
 BLOCK = 128  # neurons per program
 

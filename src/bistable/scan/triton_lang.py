@@ -1,0 +1,32 @@
+"""``triton`` and ``triton.language`` for bistable's kernels, or an :class:`ImportError` that says
+what is needed: the kernels are written for and tested on triton ≥ 3.6 (an older triton, such as
+the 3.0 that torch 2.4 pins, compiles some of them wrongly or not at all). Callers that pick a
+backend catch the error and fall back to PyTorch."""
+
+from __future__ import annotations
+
+import re
+
+MIN_TRITON = (3, 6)
+_NEED = "pip install 'bistable[triton]'"
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as exc:  # pragma: no cover - exercised only without triton
+    raise ImportError(f"bistable's Triton kernels need the triton package: {_NEED}") from exc
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """``(major, minor)`` of a version string such as ``"3.6.0"`` or ``"3.7.0+git1234"``."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None:
+        raise ValueError(f"triton version: expected 'MAJOR.MINOR...', got {version!r}")
+    return int(match[1]), int(match[2])
+
+
+if version_tuple(triton.__version__) < MIN_TRITON:
+    raise ImportError(f"bistable's Triton kernels need triton >= {'.'.join(map(str, MIN_TRITON))}, "
+                      f"found {triton.__version__}: {_NEED}")
+
+__all__ = ["MIN_TRITON", "tl", "triton", "version_tuple"]

@@ -1,0 +1,61 @@
+"""The Triton kernels refuse a missing triton, or one older than they are written for, naming the
+extra and the version needed; ``linear_scan`` then falls back to PyTorch or says why it cannot use
+them. Runs with any triton, or none."""
+
+import importlib
+import sys
+
+import pytest
+import torch
+
+import bistable.scan
+from bistable.scan import dispatch
+from triton_kernels import require_triton
+
+
+def _unload_kernels(monkeypatch):
+    """bistable's kernel modules unloaded (restored afterwards), so that they import afresh: out
+    of ``sys.modules`` and off their package, where ``from . import`` would find them."""
+    for name in ("triton_lang", "triton_scan"):
+        monkeypatch.delitem(sys.modules, f"bistable.scan.{name}", raising=False)
+        monkeypatch.delattr(bistable.scan, name, raising=False)
+
+
+def test_a_missing_triton_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)
+    _unload_kernels(monkeypatch)
+    with pytest.raises(ImportError, match=r"triton package: pip install 'bistable\[triton\]'"):
+        importlib.import_module("bistable.scan.triton_scan")
+
+
+@pytest.fixture
+def old_triton(monkeypatch):
+    """triton reporting version 3.0.0 (torch 2.4's pin), the kernel modules to import afresh."""
+    triton = pytest.importorskip("triton")
+    monkeypatch.setattr(triton, "__version__", "3.0.0")
+    _unload_kernels(monkeypatch)
+    monkeypatch.delitem(dispatch.BACKENDS, "triton", raising=False)
+    monkeypatch.setattr(dispatch, "_UNAVAILABLE", {})
+    return dispatch
+
+
+def test_an_old_triton_is_refused_with_the_version_needed(old_triton):
+    with pytest.raises(ImportError, match=r"need triton >= 3\.6, found 3\.0\.0"):
+        importlib.import_module("bistable.scan.triton_lang")
+
+
+def test_linear_scan_says_why_the_triton_backend_is_unavailable(old_triton):
+    a, b = torch.rand(1, 4, 2), torch.rand(1, 4, 2)
+    with pytest.raises(ValueError, match=r"backend='triton' is unavailable: .*found 3\.0\.0"):
+        old_triton.linear_scan(a, b, backend="triton")
+    assert old_triton._pick("auto", torch.device("cuda")) == "cpu"  # auto falls back
+
+
+def test_version_strings_are_read_to_major_minor():
+    require_triton()
+    from bistable.scan import triton_lang as lang
+
+    assert lang.version_tuple("3.6.0") == (3, 6)
+    assert lang.version_tuple("3.10.1+git3f2a") == (3, 10)
+    with pytest.raises(ValueError, match="expected 'MAJOR.MINOR...', got 'nightly'"):
+        lang.version_tuple("nightly")
