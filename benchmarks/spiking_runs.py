@@ -124,6 +124,13 @@ RUNS = {
     **{f"fashion-mnist-h1024-robust-20ep-{where}-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *budget, "--hidden", "1024", "--seed", str(n)])
        for where, budget in (("gpu", GPU_20EP), ("bf16", [*FASHION_20EP, *BF16])) for n in (1, 2)},
+    # --ema (docs/training.md): the moving average of the weights tested instead of the last
+    # ones; benchmarks/ema_pairs.py scores both of each run (the same training), side by side
+    **{f"fashion-mnist-h256-robust-ema998-seed{n}": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *FASHION, "--ema", "0.998", "--seed", str(n)]) for n in (0, 1)},
+    **{f"fashion-mnist-h1024-robust-20ep-gpu-ema999-seed{n}": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *GPU_20EP, "--hidden", "1024", "--ema", "0.999", "--seed",
+        str(n)]) for n in (0, 1, 2)},
 }
 
 

@@ -2,9 +2,11 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
+from torch.torch_version import TorchVersion
 
 from bistable.data.tasks import build_task
 from bistable.models import build_model
@@ -16,6 +18,7 @@ from bistable.train.report import SPIKE_SAMPLES
 from bistable.units.bmru import CMRU, write_rate
 from bistable.units.lru import LRU
 from bistable.units.src import SRC
+from torch_support import whole_graph
 
 
 def config(tmp_path, name="run", **kw):
@@ -42,6 +45,8 @@ def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
     (dict(hidden=0), "--hidden must be >= 1"),
     (dict(schedule="linear"), "--schedule"),
     (dict(compile="fastest"), "--compile: expected a torch.compile backend"),
+    (dict(ema=1.0), r"--ema: expected a decay in \[0, 1\) \(0: off\), got 1.0"),
+    (dict(ema=-0.5), r"--ema: expected a decay in \[0, 1\)"),
     (dict(eval_seq_len=[0]), "at least 1"),
     (dict(precision="fp16"), "--precision: expected one of fp32, bf16, got 'fp16'"),
     (dict(params=5000), "give --hidden or --params"),  # config() gives hidden=8
@@ -50,6 +55,22 @@ def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
 def test_impossible_settings_are_one_line_errors(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
         resolve(config(tmp_path, **kw), build_task("copy-first-input"))
+
+
+@pytest.mark.parametrize("version, warns", [("2.4.1", True), ("2.10.0", True), ("2.11.0", False),
+                                            ("2.13.0+cpu", False)])
+def test_compile_on_an_untested_torch_warns(tmp_path, monkeypatch, version, warns):
+    """Below the torch version whose dynamo traces every model whole (2.11) --compile still runs,
+    with a warning; the versions compare as versions (2.4 < 2.11 < 2.13), not as strings."""
+    monkeypatch.setattr(torch, "__version__", TorchVersion(version))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resolve(config(tmp_path, compile="aot_eager"), build_task("copy-first-input"))
+    messages = [str(w.message) for w in caught if "--compile" in str(w.message)]
+    assert messages == ([f"--compile: whole-model torch.compile is tested from torch 2.11, this "
+                         f"is {version}: dynamo may break the graph (slower, still correct where "
+                         "checked) or, on 2.4, stall compiling the SRC's step loop"]
+                        if warns else [])
 
 
 def test_bf16_precision_trains_under_autocast_and_keeps_float32_weights(tmp_path):
@@ -216,6 +237,41 @@ def test_keep_best_tests_the_weights_of_the_lowest_validation_loss(tmp_path, scr
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 
 
+def test_ema_tests_the_moving_average_of_the_weights_and_resumes_exactly(tmp_path):
+    """``--ema 0.75``: training is untouched (the same weights as without it), the checkpoint keeps
+    w̄_1 = w_1, w̄_t = 0.75 w̄_{t-1} + 0.25 w_t, the test scores w̄ (as does ``load_run``), and a
+    resumed run ends with the same average as a whole one."""
+    kw = dict(steps=3, schedule="constant", warmup=1, checkpoint_every=1, eval_every=10)
+    weights = []  # w_1, w_2, w_3 of the plain run, one step at a time
+    for steps in (1, 2, 3):
+        train(config(tmp_path, "plain", resume=steps > 1, **{**kw, "steps": steps}))
+        weights.append(load_checkpoint(tmp_path / "plain" / "checkpoint.pt")["model"])
+    expected = dict(weights[0])
+    for w in weights[1:]:
+        expected = {k: 0.75 * expected[k] + 0.25 * w[k] for k in w}
+
+    whole = train(config(tmp_path, "ema", ema=0.75, **kw))
+    saved = load_checkpoint(tmp_path / "ema" / "checkpoint.pt")
+    for k, w in weights[-1].items():
+        torch.testing.assert_close(saved["model"][k], w, rtol=0, atol=0)
+        torch.testing.assert_close(saved["ema"]["model"][k], expected[k])
+    assert saved["ema"]["step"] == 3 and saved["ema"]["n_averaged"] == 3
+    task, model = loop.load_run(tmp_path / "ema")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, saved["ema"]["model"][k], rtol=0, atol=0)
+    assert whole["eval"] == [evaluate(model, task, "test", 12, n=16)]
+
+    train(config(tmp_path, "parts", ema=0.75, **{**kw, "steps": 2}))
+    resumed = train(config(tmp_path, "parts", ema=0.75, resume=True, **kw))
+    parts = load_checkpoint(tmp_path / "parts" / "checkpoint.pt")["ema"]["model"]
+    for k, v in saved["ema"]["model"].items():
+        torch.testing.assert_close(parts[k], v, rtol=0, atol=0)
+    assert resumed["eval"] == whole["eval"]
+    with pytest.raises(ValueError, match="--resume: the run in --out was made with other "
+                                         "settings \\(ema: 0.75 -> 0.9\\)"):
+        train(config(tmp_path, "parts", ema=0.9, resume=True, **kw))
+
+
 def test_keep_best_resumes_with_its_best_so_far(tmp_path, script_validation):
     script_validation([2.0, 1.0, 3.0, 4.0] * 2)  # steps 4, 8, 12, 16; twice
     whole = train(config(tmp_path, "whole", steps=16, keep_best=True, schedule="constant"))
@@ -226,6 +282,7 @@ def test_keep_best_resumes_with_its_best_so_far(tmp_path, script_validation):
     assert extended["eval"] == whole["eval"]
 
 
+@whole_graph
 def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
     """``--compile`` (``aot_eager`` here: traced forward and backward, no code generation) gives
     the eager run's losses and write rates, and a run resumes with or without it."""

@@ -186,6 +186,9 @@ def add_parser(subparsers) -> None:
     opt.add_argument("--noise-ramp", type=int, metavar="N",
                      help="SRCs: the redrawn train_noise from 0 to its value over the first N "
                           "steps (a noise curriculum)")
+    opt.add_argument("--ema", type=float, metavar="DECAY",
+                     help="evaluate (and test) an exponential moving average of the weights, "
+                          "updated after every step with this decay, e.g. 0.999 (default 0: off)")
     opt.add_argument("--seed", type=int, metavar="N")
     run = p.add_argument_group("run")
     run.add_argument("--device", choices=("cpu", "cuda"))

@@ -24,10 +24,13 @@ import functools
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.torch_version import TorchVersion
 from tqdm import tqdm
 
 from ..data.tasks import Task, build_task, epoch_steps
@@ -45,6 +48,7 @@ MAY_CHANGE = ("steps", "epochs", "warmup", "eval_seq_len", "eval_every", "checkp
 
 
 PRECISIONS = ("fp32", "bf16")
+COMPILE_TESTED_FROM = (2, 11)  # torch versions whose dynamo traces every model whole (tests)
 
 
 class TrainingDiverged(RuntimeError):
@@ -95,6 +99,8 @@ class TrainConfig:
     resume: bool = False
     init_from: str | None = None       # start from the model weights of the run in this folder
     keep_best: bool = False            # test the weights of the lowest validation loss
+    ema: float = 0.0                   # decay of the weights' moving average, which evaluations
+                                       # score (0: off, the trained weights themselves)
     quiet: bool = False
 
 
@@ -148,6 +154,8 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
         if not (math.isfinite(value) and value >= (1e-300 if name == "lr" else 0)):
             limit = "> 0" if name == "lr" else ">= 0"
             raise ValueError(f"--{name.replace('_', '-')} must be finite and {limit}, got {value}")
+    if not (isinstance(c.ema, (int, float)) and 0 <= c.ema < 1):
+        raise ValueError(f"--ema: expected a decay in [0, 1) (0: off), got {c.ema!r}")
     if c.schedule not in ("cosine", "constant"):
         raise ValueError(f"--schedule: expected cosine or constant, got {c.schedule!r}")
     if c.precision is not None and c.precision not in PRECISIONS:
@@ -158,6 +166,12 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
         if c.compile not in backends:
             raise ValueError(f"--compile: expected a torch.compile backend "
                              f"({', '.join(backends)}), got {c.compile!r}")
+        if TorchVersion(torch.__version__) < COMPILE_TESTED_FROM:
+            tested = ".".join(map(str, COMPILE_TESTED_FROM))
+            warnings.warn(f"--compile: whole-model torch.compile is tested from torch {tested}, "
+                          f"this is {torch.__version__}: dynamo may break the graph (slower, still "
+                          "correct where checked) or, on 2.4, stall compiling the SRC's step loop",
+                          stacklevel=3)
     if c.steps is not None and c.epochs is not None:
         raise ValueError("give --steps or --epochs, not both")
     if c.hidden is not None and c.params is not None:
@@ -307,8 +321,26 @@ def run_from(saved: dict, data_dir: str | None = None) -> tuple[Task, torch.nn.M
 
 def selected(saved: dict) -> dict:
     """The ``{"step", "model", ...}`` of the weights a run's results score: its lowest validation
-    loss's for a ``keep_best`` run, else the checkpoint's last."""
-    return saved.get("best") or saved
+    loss's for a ``keep_best`` run, else the moving average's for an ``ema`` run, else the
+    checkpoint's last."""
+    return saved.get("best") or saved.get("ema") or saved
+
+
+def _moving_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+    """``--ema``: an exponential moving average of ``model``'s parameters (PyTorch's
+    ``AveragedModel``), ``w̄ ← decay · w̄ + (1 − decay) · w`` after every optimiser step, the first
+    step copying ``w``; buffers follow the model's. None when ``decay`` is 0."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
+def _average_state(averaged: AveragedModel | None, step: int) -> dict | None:
+    """What a checkpoint keeps of the moving average (``selected`` reads its ``model``)."""
+    if averaged is None:
+        return None
+    return {"step": step, "model": averaged.module.state_dict(),
+            "n_averaged": int(averaged.n_averaged)}
 
 
 def _better(best: dict | None, step: int, loss: float, model: torch.nn.Module) -> dict | None:
@@ -333,7 +365,7 @@ def _check_resumable(saved: dict, c: TrainConfig) -> None:
         raise ValueError(f"--resume: --steps {c.steps} is below the run's {saved['steps']}")
 
 
-def _checkpoint(path: Path, step: int, c, model, optimizer, history, best) -> None:
+def _checkpoint(path: Path, step: int, c, model, optimizer, history, best, averaged) -> None:
     save_checkpoint(path, {
         "version": 1, "step": step, "config": dataclasses.asdict(c),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -343,6 +375,7 @@ def _checkpoint(path: Path, step: int, c, model, optimizer, history, best) -> No
         "data": {"seed": c.seed, "step": step, "samples_seen": step * c.batch_size},
         "history": history,
         "best": best,
+        "ema": _average_state(averaged, step),
     })
 
 
@@ -383,7 +416,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     _check_training_aids(c, model)
     noise = _ramp_target(model) if c.noise_ramp else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    step, history, best = 0, [], None  # best: keep_best's lowest validation loss (_better)
+    # best: keep_best's lowest validation loss (_better); average: the resumed --ema state
+    step, history, best, average = 0, [], None, None
     if c.resume and ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path)
         _check_resumable(saved["config"], c)
@@ -392,6 +426,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         set_rng_state(saved["rng"])
         step, history, best = saved["step"], saved["history"], saved.get("best")
         c.precision = c.precision or saved["config"].get("precision")
+        average = saved.get("ema")
     elif c.resume and ctx.is_main:
         print(f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
     elif ckpt_path.is_file():
@@ -399,6 +434,11 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
                          "another --out")
     if step == 0 and c.init_from:
         _load_weights(model, c)
+    averaged = _moving_average(model, c.ema)
+    if averaged is not None and step > 0:
+        averaged.module.load_state_dict(average["model"])
+        averaged.n_averaged.fill_(average["n_averaged"])
+    scored = model if averaged is None else averaged.module  # what evaluations score
     c.precision = c.precision or "fp32"
     try:  # after every check, on every rank alike: a bad --out fails before the first step
         out.mkdir(parents=True, exist_ok=True)
@@ -439,6 +479,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             raise TrainingDiverged(f"training diverged at step {step}: loss {loss}, gradient norm "
                                    f"{grad_norm}; {kept}. Try a lower --lr.")
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         busy += time.perf_counter() - started
         step += 1
         losses.append(loss)
@@ -457,10 +499,10 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
             losses, norms, rates, busy = [], [], [], 0.0
         if step % c.eval_every == 0 and step < c.steps and ctx.is_main:
-            best = _evaluate_during(model, task, c, step, history, best, ctx.device)
+            best = _evaluate_during(scored, task, c, step, history, best, ctx.device)
         if step % c.checkpoint_every == 0 and step < c.steps:
             if ctx.is_main:
-                _checkpoint(ckpt_path, step, c, model, optimizer, history, best)
+                _checkpoint(ckpt_path, step, c, model, optimizer, history, best, averaged)
             ctx.barrier()
         bar.update(1)
     bar.close()
@@ -469,18 +511,18 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
                "history": history, "eval": []}
     if ctx.is_main:
         if c.keep_best and not any(h["step"] == step and "eval_loss" in h for h in history):
-            best = _evaluate_during(model, task, c, step, history, best, ctx.device)  # the last
-        _checkpoint(ckpt_path, step, c, model, optimizer, history, best)
+            best = _evaluate_during(scored, task, c, step, history, best, ctx.device)  # the last
+        _checkpoint(ckpt_path, step, c, model, optimizer, history, best, averaged)
         if best is not None:
-            model.load_state_dict(best["model"])
+            scored.load_state_dict(best["model"])
             metrics["best"] = {"step": best["step"], "val_loss": best["loss"]}
         with autocast(c.precision, ctx.device):
-            metrics["eval"] = [evaluate(model, task, "test", n, n=c.eval_samples,
+            metrics["eval"] = [evaluate(scored, task, "test", n, n=c.eval_samples,
                                         device=ctx.device) for n in c.eval_seq_len]
         write_metrics(out / "metrics.json", task=c.task, model=c.model, config=metrics["config"],
                       history=history, evals=metrics["eval"], best=metrics.get("best"))
         title = f"{c.task}, {c.model}"
         plots(out, title, task, c.seq_len, history, metrics["eval"])
-        spiking_figures(out, title, task, c.seq_len, model, ctx.device)
+        spiking_figures(out, title, task, c.seq_len, scored, ctx.device)
     ctx.barrier()
     return metrics
