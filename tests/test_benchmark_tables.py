@@ -262,3 +262,26 @@ def test_dispatch_times_both_paths_and_restores_the_library():
         assert [len(r["times"][k]) for k in ("function", "operators")] == [2, 2]
         assert r["speedup"] == pytest.approx(r["operators_s"] / r["function_s"])
     assert scan_dispatch.scan is scan
+
+
+def test_ema_pairs_scores_the_last_weights_and_their_average(tmp_path):
+    """benchmarks/ema_pairs.py: both weight sets of one --ema checkpoint, each scored as
+    `evaluate` scores it (a regression task: losses, no accuracy); a run without an average is
+    refused."""
+    from benchmarks.ema_pairs import pair
+
+    base = dict(task="copy-first-input", model="lru", hidden=6, layers=1, seq_len=10, steps=4,
+                batch_size=4, eval_samples=8, quiet=True)
+    train(TrainConfig(out=str(tmp_path / "ema"), ema=0.5, **base))
+    got = pair(tmp_path / "ema")
+    saved = read_run(tmp_path / "ema")
+    task, model = run_from(saved)
+    want = {"ema": evaluate(model, task, "test", 10, n=8)["loss"]}
+    model.load_state_dict(saved["model"])
+    want["last"] = evaluate(model, task, "test", 10, n=8)["loss"]
+    assert got["loss"] == want and want["ema"] != want["last"]
+    assert got["accuracy"] == {"ema": None, "last": None}
+    assert (got["step"], got["decay"]) == (4, 0.5)
+    train(TrainConfig(out=str(tmp_path / "plain"), **base))
+    with pytest.raises(ValueError, match="not an --ema run"):
+        pair(tmp_path / "plain")

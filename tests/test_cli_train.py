@@ -179,7 +179,9 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_two_torchrun_ranks_match_one_process(tmp_path):
-    args = ["train", "copy-first-input", *TINY, "--steps", "8", "--eval-seq-len", "30"]
+    """DDP over two ranks trains and scores as one process, the --ema average included."""
+    args = ["train", "copy-first-input", *TINY, "--steps", "8", "--eval-seq-len", "30",
+            "--ema", "0.9"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
