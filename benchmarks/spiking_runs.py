@@ -128,6 +128,10 @@ RUNS = {
     # ones; benchmarks/ema_pairs.py scores both of each run (the same training), side by side
     **{f"fashion-mnist-h256-robust-ema998-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *FASHION, "--ema", "0.998", "--seed", str(n)]) for n in (0, 1)},
+    # AdamW's decoupled weight decay (0 by default): a regulariser beside the training noise
+    **{f"fashion-mnist-h256-robust-wd05-seed{n}": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *FASHION, "--weight-decay", "0.05", "--seed", str(n)])
+       for n in (0, 1)},
     **{f"fashion-mnist-h1024-robust-20ep-gpu-ema999-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *GPU_20EP, "--hidden", "1024", "--ema", "0.999", "--seed",
         str(n)]) for n in (0, 1, 2)},
