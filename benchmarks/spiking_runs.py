@@ -212,6 +212,8 @@ def main() -> None:
                               if options.get("detach_recurrent") else "")
         model += f", ρ = {options['rho']}" if "rho" in options else ""
         model += f", {c['hidden']} neurons" if c.get("hidden", 256) != 256 else ""
+        model += f", weight decay {c['weight_decay']}" if c.get("weight_decay") else ""
+        model += f", tested: the --ema {c['ema']} average" if c.get("ema") else ""
         model += f", seed {c['seed']}" if c.get("seed") else ""
         rows.append(f"| {c['task']} | {model} | {c['epochs']} | "
                     f"{' / '.join(f'{100 * a:.2f}' for a in curve + [final])} | "
