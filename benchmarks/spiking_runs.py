@@ -136,6 +136,9 @@ RUNS = {
     **{f"fashion-mnist-h256-robust-minlr2e-5-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *FASHION, "--min-lr", "2e-5", "--seed", str(n)])
        for n in (0, 1)},
+    **{f"fashion-mnist-h256-robust-4ep-minlr2e-5-seed{n}": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *FASHION_LONG, "--min-lr", "2e-5", "--seed", str(n)])
+       for n in (0, 1)},
     **{f"fashion-mnist-h1024-robust-20ep-gpu-minlr2e-5-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *GPU_20EP, "--hidden", "1024", "--min-lr", "2e-5", "--seed",
         str(n)]) for n in (0, 1, 2)},
