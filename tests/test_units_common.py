@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bistable.units.base import check_input, check_state, check_step_input
+from torch_support import whole_graph
 
 
 def test_valid_inputs_pass():
@@ -65,6 +66,19 @@ def test_every_unit_names_a_dtype_mismatch(name):
         unit.step(torch.zeros(2, 3))
     y, _ = unit(torch.zeros(2, 4, 3, dtype=torch.float64))
     assert y.dtype == torch.float64
+
+
+@whole_graph
+def test_a_compiled_model_names_a_dtype_mismatch_too():
+    """Under torch.compile the check runs while tracing (dtypes are static): the same one-line
+    error, not one from inside a matrix product."""
+    import bistable as bs
+
+    model = bs.build_model("hybrid", input_size=3, output_size=2, hidden=8, layers=1)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager")
+    with pytest.raises(ValueError, match=r"x: expected dtype torch.float32 .* got torch.float64"):
+        compiled(torch.zeros(2, 4, 3, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name", ["BMRU", "CMRU", "LRU", "MinGRU", "SRC"])

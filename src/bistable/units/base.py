@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.torch_version import TorchVersion
 
 
 def check_sizes(**sizes) -> None:
@@ -55,10 +56,13 @@ def _finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected finite values, got NaN or Inf")
 
 
+# torch 2.4's dynamo cannot trace module.parameters(); 2.11 and 2.13 can (those between: untested)
+_DYNAMO_TRACES_PARAMETERS = TorchVersion(torch.__version__) >= (2, 11)
+
+
 def _same_dtype(x: torch.Tensor, module: nn.Module | None, name: str) -> None:
-    # as torch.nn.RNN asks: the input in its module's parameter dtype, unless autocast mixes them.
-    # Skipped under torch.compile: torch 2.4's dynamo cannot trace module.parameters().
-    if module is None or torch.compiler.is_compiling():
+    # as torch.nn.RNN asks: the input in its module's parameter dtype, unless autocast mixes them
+    if module is None or (torch.compiler.is_compiling() and not _DYNAMO_TRACES_PARAMETERS):
         return
     p = next(module.parameters(), None)
     if p is None or x.dtype == p.dtype:
