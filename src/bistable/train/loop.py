@@ -34,6 +34,7 @@ from torch.torch_version import TorchVersion
 from tqdm import tqdm
 
 from ..data.tasks import Task, build_task, epoch_steps
+from ..units.base import COMPILE_TESTED_FROM
 from ..units.bmru import CMRU, MRU, anneal_epsilon, write_rate
 from ..units.src import SRC, ramp_train_noise
 from . import distributed
@@ -48,7 +49,6 @@ MAY_CHANGE = ("steps", "epochs", "warmup", "eval_seq_len", "eval_every", "checkp
 
 
 PRECISIONS = ("fp32", "bf16")
-COMPILE_TESTED_FROM = (2, 11)  # torch versions whose dynamo traces every model whole (tests)
 
 
 class TrainingDiverged(RuntimeError):
@@ -416,8 +416,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     _check_training_aids(c, model)
     noise = _ramp_target(model) if c.noise_ramp else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    # best: keep_best's lowest validation loss (_better); average: the resumed --ema state
-    step, history, best, average = 0, [], None, None
+    averaged = _moving_average(model, c.ema)  # copies the weights at its first update
+    step, history, best = 0, [], None  # best: keep_best's lowest validation loss (_better)
     if c.resume and ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path)
         _check_resumable(saved["config"], c)
@@ -426,7 +426,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         set_rng_state(saved["rng"])
         step, history, best = saved["step"], saved["history"], saved.get("best")
         c.precision = c.precision or saved["config"].get("precision")
-        average = saved.get("ema")
+        if averaged is not None:
+            averaged.module.load_state_dict(saved["ema"]["model"])
+            averaged.n_averaged.fill_(saved["ema"]["n_averaged"])
     elif c.resume and ctx.is_main:
         print(f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
     elif ckpt_path.is_file():
@@ -434,10 +436,6 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
                          "another --out")
     if step == 0 and c.init_from:
         _load_weights(model, c)
-    averaged = _moving_average(model, c.ema)
-    if averaged is not None and step > 0:
-        averaged.module.load_state_dict(average["model"])
-        averaged.n_averaged.fill_(average["n_averaged"])
     scored = model if averaged is None else averaged.module  # what evaluations score
     c.precision = c.precision or "fp32"
     try:  # after every check, on every rank alike: a bad --out fails before the first step

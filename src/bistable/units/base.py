@@ -56,8 +56,10 @@ def _finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected finite values, got NaN or Inf")
 
 
-# torch 2.4's dynamo cannot trace module.parameters(); 2.11 and 2.13 can (those between: untested)
-_DYNAMO_TRACES_PARAMETERS = TorchVersion(torch.__version__) >= (2, 11)
+# the torch from which torch.compile traces every model whole (tested on 2.11 and 2.13; 2.4's
+# dynamo cannot trace module.parameters() nor a module's setattr; those between: untested)
+COMPILE_TESTED_FROM = (2, 11)
+_DYNAMO_TRACES_PARAMETERS = TorchVersion(torch.__version__) >= COMPILE_TESTED_FROM
 
 
 def _same_dtype(x: torch.Tensor, module: nn.Module | None, name: str) -> None:
