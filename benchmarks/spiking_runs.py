@@ -228,6 +228,7 @@ def main() -> None:
                               if options.get("detach_recurrent") else "")
         model += f", ρ = {options['rho']}" if "rho" in options else ""
         model += f", {c['hidden']} neurons" if c.get("hidden", 256) != 256 else ""
+        model += f", {c['layers']} hidden layers" if c.get("layers", 1) != 1 else ""
         model += f", weight decay {c['weight_decay']}" if c.get("weight_decay") else ""
         model += f", min lr {c['min_lr']:g}" if c.get("min_lr", 2e-4) != c["lr"] / 10 else ""
         model += f", tested: the --ema {c['ema']} average" if c.get("ema") else ""
@@ -240,7 +241,8 @@ def main() -> None:
                      "eval_curve": curve, **extra})
     markdown = "\n".join([
         header("SRC vs snnTorch LIF on the full data sets (issue 9)"), "",
-        "One hidden layer of 256 neurons (unless the model column says otherwise), all 60 000 "
+        "One hidden layer of 256 neurons (unless the model column says otherwise: layers and "
+        "neurons per layer), all 60 000 "
         "training samples, batch 64, AdamW lr 2e-3 with cosine decay; images: rate coding (20 "
         "silent + 200 coded steps), 4 epochs for "
         "MNIST and 2 for Fashion-MNIST (the session's CPU time; twice that where the epochs "
