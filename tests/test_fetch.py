@@ -111,6 +111,18 @@ def test_gz_download_is_checked_against_raw_md5(server, tmp_path):
     assert gzip.decompress((tmp_path / "f.gz").read_bytes()) == PAYLOAD
 
 
+@pytest.mark.parametrize("served", [b"<html>moved</html>", gzip.compress(PAYLOAD)[:-20]],
+                         ids=["not-gzip", "truncated"])
+def test_bad_gzip_is_value_error_and_leaves_no_part(server, tmp_path, served):
+    server.files["f.gz"] = served
+    with pytest.raises(ValueError, match="f.gz: not valid gzip data"):
+        fetch.download(server.url + "f.gz", tmp_path / "f.gz", md5(PAYLOAD), progress=False)
+    assert list(tmp_path.iterdir()) == []  # no .part left to be resumed
+    server.files["f.gz"] = gzip.compress(PAYLOAD)
+    fetch.download(server.url + "f.gz", tmp_path / "f.gz", md5(PAYLOAD), progress=False)
+    assert gzip.decompress((tmp_path / "f.gz").read_bytes()) == PAYLOAD
+
+
 @pytest.fixture
 def tiny(monkeypatch):
     """A registered dataset 'tiny' of two gzipped files, checked by raw md5."""
@@ -125,11 +137,36 @@ def test_fetch_downloads_then_keeps_verified_files(server, tmp_path, tiny):
     server.files.update({k + ".gz": gzip.compress(v) for k, v in tiny.items()})
     mirrors = [closed_port_url(), server.url]  # the first mirror is down: fall through
     dest = fetch.fetch("tiny", tmp_path, mirrors=mirrors, progress=False, timeout=5)
-    assert dest == tmp_path
+    assert dest == tmp_path / "tiny"  # a root gets the dataset's own folder
     assert {p.name for p in dest.iterdir()} == {"a-ubyte.gz", "b-ubyte.gz"}
     n = len(server.log)
-    fetch.fetch("tiny", tmp_path, mirrors=mirrors, progress=False)
+    assert fetch.fetch("tiny", tmp_path, mirrors=mirrors, progress=False) == dest
+    assert fetch.fetch("tiny", dest, mirrors=mirrors, progress=False) == dest
     assert len(server.log) == n  # nothing downloaded again
+
+
+def test_fetch_keeps_datasets_with_the_same_file_names_apart(tmp_path, tiny, monkeypatch):
+    other = {k: v.upper() for k, v in tiny.items()}  # same names, other content
+    monkeypatch.setitem(fetch.DATASETS, "tiny2", fetch.Spec(
+        tuple(fetch.Remote(k + ".gz", md5(v)) for k, v in other.items()), ("http://x.invalid/",)))
+    for name, files in (("tiny", tiny), ("tiny2", other)):
+        src = tmp_path / f"src-{name}"
+        src.mkdir()
+        for k, v in files.items():
+            (src / k).write_bytes(v)
+        fetch.fetch(name, tmp_path / "root", from_dir=src)
+    assert (tmp_path / "root" / "tiny" / "a-ubyte").read_bytes() == tiny["a-ubyte"]
+    assert (tmp_path / "root" / "tiny2" / "a-ubyte").read_bytes() == other["a-ubyte"]
+
+
+def test_fetch_removes_a_corrupt_copy_that_would_shadow_the_good_one(tmp_path, tiny):
+    dest = tmp_path / "tiny"
+    dest.mkdir()
+    for k, v in tiny.items():
+        (dest / (k + ".gz")).write_bytes(gzip.compress(v))
+    (dest / "a-ubyte").write_bytes(b"stale")  # the raw form, read before the .gz
+    assert fetch.fetch("tiny", dest, mirrors=[closed_port_url()], progress=False) == dest
+    assert not (dest / "a-ubyte").exists() and (dest / "a-ubyte.gz").exists()
 
 
 def test_fetch_offline_names_files_and_folder(tmp_path, tiny):
@@ -209,7 +246,7 @@ def test_cli_fetch_from(tmp_path, tiny):
     assert args.name == "mnist" and args.from_dir == str(src)
     args.name = "tiny"  # the registered names are fixed by argparse choices
     assert args.func(args) == 0
-    assert (tmp_path / "dest" / "a-ubyte").exists()
+    assert (tmp_path / "dest" / "tiny" / "a-ubyte").exists()
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ then moved into place with ``os.replace``; nothing half-written ever carries the
 
 Where data lives: ``data_dir`` if given, else ``$BISTABLE_DATA_DIR/<name>``, else
 ``~/.cache/bistable/data/<name>``. A ``data_dir`` that holds a ``<name>`` folder (a root such as
-``shared/data``) is resolved to that folder.
+``shared/data``) is resolved to that folder. ``fetch`` writes into a ``<name>`` folder of a
+``data_dir`` that is neither named ``<name>`` nor holds the dataset's files already, so that MNIST
+and Fashion-MNIST (the same file names) fetched into one root stay apart.
 """
 
 from __future__ import annotations
@@ -87,6 +89,14 @@ def dataset_dir(name: str, data_dir=None) -> Path:
     return path / name if path.name != name and (path / name).is_dir() else path
 
 
+def _fetch_dir(name: str, spec: Spec, data_dir) -> Path:
+    """Where ``fetch`` writes dataset ``name`` (see the module docstring)."""
+    dest = dataset_dir(name, data_dir)
+    holds = (any(_local_copy(dest, r) for r in spec.files)
+             or any((dest / f).is_dir() for f in spec.folders))
+    return dest if data_dir is None or dest.name == name or holds else dest / name
+
+
 def md5_of(path, *, gunzip: bool | None = None) -> str:
     """md5 of a file's content; of the gunzipped content for ``.gz`` files (or ``gunzip=True``)."""
     path = Path(path)
@@ -98,12 +108,16 @@ def md5_of(path, *, gunzip: bool | None = None) -> str:
     return h.hexdigest()
 
 
+def _forms(folder: Path, remote: Remote) -> list[Path]:
+    """The files for ``remote`` present in ``folder``: the raw form of a ``.gz`` first (the
+    order in which the loaders look), then its own name."""
+    names = dict.fromkeys((remote.name.removesuffix(".gz"), remote.name))
+    return [folder / n for n in names if (folder / n).is_file()]
+
+
 def _local_copy(folder: Path, remote: Remote) -> Path | None:
-    """The file for ``remote`` in ``folder``: its own name, or the raw form of a ``.gz``."""
-    for cand in (remote.name, remote.name.removesuffix(".gz")):
-        if (folder / cand).is_file():
-            return folder / cand
-    return None
+    """The file the loaders would read for ``remote`` in ``folder``, if any."""
+    return next(iter(_forms(folder, remote)), None)
 
 
 def _verified(path: Path, md5: str) -> bool:
@@ -139,7 +153,11 @@ def download(url: str, dest, md5: str, *, progress: bool = True, timeout: float 
     except HTTPError as err:
         if err.code != 416:  # 416: nothing left to send, the partial file is complete
             raise
-    got = md5_of(part, gunzip=dest.name.endswith(".gz"))
+    try:
+        got = md5_of(part, gunzip=dest.name.endswith(".gz"))
+    except (OSError, EOFError, zlib.error) as err:  # e.g. an HTML error page served as .gz
+        part.unlink()
+        raise ValueError(f"{url}: not valid gzip data ({err})") from err
     if got != md5:
         part.unlink()
         raise ValueError(f"{url}: md5 {got} does not match the published {md5}")
@@ -200,7 +218,7 @@ def fetch(name: str, data_dir=None, from_dir=None, *, mirrors=None, progress: bo
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     spec = DATASETS[name]
-    dest = dataset_dir(name, data_dir)
+    dest = _fetch_dir(name, spec, data_dir)
     dest.mkdir(parents=True, exist_ok=True)
     if spec.folders and all((dest / f).is_dir() for f in spec.folders):
         return dest
@@ -211,8 +229,11 @@ def fetch(name: str, data_dir=None, from_dir=None, *, mirrors=None, progress: bo
         if _import_folders(spec, src, dest):
             return dest
     for remote in spec.files:
-        have = _local_copy(dest, remote)
-        if have is not None and _verified(have, remote.md5):
+        forms = _forms(dest, remote)
+        bad = [f for f in forms if not _verified(f, remote.md5)]
+        for f in bad:  # a corrupt or stale copy would shadow the good one in the loaders
+            f.unlink()
+        if len(bad) < len(forms):
             continue
         if from_dir is not None:
             _import_file(remote, src, dest)
