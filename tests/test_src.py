@@ -18,7 +18,9 @@ def reference(m: SRC, x, state):
         u = m.rho * torch.tanh(i / m.rho)
         hp, hsp = (h.detach(), hs.detach()) if m.detach_recurrent else (h, hs)
         h_new = torch.tanh(u + m.r * hp + m.r_s * hsp + m.effective_bias())
-        z = torch.where((h_new if m.gate == "current" else hp) <= 0.5, m.z_hyp, m.z_dep)
+        # z_hyp = 0.9 exactly in float64 (a Python float in torch.where would round it to float32)
+        z = torch.where((h_new if m.gate == "current" else hp) <= 0.5,
+                        torch.tensor(m.z_hyp, dtype=h.dtype), torch.tensor(m.z_dep, dtype=h.dtype))
         hs = z * hsp + (1 - z) * hp
         h = h_new
         hseq.append(h)

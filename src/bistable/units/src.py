@@ -240,8 +240,8 @@ class SRC(nn.Module):
         _, h0, hs0 = state = self._state(state, x)
         h, _ = self._run(x, state)
         hprev = torch.cat([h0[:, None], h[:, :-1]], dim=1)
-        z = torch.where((h if self.gate == "current" else hprev) <= 0.5, self.z_hyp, self.z_dep)
-        z = z.to(h.dtype)
+        z = torch.where((h if self.gate == "current" else hprev) <= 0.5, h.new_full((), self.z_hyp),
+                        h.new_full((), self.z_dep))
         return h, linear_scan(z, (1 - z) * hprev, hs0)
 
     def step(self, x_t: torch.Tensor, state=None):

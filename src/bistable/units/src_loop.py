@@ -37,10 +37,10 @@ from .cpu_extension import load_cpu_extension
 def _forward_steps(u, h, hs, r, r_s, z_hyp: float, z_dep: float, gate_current: bool):
     """The ``(h, h_s)`` loop over ``u`` ``(B, T, H)`` from ``(h, hs)``: ``h`` ``(B, T, H)`` and
     the last ``h_s``."""
-    hseq = []
+    hseq, zh, zd = [], h.new_full((), z_hyp), h.new_full((), z_dep)  # exact in h's dtype
     for k in range(u.shape[1]):
         h_new = torch.tanh(torch.addcmul(torch.addcmul(u[:, k], r, h), r_s, hs))
-        z = torch.where((h_new if gate_current else h) <= 0.5, z_hyp, z_dep).to(h.dtype)
+        z = torch.where((h_new if gate_current else h) <= 0.5, zh, zd)
         hs = torch.lerp(h, hs, z)  # z · hs + (1 − z) · h
         h = h_new
         hseq.append(h)
@@ -51,22 +51,16 @@ def _backward_steps(g_h, h, h0, c_h, c_s, r, r_s, z_hyp: float, z_dep: float,
                     gate_current: bool):
     """The reverse recurrence, ``t = T-1..0``, the gate recomputed from ``h``: ``δ`` ``(B, T, H)``
     and the gradients ``c_h``, ``c_s`` flowing into the initial state."""
-    deltas, one = [], torch.ones_like(c_h)
+    deltas, one, zh, zd = [], torch.ones_like(c_h), h.new_full((), z_hyp), h.new_full((), z_dep)
     for k in range(h.shape[1] - 1, -1, -1):
         h_k = h[:, k]
         d = (g_h[:, k] + c_h) * torch.addcmul(one, h_k, h_k, value=-1)  # (g + c_h)(1 − h²)
         gate = h_k if gate_current else h[:, k - 1] if k else h0
-        zc = torch.where(gate <= 0.5, z_hyp, z_dep).to(h.dtype) * c_s
+        zc = torch.where(gate <= 0.5, zh, zd) * c_s
         c_h = torch.addcmul(c_s - zc, r, d)  # r · δ + (1 − z) · c_s
         c_s = torch.addcmul(zc, r_s, d)  # r_s · δ + z · c_s
         deltas.append(d)
     return torch.stack(deltas[::-1], 1), c_h, c_s
-
-
-def _gate_values(z_hyp: float, z_dep: float) -> tuple[float, float]:
-    """``z_hyp``, ``z_dep`` rounded as ``torch.where(cond, z_hyp, z_dep)`` rounds them (to the
-    default dtype): every implementation gates with the same two numbers."""
-    return tuple(torch.tensor([z_hyp, z_dep], dtype=torch.get_default_dtype()).tolist())
 
 
 class EagerLoop:
@@ -226,8 +220,8 @@ def src_loop(i: Tensor, bias: Tensor, h0: Tensor, hs0: Tensor, r: Tensor, r_s: T
     backward's."""
     loop = _loop(i, compiled)
     return loop.forward(i.contiguous(), h0.contiguous(), hs0.contiguous(), r.contiguous(),
-                        r_s.contiguous(), bias.expand(r.shape).contiguous(), rho,
-                        *_gate_values(z_hyp, z_dep), gate_current)
+                        r_s.contiguous(), bias.expand(r.shape).contiguous(), rho, z_hyp,
+                        z_dep, gate_current)
 
 
 @src_loop.register_fake
@@ -244,8 +238,7 @@ def src_loop_backward(grad_h: Tensor, grad_hs: Tensor, h: Tensor, i: Tensor, h0:
     """Gradients into ``i``, ``bias``, ``h0`` and ``hs0`` (the last two zero when ``detach``)."""
     loop = _loop(i, compiled)
     tensors = (t.contiguous() for t in (grad_h, grad_hs, h, i, h0, r, r_s))
-    gi, gb, gh0, ghs0 = loop.backward(*tensors, rho, *_gate_values(z_hyp, z_dep), gate_current,
-                                      detach)
+    gi, gb, gh0, ghs0 = loop.backward(*tensors, rho, z_hyp, z_dep, gate_current, detach)
     if detach:
         gh0, ghs0 = torch.zeros_like(h0), torch.zeros_like(h0)
     return gi, gb, gh0, ghs0

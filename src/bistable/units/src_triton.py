@@ -32,9 +32,10 @@ def _tanh(x):
 
 
 @triton.jit
-def _fwd_kernel(i_ptr, h0_ptr, hs0_ptr, r_ptr, rs_ptr, b_ptr, h_ptr, hs_last_ptr, H, rho, z_hyp,
-                z_dep, T: tl.constexpr, CURRENT: tl.constexpr, BLOCK: tl.constexpr):
+def _fwd_kernel(i_ptr, h0_ptr, hs0_ptr, r_ptr, rs_ptr, b_ptr, h_ptr, hs_last_ptr, H, consts_ptr,
+                T: tl.constexpr, CURRENT: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
+    rho, z_hyp, z_dep = tl.load(consts_ptr), tl.load(consts_ptr + 1), tl.load(consts_ptr + 2)
     d = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = d < H
     r = tl.load(r_ptr + d, mask=mask, other=0.0)
@@ -59,9 +60,10 @@ def _fwd_kernel(i_ptr, h0_ptr, hs0_ptr, r_ptr, rs_ptr, b_ptr, h_ptr, hs_last_ptr
 
 @triton.jit
 def _bwd_kernel(g_ptr, ghs_ptr, h_ptr, i_ptr, h0_ptr, r_ptr, rs_ptr, gi_ptr, gb_ptr, gh0_ptr,
-                ghs0_ptr, H, rho, z_hyp, z_dep, T: tl.constexpr, CURRENT: tl.constexpr,
+                ghs0_ptr, H, consts_ptr, T: tl.constexpr, CURRENT: tl.constexpr,
                 DETACH: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
+    rho, z_hyp, z_dep = tl.load(consts_ptr), tl.load(consts_ptr + 1), tl.load(consts_ptr + 2)
     d = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = d < H
     r = tl.load(r_ptr + d, mask=mask, other=0.0)
@@ -99,13 +101,21 @@ def _grid(i: torch.Tensor):
     return (i.shape[0], triton.cdiv(i.shape[2], BLOCK))
 
 
+def _constants(i: torch.Tensor, *values: float) -> torch.Tensor:
+    """``values`` (ρ, z_hyp, z_dep) in ``i``'s dtype on its device, read by the kernels: as float
+    arguments they would reach them rounded to float32 (0.9 → 0.8999999761…) whatever the data's
+    precision. Filled on the device (no host copy: capturable in a CUDA graph)."""
+    return torch.stack([i.new_full((), v) for v in values])
+
+
 def forward(i, h0, hs0, r, r_s, b, rho, z_hyp, z_dep, current):
     """``i`` ``(B, T, H)``, states ``(B, H)``, per-neuron ``r, r_s, b`` ``(H,)`` (contiguous, one
     dtype and device) → ``h`` ``(B, T, H)`` and ``h_s[T]`` ``(B, H)``."""
     h = torch.empty_like(i)
     hs_last = torch.empty_like(hs0)
-    _fwd_kernel[_grid(i)](i, h0, hs0, r, r_s, b, h, hs_last, i.shape[2], rho, z_hyp, z_dep,
-                          T=i.shape[1], CURRENT=current, BLOCK=BLOCK)
+    _fwd_kernel[_grid(i)](i, h0, hs0, r, r_s, b, h, hs_last, i.shape[2],
+                          _constants(i, rho, z_hyp, z_dep), T=i.shape[1], CURRENT=current,
+                          BLOCK=BLOCK)
     return h, hs_last
 
 
@@ -114,6 +124,7 @@ def backward(g, g_hs, h, i, h0, r, r_s, rho, z_hyp, z_dep, current, detach):
     ``grad_h`` ``(B, T, H)`` and ``grad_h_s[T]`` ``(B, H)``."""
     gi = torch.empty_like(i)
     gb, gh0, ghs0 = (torch.empty_like(h0) for _ in range(3))
-    _bwd_kernel[_grid(i)](g, g_hs, h, i, h0, r, r_s, gi, gb, gh0, ghs0, i.shape[2], rho, z_hyp,
-                          z_dep, T=i.shape[1], CURRENT=current, DETACH=detach, BLOCK=BLOCK)
+    _bwd_kernel[_grid(i)](g, g_hs, h, i, h0, r, r_s, gi, gb, gh0, ghs0, i.shape[2],
+                          _constants(i, rho, z_hyp, z_dep), T=i.shape[1], CURRENT=current,
+                          DETACH=detach, BLOCK=BLOCK)
     return gi, gb.sum(0), gh0, ghs0
