@@ -68,6 +68,33 @@ def test_every_unit_names_a_dtype_mismatch(name):
     assert y.dtype == torch.float64
 
 
+@pytest.mark.parametrize("name", ["BMRU", "CMRU", "FirstQuadrantBMRU", "LRU", "BRC", "NBRC",
+                                  "MinGRU", "SRC", "LIF", "GRU", "LSTM"])
+def test_every_unit_names_a_state_dtype_mismatch(name):
+    """A state in another dtype than the unit's states (float32 into a float64 unit, complex
+    into a real one) is a one-line error naming it, on forward and step, not a failure inside a
+    product nor a silent conversion; the unit's own state continues the sequence."""
+    import bistable as bs
+
+    if name == "LIF":
+        pytest.importorskip("snntorch")
+    unit = getattr(bs, name)(3, 5).double()
+    x = torch.rand(2, 4, 3, dtype=torch.float64)
+    _, state = unit(x)
+    parts = state if isinstance(state, tuple) else (state,)
+    wrong = [[s.to(torch.complex64 if s.is_complex() else torch.float32) for s in parts]]
+    if not parts[0].is_complex():
+        wrong.append([s.to(torch.complex128) for s in parts])
+    for bad in wrong:
+        bad = tuple(bad) if isinstance(state, tuple) else bad[0]
+        with pytest.raises(ValueError, match=r"state.*: expected dtype torch\.(float|complex)"):
+            unit(x, bad)
+        with pytest.raises(ValueError, match=r"state.*: expected dtype torch\.(float|complex)"):
+            unit.step(x[:, 0], bad)
+    y, _ = unit(x, state)
+    assert y.dtype == torch.float64
+
+
 @whole_graph
 def test_a_compiled_model_names_a_dtype_mismatch_too():
     """Under torch.compile the check runs while tracing (dtypes are static): the same one-line

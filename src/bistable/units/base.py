@@ -62,15 +62,18 @@ COMPILE_TESTED_FROM = (2, 11)
 _DYNAMO_TRACES_PARAMETERS = TorchVersion(torch.__version__) >= COMPILE_TESTED_FROM
 
 
+def _autocast(x: torch.Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device (it mixes dtypes on purpose)."""
+    device = x.device.type
+    return torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+
+
 def _same_dtype(x: torch.Tensor, module: nn.Module | None, name: str) -> None:
     # as torch.nn.RNN asks: the input in its module's parameter dtype, unless autocast mixes them
     if module is None or (torch.compiler.is_compiling() and not _DYNAMO_TRACES_PARAMETERS):
         return
     p = next(module.parameters(), None)
-    if p is None or x.dtype == p.dtype:
-        return
-    device = x.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+    if p is None or x.dtype == p.dtype or _autocast(x):
         return
     raise ValueError(f"{name}: expected dtype {p.dtype} (that of the module's parameters; convert "
                      f"the input or the module with .to()), got {x.dtype}")
@@ -101,15 +104,21 @@ def check_step_input(x_t, input_size: int, name: str = "x_t",
     _finite(x_t, name)
 
 
-def check_state(state, shape: Sequence[int], name: str = "state") -> None:
+def check_state(state, shape: Sequence[int], name: str = "state",
+                dtype: torch.dtype | None = None) -> None:
     """Check a state tensor: shape exactly ``shape`` (e.g. ``(B, hidden_size)``), floating or
-    complex dtype, finite values."""
+    complex dtype, ``dtype`` when given (that of the states the unit returns; as ``nn.RNN`` asks
+    of ``hx``, unless autocast mixes them), finite values."""
     expected = tuple(shape)
     state = _tensor(state, name, str(expected))
     if tuple(state.shape) != expected:
         raise ValueError(f"{name}: expected shape {expected}, got {tuple(state.shape)}")
     if not (state.is_floating_point() or state.is_complex()):
         raise ValueError(f"{name}: expected a floating or complex dtype, got {state.dtype}")
+    if (dtype is not None and state.dtype != dtype and not _autocast(state)
+            and not (torch.compiler.is_compiling() and not _DYNAMO_TRACES_PARAMETERS)):
+        raise ValueError(f"{name}: expected dtype {dtype} (that of the unit's states; convert "
+                         f"the state with .to()), got {state.dtype}")
     _finite(state, name)
 
 
@@ -122,10 +131,11 @@ def in_parameter_dtype(parameter: torch.Tensor, *tensors: torch.Tensor) -> tuple
 
 
 def state_or_zeros(state, x: torch.Tensor, hidden_size: int, name: str = "state") -> torch.Tensor:
-    """``state`` checked against ``(B, hidden_size)`` (``B`` from ``x``), or zeros like ``x``."""
+    """``state`` checked against ``(B, hidden_size)`` and ``x``'s dtype (``B`` from ``x``), or
+    zeros like ``x``."""
     if state is None:
         return x.new_zeros(x.shape[0], hidden_size)
-    check_state(state, (x.shape[0], hidden_size), name)
+    check_state(state, (x.shape[0], hidden_size), name, x.dtype)
     return state
 
 

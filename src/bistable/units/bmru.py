@@ -277,8 +277,8 @@ class MRU(nn.Module):
         """``s_0`` for the drive ``c`` (its batch and dtype): the initial state or ``state``."""
         if state is None:
             return self.initial_state(c.shape[0]).to(c.dtype)
-        check_state(state, (c.shape[0], self.hidden_size))
-        return state.to(c.dtype)
+        check_state(state, (c.shape[0], self.hidden_size), dtype=c.dtype)
+        return state.to(c.dtype)  # autocast
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         check_input(x, self.input_size, module=self)

@@ -107,15 +107,16 @@ class LRU(nn.Module):
 
     def initial_state(self, batch: int, x: torch.Tensor) -> torch.Tensor:
         """Zeros, complex ``(batch, N)`` matching ``x``'s precision and device."""
-        dtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
-        return torch.zeros(batch, self.state_size, dtype=dtype, device=x.device)
+        return torch.zeros(batch, self.state_size, dtype=self._state_dtype(x), device=x.device)
+
+    @staticmethod
+    def _state_dtype(x: torch.Tensor) -> torch.dtype:
+        return torch.complex128 if x.dtype == torch.float64 else torch.complex64
 
     def _state(self, state, x: torch.Tensor) -> torch.Tensor:
         if state is None:
             return self.initial_state(x.shape[0], x)
-        check_state(state, (x.shape[0], self.state_size))
-        if not state.is_complex():
-            raise ValueError(f"state: expected a complex dtype, got {state.dtype}")
+        check_state(state, (x.shape[0], self.state_size), dtype=self._state_dtype(x))
         return state
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
