@@ -157,6 +157,13 @@ def test_to_frames_refuses_events_off_the_sensor(field, value):
         nmnist.to_frames(ev, n_time_bins=2)
 
 
+@pytest.mark.parametrize("bad", [0, -1.5, float("nan"), float("inf"), "1000", True])
+def test_to_frames_refuses_a_time_window_that_is_not_a_positive_number(bad):
+    ev = random_events(np.random.default_rng(7), 20, t_max=5000)
+    with pytest.raises(ValueError, match=r"time_window must be a finite number > 0 µs, got"):
+        nmnist.to_frames(ev, time_window=bad)
+
+
 # ---- denoise: Tonic's semantics, checked against a per-event loop ----
 
 def ref_denoise(ev, filter_time):
@@ -355,3 +362,29 @@ def test_cache_follows_a_file_rewritten_with_the_same_size(root):
     want = nmnist.to_frames(ev, n_time_bins=3)
     np.testing.assert_array_equal(again[0][0].numpy(), want)
     assert not np.array_equal(ds[0][0].numpy(), want)
+
+
+def test_negative_indices_cached_and_uncached_agree(root):
+    cached = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    plain = nmnist.NMNIST(root, "train", n_time_bins=3, cache=False)
+    n = len(plain)
+    for i in (-1, -4, -n):
+        assert cached[i][1] == plain[i][1] == plain[n + i][1]
+        torch.testing.assert_close(cached[i][0], plain[n + i][0], rtol=0, atol=0)
+        torch.testing.assert_close(plain[i][0], plain[n + i][0], rtol=0, atol=0)
+    for ds in (cached, plain):
+        for i in (n, -n - 1):
+            with pytest.raises(IndexError):
+                ds[i]
+
+
+def test_interrupted_simulation_is_refused_and_a_complete_one_labelled(root):
+    marker = root / "SIMULATED.json"
+    marker.write_text('{"simulated": true, "complete": false}')
+    with pytest.raises(ValueError, match=r"expected a complete simulation.*interrupted.*"
+                                         r"rerun `bistable data simulate-nmnist --out"):
+        nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    with pytest.raises(ValueError, match="interrupted"):
+        nmnist.list_samples(root, "test")
+    marker.write_text('{"simulated": true, "complete": true}')
+    assert nmnist.NMNIST(root, "train", n_time_bins=3, progress=False).simulated

@@ -106,7 +106,8 @@ def test_write_dataset_layout_and_label(tmp_path, fake_mnist):
     out = tmp_path / "sim"
     summary = nmnist_sim.write_dataset(out, n_train=5, seed=3, progress=False)
     assert summary["train"]["samples"] == 5 and summary["test"]["samples"] == 3
-    assert json.loads((out / "SIMULATED.json").read_text())["simulated"] is True
+    marker = json.loads((out / "SIMULATED.json").read_text())
+    assert marker["simulated"] is True and marker["complete"] is True
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.bin")) == [
         "Test/0/00001.bin", "Test/1/00000.bin", "Test/4/00002.bin",
         "Train/0/00001.bin", "Train/1/00000.bin", "Train/1/00004.bin", "Train/4/00002.bin",
@@ -134,6 +135,53 @@ def test_write_dataset_refuses_a_count_that_is_not_positive(tmp_path, fake_mnist
     with pytest.raises(ValueError, match=r"n_test: expected a positive number of digits"):
         nmnist_sim.write_dataset(tmp_path / "o", n_test=n, progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_an_interrupted_run_is_labelled_simulated_and_refused(tmp_path, fake_mnist, monkeypatch):
+    written = []
+
+    def write_then_die(path, ev):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(path)
+        nmnist.write_events(path, ev)
+
+    monkeypatch.setattr(nmnist_sim, "write_events", write_then_die)
+    out = tmp_path / "sim"
+    with pytest.raises(KeyboardInterrupt):
+        nmnist_sim.write_dataset(out, n_train=5, batch=2, progress=False)
+    assert len(list(out.rglob("*.bin"))) == 3
+    marker = json.loads((out / "SIMULATED.json").read_text())
+    assert marker["simulated"] is True and marker["complete"] is False
+    with pytest.raises(ValueError, match=r"interrupted.*simulate-nmnist"):
+        nmnist.NMNIST(out, "train", n_time_bins=3, progress=False)
+
+
+def test_write_dataset_refuses_a_folder_that_is_not_empty(tmp_path, fake_mnist):
+    out = tmp_path / "sim"
+    out.mkdir()  # an empty folder is fine
+    nmnist_sim.write_dataset(out, n_train=4, n_test=1, progress=False)
+    before = sorted(out.rglob("*"))
+    with pytest.raises(ValueError, match=r"out: expected a new or empty folder, got .*sim"):
+        nmnist_sim.write_dataset(out, n_train=2, n_test=1, progress=False)
+    assert sorted(out.rglob("*")) == before
+    assert json.loads((out / "SIMULATED.json").read_text())["train"]["samples"] == 4
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="empty folder"):
+        nmnist_sim.write_dataset(other, n_train=1, n_test=1, progress=False)
+
+
+@pytest.mark.parametrize("amplitude", [4.5, 10.0, -0.1, float("nan"), "3", True])
+def test_amplitude_must_keep_the_saccade_on_the_canvas(amplitude):
+    with pytest.raises(ValueError, match=r"amplitude: expected a number in \[0, 4\.5\) px, got"):
+        SimConfig(amplitude=amplitude)
+
+
+def test_largest_amplitude_simulates():
+    (ev,) = nmnist_sim.simulate(digits(1), [0], SimConfig(amplitude=4.49))
+    assert len(ev) > 100 and ev["x"].max() < 34 and ev["y"].max() < 34
 
 
 @pytest.mark.slow

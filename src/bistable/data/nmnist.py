@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 import os
 import warnings
@@ -151,8 +152,9 @@ def _bins(t: np.ndarray, n_time_bins, time_window) -> tuple[np.ndarray, int]:
             return t, int(n_time_bins)
         t0, span = t.min(), int(t.max() - t.min()) + 1
         return (t - t0) * int(n_time_bins) // span, int(n_time_bins)
-    if time_window <= 0:
-        raise ValueError(f"time_window must be > 0 µs, got {time_window}")
+    if isinstance(time_window, bool) or not isinstance(time_window, numbers.Real) \
+            or not (math.isfinite(time_window) and time_window > 0):
+        raise ValueError(f"time_window must be a finite number > 0 µs, got {time_window!r}")
     if t.size == 0:
         return t, 0
     b = ((t - t.min()) // time_window).astype(np.int64)
@@ -222,9 +224,17 @@ def denoise(events: np.ndarray, filter_time: float = 10_000) -> np.ndarray:
 # --------------------------------------------------------------------------- dataset + cache
 
 def list_samples(root, split: str) -> tuple[list[Path], np.ndarray]:
-    """The ``.bin`` files under ``root/Train|Test/<digit>/`` sorted by (digit, name), and labels."""
+    """The ``.bin`` files under ``root/Train|Test/<digit>/`` sorted by (digit, name), and labels.
+
+    Refuses a simulation that was interrupted (``SIMULATED.json`` with ``"complete": false``).
+    """
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {sorted(SPLITS)}, got {split!r}")
+    marker = Path(root) / "SIMULATED.json"
+    if marker.exists() and json.loads(marker.read_text()).get("complete", True) is False:
+        raise ValueError(f"{root}: expected a complete simulation, got an interrupted one "
+                         f"({marker} says complete: false); remove {root} and rerun "
+                         f"`bistable data simulate-nmnist --out {root}`")
     base = Path(root) / SPLITS[split]
     if not base.is_dir():
         raise FileNotFoundError(f"no N-MNIST folder {base} (expected {base}/<digit>/*.bin; "
@@ -287,6 +297,7 @@ class NMNIST(torch.utils.data.Dataset):
         return {**self.__dict__, "_memmap": None}
 
     def __getitem__(self, i):
+        i = range(len(self))[i]  # negative indices as a list's; IndexError when out of range
         label = int(self.labels[i])
         if self._cache is not None:
             path, offsets, lengths = self._cache

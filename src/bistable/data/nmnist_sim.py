@@ -6,9 +6,10 @@ Model (SPEC.md §7; the recording set-up of Orchard et al. 2015, here simulated)
   ``I = b + (1 - b) · blur(digit / 255)`` with ``b = background`` (a monitor's black is not dark),
   ``blur`` a [1, 2, 1]/4 separable kernel (optics).
 - Motion: three saccades of ``saccade_us`` each (100 ms: 300 ms per recording) along a triangle
-  with vertices ``A = (-a/2, a/3)``, ``B = (a/2, a/3)``, ``C = (0, -2a/3)`` (``a = amplitude`` px),
-  A → B → C → A, each with the minimum-jerk profile ``s(u) = 10u³ - 15u⁴ + 6u⁵``; the image moves
-  by bilinear interpolation, sampled every ``dt_us``.
+  with vertices ``A = (-a/2, a/3)``, ``B = (a/2, a/3)``, ``C = (0, -2a/3)`` (``a = amplitude`` px,
+  ``0 <= a < 4.5`` so that the image stays on the canvas), A → B → C → A, each with the
+  minimum-jerk profile ``s(u) = 10u³ - 15u⁴ + 6u⁵``; the image moves by bilinear interpolation,
+  sampled every ``dt_us``.
 - Pixels (the DVS/ATIS model): each pixel keeps a reference log intensity ``r``; when
   ``L = log I`` reaches ``r + θ_on`` it emits an ON event (p = 1) and ``r += θ_on``; when it
   reaches ``r - θ_off`` an OFF event (p = 0) and ``r -= θ_off``. The event time is where ``L``
@@ -39,6 +40,9 @@ from . import idx
 from .nmnist import EVENT_DTYPE, SENSOR, SPLITS, write_events
 
 PAD = 3  # the digit's offset on the sensor: (34 - 28) / 2
+# The canvas margin leaves PAD px for the image to move up; vertex C moves it by 2a/3 and the
+# bilinear window reads one pixel beyond, so 2a/3 < PAD.
+MAX_AMPLITUDE = 1.5 * PAD
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,11 @@ class SimConfig:
     threshold_sigma: float = 0.05
     refractory_us: float = 500.0
     noise_hz: float = 0.2
+
+    def __post_init__(self):
+        a = self.amplitude
+        if isinstance(a, bool) or not isinstance(a, numbers.Real) or not 0 <= a < MAX_AMPLITUDE:
+            raise ValueError(f"amplitude: expected a number in [0, {MAX_AMPLITUDE}) px, got {a!r}")
 
 
 def trajectory(config: SimConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +212,11 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
                   seed: int = 0, config: SimConfig = SimConfig(), batch: int = 256,
                   progress: bool = True) -> dict:
     """Simulate the first ``n_train`` / ``n_test`` MNIST digits (all when None) into
-    ``out/Train|Test/<digit>/<index:05d>.bin`` and write ``out/SIMULATED.json``; return it."""
+    ``out/Train|Test/<digit>/<index:05d>.bin``, which must be a new or empty folder.
+
+    ``out/SIMULATED.json`` is written before the first recording with ``"complete": false``
+    (``nmnist.list_samples`` refuses such a folder) and rewritten complete at the end; returned.
+    """
     from tqdm import tqdm
 
     for name, n in (("n_train", n_train), ("n_test", n_test)):
@@ -211,9 +224,16 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
             raise ValueError(f"{name}: expected a positive number of digits (None: all), "
                              f"got {n!r}")
     out = Path(out)
-    summary = {"simulated": True, "source": "MNIST", "seed": seed, "config": asdict(config)}
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"out: expected a new or empty folder, got {out}, which exists and is "
+                         f"not empty (remove it to simulate again)")
+    mnist = {split: idx.load("mnist", split, mnist_dir) for split in SPLITS}
+    summary = {"simulated": True, "complete": False, "source": "MNIST", "seed": seed,
+               "config": asdict(config)}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_marker(out, summary)
     for code, (split, n) in enumerate((("train", n_train), ("test", n_test))):
-        images, labels = idx.load("mnist", split, mnist_dir)
+        images, labels = mnist[split]
         n = len(labels) if n is None else min(int(n), len(labels))
         for digit in range(10):
             (out / SPLITS[split] / str(digit)).mkdir(parents=True, exist_ok=True)
@@ -226,7 +246,12 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
                 write_events(out / SPLITS[split] / str(labels[i]) / f"{i:05d}.bin", ev)
                 counts.append(len(ev))
         summary[split] = {"samples": n, "events_mean": float(np.mean(counts)) if counts else 0.0}
+    summary["complete"] = True
+    _write_marker(out, summary)
+    return summary
+
+
+def _write_marker(out: Path, summary: dict) -> None:
     tmp = out / f".SIMULATED.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "SIMULATED.json")
-    return summary
