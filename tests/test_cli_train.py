@@ -71,6 +71,16 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "x").exists()
 
 
+def test_weights_that_overflow_are_divergence_exit_1(tmp_path, capsys):
+    """At lr 1e30 the first update leaves finite loss and gradients but weights whose norm
+    overflows: divergence (exit 1), not an input error in the next forward (exit 2)."""
+    assert main(["train", "copy-first-input", *TINY, "--steps", "5", "--lr", "1e30", "--out",
+                 str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err == (
+        "bistable: error: training diverged at step 0: the update made the weights' norm inf; "
+        "no checkpoint was written. Try a lower --lr.\n")
+
+
 def test_eval_scores_a_run_again_without_touching_it(tmp_path, capsys):
     """``bistable eval`` on a finished run: its own lengths give metrics.json's figures exactly,
     a new length and bf16 are scored too, and nothing in the run's folder changes."""

@@ -1,5 +1,7 @@
 """The MRU pictures of docs/mru.md: files written, bad shapes refused before drawing."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,3 +40,34 @@ def test_bad_shapes_and_labels_are_clear_errors(tmp_path):
                                          r"got \(2, 3, 4\)"):
         plot.plot_state_traces(torch.zeros(2, 3, 4), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_spike_pictures_refuse_bad_shapes_and_neurons(tmp_path):
+    with pytest.raises(ValueError, match=r"spikes: expected shape \(T, N\), one sample, "
+                                         r"got \(5,\)"):
+        plot.raster(torch.ones(5), tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"spikes: expected .*got \(2, 5, 3\)"):
+        plot.raster(torch.ones(2, 5, 3), tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"neurons: expected indices from 0 to 1, got \[0, 2\]"):
+        plot.membrane_traces(torch.ones(5, 2), tmp_path / "x.png", neurons=[0, 2])
+    with pytest.raises(ValueError, match=r"h_s: expected the shape of h, \(5, 2\), got \(5, 3\)"):
+        plot.membrane_traces(torch.ones(5, 2), tmp_path / "x.png", h_s=torch.ones(5, 3))
+    assert not (tmp_path / "x.png").exists()
+    # the default neurons: the first three, or as many as there are
+    path = plot.membrane_traces(torch.ones(5, 2), tmp_path / "two.png", h_s=torch.zeros(5, 2))
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failed_save_closes_the_figure_and_leaves_no_file(tmp_path, monkeypatch):
+    import matplotlib.figure
+    import matplotlib.pyplot as plt
+
+    def half_written(fig, fname, **kw):
+        Path(fname).write_bytes(b"\x89PNG")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half_written)
+    plt.close("all")
+    with pytest.raises(OSError, match="disk full"):
+        plot.raster(torch.ones(5, 2), tmp_path / "r.png")
+    assert plt.get_fignums() == [] and list(tmp_path.iterdir()) == []

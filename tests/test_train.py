@@ -51,6 +51,8 @@ def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
     (dict(precision="fp16"), "--precision: expected one of fp32, bf16, got 'fp16'"),
     (dict(params=5000), "give --hidden or --params"),  # config() gives hidden=8
     (dict(model_options={"hidden": 8}), "--option hidden: set by --hidden, not as a model option"),
+    (dict(lr=1e-3, min_lr=1e-2), r"--min-lr: expected at most --lr \(0.001\) for the cosine "
+                                 r"decay, got 0.01"),
 ])
 def test_impossible_settings_are_one_line_errors(tmp_path, kw, message):
     with pytest.raises(ValueError, match=message):
@@ -213,11 +215,48 @@ def test_resume_extends_a_finished_run_exactly(tmp_path):
     ckpt = tmp_path / "parts" / "checkpoint.pt"      # as if made before the setting existed
     saved = load_checkpoint(ckpt)
     del saved["config"]["write_penalty"]
+    del saved["window"]
     save_checkpoint(ckpt, saved)
     extended = train(config(tmp_path, "parts", steps=16, schedule="constant", resume=True))
     assert extended["eval"] == whole["eval"]
     with pytest.raises(ValueError, match="other settings.*hidden"):
         train(config(tmp_path, "parts", steps=20, hidden=9, resume=True))
+    with pytest.raises(ValueError, match="--resume: --steps: expected at least the checkpoint's "
+                                         "step 16, got 12"):
+        train(config(tmp_path, "parts", steps=12, schedule="constant", resume=True))
+
+
+def test_resume_keeps_the_run_s_warm_up_unless_given(tmp_path):
+    """A warm-up left out on resuming is the run's own, not the default for the new --steps."""
+    whole = train(config(tmp_path, "whole", steps=8, warmup=6, schedule="constant"))
+    train(config(tmp_path, "parts", steps=4, warmup=6, schedule="constant"))
+    extended = train(config(tmp_path, "parts", steps=8, schedule="constant", resume=True))
+    assert extended["config"]["warmup"] == 6
+    assert extended["eval"] == whole["eval"]
+
+
+def test_resume_between_two_log_entries_keeps_the_history_of_a_whole_run(tmp_path, monkeypatch):
+    """Stopped at step 6 (checkpoint of step 4, logging window 4 … 6): the resumed history's
+    losses, gradient norms and learning rates are the uninterrupted run's."""
+    kw = dict(steps=8, log_every=3, checkpoint_every=4, eval_every=4)
+    whole = train(config(tmp_path, "whole", **kw))
+    schedule = loop.learning_rate
+
+    def stop_at_6(step, c):
+        if step == 6:
+            raise KeyboardInterrupt
+        return schedule(step, c)
+
+    monkeypatch.setattr(loop, "learning_rate", stop_at_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, "parts", **kw))
+    monkeypatch.setattr(loop, "learning_rate", schedule)
+    assert load_checkpoint(tmp_path / "parts" / "checkpoint.pt")["step"] == 4
+    resumed = train(config(tmp_path, "parts", resume=True, **kw))
+    for history in (resumed["history"], whole["history"]):
+        for entry in history:
+            entry.pop("samples_per_s", None)  # the throughput of another process
+    assert resumed["history"] == whole["history"]
 
 
 def test_keep_best_tests_the_weights_of_the_lowest_validation_loss(tmp_path, script_validation):

@@ -25,14 +25,22 @@ def _pyplot():
 
 
 def _save(fig, path) -> Path:
-    """Write ``fig`` to ``path`` atomically and close it."""
+    """Write ``fig`` to ``path`` atomically and close it, even when the write fails (which leaves
+    no temporary file behind)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120,
+                        bbox_inches="tight")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        _pyplot().close(fig)
     return path
+
 
 def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str | None, legend_size=None) -> Path:
     """Axis labels, grid, legend and optional title, then :func:`_save`."""
@@ -103,6 +111,14 @@ def _numpy(v):
     return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
 
 
+def _matrix(x, name: str):
+    """``x`` as a ``(T, N)`` numpy array, or a ValueError naming ``name``."""
+    a = _numpy(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected shape (T, N), one sample, got {tuple(a.shape)}")
+    return a
+
+
 def _check_labels(labels, n: int) -> None:
     if labels is not None and len(labels) != n:
         raise ValueError(f"labels: expected one per unit ({n}), got {len(labels)}")
@@ -114,8 +130,8 @@ def raster(spikes, path, *, title: str | None = None, max_neurons: int = 200) ->
     ``spikes`` is ``(T, N)`` (one sample of a spiking layer's output, tensor or array); at most
     ``max_neurons`` neurons (the first ones) are drawn.
     """
+    s = _matrix(spikes, "spikes")[:, :max_neurons]
     plt = _pyplot()
-    s = _numpy(spikes)[:, :max_neurons]
     t, n = (s > 0).nonzero()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(t, n, s=2, marker="|", color="black")
@@ -128,18 +144,27 @@ def raster(spikes, path, *, title: str | None = None, max_neurons: int = 200) ->
     return _save(fig, path)
 
 
-def membrane_traces(h, path, *, h_s=None, neurons=(0, 1, 2), title: str | None = None) -> Path:
+def membrane_traces(h, path, *, h_s=None, neurons=None, title: str | None = None) -> Path:
     """Membrane traces ``h[t]`` (and the slow variable ``h_s[t]``, dashed) of a few neurons.
 
     ``h`` and ``h_s`` are ``(T, N)`` for one sample (e.g. ``h, h_s = SRC.membrane(x)`` then
-    ``h[0]``, ``h_s[0]``).
+    ``h[0]``, ``h_s[0]``); ``neurons`` are indices into N, by default the first three (or fewer).
     """
+    h = _matrix(h, "h")
+    if h_s is not None:
+        h_s = _matrix(h_s, "h_s")
+        if h_s.shape != h.shape:
+            raise ValueError(f"h_s: expected the shape of h, {h.shape}, got {h_s.shape}")
+    count = h.shape[1]
+    neurons = range(min(3, count)) if neurons is None else list(neurons)
+    if any(not 0 <= n < count for n in neurons):
+        raise ValueError(f"neurons: expected indices from 0 to {count - 1}, got {list(neurons)}")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, n in enumerate(neurons):
-        ax.plot(_numpy(h)[:, n], color=f"C{k}", lw=1, label=f"h, neuron {n}")
+        ax.plot(h[:, n], color=f"C{k}", lw=1, label=f"h, neuron {n}")
         if h_s is not None:
-            ax.plot(_numpy(h_s)[:, n], color=f"C{k}", lw=1, ls="--", label=f"h_s, neuron {n}")
+            ax.plot(h_s[:, n], color=f"C{k}", lw=1, ls="--", label=f"h_s, neuron {n}")
     return _finish(fig, ax, path, "step t", "state", title, legend_size=7)
 
 

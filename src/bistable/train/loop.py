@@ -6,11 +6,11 @@ and the SRCs' training noise on their schedules,) forward (under autocast with `
 bf16``), loss on the last step ``y[:, -1]`` (or averaged over the task's readout steps,
 ``--pad-every``; plus ``λ · mean(z)`` of the memory units with a write penalty), backward, clip the
 gradient norm, check that loss and gradients are finite, set the learning rate (linear warm-up
-then cosine decay to ``min_lr``, or constant), AdamW step.
+then cosine decay to ``min_lr``, or constant), AdamW step, check that the weights' norm is finite.
 Every ``eval_every`` steps: evaluate at the training length; every ``checkpoint_every`` steps: write
-the checkpoint (model, optimiser, schedule, RNG states, data position, history) atomically. At the
-end: evaluate at the training length and at every ``eval_seq_len``, write ``metrics.json``, the
-checkpoint and the plots (:mod:`.report`) into ``out``.
+the checkpoint (model, optimiser, schedule, RNG states, data position, history, the current logging
+window) atomically. At the end: evaluate at the training length and at every ``eval_seq_len``,
+write ``metrics.json``, the checkpoint and the plots (:mod:`.report`) into ``out``.
 With ``keep_best`` (early stopping's checkpoint selection, as Keras' ``restore_best_weights`` or
 Lightning's ``ModelCheckpoint(monitor="val_loss")``): the evaluations during training and one at
 the end score the validation split (``"val"``, held out of the training data), the checkpoint also
@@ -52,7 +52,8 @@ PRECISIONS = ("fp32", "bf16")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradients became NaN or Inf; the last good checkpoint is kept."""
+    """The loss, the gradients or the weights' norm became NaN or Inf; the last good checkpoint
+    is kept."""
 
 
 @dataclass
@@ -158,6 +159,9 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
         raise ValueError(f"--ema: expected a decay in [0, 1) (0: off), got {c.ema!r}")
     if c.schedule not in ("cosine", "constant"):
         raise ValueError(f"--schedule: expected cosine or constant, got {c.schedule!r}")
+    if c.schedule == "cosine" and c.min_lr > c.lr:
+        raise ValueError(f"--min-lr: expected at most --lr ({c.lr}) for the cosine decay, "
+                         f"got {c.min_lr}")
     if c.precision is not None and c.precision not in PRECISIONS:
         raise ValueError(f"--precision: expected one of {', '.join(PRECISIONS)}, "
                          f"got {c.precision!r}")
@@ -352,20 +356,44 @@ def _better(best: dict | None, step: int, loss: float, model: torch.nn.Module) -
     return {"step": step, "loss": loss, "model": weights}
 
 
-def _check_resumable(saved: dict, c: TrainConfig) -> None:
+def _check_resumable(checkpoint: dict, c: TrainConfig) -> None:
     now = dataclasses.asdict(c)
     # a setting added after the run was made counts as its default
-    saved = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | saved
+    saved = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | checkpoint["config"]
     diff = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
             if k not in MAY_CHANGE and saved[k] != now[k]]
     if diff:
         raise ValueError("--resume: the run in --out was made with other settings ("
                          + "; ".join(diff) + "); use another --out or the same settings")
+    if c.steps < checkpoint["step"]:
+        raise ValueError(f"--resume: --steps: expected at least the checkpoint's step "
+                         f"{checkpoint['step']}, got {c.steps}")
     if c.steps < saved["steps"] and c.schedule == "cosine":
         raise ValueError(f"--resume: --steps {c.steps} is below the run's {saved['steps']}")
 
 
-def _checkpoint(path: Path, step: int, c, model, optimizer, history, best, averaged) -> None:
+def _window() -> dict:
+    """An empty logging window: its steps' losses, gradient norms, write rates and training time
+    (``busy``, seconds)."""
+    return {"losses": [], "norms": [], "rates": [], "busy": 0.0}
+
+
+def _diverged(step: int, what: str, ckpt_path: Path) -> TrainingDiverged:
+    """The error of a run that diverged at ``step``: ``what`` was not finite."""
+    kept = (f"the last good checkpoint, {ckpt_path}, is kept" if ckpt_path.is_file()
+            else "no checkpoint was written")
+    return TrainingDiverged(f"training diverged at step {step}: {what}; {kept}. Try a lower --lr.")
+
+
+@torch.no_grad()
+def _norm(weights: list[torch.Tensor]) -> float:
+    """The global norm of ``weights``, in their dtype: NaN or Inf if one is, or if their squares
+    overflow (weights that large overflow the forward too)."""
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(weights))))
+
+
+def _checkpoint(path: Path, step: int, c, model, optimizer, history, window, best,
+                averaged) -> None:
     save_checkpoint(path, {
         "version": 1, "step": step, "config": dataclasses.asdict(c),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -374,6 +402,7 @@ def _checkpoint(path: Path, step: int, c, model, optimizer, history, best, avera
         "rng": rng_state(),
         "data": {"seed": c.seed, "step": step, "samples_seen": step * c.batch_size},
         "history": history,
+        "window": window,
         "best": best,
         "ema": _average_state(averaged, step),
     })
@@ -418,13 +447,17 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     averaged = _moving_average(model, c.ema)  # copies the weights at its first update
     step, history, best = 0, [], None  # best: keep_best's lowest validation loss (_better)
+    window = _window()
     if c.resume and ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path)
-        _check_resumable(saved["config"], c)
+        if config.warmup is None:  # the warm-up the run had, not a default for the new --steps
+            c.warmup = saved["config"]["warmup"]
+        _check_resumable(saved, c)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         set_rng_state(saved["rng"])
         step, history, best = saved["step"], saved["history"], saved.get("best")
+        window = saved.get("window", window)  # older checkpoints kept none
         c.precision = c.precision or saved["config"].get("precision")
         if averaged is not None:
             averaged.module.load_state_dict(saved["ema"]["model"])
@@ -447,7 +480,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
 
     bar = tqdm(total=c.steps, initial=step, disable=c.quiet or not ctx.is_main,
                desc=f"{c.task}/{c.model}", dynamic_ncols=True)
-    losses, norms, rates, busy = [], [], [], 0.0  # one logging window; busy: its training time
+    weights = list(model.parameters())
     while step < c.steps:
         started = time.perf_counter()
         lr = learning_rate(step, c)
@@ -466,26 +499,27 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         if c.write_penalty > 0:
             writes = write_rate(model)
             objective = loss + c.write_penalty * writes
-            rates.append(float(writes.detach()))
+            window["rates"].append(float(writes.detach()))
         objective.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(
             model.parameters(), c.grad_clip if c.grad_clip > 0 else math.inf))
         loss = float(ctx.mean(loss.detach()))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            kept = (f"the last good checkpoint, {ckpt_path}, is kept" if ckpt_path.is_file()
-                    else "no checkpoint was written")
-            raise TrainingDiverged(f"training diverged at step {step}: loss {loss}, gradient norm "
-                                   f"{grad_norm}; {kept}. Try a lower --lr.")
+            raise _diverged(step, f"loss {loss}, gradient norm {grad_norm}", ckpt_path)
         optimizer.step()
+        norm = _norm(weights)
+        if not math.isfinite(norm):
+            raise _diverged(step, f"the update made the weights' norm {norm}", ckpt_path)
         if averaged is not None:
             averaged.update_parameters(model)
-        busy += time.perf_counter() - started
+        window["busy"] += time.perf_counter() - started
         step += 1
-        losses.append(loss)
-        norms.append(grad_norm)
+        window["losses"].append(loss)
+        window["norms"].append(grad_norm)
 
         if step % c.log_every == 0 or step == c.steps:
-            rate = len(losses) * c.batch_size / busy
+            losses, norms, rates = window["losses"], window["norms"], window["rates"]
+            rate = len(losses) * c.batch_size / window["busy"]
             history.append({"step": step, "loss": sum(losses) / len(losses), "lr": lr,
                             "grad_norm": sum(norms) / len(norms), "samples_per_s": rate})
             if rates:
@@ -495,12 +529,13 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             if c.noise_ramp:
                 history[-1]["train_noise"] = train_noise
             bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", samples_s=f"{rate:.0f}")
-            losses, norms, rates, busy = [], [], [], 0.0
+            window = _window()
         if step % c.eval_every == 0 and step < c.steps and ctx.is_main:
             best = _evaluate_during(scored, task, c, step, history, best, ctx.device)
         if step % c.checkpoint_every == 0 and step < c.steps:
             if ctx.is_main:
-                _checkpoint(ckpt_path, step, c, model, optimizer, history, best, averaged)
+                _checkpoint(ckpt_path, step, c, model, optimizer, history, window, best,
+                            averaged)
             ctx.barrier()
         bar.update(1)
     bar.close()
@@ -510,7 +545,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     if ctx.is_main:
         if c.keep_best and not any(h["step"] == step and "eval_loss" in h for h in history):
             best = _evaluate_during(scored, task, c, step, history, best, ctx.device)  # the last
-        _checkpoint(ckpt_path, step, c, model, optimizer, history, best, averaged)
+        _checkpoint(ckpt_path, step, c, model, optimizer, history, window, best, averaged)
         if best is not None:
             scored.load_state_dict(best["model"])
             metrics["best"] = {"step": best["step"], "val_loss": best["loss"]}
