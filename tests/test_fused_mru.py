@@ -100,6 +100,7 @@ def test_surrogate_gradient_at_a_single_step():
     ({"s0": torch.zeros(3, 4)}, r"s0: expected shape \(2, 4\)"),
     ({"epsilon": torch.zeros(5)}, r"epsilon: expected shape \(4,\)"),
     ({"surrogate": "sigmoid"}, "surrogate: expected one of"),
+    ({"beta": torch.zeros(2, 3, 4, device="meta")}, "beta: expected device cpu .*got meta"),
 ])
 def test_bad_arguments_raise(bad, match):
     args = {"c": torch.zeros(2, 3, 4), "beta": torch.zeros(2, 3, 4), "s0": None, "epsilon": None,

@@ -132,6 +132,7 @@ def test_backends_agree_and_mixed_dtypes_promote():
         ((2, 5), (2, 5), None, torch.float32, "a: expected shape (B, T, D)"),
         ((2, 5, 3), (2, 5, 3, 1), None, torch.float32, "b: expected shape (B, T, D)"),
         ((2, 4, 3), (2, 5, 3), None, torch.float32, "a: expected shape (2, 5, 3) or (1, 5, 3)"),
+        ((2, 5, 3), (1, 5, 3), None, torch.float32, "a: expected shape (1, 5, 3), got"),
         ((3, 5, 3), (2, 5, 3), None, torch.float32, "a: expected shape (2, 5, 3)"),
         ((2, 5, 3), (2, 5, 3), (2, 4), torch.float32, "h0: expected shape (2, 3), got (2, 4)"),
         ((2, 5, 3), (2, 5, 3), None, torch.int64, "expected a floating or complex dtype"),
@@ -144,6 +145,43 @@ def test_bad_input_is_a_clear_value_error(a_shape, b_shape, h0_shape, dtype, mes
     h0 = None if h0_shape is None else torch.ones(h0_shape, dtype=dtype)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         linear_scan(a, b, h0)
+
+
+def test_h0_must_be_floating_and_inputs_dense():
+    a, b = torch.ones(2, 5, 3), torch.ones(2, 5, 3)
+    with pytest.raises(ValueError, match="h0: expected a floating or complex dtype, got torch.int"):
+        linear_scan(a, b, torch.ones(2, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="a: expected a dense .* got layout torch.sparse_coo"):
+        linear_scan(a.to_sparse(), b)
+
+
+def test_reference_accumulates_half_precision_in_float32():
+    """As the other backends: the plain loop in float32, the result rounded once to bfloat16."""
+    a, b, h0 = _inputs(2, 300, 4, torch.float32)
+    a, b, h0 = a.bfloat16(), b.bfloat16(), h0.bfloat16()
+    h = linear_scan(a, b, h0, backend="reference")
+    assert h.dtype == torch.bfloat16
+    assert torch.equal(h, linear_scan_reference(a.float(), b.float(), h0.float()).bfloat16())
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_complex32_keeps_its_imaginary_part():
+    a, b = (x.to(torch.complex32) for x in _inputs(2, 7, 3, torch.complex128)[:2])
+    h = linear_scan(a, b)
+    assert h.dtype == torch.complex32
+    want = linear_scan_reference(a.to(torch.complex128), b.to(torch.complex128))
+    assert _rel_err(h.to(torch.complex128), want) < 1e-2
+
+
+def test_triton_backend_wants_a_cuda_tensor(monkeypatch):
+    pytest.importorskip("triton")
+    from bistable.scan import dispatch
+
+    if dispatch._triton_backend() is None:
+        pytest.skip(dispatch._UNAVAILABLE["triton"])
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="b: expected a CUDA tensor for backend='triton'"):
+        linear_scan(torch.ones(1, 2, 1), torch.ones(1, 2, 1), backend="triton")
 
 
 def test_unknown_backend_is_a_value_error():

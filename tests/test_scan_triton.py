@@ -105,6 +105,13 @@ def test_through_linear_scan():
     assert all(x.grad is not None and x.grad.dtype == torch.bfloat16 for x in (a, b, h0))
 
 
+@pytest.mark.parametrize("shape", [(0, 5, 3), (2, 5, 0)], ids=["B=0", "D=0"])
+def test_empty_batch_or_width(shape):
+    """Nothing to launch: empty results, as on the CPU, not an error from the launch grid."""
+    a, b = torch.rand(shape, device=DEVICE), torch.rand(shape, device=DEVICE)
+    assert linear_scan(a, b, backend="triton").shape == shape
+
+
 @pytest.mark.skipif(DEVICE != "cuda", reason="many tiles in flight at once: needs a GPU")
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_many_tiles_in_flight(reverse):

@@ -19,6 +19,8 @@ def _unload_kernels(monkeypatch):
     for name in ("triton_lang", "triton_scan"):
         monkeypatch.delitem(sys.modules, f"bistable.scan.{name}", raising=False)
         monkeypatch.delattr(bistable.scan, name, raising=False)
+    monkeypatch.delitem(dispatch.BACKENDS, "triton", raising=False)
+    monkeypatch.setattr(dispatch, "_UNAVAILABLE", {})
 
 
 def test_a_missing_triton_names_the_extra(monkeypatch):
@@ -34,8 +36,6 @@ def old_triton(monkeypatch):
     triton = pytest.importorskip("triton")
     monkeypatch.setattr(triton, "__version__", "3.0.0")
     _unload_kernels(monkeypatch)
-    monkeypatch.delitem(dispatch.BACKENDS, "triton", raising=False)
-    monkeypatch.setattr(dispatch, "_UNAVAILABLE", {})
     return dispatch
 
 
@@ -49,6 +49,25 @@ def test_linear_scan_says_why_the_triton_backend_is_unavailable(old_triton):
     with pytest.raises(ValueError, match=r"backend='triton' is unavailable: .*found 3\.0\.0"):
         old_triton.linear_scan(a, b, backend="triton")
     assert old_triton._pick("auto", torch.device("cuda")) == "cpu"  # auto falls back
+
+
+def test_a_failed_import_is_not_tried_again(old_triton, monkeypatch):
+    """Every ``auto`` call on CUDA asks for the backend: the failure is remembered (an import
+    attempt costs milliseconds), with its first reason."""
+    assert old_triton._pick("auto", torch.device("cuda")) == "cpu"
+    reason = old_triton._UNAVAILABLE["triton"]
+    monkeypatch.setitem(sys.modules, "bistable.scan.triton_scan", None)  # would fail otherwise
+    assert old_triton._pick("auto", torch.device("cuda")) == "cpu"
+    assert old_triton._UNAVAILABLE["triton"] == reason and "3.0.0" in reason
+
+
+def test_an_unreadable_version_is_an_import_error(old_triton, monkeypatch):
+    import triton
+
+    monkeypatch.setattr(triton, "__version__", "dev")
+    with pytest.raises(ImportError, match=r"need triton >= 3\.6: .*got 'dev'"):
+        importlib.import_module("bistable.scan.triton_lang")
+    assert old_triton._pick("auto", torch.device("cuda")) == "cpu"
 
 
 def test_version_strings_are_read_to_major_minor():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .autograd import BACKENDS, Backend, scan
@@ -17,6 +19,10 @@ _UNAVAILABLE: dict[str, str] = {}  # backend name -> why it did not import
 
 
 def _triton_backend() -> Backend | None:
+    """The Triton backend, imported on first use; None when it cannot be (the reason in
+    ``_UNAVAILABLE``, and not tried again: a failed import costs milliseconds)."""
+    if "triton" in _UNAVAILABLE:
+        return None
     if "triton" not in BACKENDS:
         try:
             from . import triton_scan
@@ -35,6 +41,9 @@ def _pick(name: str, device: torch.device) -> str:
         return "triton" if device.type == "cuda" and _triton_backend() is not None else "cpu"
     if name == "triton" and _triton_backend() is None:
         raise ValueError(f"backend='triton' is unavailable: {_UNAVAILABLE['triton']}")
+    if name == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"b: expected a CUDA tensor for backend='triton' (or TRITON_INTERPRET=1), "
+                         f"got device {device}")
     return name
 
 
@@ -48,18 +57,22 @@ def _check(a, b, h0, reverse):
             raise ValueError(f"{name}: expected shape (B, T, D), got {tuple(x.shape)}")
         if not (x.dtype.is_floating_point or x.dtype.is_complex):
             raise ValueError(f"{name}: expected a floating or complex dtype, got {x.dtype}")
+        if not torch.compiler.is_compiling() and x.layout != torch.strided:  # dense under dynamo
+            raise ValueError(f"{name}: expected a dense (strided) tensor, got layout {x.layout}")
     B, T, D = b.shape
     if T < 1:
         raise ValueError(f"b: expected at least one time step, got shape {tuple(b.shape)}")
     if a.shape[1:] != b.shape[1:] or a.shape[0] not in (1, B):
-        raise ValueError(
-            f"a: expected shape ({B}, {T}, {D}) or (1, {T}, {D}), got {tuple(a.shape)}")
+        shapes = " or ".join(dict.fromkeys(f"({n}, {T}, {D})" for n in (B, 1)))
+        raise ValueError(f"a: expected shape {shapes}, got {tuple(a.shape)}")
     if a.device != b.device:
         raise ValueError(f"a: expected device {b.device} (that of b), got {a.device}")
     if h0 is not None:
         if not isinstance(h0, torch.Tensor) or tuple(h0.shape) != (B, D):
             shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
             raise ValueError(f"h0: expected shape ({B}, {D}), got {shape}")
+        if not (h0.dtype.is_floating_point or h0.dtype.is_complex):
+            raise ValueError(f"h0: expected a floating or complex dtype, got {h0.dtype}")
         if h0.device != b.device:
             raise ValueError(f"h0: expected device {b.device} (that of b), got {h0.device}")
 
@@ -97,11 +110,13 @@ def linear_scan(
         dtype = torch.promote_types(dtype, h0.dtype)
     name = _pick(backend, b.device)
     if name == "reference":
-        return linear_scan_reference(a.to(dtype), b.to(dtype), h0 if h0 is None else h0.to(dtype),
-                                     reverse=reverse)
-    if dtype.is_complex and dtype not in _NATIVE[name]:
-        name = "cpu"  # never drop an imaginary part: the chunked path takes every complex dtype
-    work = dtype if dtype in _NATIVE[name] else torch.float32
+        work = torch.promote_types(dtype, torch.float32)  # bf16/fp16 accumulated in fp32 too
+        h0 = h0 if h0 is None else h0.to(work)
+        return linear_scan_reference(a.to(work), b.to(work), h0, reverse=reverse).to(dtype)
+    if b.numel() == 0 or (dtype.is_complex and dtype not in _NATIVE[name]):
+        name = "cpu"  # no work to launch; never drop an imaginary part
+    work = (dtype if dtype in _NATIVE[name] else
+            torch.promote_types(dtype, torch.complex64 if dtype.is_complex else torch.float32))
     a, b = a.to(work).contiguous(), b.to(work).contiguous()
     h0 = None if h0 is None else h0.to(work).contiguous()
     h = scan(a, b, h0, reverse, name)

@@ -317,7 +317,9 @@ def _check(c, beta, s0, epsilon, surrogate) -> None:
             raise ValueError(f"{name}: expected shape {shape}, got {got}")
         if not x.is_floating_point():
             raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
-    if c[0].numel() >= 2**31:
+        if x.device != c.device:
+            raise ValueError(f"{name}: expected device {c.device} (that of c), got {x.device}")
+    if T * H >= 2**31:
         raise ValueError(f"c: a batch row of shape {(T, H)} is too large for 32-bit offsets")
     if surrogate not in SURROGATES:
         raise ValueError(f"surrogate: expected one of {SURROGATES}, got {surrogate!r}")

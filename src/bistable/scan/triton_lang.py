@@ -25,7 +25,12 @@ def version_tuple(version: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-if version_tuple(triton.__version__) < MIN_TRITON:
+try:
+    _FOUND = version_tuple(triton.__version__)
+except ValueError as exc:  # an unreadable version: the kernels are not known to work with it
+    raise ImportError(f"bistable's Triton kernels need triton >= "
+                      f"{'.'.join(map(str, MIN_TRITON))}: {exc}; {_NEED}") from exc
+if _FOUND < MIN_TRITON:
     raise ImportError(f"bistable's Triton kernels need triton >= {'.'.join(map(str, MIN_TRITON))}, "
                       f"found {triton.__version__}: {_NEED}")
 
