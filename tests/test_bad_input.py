@@ -123,7 +123,7 @@ CASES = [
     pytest.param(lambda tmp: bs.build_model("nosuch", 1, 1), ValueError,
                  r"model: expected one of bmru, .*got 'nosuch'", id="build_model-unknown"),
     pytest.param(lambda tmp: bs.build_model("bmru", 1, 1, hidden=0), ValueError,
-                 r"hidden: expected a positive integer, got 0", id="build_model-hidden0"),
+                 r"hidden: expected a positive int, got 0", id="build_model-hidden0"),
     *[case for unit in UNITS for case in _constructor_cases(unit)],
     pytest.param(_build("LRU", F, H, state_size=0), ValueError,
                  r"state_size: expected a positive int, got 0", id="LRU-state_size0"),

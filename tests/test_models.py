@@ -2,10 +2,12 @@
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
 from bistable import models
+from bistable.cli import main
 from bistable.models import (
     MODEL_NAMES,
     build_model,
@@ -52,6 +54,13 @@ def test_options_reach_the_network_and_the_units():
 def test_unknown_model_lists_the_choices():
     with pytest.raises(ValueError, match="bmru, cmru, lru"):
         build_model("transformer", 1, 1)
+    with pytest.raises(ValueError, match=r"model: expected one of bmru, .*got \['bmru'\]"):
+        build_model(["bmru"], 1, 1)
+
+
+def test_the_models_command_names_its_flags(capsys):
+    assert main(["models", "--input-size", "0"]) == 2
+    assert "--input-size must be >= 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("budget", [20_000, 1_000_000])
@@ -79,8 +88,10 @@ def test_width_for_budget_is_the_closest_width():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert width_for_budget("gru", smallest, 1, 1) == 1
-    with pytest.raises(ValueError, match="params"):
-        width_for_budget("gru", 0, 1, 1)
+    for bad in (0, True, 3e4):
+        with pytest.raises(ValueError, match=f"params: expected a positive int, got {bad!r}"):
+            width_for_budget("gru", bad, 1, 1)
+    assert width_for_budget("gru", np.int64(budget), 1, 1) == hidden
 
 
 def test_describe_models_counts_the_default_size():

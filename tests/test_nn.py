@@ -1,5 +1,6 @@
 """Blocks and networks (SPEC.md §4): the residual structure, hybrids, streaming."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ def test_parse_mixers():
     assert parse_mixers("lru+bmru") == [("lru", "bmru")]
     assert parse_mixers("lru, bmru") == [("lru",), ("bmru",)]
     assert parse_mixers(["lru+bmru", ("gru",)]) == [("lru", "bmru"), ("gru",)]
-    for bad in ("", "lru+", "lru,,bmru", []):
+    for bad in ("", "lru+", "lru,,bmru", [], None, [1], [["lru", 1]]):
         with pytest.raises(ValueError, match="mixer"):
             parse_mixers(bad)
 
@@ -84,11 +85,38 @@ def test_network_checks_its_arguments():
         net(torch.randn(2, 5, 4))
     with pytest.raises(ValueError, match=r"x_t: expected shape \(B, 3\)"):
         net.step(torch.randn(2, 4))
-    with pytest.raises(ValueError, match="state: expected a tuple of 2 block states"):
+    with pytest.raises(ValueError, match="state: expected a tuple of 2 block states or None, "
+                                         "got a tuple of 1"):
         net(torch.randn(2, 5, 3), state=(None,))
+    with pytest.raises(ValueError, match="state: expected a tuple of 1 unit states or None, "
+                                         "got a tuple of 2"):
+        net(torch.randn(2, 5, 3), state=((None, None), None))
     with pytest.raises(ValueError, match="unit: expected one of"):
         Network(3, 2, mixer="transformer")
     with pytest.raises(ValueError, match="norm: expected one of"):
         Network(3, 2, norm="batch")
-    with pytest.raises(ValueError, match="hidden: expected a positive integer"):
-        Network(3, 2, hidden=0)
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match=f"hidden: expected a positive int, got {bad!r}"):
+            Network(3, 2, hidden=bad)
+    assert Network(3, 2, hidden=np.int64(4), layers=np.int64(1)).decoder.in_features == 4
+
+
+def test_a_network_holds_each_of_its_mixers():
+    with pytest.raises(ValueError, match="layers: expected at least 2, one block per mixer of "
+                                         "'lru,bmru', got 1"):
+        Network(3, 2, hidden=4, layers=1, mixer="lru,bmru")
+    odd = Network(3, 2, hidden=4, layers=3, mixer="lru,bmru")
+    assert [b.mixer for b in odd.blocks] == [("lru",), ("bmru",), ("lru",)]
+
+
+def test_unit_kwargs_must_name_units_of_the_mixer():
+    with pytest.raises(ValueError, match="unit_kwargs: expected keys among the mixer's units "
+                                         "lru, bmru, got 'gru'"):
+        Network(3, 2, hidden=4, mixer="lru+bmru", unit_kwargs={"gru": {"zz": 1}})
+    with pytest.raises(ValueError, match="unit_kwargs: expected keys among the mixer's units "
+                                         "lru, got 'cmru'"):
+        Block(4, "lru", unit_kwargs={"cmru": {"epsilon": 0.5}})
+    net = Network(3, 2, hidden=4, mixer="lru,cmru",
+                  unit_kwargs={"lru": {"state_size": 7}, "cmru": {"epsilon": 0.5}})
+    assert net.blocks[0].units[0].state_size == 7
+    assert torch.all(net.blocks[1].units[0].epsilon() == 0.5)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -39,6 +40,12 @@ def test_rate_code_rejects_bad_images():
             rate_code(images)
     with pytest.raises(ValueError, match=r"gain: expected .* in \[0, 1\], got 2"):
         rate_code(torch.zeros(2, 784), gain=2)
+    for bad in (0, 2.5, "200", True):
+        with pytest.raises(ValueError, match=f"steps: expected a positive int, got {bad!r}"):
+            rate_code(torch.zeros(2, 784), steps=bad)
+    for bad in (-1, 1.5, None):
+        with pytest.raises(ValueError, match=f"silent: expected an int >= 0, got {bad!r}"):
+            rate_code(torch.zeros(2, 784), silent=bad)
 
 
 def test_flatten_frames_passes_counts_through():
@@ -54,7 +61,7 @@ def test_population_readout_weights_and_integration():
     ro = PopulationReadout(3, 2).double()
     expected = torch.tensor([[1, 1, -.1, -.1, -.1, -.1], [-.1, -.1, 1, 1, -.1, -.1],
                              [-.1, -.1, -.1, -.1, 1, 1]], dtype=torch.float64)
-    torch.testing.assert_close(ro.matrix, expected)
+    assert torch.equal(ro.matrix, expected)  # exactly −0.1 in float64
     assert list(ro.parameters()) == []  # frozen
     out = torch.rand(2, 9, 6, dtype=torch.float64)
     R, last = ro(out)
@@ -63,6 +70,9 @@ def test_population_readout_weights_and_integration():
     second, _ = ro(out[:, 4:], s)
     torch.testing.assert_close(torch.cat([first, second], 1), R)
     assert torch.equal(last, R[:, -1])
+    out32 = out.float()
+    R32, _ = PopulationReadout(3, 2)(out32)
+    assert torch.equal(R32, torch.cumsum(out32 @ expected.float().t(), 1))
 
 
 def test_leaky_and_count_readouts():
@@ -129,13 +139,20 @@ def test_noise_helper_perturbs_every_src_layer():
 def test_bad_network_arguments_raise():
     with pytest.raises(ValueError, match="kind"):
         SpikingNetwork("izhikevich", 4, 8, 1)
-    with pytest.raises(ValueError, match="layers"):
-        SpikingNetwork("src", 4, 8, -1)
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(ValueError, match=f"layers: expected an int >= 0 hidden layers, "
+                                             f"got {bad!r}"):
+            SpikingNetwork("src", 4, 8, bad)
+    with pytest.raises(ValueError, match="hidden_size: expected a positive int, got True"):
+        SpikingNetwork("src", 4, True, 0)  # checked even where no layer uses it
+    assert SpikingNetwork("src", 4, np.int64(8), np.int64(1)).layers[0].hidden_size == 8
     net = SpikingNetwork("src", 4, 8, 1, n_classes=2)
     with pytest.raises(ValueError, match="state: expected a tuple of 3 states"):
         net(torch.zeros(1, 3, 4), (None,))
     with pytest.raises(ValueError, match=r"x_t: expected shape \(B, 4\)"):
         net.step(torch.zeros(1, 3, 4))
+    with pytest.raises(ValueError, match=r"x_t: expected shape \(B, 4\), got \(2, 3\)"):
+        net.step(torch.zeros(2, 3))
 
 
 def _rates(net, x):
@@ -176,6 +193,20 @@ def test_init_rate_calibrates_once_at_the_first_training_call():
     again.load_state_dict(net.state_dict())
     again(x[:3])
     assert all(torch.equal(a, layer.weight) for a, layer in zip(w1, again.layers))
+
+
+def test_step_never_calibrates():
+    x = rate_code(torch.rand(4, 30) * 0.5, silent=5, steps=20)
+    net = SpikingNetwork("src", 30, 24, 1, per_class=3, init_rate=0.02)
+    w0 = net.layers[0].weight.clone()
+    with pytest.raises(RuntimeError, match="step: init_rate calibrates on a whole sequence"):
+        net.train().step(x[:, 0])
+    assert not net.calibrated and torch.equal(net.layers[0].weight, w0)
+    net(x)
+    assert net.calibrated
+    w1 = net.layers[0].weight.clone()
+    net.step(x[:, 0])
+    assert torch.equal(net.layers[0].weight, w1)
 
 
 def test_calibrate_rejects_bad_rates_and_warns_when_out_of_reach():

@@ -23,6 +23,9 @@ def _add_models(sub) -> None:
     def run(args) -> int:
         from .models import describe_models
 
+        for flag, value in (("--input-size", args.input_size), ("--output-size", args.output_size)):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
         rows = describe_models(input_size=args.input_size, output_size=args.output_size)
         width = max(len(name) for name, _, _ in rows)
         for name, params, text in rows:

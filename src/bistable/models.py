@@ -22,6 +22,7 @@ from torch import nn
 
 from .nn.network import Network
 from .nn.spiking import build_lif, build_src
+from .units.base import check_sizes
 
 Builder = Callable[..., nn.Module]  # builder(input_size, output_size, *, hidden, layers, **options)
 
@@ -85,7 +86,7 @@ register_model("lif", build_lif, "snnTorch LIF network, same sizes and readout (
 def build_model(name: str, input_size: int, output_size: int, *, hidden: int = 64, layers: int = 2,
                 **options) -> nn.Module:
     """The registered model ``name`` of width ``hidden`` and depth ``layers``."""
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"model: expected one of {', '.join(MODEL_NAMES)}, got {name!r}")
     try:
         return _REGISTRY[name].builder(input_size, output_size, hidden=hidden, layers=layers,
@@ -123,8 +124,7 @@ def width_for_budget(name: str, params: int, input_size: int, output_size: int, 
     Counts grow with the width, so a bisection finds the smallest width reaching the budget; the
     answer is it or the width below. A budget below the width-1 model's count warns and gives 1.
     """
-    if not isinstance(params, int) or params < 1:
-        raise ValueError(f"params: expected a positive integer, got {params!r}")
+    check_sizes(params=params)
 
     @functools.cache
     def count(hidden: int) -> int:

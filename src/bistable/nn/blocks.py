@@ -43,6 +43,19 @@ def make_norm(kind: str, size: int) -> nn.Module:
     return NORMS[kind](size)
 
 
+def check_unit_kwargs(unit_kwargs: Mapping[str, Mapping], names: Sequence[str]) -> None:
+    """ValueError unless every key of ``unit_kwargs`` names one of the units ``names``."""
+    unknown = [key for key in unit_kwargs if key not in names]
+    if unknown:
+        raise ValueError(f"unit_kwargs: expected keys among the mixer's units "
+                         f"{', '.join(dict.fromkeys(names))}, got {', '.join(map(repr, unknown))}")
+
+
+def state_kind(state) -> str:
+    """How a received state reads in an error message: ``"a tuple of 3"`` or its type name."""
+    return f"a tuple of {len(state)}" if isinstance(state, tuple) else type(state).__name__
+
+
 class GLUMLP(nn.Module):
     r"""Gated MLP: [u; g] = W_1 x + b_1 (2·ratio·d outputs), y = W_2 (u ⊙ σ(g)) + b_2.
 
@@ -65,7 +78,8 @@ class Block(nn.Module):
         y = u + MLP(norm_2(u))               GLU MLP, inner width mlp_ratio · d
 
     ``mixer`` names the units (keys of :data:`UNITS`): ``"lru"``, ``"lru+bmru"`` or a sequence of
-    names; each unit maps d → d and gets ``unit_kwargs[name]`` as extra constructor arguments.
+    names; each unit maps d → d and gets ``unit_kwargs[name]`` as extra constructor arguments
+    (a key that names no unit of the mixer is a ValueError).
     ``norm`` is ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm).
 
     Shapes: x ``(B, T, d)`` → y ``(B, T, d)``; the state is a tuple with one unit state per mixer
@@ -86,6 +100,7 @@ class Block(nn.Module):
         if not names:
             raise ValueError("mixer: expected at least one unit name, got none")
         unit_kwargs = unit_kwargs or {}
+        check_unit_kwargs(unit_kwargs, names)
         self.size, self.mixer = size, names
         self.norm1, self.norm2 = make_norm(norm, size), make_norm(norm, size)
         self.units = nn.ModuleList(
@@ -98,7 +113,7 @@ class Block(nn.Module):
             return (None,) * len(self.units)
         if not isinstance(state, tuple) or len(state) != len(self.units):
             raise ValueError(f"state: expected a tuple of {len(self.units)} unit states or None, "
-                             f"got {type(state).__name__}")
+                             f"got {state_kind(state)}")
         return state
 
     def _mix(self, x, state, method: str):

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..units.base import check_input, check_step_input
-from .blocks import Block, make_norm
+from ..units.base import check_input, check_sizes, check_step_input
+from .blocks import Block, check_unit_kwargs, make_norm, state_kind
 
 
 def parse_mixers(spec: str | Sequence[str | Sequence[str]]) -> list[tuple[str, ...]]:
@@ -18,14 +18,22 @@ def parse_mixers(spec: str | Sequence[str | Sequence[str]]) -> list[tuple[str, .
     ``"lru"`` → ``[("lru",)]``; ``"lru+bmru"`` → ``[("lru", "bmru")]`` (a side-by-side hybrid);
     ``"lru,bmru"`` → ``[("lru",), ("bmru",)]`` (alternating blocks). A sequence holds one entry
     per block, each a string (possibly with ``"+"``) or a sequence of unit names.
+    Anything else is a ValueError.
     """
-    entries = spec.split(",") if isinstance(spec, str) else list(spec)
-    mixers = [tuple(e.split("+")) if isinstance(e, str) else tuple(e) for e in entries]
-    mixers = [tuple(name.strip() for name in m) for m in mixers]
-    if not mixers or any(not m or "" in m for m in mixers):
+    entries = spec.split(",") if isinstance(spec, str) else spec
+    mixers = [_names(e) for e in entries] if isinstance(entries, Sequence) else []
+    if not mixers or any(not m or not all(isinstance(n, str) and n.strip() for n in m)
+                         for m in mixers):
         raise ValueError(f"mixer: expected unit names like 'lru', 'lru+bmru' or 'lru,bmru', "
                          f"got {spec!r}")
-    return mixers
+    return [tuple(name.strip() for name in m) for m in mixers]
+
+
+def _names(entry) -> tuple:
+    """The unit names of one block's entry (a string with ``"+"`` or a sequence); () if neither."""
+    if isinstance(entry, str):
+        return tuple(entry.split("+"))
+    return tuple(entry) if isinstance(entry, Sequence) else ()
 
 
 class Network(nn.Module):
@@ -35,8 +43,9 @@ class Network(nn.Module):
 
     Every step is read out: y is ``(B, T, output_size)``; a classifier or a last-step regression
     reads ``y[:, -1]``. ``mixer`` is a spec for :func:`parse_mixers`: ``"bmru"``, ``"lru+bmru"``
-    (units side by side in every block), ``"lru,bmru"`` (alternating blocks). ``norm``,
-    ``mlp_ratio`` and ``unit_kwargs`` (extra constructor arguments per unit name) go to every
+    (units side by side in every block), ``"lru,bmru"`` (alternating blocks; ``layers`` must be
+    at least the number of mixers, so that each is used). ``norm``, ``mlp_ratio`` and
+    ``unit_kwargs`` (extra constructor arguments per unit name of the mixer) go to every
     :class:`~bistable.nn.blocks.Block`. The final norm (the pre-norm stack's usual last norm)
     is of the same kind as the blocks' norms.
 
@@ -57,17 +66,20 @@ class Network(nn.Module):
         unit_kwargs: Mapping[str, Mapping] | None = None,
     ):
         super().__init__()
-        for name, value in (("input_size", input_size), ("output_size", output_size),
-                            ("hidden", hidden), ("layers", layers), ("mlp_ratio", mlp_ratio)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        check_sizes(input_size=input_size, output_size=output_size, hidden=hidden, layers=layers,
+                    mlp_ratio=mlp_ratio)
         self.input_size, self.output_size = input_size, output_size
         mixers = parse_mixers(mixer)
+        if layers < len(mixers):
+            raise ValueError(f"layers: expected at least {len(mixers)}, one block per mixer of "
+                             f"{mixer!r}, got {layers}")
+        unit_kwargs = unit_kwargs or {}
+        check_unit_kwargs(unit_kwargs, [name for m in mixers for name in m])
         self.encoder = nn.Linear(input_size, hidden)
         self.blocks = nn.ModuleList(
-            Block(hidden, mixers[i % len(mixers)], norm=norm, mlp_ratio=mlp_ratio,
-                  unit_kwargs=unit_kwargs)
-            for i in range(layers)
+            Block(hidden, m, norm=norm, mlp_ratio=mlp_ratio,
+                  unit_kwargs={k: v for k, v in unit_kwargs.items() if k in m})
+            for m in (mixers * layers)[:layers]  # cycled over the stack
         )
         self.norm = make_norm(norm, hidden)
         self.decoder = nn.Linear(hidden, output_size)
@@ -77,7 +89,7 @@ class Network(nn.Module):
             return (None,) * len(self.blocks)
         if not isinstance(state, tuple) or len(state) != len(self.blocks):
             raise ValueError(f"state: expected a tuple of {len(self.blocks)} block states or None, "
-                             f"got {type(state).__name__}")
+                             f"got {state_kind(state)}")
         return state
 
     def _run(self, x, state, method: str):

@@ -6,9 +6,10 @@
     R[t] = α_ro · R[t-1] + M out[t]           R[0] = 0 unless a state is given
 
 ``mode="population"`` (default): ``M`` is +1 from the class's own ``per_class`` neurons and −0.1
-from all others. ``mode="count"``: +1 from its own neurons, 0 from the others (with α_ro = 1,
-``R[t]`` is the spike count of each class's population so far). A training loop uses
-cross-entropy on ``R[:, -1]``.
+from all others. ``mode="count"``: +1 from its own neurons, 0 from the others, so ``R[t]`` is the
+integrated (with α_ro = 1: summed) output of each class's population so far, unweighted; it
+sums output values, not spikes (an SRC pulse adds its 2–3 steps of ReLU(h)), and so stays
+differentiable. A training loop uses cross-entropy on ``R[:, -1]``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class PopulationReadout(nn.Module):
         check_number(alpha, "alpha", lambda v: 0 <= v <= 1, "a leak in [0, 1]")
         self.n_classes, self.per_class, self.alpha, self.mode = n_classes, per_class, alpha, mode
         self.input_size = n_classes * per_class
-        own = torch.eye(n_classes).repeat_interleave(per_class, dim=1)
+        # float64, so that a double model gets exactly −0.1; forward casts it to the input's dtype
+        own = torch.eye(n_classes, dtype=torch.float64).repeat_interleave(per_class, dim=1)
         other = 0.0 if mode == "count" else -0.1
         self.register_buffer("matrix", own + other * (1 - own))
 

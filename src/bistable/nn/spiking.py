@@ -8,12 +8,13 @@ integrated scores ``R`` ``(B, T, n_classes)``; train with cross-entropy on ``R[:
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import torch
 from torch import nn
 
-from ..units.base import check_number, check_sizes
+from ..units.base import check_number, check_sizes, check_step_input
 from ..units.src import SRC
 from .readout import PopulationReadout
 
@@ -63,11 +64,12 @@ class SpikingNetwork(nn.Module):
         input_size: ``F`` input spikes per step. hidden_size: ``H`` neurons per hidden layer.
         layers: number of hidden layers (0 allowed: input → output neurons directly).
         n_classes: classes (10). per_class: output neurons per class (10).
-        readout: ``"population"`` (+1 / −0.1) or ``"count"``. alpha_ro: readout leak (1).
+        readout: ``"population"`` (+1 / −0.1) or ``"count"`` (+1 / 0: the integrated output of
+            each class's population). alpha_ro: readout leak (1).
         init_rate: data-driven initialisation (default ``None``: off): at the first forward call
             in training mode, :meth:`calibrate_` scales every layer's weights so that it fires at
             this rate (spikes per neuron per step) on that batch; a buffer remembers that it was
-            done, so a resumed run does not do it again.
+            done, so a resumed run does not do it again. :meth:`step` never calibrates.
         **unit_kw: passed to every layer (e.g. ``detach_recurrent=True``, ``beta=0.9``).
 
     Shapes: ``forward(x (B, T, F), state) -> (R (B, T, n_classes), state)``; the state is a tuple
@@ -79,9 +81,10 @@ class SpikingNetwork(nn.Module):
                  alpha_ro: float = 1.0, init_rate: float | None = None, **unit_kw):
         super().__init__()
         unit = _unit(kind)
-        if layers < 0:
-            raise ValueError(f"layers: expected >= 0 hidden layers, got {layers}")
-        check_sizes(n_classes=n_classes, per_class=per_class)
+        if isinstance(layers, bool) or not isinstance(layers, numbers.Integral) or layers < 0:
+            raise ValueError(f"layers: expected an int >= 0 hidden layers, got {layers!r}")
+        check_sizes(input_size=input_size, hidden_size=hidden_size, n_classes=n_classes,
+                    per_class=per_class)
         check_number(alpha_ro, "alpha_ro", lambda v: 0 <= v <= 1, "a leak in [0, 1]")
         if init_rate is not None:
             _check_rate(init_rate, "init_rate")
@@ -116,18 +119,28 @@ class SpikingNetwork(nn.Module):
         R, r = self.readout(h, state[-1])
         return R, (*new, r), spikes
 
+    def _uncalibrated(self) -> bool:
+        """Whether the next training call is due to calibrate (``init_rate`` set, not done)."""
+        return self.init_rate is not None and self.training and not self.calibrated
+
     def forward(self, x: torch.Tensor, state=None):
-        if self.init_rate is not None and self.training and not self.calibrated:
+        if self._uncalibrated():
             self.calibrate_(x, self.init_rate, None if state is None else state[:-1])
         R, state, _ = self.run(x, state)
         return R, state
 
     def step(self, x_t: torch.Tensor, state=None):
-        """One time step: ``x_t`` ``(B, F)`` → ``(R_t (B, n_classes), state)``."""
-        if not isinstance(x_t, torch.Tensor) or x_t.dim() != 2:
-            got = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
-            raise ValueError(f"x_t: expected shape (B, {self.input_size}), got {got}")
-        R, state = self.forward(x_t[:, None], state)
+        """One time step: ``x_t`` ``(B, F)`` → ``(R_t (B, n_classes), state)``.
+
+        It never calibrates (one step is no sample of firing rates): with ``init_rate``, a model
+        in training mode that is not calibrated yet raises RuntimeError; run :meth:`forward` on a
+        training batch first.
+        """
+        check_step_input(x_t, self.input_size, module=self)
+        if self._uncalibrated():
+            raise RuntimeError("step: init_rate calibrates on a whole sequence; run forward on a "
+                               "training batch before stepping in training mode")
+        R, state, _ = self.run(x_t[:, None], state)
         return R[:, 0], state
 
     @torch.no_grad()
