@@ -10,7 +10,7 @@ Per run (one ``bistable train psmnist`` command, in the table):
   units that write at the last step for most digits (they hold a constant: no memory);
 - at initialisation (the run's seed, one batch of 64 training digits), the norm of the gradient
   of each unit's parameters and of all parameters;
-- per run trained with the pad, the accuracy on the first 1 000 test digits with that pad and
+- per run trained with the pad, the accuracy on a fixed 1 000 test digits with that pad and
   with none and with a pad ten times longer.
 
 Finished runs under ``runs/pad_memory/`` are reused and cut-off ones resumed::

@@ -44,8 +44,8 @@ def plots(out: Path, title: str, task: Task, seq_len: int, history: list, evals:
 def spiking_figures(out: Path, title: str, task: Task, seq_len: int, model: torch.nn.Module,
                     device) -> None:
     """For a spiking network: ``spikes.json`` (every layer's firing rate, silent fraction, spikes
-    and synaptic operations per sample on the first test examples), ``raster.png`` (the first
-    hidden layer on test example 0) and, for SRCs, ``membrane.png`` (``h``, ``h_s`` of that
+    and synaptic operations per sample on a fixed random subset of the test examples, the same for
+    every run), ``raster.png`` (the first hidden layer on the first example of that subset) and, for SRCs, ``membrane.png`` (``h``, ``h_s`` of that
     layer's three most active neurons). Other models: nothing."""
     from ..nn.spiking import SpikingNetwork
 
@@ -59,8 +59,8 @@ def spiking_figures(out: Path, title: str, task: Task, seq_len: int, model: torc
     try:
         from ..plot import membrane_traces, raster
 
-        spikes = model.run(x[:1])[2][0][0]  # layer 1, example 0: (T, N)
-        title = f"{title}: layer 1, test example 0"
+        spikes = model.run(x[:1])[2][0][0]  # layer 1, the subset's first example: (T, N)
+        title = f"{title}: layer 1, one test example"
         raster(spikes, out / "raster.png", title=title)
         if model.kind == "src":
             h, h_s = model.layers[0].membrane(x[:1])
