@@ -45,8 +45,9 @@ def spiking_figures(out: Path, title: str, task: Task, seq_len: int, model: torc
                     device) -> None:
     """For a spiking network: ``spikes.json`` (every layer's firing rate, silent fraction, spikes
     and synaptic operations per sample on a fixed random subset of the test examples, the same for
-    every run), ``raster.png`` (the first hidden layer on the first example of that subset) and, for SRCs, ``membrane.png`` (``h``, ``h_s`` of that
-    layer's three most active neurons). Other models: nothing."""
+    every run), ``raster.png`` (the first hidden layer on the first example of that subset) and,
+    for SRCs, ``membrane.png`` (``h``, ``h_s`` of that layer's three most active neurons). Other
+    models: nothing."""
     from ..nn.spiking import SpikingNetwork
 
     if not isinstance(model, SpikingNetwork):
