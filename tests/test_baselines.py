@@ -2,7 +2,6 @@
 against plain float64 loops of their equations (SPEC.md §5)."""
 
 import math
-import shutil
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from bistable.units.brc_loop import brc_loop, brc_loop_backward
 from bistable.units.mingru import MinGRU
 from bistable.units.rnn import GRU, LSTM
 from streaming import assert_nested_close, stepped
+from torch_support import needs_cpp
 
 ALL_UNITS = sorted(UNITS)
 
@@ -105,10 +105,6 @@ def test_brc_matches_the_equations_values_and_gradients(cls):
     g_ref = torch.autograd.grad(y_ref.sum() + h_ref.square().sum(), params)
     for u, v in zip(g, g_ref):
         torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
-
-
-needs_cpp = pytest.mark.skipif(shutil.which("ninja") is None or shutil.which("c++") is None,
-                               reason="the fused BRC loop is built with ninja and a C++ compiler")
 
 
 def perturbed(cls, F, H, seed, **options):

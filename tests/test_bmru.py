@@ -119,6 +119,19 @@ def test_first_quadrant_sets_resets_and_holds():
     assert s.item() == 0.0 and torch.equal(step_loop(unit, x)[0], y)
 
 
+@pytest.mark.parametrize("cls", [BMRU, CMRU])
+def test_units_start_mostly_holding(cls):
+    """The β biases start at 1 (and the c biases as nn.Linear's), fresh and after the gate
+    Linear's own reset (as PyTorch's modules reset themselves)."""
+    unit = cls(3, 4)
+    for _ in range(2):
+        assert torch.equal(unit.linear.bias[4:], torch.ones(4))
+        assert unit.linear.bias[:4].abs().max() <= 1 / 3 ** 0.5
+        with torch.no_grad():
+            unit.linear.bias.zero_()
+        unit.linear.reset_parameters()
+
+
 def test_epsilon_zero_is_the_bmru():
     b, c = make(BMRU, F=3, H=6), make(CMRU, F=3, H=6, epsilon=0.0)
     x = 2 * torch.randn(2, 50, 3, dtype=F64)

@@ -81,6 +81,9 @@ def test_leaky_and_count_readouts():
     drive = out @ PopulationReadout(2, 2).matrix.double().t()
     a = torch.full_like(drive, 0.8)
     torch.testing.assert_close(R, linear_scan_reference(a, drive, None))
+    leaky = PopulationReadout(2, 2, alpha=0.8).double()
+    first, state = leaky(out[:, :4])  # the state carries R across calls, leak included
+    torch.testing.assert_close(torch.cat([first, leaky(out[:, 4:], state)[0]], 1), R)
     counts, _ = PopulationReadout(2, 2, mode="count").double()(out)
     torch.testing.assert_close(counts[:, -1], out.sum(1).view(2, 2, 2).sum(-1))
     with pytest.raises(ValueError, match="mode"):

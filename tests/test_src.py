@@ -5,6 +5,7 @@ import torch
 
 from bistable.units.src import SRC, SpikeReLU, ramp_train_noise, rest_state
 from bistable.units.src_loop import src_loop, src_loop_backward
+from torch_support import needs_cpp
 
 REST = -0.9027
 
@@ -227,7 +228,7 @@ def test_loop_operators_pass_pytorch_s_opcheck(current, detach):
     torch.library.opcheck(src_loop_backward, (*grads, h, i, h0, r, r_s, *consts))
 
 
-@pytest.mark.slow  # torch.compile takes tens of seconds on a small CPU
+@needs_cpp
 def test_compiled_loop_matches_eager():
     x = spikes_in(3, 21, 5)
     eager, compiled = make(5, 6), make(5, 6, compile_loop=True)

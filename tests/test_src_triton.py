@@ -7,23 +7,14 @@ import pytest
 import torch
 
 from bistable.units import src, src_loop
+from src_loops import RHO, Z_DEP, Z_HYP, loop_inputs
 from triton_kernels import DEVICE, load
 
 st = load("bistable.units.src_triton")
-RHO = 3.0
-Z_HYP, Z_DEP = torch.tensor([0.9, 0.0]).tolist()  # as the operator rounds them
 
 
 def _inputs(B, T, H, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    kw = {"dtype": torch.float64}
-    i = torch.randn(B, T, H, generator=g, **kw) * 4  # drives some neurons past the gate
-    h0 = torch.rand(B, H, generator=g, **kw) * 2 - 1
-    hs0 = torch.rand(B, H, generator=g, **kw) * 2 - 1
-    r = 2 + 0.2 * torch.randn(H, generator=g, **kw)
-    r_s = -7 + 0.7 * torch.randn(H, generator=g, **kw)
-    b = -6 + torch.randn(H, generator=g, **kw)
-    return [x.to(DEVICE) for x in (i, h0, hs0, r, r_s, b)]
+    return loop_inputs(B, T, H, seed, DEVICE)
 
 
 def _run(kernel, i, h0, hs0, r, r_s, b, current, detach):

@@ -87,6 +87,8 @@ def test_denoising_marks_five_values_before_the_gap_and_asks_them_in_order():
     marker = x[..., 1]
     assert torch.equal(marker.sum(1), torch.full((64,), float(N_MARKED)))
     assert marker[:, 30 - 10:].sum() == 0                      # nothing marked in the gap
+    seen = torch.cat([task.batch("train", 30, 64, gen(s))[0][..., 1] for s in range(4)]).sum(0)
+    assert (seen[:30 - 10] > 0).all()                          # up to the gap's last step
     for b in range(64):
         assert torch.equal(target[b], x[b, marker[b] == 1, 0])  # time order
     with pytest.raises(ValueError, match="at least 15"):
@@ -99,6 +101,8 @@ def test_evaluation_set_is_fixed_by_length_not_by_call():
     again = list(task.eval_batches("test", 9, 10, 4))
     assert [x.shape[0] for x, _ in first] == [4, 4, 2]
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
+    other = next(task.eval_batches("test", 10, 10, 4))[0]  # another length: another seed
+    assert other[0, 0, 0] != first[0][0][0, 0, 0]  # one seed would draw the same first value
 
 
 def test_evaluation_subset_of_a_class_sorted_split_covers_the_classes():

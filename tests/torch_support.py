@@ -1,4 +1,7 @@
-"""Markers for tests that need more of torch than the declared minimum (``torch>=2.4``)."""
+"""Markers for tests that need more than the declared minimum (``torch>=2.4``): a newer torch,
+or the C++ toolchain that builds the fused CPU loops."""
+
+import shutil
 
 import pytest
 import torch
@@ -12,3 +15,7 @@ from bistable.units.base import COMPILE_TESTED_FROM
 whole_graph = pytest.mark.skipif(
     TorchVersion(torch.__version__) < COMPILE_TESTED_FROM,
     reason=f"whole-model torch.compile is tested from torch 2.11; this is {torch.__version__}")
+
+# the fused CPU loops (BRC, SRC) are built on first use by torch.utils.cpp_extension
+needs_cpp = pytest.mark.skipif(shutil.which("ninja") is None or shutil.which("c++") is None,
+                               reason="the fused CPU loops are built with ninja and a C++ compiler")
