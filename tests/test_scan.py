@@ -111,11 +111,18 @@ def test_bfloat16_accumulates_in_float32():
 
 
 def test_bfloat16_gradients_flow():
+    """bfloat16 gradients, and their values: those of the float64 scan of the same inputs, to
+    bfloat16's rounding."""
     a, b, _ = _inputs(2, 50, 3, torch.float32)
     a = a.bfloat16().requires_grad_()
     b = b.bfloat16().requires_grad_()
-    linear_scan(a, b).float().sum().backward()
-    assert a.grad.dtype == torch.bfloat16 and torch.isfinite(a.grad.float()).all()
+    w = torch.randn(2, 50, 3, generator=torch.Generator().manual_seed(3))
+    (linear_scan(a, b).float() * w).sum().backward()
+    assert a.grad.dtype == torch.bfloat16 and b.grad.dtype == torch.bfloat16
+    a64, b64 = (x.detach().double().requires_grad_() for x in (a, b))
+    want = torch.autograd.grad((linear_scan_reference(a64, b64) * w.double()).sum(), [a64, b64])
+    for got, ref in zip((a.grad, b.grad), want):
+        assert _rel_err(got.double(), ref) < 2e-2
 
 
 def test_backends_agree_and_mixed_dtypes_promote():
