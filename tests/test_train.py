@@ -40,7 +40,6 @@ def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
     assert learning_rate(80, c) == 1.0
 
 
-
 def test_default_warm_up_and_min_lr(tmp_path):
     """Left out, the warm-up is min(200, steps // 20) and the cosine's floor lr / 10."""
     task = build_task("copy-first-input")
@@ -51,6 +50,7 @@ def test_default_warm_up_and_min_lr(tmp_path):
     c = resolve(config(tmp_path), task)                 # the task's own lr
     assert c.min_lr == pytest.approx(c.lr / 10)
     assert resolve(config(tmp_path, lr=0.02, min_lr=0.0), task).min_lr == 0.0
+
 
 @pytest.mark.parametrize("kw, message", [
     (dict(epochs=1, steps=None), "--epochs needs a data-set task"),
@@ -238,7 +238,6 @@ def test_resume_extends_a_finished_run_exactly(tmp_path):
         train(config(tmp_path, "parts", steps=12, schedule="constant", resume=True))
 
 
-
 def test_resume_restores_the_global_random_state(tmp_path):
     """An SRC with ``train_noise`` draws from the global generator at every training step: the
     resumed run ends with the whole run's weights only if the checkpoint's RNG state is restored."""
@@ -252,6 +251,7 @@ def test_resume_restores_the_global_random_state(tmp_path):
     for k, v in want.items():
         torch.testing.assert_close(got[k], v, rtol=0, atol=0)
     assert resumed["eval"] == whole["eval"]
+
 
 def test_resume_keeps_the_run_s_warm_up_unless_given(tmp_path):
     """A warm-up left out on resuming is the run's own, not the default for the new --steps."""
@@ -303,7 +303,6 @@ def test_keep_best_tests_the_weights_of_the_lowest_validation_loss(tmp_path, scr
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 
 
-
 @pytest.mark.parametrize("losses, best", [
     ([2.0, math.nan, 3.0], {"step": 4, "val_loss": 2.0}),      # NaN is never the best
     ([math.nan, 2.0, 3.0], {"step": 8, "val_loss": 2.0}),
@@ -316,6 +315,7 @@ def test_keep_best_skips_non_finite_losses_and_keeps_the_earlier_of_a_tie(
     metrics = train(config(tmp_path, "best", keep_best=True, schedule="constant"))
     assert metrics["best"] == best
     assert load_checkpoint(tmp_path / "best" / "checkpoint.pt")["best"]["step"] == best["step"]
+
 
 def test_ema_tests_the_moving_average_of_the_weights_and_resumes_exactly(tmp_path):
     """``--ema 0.75``: training is untouched (the same weights as without it), the checkpoint keeps
@@ -416,7 +416,6 @@ def test_history_records_the_gradient_norm_before_clipping(tmp_path):
     assert logged == pytest.approx(float(by_hand), rel=1e-5)
 
 
-
 def test_grad_clip_bounds_the_gradient_the_optimizer_steps_with(tmp_path):
     """What AdamW sees has norm at most --grad-clip; with 0 (no clipping) it is the whole norm."""
     from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -442,6 +441,7 @@ def test_grad_clip_bounds_the_gradient_the_optimizer_steps_with(tmp_path):
     assert all(n > 100 * 1e-4 for n in logged)                     # so the clip took effect
     assert free_seen == pytest.approx([h["grad_norm"] for h in free["history"]], rel=1e-5)
     assert all(n > 100 * 1e-4 for n in free_seen)
+
 
 def test_pad_every_trains_on_the_loss_at_every_readout(tmp_path, monkeypatch):
     task = build_task("psmnist", pad=20, pad_every=8)

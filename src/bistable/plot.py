@@ -53,7 +53,6 @@ def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str | None, legend_s
     return _save(fig, path)
 
 
-
 def learning_curve(history: list[dict], path, *, title: str | None = None) -> Path:
     """Training loss (and evaluation loss, where recorded) against the step.
 

@@ -95,7 +95,6 @@ def write_events(path, events: np.ndarray) -> None:
     _atomic_write(Path(path), encode_events(events))
 
 
-
 def _remove_orphans(path: Path) -> None:
     """Delete temp files ``.<name>.<pid>.tmp`` left beside ``path`` by killed writers."""
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
@@ -112,6 +111,7 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
