@@ -261,3 +261,17 @@ def test_wrong_state_shape_is_a_value_error(name):
     unit = build(name)
     with pytest.raises(ValueError, match=r"state: expected shape \(2, 5\)"):
         unit(torch.randn(2, 4, 3, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64))
+
+
+@needs_cpp
+def test_compile_loop_runs_the_fused_kernel(monkeypatch):
+    """``compile_loop=True`` calls the C++ loop in float32 and float64 (were it bypassed, the
+    kernel-vs-eager tests would compare the eager loop with itself)."""
+    from bistable.units import brc_loop as module
+
+    calls, real = [], module.brc_loop
+    monkeypatch.setattr(module, "brc_loop", lambda *a: calls.append(a[0].dtype) or real(*a))
+    for cls in (BRC, NBRC):
+        for dtype in (torch.float32, torch.float64):
+            cls(3, 5, compile_loop=True).to(dtype)(torch.randn(2, 4, 3, dtype=dtype))
+    assert calls == [torch.float32, torch.float64] * 2

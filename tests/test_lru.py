@@ -99,3 +99,13 @@ def test_long_sequence_forward_is_finite_and_bounded():
     assert torch.isfinite(y).all() and torch.isfinite(h).all()
     # γ normalisation keeps the state's variance near |B x|² whatever |λ|: no blow-up
     assert y.abs().max() < 50
+
+
+def test_projections_start_at_their_scales():
+    """B ~ N(0, 1/(2F)) (re and im), C ~ N(0, 1/N), D ~ N(0, 1): the init's scales, to 10 %."""
+    torch.manual_seed(0)
+    unit = LRU(200, 200, state_size=400)
+    for w, std in ((unit.B_re, 1 / math.sqrt(400)), (unit.B_im, 1 / math.sqrt(400)),
+                   (unit.C_re, 1 / math.sqrt(400)), (unit.C_im, 1 / math.sqrt(400)),
+                   (unit.D, 1.0)):
+        assert abs(w.std().item() / std - 1) < 0.1

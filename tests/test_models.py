@@ -201,3 +201,10 @@ def test_every_model_trains_under_bf16_autocast(name):
         with torch.no_grad():
             want, _ = model(x)
             assert float((y.detach().float() - want).abs().max()) < 0.05 * float(want.abs().max())
+
+
+def test_count_parameters_counts_the_trained_ones():
+    model = build_model("lru", 2, 3, hidden=4, layers=1)
+    total = count_parameters(model)
+    model.encoder.weight.requires_grad_(False)
+    assert count_parameters(model) == total - model.encoder.weight.numel()

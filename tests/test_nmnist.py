@@ -388,3 +388,9 @@ def test_interrupted_simulation_is_refused_and_a_complete_one_labelled(root):
         nmnist.list_samples(root, "test")
     marker.write_text('{"simulated": true, "complete": true}')
     assert nmnist.NMNIST(root, "train", n_time_bins=3, progress=False).simulated
+
+
+def test_denoise_does_not_wrap_rows():
+    """(33, 4) and (0, 5) are not neighbours, though adjacent in a flattened row-major index."""
+    ev = np.array([(33, 4, 1000, 1), (0, 5, 1100, 1)], EVENT_DTYPE)
+    assert len(nmnist.denoise(ev, 1000)) == 0

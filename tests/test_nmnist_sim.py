@@ -197,3 +197,46 @@ def test_calibrated_to_real_n_mnist_statistics():
     assert 3000 < stats["events_mean"] < 5000
     assert 0.4 < stats["on_fraction"] < 0.6
     assert 280 < stats["duration_ms_mean"] <= 300
+
+
+def _bar():
+    """A vertical bar, 3 px wide, in the middle of a 28 × 28 image."""
+    yy, xx = np.mgrid[:28, :28]
+    return np.where((abs(xx - 14) < 2) & (abs(yy - 14) < 10), 255, 0).astype(np.uint8)[None]
+
+
+def test_trajectory_samples_each_vertex_once():
+    config = SimConfig()
+    _, offsets = nmnist_sim.trajectory(config)
+    n = config.saccade_us // config.dt_us
+    assert offsets.shape == (3 * n + 1, 2)
+    assert np.all(np.abs(np.diff(offsets, axis=0)).sum(1) > 0)
+
+
+def test_refractory_period_longer_than_a_sample_step():
+    config = replace(SimConfig(), noise_hz=0.0, refractory_us=5000.0)
+    ev = nmnist_sim.simulate(_bar(), [0], config)[0]
+    pixel = ev["y"].astype(np.int64) * 34 + ev["x"]
+    order = np.lexsort((ev["t"], pixel))
+    same = np.diff(pixel[order]) == 0
+    assert np.diff(ev["t"][order].astype(np.int64))[same].min() >= 4999
+
+
+def test_leading_edge_of_a_bar_moving_right_is_on():
+    """First saccade, A → B: the image moves right, its right edge brightens pixels (ON, p = 1)
+    and its left edge darkens them (OFF)."""
+    ev = nmnist_sim.simulate(_bar(), [0], replace(SimConfig(), noise_hz=0.0))[0]
+    first = ev[ev["t"] < 100_000]
+    right, left = first[first["x"] >= 19], first[first["x"] <= 15]
+    assert right["p"].mean() > 0.8 and left["p"].mean() < 0.2
+
+
+def test_threshold_floor_keeps_a_still_scene_silent():
+    config = replace(SimConfig(), amplitude=0.0, noise_hz=0.0, threshold_sigma=3.0)
+    assert all(len(e) == 0 for e in nmnist_sim.simulate(_bar(), [0], config))
+
+
+def test_blur_preserves_luminance():
+    lum = nmnist_sim._luminance(np.full((1, 28, 28), 255, np.uint8), 0.1)
+    assert lum.max() <= 1 + 1e-6 and abs(lum[0, 20, 20] - 1) < 1e-6
+    assert abs((lum - 0.1).sum() - 0.9 * 28 * 28) < 1e-2

@@ -120,3 +120,11 @@ def test_unit_kwargs_must_name_units_of_the_mixer():
                   unit_kwargs={"lru": {"state_size": 7}, "cmru": {"epsilon": 0.5}})
     assert net.blocks[0].units[0].state_size == 7
     assert torch.all(net.blocks[1].units[0].epsilon() == 0.5)
+
+
+def test_glu_mlp_parameter_count():
+    """W_1 (2·r·d × d) and its bias, W_2 (d × r·d) and its bias."""
+    from bistable.models import count_parameters
+
+    d, r = 5, 2
+    assert count_parameters(GLUMLP(d, r)) == 2 * r * d * d + 2 * r * d + r * d * d + d

@@ -1,5 +1,6 @@
 """Encoders, the population readout, the LIF peer and spiking networks (SPEC.md §6)."""
 
+import math
 import os
 import subprocess
 import sys
@@ -314,3 +315,43 @@ def test_raster_and_membrane_plots_are_written(tmp_path):
     for path in (plot.raster(out[0], tmp_path / "raster.png", title="SRC"),
                  plot.membrane_traces(h[0], tmp_path / "traces.png", h_s=h_s[0])):
         assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def _lif_with_unit_weight(**kw):
+    from bistable.units.lif import LIF
+
+    unit = LIF(1, 1, **kw).double()
+    with torch.no_grad():
+        unit.linear.weight.fill_(1.0)
+        unit.linear.bias.zero_()
+    return unit
+
+
+def test_lif_threshold_and_slope_reach_the_neuron():
+    """A drive of 0.6 fires a neuron of threshold 0.5 (mem 0.6 before the reset); the spike's
+    gradient is snnTorch's arctan surrogate of slope α: (α/2) / (1 + (π/2 · α · (x − 1))²)."""
+    pytest.importorskip("snntorch")
+    out, mem = _lif_with_unit_weight(threshold=0.5)(torch.full((1, 1, 1), 0.6,
+                                                               dtype=torch.float64))
+    assert out.item() == 1.0 and abs(mem.item() - 0.6) < 1e-12
+    for slope in (2.0, 5.0):
+        x = torch.full((1, 1, 1), 0.9, dtype=torch.float64, requires_grad=True)
+        _lif_with_unit_weight(slope=slope)(x)[0].sum().backward()
+        want = slope / 2 / (1 + (math.pi / 2 * slope * (0.9 - 1.0)) ** 2)
+        assert abs(x.grad.item() - want) < 1e-6
+
+
+def test_rate_code_fires_at_the_gain():
+    x = rate_code(torch.ones(2, 3), steps=4000, silent=0, gain=0.5,
+                  generator=torch.Generator().manual_seed(0))
+    assert abs(x.mean().item() - 0.5) < 0.02
+
+
+def test_spike_stats_count_each_layer_s_own_input():
+    """Synaptic operations per sample = non-zero inputs of the layer × its neurons / B."""
+    torch.manual_seed(0)
+    net = SpikingNetwork("src", 6, 8, 2, n_classes=2, per_class=2)
+    x = (torch.rand(3, 40, 6) < 0.3).float()
+    _, _, spikes = net.run(x)
+    for stats, inp, out in zip(net.spike_stats(x), [x] + spikes[:-1], spikes, strict=True):
+        assert stats["synops_per_sample"] == float((inp != 0).sum()) * out.shape[-1] / 3
