@@ -62,18 +62,21 @@ COMPILE_TESTED_FROM = (2, 11)
 _DYNAMO_TRACES_PARAMETERS = TorchVersion(torch.__version__) >= COMPILE_TESTED_FROM
 
 
-def _autocast(x: torch.Tensor) -> bool:
-    """Whether autocast is on for ``x``'s device (it mixes dtypes on purpose)."""
+def _dtypes_may_differ(x: torch.Tensor) -> bool:
+    """Whether a dtype check on ``x`` is off: under autocast (it mixes dtypes on purpose), and
+    while an older dynamo than :data:`COMPILE_TESTED_FROM` compiles (it cannot trace the check)."""
+    if torch.compiler.is_compiling() and not _DYNAMO_TRACES_PARAMETERS:
+        return True
     device = x.device.type
     return torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
 
 
 def _same_dtype(x: torch.Tensor, module: nn.Module | None, name: str) -> None:
     # as torch.nn.RNN asks: the input in its module's parameter dtype, unless autocast mixes them
-    if module is None or (torch.compiler.is_compiling() and not _DYNAMO_TRACES_PARAMETERS):
+    if module is None or _dtypes_may_differ(x):
         return
     p = next(module.parameters(), None)
-    if p is None or x.dtype == p.dtype or _autocast(x):
+    if p is None or x.dtype == p.dtype:
         return
     raise ValueError(f"{name}: expected dtype {p.dtype} (that of the module's parameters; convert "
                      f"the input or the module with .to()), got {x.dtype}")
@@ -115,8 +118,7 @@ def check_state(state, shape: Sequence[int], name: str = "state",
         raise ValueError(f"{name}: expected shape {expected}, got {tuple(state.shape)}")
     if not (state.is_floating_point() or state.is_complex()):
         raise ValueError(f"{name}: expected a floating or complex dtype, got {state.dtype}")
-    if (dtype is not None and state.dtype != dtype and not _autocast(state)
-            and not (torch.compiler.is_compiling() and not _DYNAMO_TRACES_PARAMETERS)):
+    if dtype is not None and state.dtype != dtype and not _dtypes_may_differ(state):
         raise ValueError(f"{name}: expected dtype {dtype} (that of the unit's states; convert "
                          f"the state with .to()), got {state.dtype}")
     _finite(state, name)
