@@ -369,9 +369,9 @@ _SYNTHETIC = dict(steps=1000, batch_size=64, lr=3e-3, hidden=32, layers=2, eval_
 # leaky (ε = 0.7, |s| < 1 / (1 − ε) = 3.3): a plain counter (ε = 1) also counts unmarked steps at
 # a steady rate, so at ten times the training length it reads ten times more than training ever
 # showed and the network is at chance; the leaky one saturates and holds at T = 3000 and 30 000
-# (docs/training.md, results/denoising_probe.md). Surrogate sharpness 2 on its CMRUs and BMRUs, and
-# 6000 steps: MSE 0.043 ± 0.023 at T = 300 over 6 seeds, where sharpness 1 and 3000 steps gave
-# 0.074 ± 0.047, one seed rising late in the cosine (results/denoising_sharpness.md).
+# (docs/memory_tasks.md, results/denoising_probe.md). Surrogate sharpness 2 on its CMRUs and
+# BMRUs, and 6000 steps: MSE 0.043 ± 0.023 at T = 300 over 6 seeds, where sharpness 1 and 3000
+# steps gave 0.074 ± 0.047, one seed rising late in the cosine (results/denoising_sharpness.md).
 _DENOISING = {"hybrid": {"mixer": "cmru+lru+bmru",
                          "unit_kwargs": {**_FAST_LRU["hybrid"]["unit_kwargs"],
                                          "cmru": {"epsilon": 0.7, "sharpness": 2.0},
@@ -379,7 +379,7 @@ _DENOISING = {"hybrid": {"mixer": "cmru+lru+bmru",
 _IMAGES = dict(epochs=1, batch_size=64, lr=1e-3, hidden=128, layers=2, eval_samples=None)
 # Pixel MNIST: the LRU ring nearer 1 (|λ| in [0.99, 0.9999] instead of [0.9, 0.999]), as the LRU
 # paper sets it for its longest tasks. One epoch of psMNIST at 38 305 parameters: LRU 86.3 ->
-# 90.4 %, and with --pad 1000 26.8 -> 75.6 % (docs/training.md, results/pad_memory_ring.md).
+# 90.4 %, and with --pad 1000 26.8 -> 75.6 % (docs/memory_tasks.md, results/pad_memory_ring.md).
 _SLOW_RING = {"r_min": 0.99, "r_max": 0.9999}
 _PIXELS = dict(_IMAGES, model_options={"lru": _SLOW_RING,
                                        "hybrid": {"unit_kwargs": {"lru": _SLOW_RING}}})
