@@ -44,6 +44,26 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
     assert os.listdir(tmp_path) == ["c.pt"]
 
 
+def test_the_data_is_synced_to_disk_before_it_takes_the_name(tmp_path, monkeypatch):
+    """fsync of the temporary file, then the rename: after a power cut the name never points at
+    a file whose data did not reach the disk."""
+    events, fsync, replace = [], os.fsync, os.replace
+
+    def fsync_(fd):
+        events.append(("fsync", os.path.samestat(os.fstat(fd), os.stat(tmp_path / ".c.pt.tmp"))))
+        fsync(fd)
+
+    def replace_(src, dst):
+        events.append(("replace", os.path.basename(src), os.path.basename(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync_)
+    monkeypatch.setattr(os, "replace", replace_)
+    save_checkpoint(tmp_path / "c.pt", {"step": 1})
+    assert events == [("fsync", True), ("replace", ".c.pt.tmp", "c.pt")]
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == 1
+
+
 def test_missing_and_damaged_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(tmp_path / "none.pt")

@@ -1,5 +1,7 @@
 """``bistable train`` / ``bistable tasks`` as a user runs them: a subprocess per command."""
 
+import argparse
+import importlib
 import json
 import os
 import signal
@@ -10,10 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
-from bistable.cli import main
+from bistable.cli import build_parser, main
 from bistable.data.tasks import TASK_NAMES
+from bistable.train import commands
 from bistable.train.checkpoint import load_checkpoint
+from bistable.train.commands import parse_option
+from bistable.train.distributed import Context, teardown
+from bistable.train.loop import load_run
+from bistable.train.metrics import evaluate
 
 TINY = ["--model", "bmru", "--hidden", "8", "--layers", "1", "--seq-len", "12",
         "--batch-size", "8", "--eval-samples", "16", "--threads", "1", "--quiet"]
@@ -205,3 +213,79 @@ def test_two_torchrun_ranks_match_one_process(tmp_path):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
     losses = [[h["loss"] for h in m["history"] if "loss" in h] for m in (one, two)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+
+
+def test_option_values_are_python_literals_and_a_key_is_required():
+    assert parse_option("train_noise=0.2") == ("train_noise", 0.2)
+    assert parse_option("compile_loop=True") == ("compile_loop", True)
+    assert parse_option("mixer=lru+bmru") == ("mixer", "lru+bmru")
+    for text in ("=3", "noequals"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE"):
+            parse_option(text)
+
+
+def test_eval_scores_with_the_sample_count_and_precision_it_is_given(tmp_path):
+    """``--eval-samples`` and ``--precision`` override the run's own settings."""
+    out = tmp_path / "run"
+    assert main(["train", "copy-first-input", *TINY, "--steps", "4", "--out", str(out)]) == 0
+    clean = json.loads((out / "metrics.json").read_text())["eval"]
+    assert main(["eval", str(out), "--eval-samples", "4", "--json", str(tmp_path / "a.json")]) == 0
+    task, model = load_run(out)
+    assert json.loads((tmp_path / "a.json").read_text())["eval"] == [
+        evaluate(model, task, "test", 12, n=4)]
+    assert main(["eval", str(out), "--precision", "bf16", "--json", str(tmp_path / "b.json")]) == 0
+    bf16 = json.loads((tmp_path / "b.json").read_text())["eval"]
+    assert bf16[0]["loss"] != clean[0]["loss"]                      # scored under autocast
+
+
+def test_eval_perturb_zero_is_the_clean_network_and_the_draws_are_undone(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "copy-first-input", *TINY[2:], "--model", "src", "--steps", "2",
+                 "--out", str(out)]) == 0
+    assert main(["eval", str(out), "--perturb", "0", "--draws", "1", "--json",
+                 str(tmp_path / "zero.json")]) == 0
+    zero = json.loads((tmp_path / "zero.json").read_text())
+    assert [e["loss"] for e in zero["perturbed"]] == [e["loss"] for e in zero["eval"]]
+    task, model = load_run(out)
+    before = evaluate(model, task, "test", 12, n=16)
+    drawn = commands._perturbed(model, task, [12], 16, "cpu", 0.5, 1)
+    assert drawn[0]["loss"] != before["loss"]
+    assert evaluate(model, task, "test", 12, n=16) == before        # r, r_s restored
+
+
+def test_an_interrupt_is_exit_130_in_one_line(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "_tasks", interrupted)
+    assert main(["tasks"]) == 130
+    assert capsys.readouterr().err == "bistable: interrupted\n"
+
+
+def test_a_missing_command_group_is_left_out_but_a_missing_dependency_is_raised(monkeypatch):
+    real = importlib.import_module
+
+    def without(missing, group):
+        def import_module(name, *args):
+            if name == group:
+                raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+            return real(name, *args)
+        return import_module
+
+    monkeypatch.setattr(importlib, "import_module", without("bistable.demo", "bistable.demo"))
+    assert "demo" not in build_parser().format_help()
+    monkeypatch.setattr(importlib, "import_module", without("tqdm", "bistable.demo"))
+    with pytest.raises(ModuleNotFoundError, match="tqdm"):
+        build_parser()
+
+
+def test_teardown_leaves_no_process_group_behind():
+    """After a distributed run its process group is gone (a later run in the same process joins
+    a fresh one)."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        teardown(Context(rank=0, world_size=2))
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

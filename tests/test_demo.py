@@ -6,7 +6,7 @@ import json
 
 from bistable import demo
 from bistable.cli import main
-from bistable.train.loop import TrainConfig
+from bistable.train.loop import TrainConfig, train
 
 
 def test_demo_trains_the_hybrid_and_prints_its_horizon(tmp_path, monkeypatch, capsys):
@@ -37,3 +37,21 @@ def test_demo_over_another_run_says_so_in_its_own_words(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert "holds another run (copy-first-input, hybrid, T = 50, seed 0)" in err
     assert "seed 1" in err and "--resume" not in err
+
+
+def test_demo_trains_with_its_seed_into_an_empty_folder(tmp_path, monkeypatch, capsys):
+    short = functools.partial(TrainConfig, steps=2, batch_size=8, eval_samples=8, quiet=True)
+    monkeypatch.setattr(demo, "TrainConfig", short)
+    out = tmp_path / "demo"
+    out.mkdir()                                             # made beforehand: nothing to continue
+    assert main(["demo", "--out", str(out), "--seed", "3"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 3
+
+
+def test_demo_over_another_model_s_run_says_so(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "demo"
+    train(TrainConfig(task="copy-first-input", model="bmru", seq_len=50, hidden=8, layers=1,
+                      steps=2, batch_size=8, eval_samples=8, out=str(out), quiet=True))
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "holds another run (copy-first-input, bmru, T = 50, seed 0)" in capsys.readouterr().err

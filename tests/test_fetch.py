@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import shutil
 import socket
 import threading
 import zipfile
@@ -169,6 +170,48 @@ def test_fetch_removes_a_corrupt_copy_that_would_shadow_the_good_one(tmp_path, t
     assert not (dest / "a-ubyte").exists() and (dest / "a-ubyte.gz").exists()
 
 
+def test_fetch_keeps_a_folder_that_already_holds_the_files(tmp_path, tiny):
+    """A data folder of another name that holds the dataset is used as it is (no subfolder, no
+    download)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for k, v in tiny.items():
+        (mine / (k + ".gz")).write_bytes(gzip.compress(v))
+    assert fetch.fetch("tiny", mine, mirrors=[closed_port_url()], progress=False) == mine
+    assert sorted(p.name for p in mine.iterdir()) == ["a-ubyte.gz", "b-ubyte.gz"]
+
+
+def test_fetch_downloads_again_a_truncated_gz_copy(server, tmp_path, tiny):
+    dest = tmp_path / "tiny"
+    dest.mkdir()
+    (dest / "a-ubyte.gz").write_bytes(gzip.compress(tiny["a-ubyte"])[:-20])
+    (dest / "b-ubyte.gz").write_bytes(gzip.compress(tiny["b-ubyte"]))
+    server.files.update({k + ".gz": gzip.compress(v) for k, v in tiny.items()})
+    assert fetch.fetch("tiny", dest, mirrors=[server.url], progress=False) == dest
+    assert gzip.decompress((dest / "a-ubyte.gz").read_bytes()) == tiny["a-ubyte"]
+    assert server.log == [("/a-ubyte.gz", None)]
+
+
+def test_an_import_cut_short_leaves_nothing_under_the_final_name(tmp_path, tiny, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    for k, v in tiny.items():
+        (src / k).write_bytes(v)
+    copyfile = shutil.copyfile
+
+    def half(a, b, **kw):
+        Path(b).write_bytes(Path(a).read_bytes()[:10])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shutil, "copyfile", half)
+    with pytest.raises(OSError, match="disk full"):
+        fetch.fetch("tiny", tmp_path / "tiny", from_dir=src)
+    assert list((tmp_path / "tiny").iterdir()) == []           # no half file, no temporary one
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    dest = fetch.fetch("tiny", tmp_path / "tiny", from_dir=src)
+    assert (dest / "a-ubyte").read_bytes() == tiny["a-ubyte"]
+
+
 def test_fetch_offline_names_files_and_folder(tmp_path, tiny):
     with pytest.raises(FileNotFoundError) as err:
         fetch.fetch("tiny", tmp_path / "d", mirrors=[closed_port_url()], progress=False)
@@ -232,6 +275,29 @@ def test_fetch_extracts_archives(server, tmp_path, tiny_events):
     assert (dest / "Test" / "7" / "00001.bin").read_bytes() == b"\x02" * 5
     again = fetch.fetch("tiny-events", tmp_path / "copy", from_dir=dest)  # extracted folders
     assert (again / "Test" / "7" / "00001.bin").exists()
+
+
+def test_fetch_finishes_an_extraction_cut_short(server, tmp_path, tiny_events):
+    """Train/ there but not Test/ (killed between the two archives): both are extracted again
+    from the verified archives, without downloading them again."""
+    server.files.update({f"files/{k}/download": v for k, v in tiny_events.items()})
+    dest = fetch.fetch("tiny-events", tmp_path, mirrors=[server.url], progress=False)
+    shutil.rmtree(dest / "Test")
+    (dest / "Train" / "0" / "00001.bin").write_bytes(b"half")
+    n = len(server.log)
+    assert fetch.fetch("tiny-events", tmp_path, mirrors=[server.url], progress=False) == dest
+    assert (dest / "Test" / "7" / "00001.bin").read_bytes() == b"\x02" * 5
+    assert (dest / "Train" / "0" / "00001.bin").read_bytes() == b"\x01" * 5
+    assert len(server.log) == n
+
+
+def test_fetch_from_a_folder_with_only_some_extracted_folders_wants_the_archives(
+        tmp_path, tiny_events):
+    src = tmp_path / "src"
+    (src / "Train" / "0").mkdir(parents=True)
+    (src / "Train" / "0" / "00001.bin").write_bytes(b"\x01" * 5)
+    with pytest.raises(FileNotFoundError, match="train.zip .*not found"):
+        fetch.fetch("tiny-events", tmp_path / "dest", from_dir=src)
 
 
 def test_cli_fetch_from(tmp_path, tiny):

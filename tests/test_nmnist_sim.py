@@ -126,8 +126,10 @@ def test_cli_simulate(tmp_path, fake_mnist, capsys):
     args = parser.parse_args(["data", "simulate-nmnist", "--out", str(tmp_path / "o"),
                               "--n-train", "2", "--n-test", "1", "--seed", "5"])
     assert args.func(args) == 0
-    assert "train: 2 simulated recordings" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "train: 2 simulated recordings" in printed and "test: 1 simulated recordings" in printed
     assert len(list((tmp_path / "o").rglob("*.bin"))) == 3
+    assert json.loads((tmp_path / "o" / "SIMULATED.json").read_text())["seed"] == 5
 
 
 @pytest.mark.parametrize("n", [0, -5, 2.5, True])

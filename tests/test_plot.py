@@ -71,3 +71,27 @@ def test_a_failed_save_closes_the_figure_and_leaves_no_file(tmp_path, monkeypatc
     with pytest.raises(OSError, match="disk full"):
         plot.raster(torch.ones(5, 2), tmp_path / "r.png")
     assert plt.get_fignums() == [] and list(tmp_path.iterdir()) == []
+
+
+def test_curves_pick_their_metric_and_axes(tmp_path, monkeypatch):
+    """horizon_curve: MSE when there is one (log axes), else accuracy (linear); learning_curve:
+    a log loss axis only when every loss is positive."""
+    drawn, save = [], plot._save
+
+    def save_(fig, path):
+        ax = fig.axes[0]
+        drawn.append((ax.get_ylabel(), ax.get_xscale(), ax.get_yscale(),
+                      [list(line.get_ydata()) for line in ax.get_lines()]))
+        return save(fig, path)
+
+    monkeypatch.setattr(plot, "_save", save_)
+    evals = [{"split": "test", "seq_len": n, "loss": 2.0, "mse": mse, "accuracy": None}
+             for n, mse in ((100, 0.4), (10, 0.2))]
+    plot.horizon_curve(evals, tmp_path / "h.png")
+    plot.horizon_curve([{**e, "mse": None, "accuracy": 0.5} for e in evals], tmp_path / "a.png")
+    plot.learning_curve([{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.0}], tmp_path / "l.png")
+    plot.learning_curve([{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}], tmp_path / "p.png")
+    assert drawn == [("mse", "log", "log", [[0.2, 0.4]]),
+                     ("accuracy", "log", "linear", [[0.5, 0.5]]),
+                     ("loss", "linear", "linear", [[1.0, 0.0]]),
+                     ("loss", "linear", "log", [[1.0, 0.5]])]

@@ -14,7 +14,7 @@ from bistable.train import loop
 from bistable.train.checkpoint import load_checkpoint, save_checkpoint
 from bistable.train.loop import TrainConfig, TrainingDiverged, learning_rate, resolve, train
 from bistable.train.metrics import evaluate, predict_last
-from bistable.train.report import SPIKE_SAMPLES
+from bistable.train.report import SPIKE_SAMPLES, horizon_table, spiking_figures
 from bistable.units.bmru import CMRU, write_rate
 from bistable.units.lru import LRU
 from bistable.units.src import SRC
@@ -204,6 +204,31 @@ def test_a_spiking_run_also_writes_its_spike_statistics_and_figures(tmp_path, mo
     assert all(0 <= layer["silent_fraction"] <= 1 for layer in stats["layers"])
     assert (out / "raster.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "membrane.png").exists() == (model == "src")
+
+
+def test_spike_statistics_are_the_test_examples_in_evaluation_mode(tmp_path):
+    """spikes.json: the network without its training noise, on the test split (here four dark
+    training digits and four bright test ones); the network is left in the mode it was in."""
+    task = build_task("smnist")
+    task._cache["train"] = (torch.zeros(4, 784, dtype=torch.uint8), torch.arange(4))
+    task._cache["test"] = (torch.full((4, 784), 255, dtype=torch.uint8), torch.arange(4))
+    model = build_model("src", 1, 10, hidden=8, layers=1, train_noise=0.5).train()
+    spiking_figures(tmp_path, "t", task, 784, model, torch.device("cpu"))
+    assert model.training
+    model.eval()
+    x, _ = next(task.eval_batches("test", 784, SPIKE_SAMPLES, SPIKE_SAMPLES, torch.device("cpu")))
+    want = json.loads(json.dumps({"samples": 4, "layers": model.spike_stats(x)}))
+    assert json.loads((tmp_path / "spikes.json").read_text()) == want
+
+
+def test_horizon_table_prints_each_figure_in_its_column():
+    table = horizon_table([
+        {"split": "test", "seq_len": 12, "loss": 0.5, "mse": 0.25, "accuracy": None},
+        {"split": "val", "seq_len": 400, "loss": 2.25, "mse": None, "accuracy": 0.0}])
+    assert [line.split() for line in table.splitlines()] == [
+        ["split", "seq_len", "loss", "mse", "accuracy"],
+        ["test", "12", "0.5000", "0.2500", "-"],
+        ["val", "400", "2.2500", "-", "0.0000"]]                   # a score of 0 is no gap
 
 
 def test_a_recurrent_run_writes_no_spike_files(tmp_path):

@@ -166,9 +166,13 @@ def download(url: str, dest, md5: str, *, progress: bool = True, timeout: float 
 
 
 def _copy(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` through a temporary file beside it: all of it or nothing."""
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _extract(archive: Path, dest: Path) -> None:
