@@ -250,8 +250,9 @@ def test_gru_and_lstm_are_pytorchs():
     y_ref, (h_ref, c_ref) = lstm.rnn(x, (h0[None], c0[None]))
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close((h, c), (h_ref[0], c_ref[0]))
-    with pytest.raises(ValueError, match=r"tuple \(h, c\)"):
-        lstm(x, h0)
+    for bad in (h0, [h0, c0], (h0,), (h0, c0, c0)):
+        with pytest.raises(ValueError, match=r"tuple \(h, c\)"):
+            lstm(x, bad)
     with pytest.raises(ValueError, match=r"state\[1\] \(c\): expected shape \(2, 4\)"):
         lstm(x, (h0, torch.zeros(2, 3)))
 

@@ -93,6 +93,53 @@ def test_surrogate_gradient_at_a_single_step():
     torch.testing.assert_close(beta.grad[0, 0], torch.tensor(want_beta, dtype=torch.float64))
 
 
+def test_ties_follow_h0_and_sign0():
+    """Exact ties: ``|c| = |β|`` writes (H(0) = 1) and ``c = 0`` writes +1 (sign(0) = +1), in the
+    kernel and in the reference alike, with the same surrogate gradients."""
+    g = torch.Generator().manual_seed(9)
+    grid = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0], dtype=torch.float64)
+    c, beta = (grid[torch.randint(0, 5, (2, 7, 3), generator=g)] for _ in range(2))
+    eps = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
+    s0 = torch.tensor([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]], dtype=torch.float64)
+    z = (c.abs() >= beta.abs()).double()
+    assert (c.abs() == beta.abs()).any() and (c == 0).any() and ((c == 0) & (z == 1)).any()
+    s = s0.clone()
+    want_s = []
+    for t in range(7):  # the recurrence written out: a tie writes, c = 0 writes +1
+        s = (1 - z[:, t] + eps * z[:, t]) * s + z[:, t] * torch.where(c[:, t] >= 0, 1.0, -1.0)
+        want_s.append(s)
+    assert torch.equal(tb.fused_mru_reference(c, beta, s0, eps), torch.stack(want_s, 1))
+    w = torch.randn(2, 7, 3, dtype=torch.float64, generator=g)
+    args = [c, beta, s0, eps]
+    got = _values_and_grads(lambda *x: tb.fused_mru(*x, sharpness=1.5, config=Config(4, 2, 1)),
+                            [x.to(DEVICE) for x in args], w)
+    want = _values_and_grads(lambda *x: tb.fused_mru_reference(*x, sharpness=1.5), args, w)
+    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_strided_inputs_and_gradient():
+    """Dense but not contiguous ``c``, ``β``, ``s0`` (the last two dims swapped in memory) and
+    a non-contiguous incoming gradient: the values and gradients of contiguous copies."""
+    c, beta, s0, eps = _inputs(2, 7, 3, seed=5)
+    strided = [x.transpose(-1, -2).contiguous().transpose(-1, -2) for x in (c, beta, s0)]
+    assert not any(x.is_contiguous() for x in strided)
+    w = torch.randn(2, 3, 7, dtype=torch.float64)  # the loss reads s transposed: grad_s strided
+
+    def run(fn, args):
+        args = [x.clone().requires_grad_() for x in args]
+        s = fn(*args)
+        leaves = args
+        return [s.detach(), *torch.autograd.grad((s.transpose(1, 2) * w.to(s.device)).sum(),
+                                                 leaves)]
+
+    got = run(lambda *x: tb.fused_mru(*x, config=Config(4, 2, 1)),
+              [x.to(DEVICE) for x in (*strided, eps)])
+    want = run(tb.fused_mru_reference, [c, beta, s0, eps])
+    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-10, atol=1e-12, msg=name)
+
+
 @pytest.mark.parametrize("bad,match", [
     ({"c": torch.zeros(2, 3)}, "c: expected"),
     ({"c": torch.zeros(2, 3, 4, dtype=torch.int64)}, "c: expected"),
@@ -101,6 +148,12 @@ def test_surrogate_gradient_at_a_single_step():
     ({"epsilon": torch.zeros(5)}, r"epsilon: expected shape \(4,\)"),
     ({"surrogate": "sigmoid"}, "surrogate: expected one of"),
     ({"beta": torch.zeros(2, 3, 4, device="meta")}, "beta: expected device cpu .*got meta"),
+    ({"beta": None}, r"beta: expected shape \(2, 3, 4\), got NoneType"),
+    ({"beta": torch.zeros(2, 3, 4, dtype=torch.int64)}, "beta: expected a floating dtype"),
+    ({"s0": torch.zeros(2, 4, dtype=torch.int32)}, "s0: expected a floating dtype"),
+    ({"c": torch.zeros(2, 0, 4), "beta": torch.zeros(2, 0, 4)}, "at least one time step"),
+    ({"c": torch.zeros(1, 2**16, 2**15, device="meta"),  # T · H = 2**31 (meta: no memory)
+      "beta": torch.zeros(1, 2**16, 2**15, device="meta")}, "too large for 32-bit offsets"),
 ])
 def test_bad_arguments_raise(bad, match):
     args = {"c": torch.zeros(2, 3, 4), "beta": torch.zeros(2, 3, 4), "s0": None, "epsilon": None,
@@ -108,6 +161,18 @@ def test_bad_arguments_raise(bad, match):
     for fn in (tb.fused_mru, tb.fused_mru_reference):
         with pytest.raises(ValueError, match=match):
             fn(**args)
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (2, 5, 0)])
+def test_empty_batch_or_width(shape):
+    """B = 0 or H = 0: an empty state of the input's shape and dtype, and empty gradients."""
+    c = torch.zeros(shape, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    beta = torch.zeros(shape, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    s = tb.fused_mru(c, beta, torch.zeros(shape[0], shape[2], dtype=torch.float64, device=DEVICE),
+                     torch.zeros(shape[2], dtype=torch.float64, device=DEVICE))
+    assert s.shape == shape and s.dtype == torch.float64 and s.device == c.device
+    s.sum().backward()
+    assert c.grad.shape == shape and beta.grad.shape == shape
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="many tiles in flight at once: needs a GPU")

@@ -127,8 +127,9 @@ def test_bfloat16_gradients_flow():
 
 def test_backends_agree_and_mixed_dtypes_promote():
     a, b, h0 = _inputs(2, 50, 3, torch.float64)
-    ref = linear_scan(a, b, h0, backend="reference")
-    assert _rel_err(linear_scan(a, b, h0, backend="cpu"), ref) < 1e-12
+    for reverse in (False, True):
+        ref = linear_scan(a, b, h0, reverse=reverse, backend="reference")
+        assert _rel_err(linear_scan(a, b, h0, reverse=reverse, backend="cpu"), ref) < 1e-12
     mixed = linear_scan(a.float(), b, h0)
     assert mixed.dtype == torch.float64
 
@@ -242,3 +243,25 @@ def test_scan_operators_pass_pytorch_s_opcheck(broadcast_a, with_h0, reverse):
     a, h0 = a.detach(), None if h0 is None else h0.detach()  # the backward is not differentiable
     h = scan_op(a, b.detach(), h0, reverse, "cpu")
     torch.library.opcheck(scan_backward_op, (a, h, h0, torch.randn_like(h), reverse, "cpu"))
+
+
+def test_a_and_h0_must_be_on_b_s_device():
+    """A tensor on another device than ``b`` is a named ValueError, not a failure deep in a
+    backend (``meta`` stands in for a second device on any machine)."""
+    a, b = torch.ones(2, 5, 3), torch.ones(2, 5, 3)
+    with pytest.raises(ValueError, match=r"a: expected device cpu \(that of b\), got meta"):
+        linear_scan(a.to("meta"), b)
+    with pytest.raises(ValueError, match=r"h0: expected device cpu \(that of b\), got meta"):
+        linear_scan(a, b, torch.ones(2, 3, device="meta"))
+
+
+@pytest.mark.parametrize("h0_dtype", [torch.float64, torch.complex128], ids=["f64", "c128"])
+def test_h0_takes_part_in_dtype_promotion(h0_dtype):
+    """float32 ``a, b`` with a float64 or complex128 ``h0``: the result is in the promoted dtype
+    and keeps all of ``h0`` (no rounding to float32, no dropped imaginary part)."""
+    a, b, h0 = _inputs(2, 7, 3, torch.complex128 if h0_dtype.is_complex else torch.float64)
+    a, b = a.real.float(), b.real.float()
+    h = linear_scan(a, b, h0)
+    assert h.dtype == h0_dtype
+    want = linear_scan_reference(a.to(h0_dtype), b.to(h0_dtype), h0)
+    assert _rel_err(h, want) <= 1e-12

@@ -118,3 +118,19 @@ def test_many_tiles_in_flight(reverse):
     """The default tiles at a size where hundreds of programs hand states on concurrently."""
     a, b, h0 = _inputs(4, 3000, 300, torch.float32, seed=5)
     _compare(a, b, h0, reverse, rtol=1e-4)
+
+
+def test_strided_inputs_through_linear_scan():
+    """Dense but not contiguous inputs (the last two dims swapped in memory) give the values and
+    gradients of their contiguous copies."""
+    a, b, h0 = _inputs(2, 7, 3, torch.float64, seed=4)
+    a_s, b_s, h0_s = (x.transpose(-1, -2).contiguous().transpose(-1, -2) for x in (a, b, h0))
+    assert not any(x.is_contiguous() for x in (a_s, b_s, h0_s))
+    w = torch.randn(b.shape, dtype=torch.float64)
+    got = _values_and_grads(lambda a, b, h0, r: linear_scan(a, b, h0, reverse=r,
+                                                            backend="triton"),
+                            *(x.to(DEVICE) for x in (a_s, b_s, h0_s)), False, w)
+    want = _values_and_grads(lambda a, b, h0, r: linear_scan_reference(a, b, h0, reverse=r),
+                             a, b, h0, False, w)
+    for name, x, y in zip(("h", "da", "db", "dh0"), got, want):
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-12, atol=1e-12, msg=name)

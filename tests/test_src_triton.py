@@ -92,3 +92,12 @@ def test_layer_with_compile_loop_compiles_into_one_graph(triton_loop):
     gc = torch.autograd.grad(y_c.sum(), layer.weight)
     ge = torch.autograd.grad(y_e.sum(), layer.weight)
     torch.testing.assert_close(gc, ge, rtol=1e-12, atol=1e-12)
+
+
+def test_gate_at_exactly_one_half_is_hyperpolarised(triton_loop):
+    """``g = 0.5`` exactly (``h0 = 0.5``, the gate's input at the first step) picks ``z_hyp``
+    (``g ≤ 0.5``), forward and backward, as the eager loop does."""
+    i, h0, hs0, r, r_s, b = _inputs(2, 7, 3, seed=3)
+    h0[:, 1] = 0.5
+    args = (i, h0, hs0, r, r_s, b)
+    assert_same_run(_run(True, *args, False, False), _run(False, *args, False, False))

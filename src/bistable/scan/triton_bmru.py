@@ -308,6 +308,8 @@ def _check(c, beta, s0, epsilon, surrogate) -> None:
                else type(c).__name__)
         raise ValueError(f"c: expected a floating tensor of shape (B, T, H), got {got}")
     B, T, H = c.shape
+    if T < 1:
+        raise ValueError(f"c: expected at least one time step, got shape {tuple(c.shape)}")
     expected = {"beta": (beta, (B, T, H)), "s0": (s0, (B, H)), "epsilon": (epsilon, (H,))}
     for name, (x, shape) in expected.items():
         if x is None and name != "beta":
@@ -340,6 +342,8 @@ def fused_mru(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | None = Non
         config: launch shape (tiles), :func:`default_config` when None.
     """
     _check(c, beta, s0, epsilon, surrogate)
+    if c.numel() == 0:  # B = 0 or H = 0: nothing to launch
+        return fused_mru_reference(c, beta, s0, epsilon, surrogate, sharpness)
     beta = beta.to(c.dtype).contiguous()
     s0 = None if s0 is None else s0.to(c.dtype).contiguous()
     epsilon = None if epsilon is None else epsilon.contiguous()
