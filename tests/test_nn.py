@@ -128,3 +128,8 @@ def test_glu_mlp_parameter_count():
 
     d, r = 5, 2
     assert count_parameters(GLUMLP(d, r)) == 2 * r * d * d + 2 * r * d + r * d * d + d
+
+
+def test_an_unknown_unit_option_is_a_value_error_listing_the_valid_ones():
+    with pytest.raises(ValueError, match=r"lru: unknown option\(s\) nosuch; valid: .*r_min"):
+        Block(4, "lru", unit_kwargs={"lru": {"nosuch": 1}})

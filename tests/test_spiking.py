@@ -355,3 +355,25 @@ def test_spike_stats_count_each_layer_s_own_input():
     _, _, spikes = net.run(x)
     for stats, inp, out in zip(net.spike_stats(x), [x] + spikes[:-1], spikes, strict=True):
         assert stats["synops_per_sample"] == float((inp != 0).sum()) * out.shape[-1] / 3
+
+
+def test_layer_stats_are_per_sample_in_a_batch():
+    out = torch.zeros(2, 6, 2)
+    out[0, 1:4, 0] = 0.9                   # one pulse in sample 0, one in sample 1
+    out[1, 2:4, 1] = 0.5
+    inp = torch.zeros(2, 6, 3)
+    inp[0, 0, :2] = 1.0
+    inp[1, 3, 0] = 1.0
+    stats = layer_stats(out, inp, pulse=True)
+    assert stats["spikes_per_sample"] == 1.0 and stats["synops_per_sample"] == 3.0
+    assert stats["firing_rate"] == 2 / 24 and stats["silent_fraction"] == 0.0
+
+
+def test_calibrate_leaves_the_network_in_the_mode_it_was_in():
+    torch.manual_seed(0)
+    x = rate_code(torch.rand(4, 30) * 0.5, silent=5, steps=20, generator=torch.Generator()
+                  .manual_seed(1))
+    net = SpikingNetwork("src", 30, 24, 1, per_class=3)
+    for training in (False, True):
+        net.train(training).calibrate_(x, 0.02)
+        assert net.training is training and all(m.training is training for m in net.modules())

@@ -9,8 +9,10 @@ from bistable.data.tasks import (
     TASK_NAMES,
     build_task,
     describe_tasks,
+    held_out,
     permutation,
 )
+from bistable.nn.encoders import rate_code
 
 
 def gen(seed=0):
@@ -226,3 +228,40 @@ def test_nmnist_bins_recordings_into_flat_frames(tmp_path):
     assert "SIMULATED" in task.data_note()
     with pytest.raises(FileNotFoundError, match="--data-dir"):
         build_task("nmnist").size("train")
+
+
+def test_a_small_training_file_holds_out_at_least_one_example_each_part_in_file_order():
+    train, val = held_out(3)
+    assert (len(train), len(val)) == (2, 1)
+    assert sorted(torch.cat([train, val]).tolist()) == [0, 1, 2]
+    train, val = held_out(50)
+    assert torch.equal(train, train.sort().values) and torch.equal(val, val.sort().values)
+    with pytest.raises(ValueError, match="cannot hold out a validation set from 1 training"):
+        held_out(1)
+
+
+def test_pad_min_may_equal_pad():
+    task = build_task("psmnist", pad=10, pad_min=10)
+    assert {task.train_seq_len(794, gen(s)) for s in range(5)} == {794}
+
+
+def test_spiking_examples_on_the_cpu_are_drawn_with_the_given_generator():
+    task = build_task("spiking-mnist")
+    images = torch.randint(0, 256, (3, 784), generator=gen(1)).to(torch.uint8)
+    task._cache.update(train=(images, torch.arange(3)))
+    x, _ = task.examples("train", torch.tensor([2, 0]), 30, gen(5))
+    want = rate_code(images[[2, 0]].float() / 255, steps=10, silent=20, generator=gen(5))
+    assert torch.equal(x, want)
+
+
+def test_the_shortest_length_a_task_can_be_posed_at():
+    assert build_task("denoising", gap=10).seq_len(15) == 15   # the gap plus the 5 marks
+    assert build_task("copy-first-input").seq_len(1) == 1
+
+
+def test_holding_out_a_validation_set_leaves_the_test_file_whole():
+    task = build_task("smnist", validation=True)
+    task._cache.update(train=(torch.zeros(50, 784, dtype=torch.uint8), torch.arange(50)),
+                       test=(torch.zeros(7, 784, dtype=torch.uint8), torch.arange(7)))
+    assert task.size("test") == 7
+    assert task.examples("test", torch.arange(7), 784, gen())[1].tolist() == list(range(7))

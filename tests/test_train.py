@@ -1,5 +1,6 @@
 """The training loop in-process: schedule, data order, streaming evaluation, resume, divergence."""
 
+import dataclasses
 import json
 import math
 import warnings
@@ -598,3 +599,145 @@ def test_pixel_tasks_give_the_lrus_a_ring_near_one(tmp_path, task):
         r = radii(model)
         assert r.min() >= 0.99 - 1e-6 and r.max() <= 0.9999 + 1e-6
     assert radii("lru", r_min=0.5, r_max=0.6).max() <= 0.6 + 1e-6
+
+
+def test_left_out_settings_are_the_task_s_defaults(tmp_path):
+    """Without a flag, a run takes its task's lr, width, steps and evaluation size; ten
+    evaluations per run and a checkpoint at each; the task's thread count on the CPU only."""
+    bare = dict(task="copy-first-input", model="bmru", out=str(tmp_path / "run"))
+    c = resolve(TrainConfig(**bare), build_task("copy-first-input"))
+    assert (c.lr, c.hidden, c.layers, c.batch_size) == (3e-3, 32, 2, 64)
+    assert c.min_lr == pytest.approx(3e-4)
+    assert (c.steps, c.warmup, c.eval_every, c.checkpoint_every) == (1000, 50, 100, 100)
+    assert (c.seq_len, c.eval_seq_len, c.eval_samples, c.threads) == (50, [50], 256, 1)
+    on_gpu = resolve(TrainConfig(**bare, device="cuda"), build_task("copy-first-input"))
+    assert on_gpu.threads is None
+    c = resolve(TrainConfig(**{**bare, "task": "denoising"}, eval_every=7), build_task("denoising"))
+    assert (c.hidden, c.steps, c.seq_len, c.eval_every, c.checkpoint_every) == (64, 6000, 300, 7, 7)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(lr=0.0), "--lr must be finite and > 0, got 0.0"),
+    (dict(epochs=1), "give --steps or --epochs, not both"),     # config() gives steps=12
+])
+def test_more_impossible_settings(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        resolve(config(tmp_path, **kw), build_task("copy-first-input"))
+
+
+def test_a_constant_schedule_takes_any_min_lr_and_a_warm_up_as_long_as_the_run(tmp_path):
+    task = build_task("copy-first-input")
+    c = resolve(config(tmp_path, schedule="constant", lr=1e-3, min_lr=1e-2, warmup=0), task)
+    assert learning_rate(0, c) == 1e-3                          # no warm-up: lr from the start
+    c = resolve(config(tmp_path, steps=10, warmup=10, lr=1.0), task)
+    assert [learning_rate(s, c) for s in (9, 10)] == [1.0, 1.0]  # the end of a warm-up-only run
+
+
+def test_epochs_count_passes_over_the_training_set(tmp_path):
+    task = build_task("smnist")
+    task._cache["train"] = (torch.zeros(10, 784, dtype=torch.uint8), torch.arange(10))
+    c = resolve(config(tmp_path, task="smnist", seq_len=None, steps=None, epochs=3, batch_size=4),
+                task)
+    assert c.steps == 9                                        # 3 × ceil(10 / 4)
+
+
+def test_batches_differ_across_seeds_and_epochs(tmp_path):
+    """(seed 1, step 0) is not (seed 0, step 1); each epoch is its own permutation."""
+    task = build_task("copy-first-input")
+    zero, one = (resolve(config(tmp_path, seed=s), task) for s in (0, 1))
+    assert not torch.equal(loop.train_batch(task, one, 0)[0], loop.train_batch(task, zero, 1)[0])
+    images = build_task("smnist")
+    images._cache["train"] = (torch.zeros(10, 784, dtype=torch.uint8), torch.arange(10))
+    c = resolve(config(tmp_path, task="smnist", seq_len=None, steps=None, batch_size=10), images)
+    first, second = (loop.train_batch(images, c, s)[1] for s in (0, 1))
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(10))
+    assert not torch.equal(first, second)
+
+
+def test_the_seed_picks_the_initial_weights(tmp_path):
+    task = build_task("copy-first-input")
+    zero, one = (loop._build_model(resolve(config(tmp_path, seed=s), task), task).state_dict()
+                 for s in (0, 1))
+    again = loop._build_model(resolve(config(tmp_path, seed=0), task), task).state_dict()
+    assert all(torch.equal(zero[k], again[k]) for k in zero)
+    assert not all(torch.equal(zero[k], one[k]) for k in zero)
+
+
+def test_a_run_builds_its_task_with_its_task_settings(tmp_path):
+    task = loop._build_task(config(tmp_path, task="psmnist", seq_len=None, pad=30, pad_min=10,
+                                   pad_every=7, keep_best=True))
+    assert (task.pad, task.pad_min, task.pad_every, task.validation) == (30, 10, 7, True)
+    assert loop._build_task(config(tmp_path, task="denoising", gap=50)).gap == 50
+    assert loop._build_task(config(tmp_path)).validation is False
+
+
+def test_run_from_takes_the_data_dir_it_is_given(tmp_path):
+    """A run moved to another machine: ``data_dir`` replaces the run's own, else it is kept."""
+    c = resolve(config(tmp_path, task="smnist", model="lru", seq_len=None, data_dir="/old"),
+                build_task("smnist"))
+    saved = {"config": dataclasses.asdict(c),
+             "model": loop._build_model(c, build_task("smnist")).state_dict()}
+    assert loop.run_from(saved, "/new")[0].data_dir == "/new"
+    assert loop.run_from(saved)[0].data_dir == "/old"
+
+
+def test_selected_weights_are_the_best_before_the_average():
+    assert loop.selected({"best": {"step": 1}, "ema": {"step": 2}, "step": 3}) == {"step": 1}
+    assert loop.selected({"best": None, "ema": {"step": 2}, "step": 3}) == {"step": 2}
+    assert loop.selected({"best": None, "ema": None, "step": 3})["step"] == 3
+
+
+def test_init_from_a_keep_best_run_starts_from_its_best_weights(tmp_path, script_validation):
+    script_validation([1.0, 2.0, 3.0])                  # the best at step 4 of 12
+    train(config(tmp_path, "first", keep_best=True, schedule="constant"))
+    best = load_checkpoint(tmp_path / "first" / "checkpoint.pt")["best"]
+    assert best["step"] == 4
+    c = config(tmp_path, "second", steps=1, lr=1e-30, init_from=str(tmp_path / "first"))
+    train(c)
+    started = loop.load_run(c.out)[1].state_dict()
+    assert all(torch.equal(started[k], best["model"][k]) for k in started)
+
+
+def test_resume_checks_the_seed_and_the_cosine_s_length(tmp_path):
+    task = build_task("copy-first-input")
+    c = resolve(config(tmp_path, steps=8), task)
+    saved = {"config": dataclasses.asdict(c), "step": 4}
+    loop._check_resumable(saved, c)
+    loop._check_resumable({**saved, "step": 8}, c)             # a finished run, resumed as is
+    with pytest.raises(ValueError, match=r"other settings \(seed: 0 -> 1\)"):
+        loop._check_resumable(saved, dataclasses.replace(c, seed=1))
+    with pytest.raises(ValueError, match="--resume: --steps 6 is below the run's 8"):
+        loop._check_resumable(saved, dataclasses.replace(c, steps=6))
+    loop._check_resumable({**saved, "config": {**saved["config"], "schedule": "constant"}},
+                          dataclasses.replace(c, steps=6, schedule="constant"))
+
+
+def test_evaluations_during_training_are_at_the_training_length_and_at_most_1000(
+        tmp_path, monkeypatch):
+    """Every ``eval_every`` steps before the last, at the training length on up to 1000
+    examples; at the end every ``eval_seq_len`` on all ``eval_samples``."""
+    calls, real = [], loop.evaluate
+
+    def evaluate_(model, task, split, seq_len, n=None, **kw):
+        calls.append((split, seq_len, n))
+        return real(model, task, split, seq_len, n=n, **kw)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate_)
+    train(config(tmp_path, steps=4, eval_every=2, eval_samples=1001, eval_seq_len=[13]))
+    assert calls == [("test", 12, 1000), ("test", 12, 1001), ("test", 13, 1001)]
+
+
+def test_resume_takes_a_warm_up_and_a_precision_it_is_given(tmp_path):
+    train(config(tmp_path, steps=2, warmup=2, precision="bf16"))
+    resumed = train(config(tmp_path, steps=3, warmup=5, precision="fp32", resume=True))
+    assert (resumed["config"]["warmup"], resumed["config"]["precision"]) == (5, "fp32")
+
+
+def test_init_from_is_not_applied_again_on_resuming(tmp_path):
+    train(config(tmp_path, "first", steps=2))
+    c = config(tmp_path, "second", steps=3, init_from=str(tmp_path / "first"))
+    train(c)
+    trained = load_checkpoint(tmp_path / "second" / "checkpoint.pt")["model"]
+    train(dataclasses.replace(c, resume=True))                 # nothing left to train
+    again = load_checkpoint(tmp_path / "second" / "checkpoint.pt")["model"]
+    assert all(torch.equal(again[k], trained[k]) for k in trained)
