@@ -28,8 +28,8 @@ from bistable.train import evaluate, load_run  # noqa: E402
 from bistable.train.checkpoint import CHECKPOINT  # noqa: E402
 
 RUNS_DIR = "runs/src"
-HIDDEN, LAYERS, LR = ["--hidden", "256"], ["--layers", "1"], ["--lr", "2e-3"]  # unless a run
-# names its own
+# unless a run names its own
+HIDDEN, LAYERS, LR = ["--hidden", "256"], ["--layers", "1"], ["--lr", "2e-3"]
 COMMON = ["--batch-size", "64", "--checkpoint-every", "200",
           "--log-every", "50", "--threads", "1", "--quiet"]
 
