@@ -5,11 +5,9 @@ Both return batch-first float spike tensors ``(B, T, F)`` that every spiking uni
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from ..units.base import check_number, check_sizes
+from ..units.base import check_count, check_number, check_sizes
 
 
 def rate_code(images: torch.Tensor, *, steps: int = 200, silent: int = 20, gain: float = 0.25,
@@ -28,8 +26,7 @@ def rate_code(images: torch.Tensor, *, steps: int = 200, silent: int = 20, gain:
         raise ValueError(f"images: expected a floating dtype (intensities in [0, 1]), "
                          f"got {images.dtype}")
     check_sizes(steps=steps)
-    if isinstance(silent, bool) or not isinstance(silent, numbers.Integral) or silent < 0:
-        raise ValueError(f"silent: expected an int >= 0, got {silent!r}")
+    check_count(silent, "silent")
     check_number(gain, "gain", lambda v: 0 <= v <= 1, "a spike probability per unit intensity "
                  "in [0, 1]")
     low, high = torch.stack(images.aminmax()).tolist() if images.numel() else (0.0, 0.0)

@@ -8,13 +8,12 @@ integrated scores ``R`` ``(B, T, n_classes)``; train with cross-entropy on ``R[:
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import torch
 from torch import nn
 
-from ..units.base import check_number, check_sizes, check_step_input
+from ..units.base import check_count, check_number, check_sizes, check_step_input
 from ..units.src import SRC
 from .readout import PopulationReadout
 
@@ -81,8 +80,7 @@ class SpikingNetwork(nn.Module):
                  alpha_ro: float = 1.0, init_rate: float | None = None, **unit_kw):
         super().__init__()
         unit = _unit(kind)
-        if isinstance(layers, bool) or not isinstance(layers, numbers.Integral) or layers < 0:
-            raise ValueError(f"layers: expected an int >= 0 hidden layers, got {layers!r}")
+        check_count(layers, "layers", "hidden layers")
         check_sizes(input_size=input_size, hidden_size=hidden_size, n_classes=n_classes,
                     per_class=per_class)
         check_number(alpha_ro, "alpha_ro", lambda v: 0 <= v <= 1, "a leak in [0, 1]")

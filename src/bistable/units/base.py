@@ -15,11 +15,21 @@ from torch import nn
 from torch.torch_version import TorchVersion
 
 
+def _is_int(n) -> bool:
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool)
+
+
 def check_sizes(**sizes) -> None:
     """Check layer sizes given as keywords (``hidden_size=4``): each a positive integer."""
     for name, n in sizes.items():
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        if not _is_int(n) or n < 1:
             raise ValueError(f"{name}: expected a positive int, got {n!r}")
+
+
+def check_count(n, name: str, what: str = "") -> None:
+    """Check a count that may be 0 (``what`` names its items in the message)."""
+    if not _is_int(n) or n < 0:
+        raise ValueError(f"{name}: expected an int >= 0{' ' + what if what else ''}, got {n!r}")
 
 
 def check_number(value, name: str, ok: Callable[[float], bool] = lambda v: True,

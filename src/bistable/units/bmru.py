@@ -201,8 +201,8 @@ def _triton_fused_mru():
 
 def _fused_mru(c: torch.Tensor):
     """The fused Triton kernels (the ``bistable::fused_mru`` operator) for drives ``c`` on CUDA
-    when triton imports and there is work to launch; else None, and the unit scans its gates."""
-    return _triton_fused_mru() if c.is_cuda and c.numel() else None
+    when triton imports; else None, and the unit scans its gates."""
+    return _triton_fused_mru() if c.is_cuda else None
 
 
 class MRU(nn.Module):
