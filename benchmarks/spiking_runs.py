@@ -163,6 +163,13 @@ RUNS = {
     **{f"fashion-mnist-h256x2-robust-4ep-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *FASHION_LONG, "--layers", "2", "--seed", str(n)])
        for n in (0, 1)},
+    # the cell's own options on images: a longer input leak (α = 0.95 averages the rate code's
+    # Bernoulli spikes over ~20 steps instead of ~10), the slow gate on h[t] (SPEC.md §6, the
+    # paper's text), and b learned (capped at −4)
+    **{f"fashion-mnist-h256-robust-{label}-seed{n}": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, "--option", option, *FASHION, "--seed", str(n)])
+       for label, option in (("alpha0.95", "alpha=0.95"), ("gate-current", "gate=current"),
+                             ("learn-bias", "learn_bias=True")) for n in (0, 1)},
 }
 
 
@@ -240,6 +247,8 @@ def main() -> None:
         model = c["model"] + (f" (detached, train noise {options.get('train_noise', 0)})"
                               if options.get("detach_recurrent") else "")
         model += f", ρ = {options['rho']}" if "rho" in options else ""
+        model += "".join(f", {k} = {v}" for k, v in options.items()
+                         if k not in ("compile_loop", "detach_recurrent", "train_noise", "rho"))
         model += f", {c['hidden']} neurons" if c.get("hidden", 256) != 256 else ""
         model += f", {c['layers']} hidden layers" if c.get("layers", 1) != 1 else ""
         model += f", weight decay {c['weight_decay']}" if c.get("weight_decay") else ""
