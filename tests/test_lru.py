@@ -1,5 +1,6 @@
 """LRU (SPEC.md §3): ring initialisation, the equations against a plain float64 loop, long T."""
 
+import inspect
 import math
 
 import pytest
@@ -24,7 +25,7 @@ def reference_lru(unit: LRU, x: torch.Tensor, h0: torch.Tensor | None = None):
     return torch.stack(ys, dim=1), h
 
 
-@pytest.mark.parametrize("r_min, r_max, max_phase", [(0.9, 0.999, 6.283), (0.0, 0.5, 3.14),
+@pytest.mark.parametrize("r_min, r_max, max_phase", [(0.9, 0.999, 2 * math.pi), (0.0, 0.5, 3.14),
                                                      (0.99, 0.9999, 0.1)])
 def test_eigenvalues_lie_on_the_requested_ring(r_min, r_max, max_phase):
     torch.manual_seed(0)
@@ -39,6 +40,12 @@ def test_eigenvalues_lie_on_the_requested_ring(r_min, r_max, max_phase):
     assert abs(sq.mean().item() - (lo + hi) / 2) < 0.05 * (hi - lo)
     assert abs(sq.std().item() - (hi - lo) / math.sqrt(12)) < 0.05 * (hi - lo)
     assert abs(phase.mean().item() - max_phase / 2) < 0.05 * max_phase
+
+
+def test_the_default_ring_and_phase_are_spec_3s():
+    defaults = inspect.signature(LRU).parameters
+    assert [defaults[k].default for k in ("r_min", "r_max", "max_phase")] == [0.9, 0.999,
+                                                                              2 * math.pi]
 
 
 @pytest.mark.parametrize("F, H, N", [(3, 3, 5), (2, 5, 1), (4, 1, 7)])

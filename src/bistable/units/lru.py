@@ -44,7 +44,7 @@ class LRU(nn.Module):
         state_size: int | None = None,
         r_min: float = 0.9,
         r_max: float = 0.999,
-        max_phase: float = 6.283,
+        max_phase: float = 2 * math.pi,
     ):
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size)
