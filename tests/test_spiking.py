@@ -222,6 +222,9 @@ def test_calibrate_rejects_bad_rates_and_warns_when_out_of_reach():
         net.calibrate_(x, 1.5)
     with pytest.warns(UserWarning, match="the target was 0.9"):
         net.calibrate_(x, 0.9)  # an SRC pulse lasts 2-3 steps: 0.9 pulses a step is impossible
+    # too high: an input so strong that the layer fires at the smallest gain (1/100)
+    with pytest.warns(UserWarning, match="layer 0 fires at .* the target was 0.0001"):
+        net.calibrate_(torch.full_like(x, 1e4), 1e-4)
 
 
 CALIBRATE_RANKS = """
