@@ -265,9 +265,8 @@ def main() -> None:
         options = c.get("model_options", {})
         model = c["model"] + (f" (detached, train noise {options.get('train_noise', 0)})"
                               if options.get("detach_recurrent") else "")
-        model += f", ρ = {options['rho']}" if "rho" in options else ""
-        model += "".join(f", {k} = {v}" for k, v in options.items()
-                         if k not in ("compile_loop", "detach_recurrent", "train_noise", "rho"))
+        model += "".join(f", {'ρ' if k == 'rho' else k} = {v}" for k, v in options.items()
+                         if k not in ("compile_loop", "detach_recurrent", "train_noise"))
         model += f", {c['hidden']} neurons" if c.get("hidden", 256) != 256 else ""
         model += f", {c['layers']} hidden layers" if c.get("layers", 1) != 1 else ""
         model += f", weight decay {c['weight_decay']}" if c.get("weight_decay") else ""
