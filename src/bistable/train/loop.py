@@ -386,10 +386,11 @@ def _diverged(step: int, what: str, ckpt_path: Path) -> TrainingDiverged:
 
 
 @torch.no_grad()
-def _norm(weights: list[torch.Tensor]) -> float:
-    """The global norm of ``weights``, in their dtype: NaN or Inf if one is, or if their squares
-    overflow (weights that large overflow the forward too)."""
-    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(weights))))
+def _norm(weights: list[torch.Tensor]) -> torch.Tensor:
+    """The global norm of ``weights`` (fp32 scalar on their device), computed in their dtype:
+    NaN or Inf if one is, or if their squares overflow (weights that large overflow the forward
+    too)."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(weights))).float()
 
 
 def _checkpoint(path: Path, step: int, c, model, optimizer, history, window, best,
@@ -501,13 +502,14 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             objective = loss + c.write_penalty * writes
             window["rates"].append(float(writes.detach()))
         objective.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            model.parameters(), c.grad_clip if c.grad_clip > 0 else math.inf))
-        loss = float(ctx.mean(loss.detach()))
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), c.grad_clip if c.grad_clip > 0 else math.inf)
+        optimizer.step()  # a non-finite gradient spoils these weights: the run stops below
+        # one host-device sync a step: the loss, the gradient's norm and the new weights' norm
+        loss, grad_norm, norm = torch.stack(
+            [ctx.mean(loss.detach()).float(), grad_norm.float(), _norm(weights)]).tolist()
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             raise _diverged(step, f"loss {loss}, gradient norm {grad_norm}", ckpt_path)
-        optimizer.step()
-        norm = _norm(weights)
         if not math.isfinite(norm):
             raise _diverged(step, f"the update made the weights' norm {norm}", ckpt_path)
         if averaged is not None:
