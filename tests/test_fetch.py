@@ -181,6 +181,39 @@ def test_fetch_keeps_a_folder_that_already_holds_the_files(tmp_path, tiny):
     assert sorted(p.name for p in mine.iterdir()) == ["a-ubyte.gz", "b-ubyte.gz"]
 
 
+def test_fetch_leaves_another_datasets_files_alone(tmp_path, tiny, monkeypatch):
+    """A flat folder of one dataset (MNIST, say) is not taken for another with the same file
+    names (Fashion-MNIST): their files were once deleted there as corrupt copies."""
+    other = {k: v.upper() for k, v in tiny.items()}
+    monkeypatch.setitem(fetch.DATASETS, "tiny2", fetch.Spec(
+        tuple(fetch.Remote(k + ".gz", md5(v)) for k, v in other.items()), ("http://x.invalid/",)))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k, v in tiny.items():
+        (flat / (k + ".gz")).write_bytes(gzip.compress(v))
+    with pytest.raises(FileNotFoundError, match="tiny2"):  # offline
+        fetch.fetch("tiny2", flat, mirrors=[closed_port_url()], progress=False)
+    src = tmp_path / "src"
+    src.mkdir()
+    for k, v in other.items():
+        (src / k).write_bytes(v)
+    assert fetch.fetch("tiny2", flat, from_dir=src) == flat / "tiny2"
+    assert sorted(p.name for p in flat.iterdir()) == ["a-ubyte.gz", "b-ubyte.gz", "tiny2"]
+    for k, v in tiny.items():
+        assert gzip.decompress((flat / (k + ".gz")).read_bytes()) == v
+
+
+def test_gzip_data_under_the_raw_name_is_verified_by_content(tmp_path, tiny):
+    """The loaders read gzip data by its magic whatever the name; the checksum does too (such a
+    copy was deleted as corrupt)."""
+    dest = tmp_path / "tiny"
+    dest.mkdir()
+    for k, v in tiny.items():
+        (dest / k).write_bytes(gzip.compress(v))
+    assert fetch.fetch("tiny", dest, mirrors=[closed_port_url()], progress=False) == dest
+    assert sorted(p.name for p in dest.iterdir()) == ["a-ubyte", "b-ubyte"]
+
+
 def test_fetch_downloads_again_a_truncated_gz_copy(server, tmp_path, tiny):
     dest = tmp_path / "tiny"
     dest.mkdir()

@@ -196,6 +196,28 @@ def test_denoise_drops_isolated_event_and_keeps_neighbours():
     assert len(nmnist.denoise(ev[:0], 1000)) == 0
 
 
+@pytest.mark.parametrize("filter_time", [0, -5, float("nan"), True, "10"])
+def test_denoise_rejects_a_filter_time_that_would_drop_everything(filter_time):
+    ev = np.array([(5, 5, 20_000, 1), (6, 5, 20_100, 0)], EVENT_DTYPE)
+    with pytest.raises(ValueError, match=r"filter_time must be a finite number > 0 µs, got"):
+        nmnist.denoise(ev, filter_time)
+
+
+def test_denoise_rejects_events_off_the_sensor():
+    """x = 34 once aliased onto the next row's pixel 0 instead of failing."""
+    ev = np.array([(34, 5, 20_000, 1), (0, 6, 20_100, 0)], [("x", "i4"), ("y", "i4"),
+                                                            ("t", "i8"), ("p", "i1")])
+    with pytest.raises(ValueError, match=r"expected x in \[0, 34\).*got values in \[0, 34\]"):
+        nmnist.denoise(ev, 1000)
+
+
+def test_encode_rejects_float_fields():
+    """Float fields were truncated (p = 0.6 written as 0)."""
+    ev = np.array([(1, 2, 10.7, 0.6)], [("x", "u1"), ("y", "u1"), ("t", "f8"), ("p", "f8")])
+    with pytest.raises(ValueError, match="expected integer or bool fields, got t of dtype float64"):
+        nmnist.encode_events(ev)
+
+
 def test_denoise_matches_tonic():
     tonic = pytest.importorskip("tonic")
     rng = np.random.default_rng(8)
@@ -272,6 +294,16 @@ def test_dataset_errors(tmp_path, root):
         nmnist.NMNIST(root, "valid")
     with pytest.raises(ValueError, match="exactly one"):
         nmnist.NMNIST(root, n_time_bins=3, time_window=100)
+    with pytest.raises(ValueError, match="filter_time must be"):
+        nmnist.NMNIST(root, n_time_bins=3, filter_time=float("nan"))
+
+
+def test_numpy_scalars_bin_and_cache_as_python_numbers(root):
+    """``np.int64`` passes the checks as any int; the cache key (JSON) once failed on it."""
+    ds = nmnist.NMNIST(root, "train", n_time_bins=np.int64(3), filter_time=np.float64(2000),
+                       progress=False)
+    want = nmnist.NMNIST(root, "train", n_time_bins=3, filter_time=2000.0, cache=False)
+    torch.testing.assert_close(ds[2][0], want[2][0], rtol=0, atol=0)
 
 
 def test_cache_is_built_reused_keyed_and_rebuilt_when_corrupt(root, monkeypatch):

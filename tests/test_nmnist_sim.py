@@ -181,6 +181,18 @@ def test_amplitude_must_keep_the_saccade_on_the_canvas(amplitude):
         SimConfig(amplitude=amplitude)
 
 
+@pytest.mark.parametrize("field,value", [
+    ("threshold", 0.0), ("threshold", -0.2), ("dt_us", 0), ("dt_us", 200_000),
+    ("saccade_us", 0), ("background", 0.0), ("background", 1.5), ("threshold_sigma", -0.1),
+    ("refractory_us", float("nan")), ("noise_hz", -1.0), ("noise_hz", True)])
+def test_other_parameters_are_checked(field, value):
+    """Each once gave a wrong recording or a deep error: 75 680 events for threshold 0,
+    ZeroDivisionError for dt_us 0, an empty recording for dt_us > saccade_us, NaN for
+    background 0."""
+    with pytest.raises(ValueError, match=f"^{field}: expected .*, got {value!r}$"):
+        SimConfig(**{field: value})
+
+
 def test_largest_amplitude_simulates():
     (ev,) = nmnist_sim.simulate(digits(1), [0], SimConfig(amplitude=4.49))
     assert len(ev) > 100 and ev["x"].max() < 34 and ev["y"].max() < 34

@@ -1,7 +1,7 @@
 """Getting the datasets: published mirrors or local copies, md5-verified, atomic, resumable.
 
 ``fetch(name, data_dir=None, from_dir=None)`` for ``mnist``, ``fashion-mnist`` and ``nmnist``.
-Checksums are the published md5 sums of the file contents, taken after gunzip for ``.gz`` files
+Checksums are the published md5 sums of the file contents, taken after gunzip for gzip data
 (so MNIST is checked against the md5 of the raw IDX files, whatever form it was stored in).
 Downloads go to ``<file>.part`` (resumed with an HTTP Range request when it exists), are verified,
 then moved into place with ``os.replace``; nothing half-written ever carries the final name.
@@ -9,8 +9,9 @@ then moved into place with ``os.replace``; nothing half-written ever carries the
 Where data lives: ``data_dir`` if given, else ``$BISTABLE_DATA_DIR/<name>``, else
 ``~/.cache/bistable/data/<name>``. A ``data_dir`` that holds a ``<name>`` folder (a root such as
 ``shared/data``) is resolved to that folder. ``fetch`` writes into a ``<name>`` folder of a
-``data_dir`` that is neither named ``<name>`` nor holds the dataset's files already, so that MNIST
-and Fashion-MNIST (the same file names) fetched into one root stay apart.
+``data_dir`` that is neither named ``<name>`` nor holds a verified file of the dataset already,
+so that MNIST and Fashion-MNIST (the same file names) fetched into one root stay apart, and a
+folder of one is never taken for (and emptied as a corrupt copy of) the other.
 """
 
 from __future__ import annotations
@@ -92,15 +93,20 @@ def dataset_dir(name: str, data_dir=None) -> Path:
 def _fetch_dir(name: str, spec: Spec, data_dir) -> Path:
     """Where ``fetch`` writes dataset ``name`` (see the module docstring)."""
     dest = dataset_dir(name, data_dir)
-    holds = (any(_local_copy(dest, r) for r in spec.files)
+    # by content, not by name: a folder of MNIST files does not hold Fashion-MNIST (same names)
+    holds = (any((c := _local_copy(dest, r)) is not None and _verified(c, r.md5)
+                 for r in spec.files)
              or any((dest / f).is_dir() for f in spec.folders))
     return dest if data_dir is None or dest.name == name or holds else dest / name
 
 
 def md5_of(path, *, gunzip: bool | None = None) -> str:
-    """md5 of a file's content; of the gunzipped content for ``.gz`` files (or ``gunzip=True``)."""
+    """md5 of a file's content; of the gunzipped content for gzip data (by its magic ``1f 8b``,
+    whatever the name, as the loaders read it; or ``gunzip=True``)."""
     path = Path(path)
-    gunzip = path.name.endswith(".gz") if gunzip is None else gunzip
+    if gunzip is None:
+        with open(path, "rb") as f:
+            gunzip = f.read(2) == b"\x1f\x8b"
     h = hashlib.md5()
     with (gzip.open if gunzip else open)(path, "rb") as f:
         while chunk := f.read(1 << 22):

@@ -77,6 +77,10 @@ def encode_events(events: np.ndarray) -> bytes:
     if events.dtype.names is None or not {"x", "y", "t", "p"} <= set(events.dtype.names):
         raise ValueError(f"events: expected a structured array with fields x, y, t, p, got dtype "
                          f"{events.dtype}")
+    odd = [k for k in "xytp" if events.dtype[k].kind not in "iub"]
+    if odd:
+        raise ValueError(f"events: expected integer or bool fields, got {odd[0]} of dtype "
+                         f"{events.dtype[odd[0]]}")
     x, y, t, p = (np.asarray(events[k]).astype(np.int64) for k in "xytp")
     for key, arr, hi in (("x", x, SENSOR - 1), ("y", y, SENSOR - 1), ("t", t, T_MAX), ("p", p, 1)):
         if arr.size and (arr.min() < 0 or arr.max() > hi):
@@ -161,12 +165,24 @@ def _bins(t: np.ndarray, n_time_bins, time_window) -> tuple[np.ndarray, int]:
     return b, int(b.max()) + 1
 
 
-def _frames(x, y, t, p, n_time_bins=None, time_window=None) -> np.ndarray:
-    for name, v, high in (("x", x, SENSOR), ("y", y, SENSOR), ("p", p, 2)):
+def _check_on_sensor(**fields: np.ndarray) -> None:
+    """ValueError unless x, y lie on the sensor and p is 0 or 1."""
+    for name, v in fields.items():
+        high = 2 if name == "p" else SENSOR
         if v.size and not (0 <= v.min() and v.max() < high):
             raise ValueError(f"events: expected {name} in [0, {high}) (the {SENSOR}x{SENSOR} "
                              f"N-MNIST sensor, 2 polarities), got values in "
                              f"[{v.min()}, {v.max()}]")
+
+
+def _check_filter_time(filter_time) -> None:
+    if isinstance(filter_time, bool) or not isinstance(filter_time, numbers.Real) \
+            or not (math.isfinite(filter_time) and filter_time > 0):
+        raise ValueError(f"filter_time must be a finite number > 0 µs, got {filter_time!r}")
+
+
+def _frames(x, y, t, p, n_time_bins=None, time_window=None) -> np.ndarray:
+    _check_on_sensor(x=x, y=y, p=p)
     b, n = _bins(t, n_time_bins, time_window)
     cell = ((b * 2 + p) * SENSOR + y) * SENSOR + x
     counts = np.bincount(cell, minlength=n * 2 * SENSOR * SENSOR)
@@ -200,10 +216,12 @@ def denoise(events: np.ndarray, filter_time: float = 10_000) -> np.ndarray:
     ``t_j + filter_time > t_i``; as in Tonic, a pixel that never fired counts as having fired at
     ``t = 0``. Vectorised with a sort and ``searchsorted``, O(N log N).
     """
+    _check_filter_time(filter_time)
     n = events.shape[0]
     if n == 0:
         return events[:0]
     x, y, t = (np.asarray(events[k]).astype(np.int64) for k in "xyt")
+    _check_on_sensor(x=x, y=y)
     order = np.argsort(y * SENSOR + x, kind="stable")  # grouped by pixel, in array order
     x, y, t = x[order], y[order], t[order]
     pix = y * SENSOR + x
@@ -279,11 +297,15 @@ class NMNIST(torch.utils.data.Dataset):
                  cache: bool = True, cache_dir=None, progress: bool = True):
         self.root = Path(root)
         self.files, self.labels = list_samples(root, split)
-        self.binning = dict(n_time_bins=n_time_bins, time_window=time_window,
-                            filter_time=filter_time)
         self.binned = n_time_bins is not None or time_window is not None
         if self.binned:
             _bins(np.zeros(0, np.int64), n_time_bins, time_window)  # validate the arguments
+        if filter_time is not None:
+            _check_filter_time(filter_time)
+        # numpy scalars as Python numbers: the cache key is JSON
+        self.binning = {k: v.item() if isinstance(v, np.generic) else v for k, v in
+                        dict(n_time_bins=n_time_bins, time_window=time_window,
+                             filter_time=filter_time).items()}
         self.simulated = (self.root / "SIMULATED.json").exists()
         self._cache = self._memmap = None
         if cache and self.binned:

@@ -29,6 +29,7 @@ recordings must be labelled *simulated*: ``write_dataset`` leaves ``SIMULATED.js
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 from dataclasses import asdict, dataclass
@@ -59,9 +60,21 @@ class SimConfig:
     noise_hz: float = 0.2
 
     def __post_init__(self):
-        a = self.amplitude
-        if isinstance(a, bool) or not isinstance(a, numbers.Real) or not 0 <= a < MAX_AMPLITUDE:
-            raise ValueError(f"amplitude: expected a number in [0, {MAX_AMPLITUDE}) px, got {a!r}")
+        for name, ok, expected in (
+                ("amplitude", lambda v: 0 <= v < MAX_AMPLITUDE,
+                 f"a number in [0, {MAX_AMPLITUDE}) px"),
+                ("saccade_us", lambda v: v > 0, "a number > 0 µs"),
+                ("dt_us", lambda v: 0 < v <= self.saccade_us,
+                 f"a number in (0, saccade_us = {self.saccade_us}] µs"),
+                ("background", lambda v: 0 < v < 1, "a number in (0, 1) (the digit is brighter)"),
+                ("threshold", lambda v: v > 0, "a number > 0"),
+                ("threshold_sigma", lambda v: v >= 0, "a number >= 0"),
+                ("refractory_us", lambda v: v >= 0, "a number >= 0 µs"),
+                ("noise_hz", lambda v: v >= 0, "a number >= 0")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not math.isfinite(value) or not ok(value):
+                raise ValueError(f"{name}: expected {expected}, got {value!r}")
 
 
 def trajectory(config: SimConfig) -> tuple[np.ndarray, np.ndarray]:
