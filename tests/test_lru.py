@@ -90,6 +90,21 @@ def test_ring_arguments_are_checked():
         LRU(2, 2, r_min=0.9, r_max=0.5)
     with pytest.raises(ValueError, match="max_phase: expected a finite angle >= 0.*got -1"):
         LRU(2, 2, max_phase=-1.0)
+    # |λ| = 1 has no ν (log(−log 1) = −inf) and gave NaN gradients
+    with pytest.raises(ValueError,
+                       match=r"r_max: expected a radius in \(r_min = 0.9, 1\), got 1.0"):
+        LRU(2, 2, r_max=1.0)
+    for name in ("r_min", "max_phase"):  # once a TypeError from the comparison
+        with pytest.raises(ValueError, match=f"{name}: expected .*, got 'a'"):
+            LRU(2, 2, **{name: "a"})
+
+
+def test_half_precision_parameters_are_a_clear_error():
+    """No complex bf16 state: once a RuntimeError from torch.polar; autocast is the way."""
+    unit = LRU(3, 4).bfloat16()
+    with pytest.raises(ValueError, match=r"LRU parameters: expected float32 or float64"
+                                         r".*autocast\), got torch.bfloat16"):
+        unit(torch.randn(2, 5, 3, dtype=torch.bfloat16))
 
 
 def test_max_phase_zero_gives_real_eigenvalues_that_only_decay():

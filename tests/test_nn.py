@@ -130,6 +130,13 @@ def test_glu_mlp_parameter_count():
     assert count_parameters(GLUMLP(d, r)) == 2 * r * d * d + 2 * r * d + r * d * d + d
 
 
+def test_a_block_checks_its_sizes():
+    with pytest.raises(ValueError, match="mlp_ratio: expected a positive int, got 0"):
+        Block(4, "bmru", mlp_ratio=0)
+    with pytest.raises(ValueError, match="size: expected a positive int, got 0"):
+        Block(0, "bmru")
+
+
 def test_an_unknown_unit_option_is_a_value_error_listing_the_valid_ones():
     with pytest.raises(ValueError, match=r"lru: unknown option\(s\) nosuch; valid: .*r_min"):
         Block(4, "lru", unit_kwargs={"lru": {"nosuch": 1}})

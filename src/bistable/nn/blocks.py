@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..units.base import check_input, check_step_input
+from ..units.base import check_input, check_sizes, check_step_input
 from ..units.bmru import BMRU, CMRU
 from ..units.brc import BRC, NBRC
 from ..units.lru import LRU
@@ -96,6 +96,7 @@ class Block(nn.Module):
         unit_kwargs: Mapping[str, Mapping] | None = None,
     ):
         super().__init__()
+        check_sizes(size=size, mlp_ratio=mlp_ratio)
         names = tuple(mixer.split("+")) if isinstance(mixer, str) else tuple(mixer)
         if not names:
             raise ValueError("mixer: expected at least one unit name, got none")

@@ -66,8 +66,7 @@ class Network(nn.Module):
         unit_kwargs: Mapping[str, Mapping] | None = None,
     ):
         super().__init__()
-        check_sizes(input_size=input_size, output_size=output_size, hidden=hidden, layers=layers,
-                    mlp_ratio=mlp_ratio)
+        check_sizes(input_size=input_size, output_size=output_size, hidden=hidden, layers=layers)
         self.input_size, self.output_size = input_size, output_size
         mixers = parse_mixers(mixer)
         if layers < len(mixers):

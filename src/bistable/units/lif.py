@@ -60,16 +60,20 @@ class LIF(nn.Module):
                                     spike_grad=surrogate.atan(alpha=slope),
                                     reset_mechanism="subtract")
 
+    def state_dtype(self) -> torch.dtype:
+        """The dtype of ``mem``: the weights', at least float32 (snnTorch's spikes are float32,
+        so a bf16 layer's membrane comes out float32)."""
+        return torch.promote_types(self.linear.weight.dtype, torch.float32)
+
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
         """The rest state: ``mem = 0``, ``(batch_size, hidden_size)``."""
-        w = self.linear.weight
-        return torch.zeros(batch_size, self.hidden_size, device=device or w.device,
-                           dtype=dtype or w.dtype)
+        return torch.zeros(batch_size, self.hidden_size, device=device or self.linear.weight.device,
+                           dtype=dtype or self.state_dtype())
 
     def _state(self, mem, x):
         if mem is None:
             return self.init_state(x.shape[0], device=x.device)
-        check_state(mem, (x.shape[0], self.hidden_size), "state", self.linear.weight.dtype)
+        check_state(mem, (x.shape[0], self.hidden_size), "state", self.state_dtype())
         return mem
 
     def forward(self, x: torch.Tensor, state=None):

@@ -10,6 +10,7 @@ from torch import nn
 from ..scan import linear_scan
 from .base import (
     check_input,
+    check_number,
     check_sizes,
     check_state,
     check_step_input,
@@ -50,12 +51,12 @@ class LRU(nn.Module):
         check_sizes(input_size=input_size, hidden_size=hidden_size)
         if state_size is not None:
             check_sizes(state_size=state_size)
-        if not 0.0 <= r_min < r_max <= 1.0:
-            raise ValueError(f"r_min, r_max: expected 0 <= r_min < r_max <= 1, "
-                             f"got {r_min}, {r_max}")
-        if not (math.isfinite(max_phase) and max_phase >= 0.0):
-            raise ValueError(f"max_phase: expected a finite angle >= 0 (0: real eigenvalues), "
-                             f"got {max_phase}")
+        r_min = check_number(r_min, "r_min", lambda v: 0 <= v < 1, "a radius in [0, 1)")
+        # |λ| = 1 would need ν = log(−log 1) = −inf (and gives NaN gradients)
+        r_max = check_number(r_max, "r_max", lambda v: r_min < v < 1,
+                             f"a radius in (r_min = {r_min}, 1)")
+        max_phase = check_number(max_phase, "max_phase", lambda v: v >= 0,
+                                 "a finite angle >= 0 (0: real eigenvalues)")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.state_size = N = hidden_size if state_size is None else state_size
         self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
@@ -91,6 +92,10 @@ class LRU(nn.Module):
 
     def eigenvalues(self) -> torch.Tensor:
         """λ, complex ``(N,)`` (complex64 or complex128, following the parameters' dtype)."""
+        if self.nu_log.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"LRU parameters: expected float32 or float64 (there is no complex "
+                             f"bf16/fp16 state; run half precision through torch.autocast), got "
+                             f"{self.nu_log.dtype}")
         return torch.polar(torch.exp(-torch.exp(self.nu_log)), torch.exp(self.theta_log))
 
     def _drive(self, x: torch.Tensor) -> torch.Tensor:
