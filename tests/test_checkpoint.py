@@ -91,6 +91,24 @@ WRITER = textwrap.dedent("""
 """)
 
 
+def test_cuda_rng_is_this_process_device_only(monkeypatch):
+    """Under DDP each rank restores its own device's generator (drawn alike on every rank); all
+    devices' states, saved by rank 0, once gave rank 1 a generator rank 0 never advanced. A
+    process that never used CUDA saves none (and creates no CUDA context)."""
+    assert "cuda" not in rng_state()  # this CPU-only process
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.tensor([7], dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", restored.append)
+    state = rng_state()
+    assert state["cuda"].tolist() == [7]
+    set_rng_state(state)
+    set_rng_state({**state, "cuda": [torch.tensor([5]), torch.tensor([6])]})  # older checkpoints
+    assert [t.tolist() for t in restored] == [[7], [6]]
+
+
 def test_sigkill_during_writes_never_leaves_a_damaged_checkpoint(tmp_path):
     path = tmp_path / "c.pt"
     for delay in (0.05, 0.2):

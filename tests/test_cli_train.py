@@ -69,6 +69,12 @@ def test_short_run_writes_metrics_json_as_specified(tmp_path, capsys):
     (["copy-first-input", "--model", "bmru", "--pad", "3"], "--pad does not apply"),
     (["psmnist", "--model", "lru", "--pad", "9", "--pad-every", "0"], "--pad-every must be >= 1"),
     (["copy-first-input", "--model", "bmru", "--batch-size", "-2"], "--batch-size must be >= 1"),
+    (["copy-first-input", "--model", "bmru", "--seed", str(10**17)],
+     "--seed must be in [0, 2**32), got 100000000000000000"),
+    (["copy-first-input", "--model", "hybrid", "--option", "unit_kwargs=3"],
+     "unit_kwargs: expected a mapping of unit name to options, got int"),
+    (["copy-first-input", "--model", "hybrid", "--option", "unit_kwargs={'lru': 3}"],
+     "unit_kwargs['lru']: expected a mapping of option to value, got int"),
     (["copy-first-input", "--model", "lru", "--write-penalty", "0.1"],
      "--write-penalty needs a model with memory units (MRU); model 'lru' has none"),
 ])
@@ -197,9 +203,10 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_two_torchrun_ranks_match_one_process(tmp_path):
-    """DDP over two ranks trains and scores as one process, the --ema average included."""
+    """DDP over two ranks trains and scores as one process, the --ema average and the logged
+    write rate (once rank 0's half of the batch) included."""
     args = ["train", "copy-first-input", *TINY, "--steps", "8", "--eval-seq-len", "30",
-            "--ema", "0.9"]
+            "--ema", "0.9", "--write-penalty", "0.1", "--log-every", "2"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -211,8 +218,23 @@ def test_two_torchrun_ranks_match_one_process(tmp_path):
     for a, b in zip(one["eval"], two["eval"], strict=True):
         assert b["seq_len"] == a["seq_len"]
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
-    losses = [[h["loss"] for h in m["history"] if "loss" in h] for m in (one, two)]
-    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    for key in ("loss", "write_rate"):
+        logged = [[h[key] for h in m["history"] if "loss" in h] for m in (one, two)]
+        assert len(logged[0]) == 4 and logged[1] == pytest.approx(logged[0], rel=1e-4), key
+
+
+def test_two_torchrun_ranks_train_the_lif_peer_with_evaluations(tmp_path):
+    """snnTorch keeps its membrane as a buffer sized by the last batch: rank 0's evaluations
+    reshaped it, and DDP's buffer broadcast then aborted the run (sizes differ)."""
+    pytest.importorskip("snntorch")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "bistable", "train", "copy-first-input", *TINY, "--model", "lif", "--steps", "4",
+         "--eval-every", "2", "--out", str(tmp_path / "two")],
+        text=True, capture_output=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((tmp_path / "two" / "metrics.json").read_text())["history"]
+    assert [h["step"] for h in history if "eval_loss" in h] == [2]
 
 
 def test_option_values_are_python_literals_and_a_key_is_required():

@@ -44,7 +44,14 @@ def make_norm(kind: str, size: int) -> nn.Module:
 
 
 def check_unit_kwargs(unit_kwargs: Mapping[str, Mapping], names: Sequence[str]) -> None:
-    """ValueError unless every key of ``unit_kwargs`` names one of the units ``names``."""
+    """ValueError unless ``unit_kwargs`` maps names of the units ``names`` to option mappings."""
+    if not isinstance(unit_kwargs, Mapping):
+        raise ValueError(f"unit_kwargs: expected a mapping of unit name to options, got "
+                         f"{type(unit_kwargs).__name__}")
+    odd = [key for key, options in unit_kwargs.items() if not isinstance(options, Mapping)]
+    if odd:
+        raise ValueError(f"unit_kwargs[{odd[0]!r}]: expected a mapping of option to value, got "
+                         f"{type(unit_kwargs[odd[0]]).__name__}")
     unknown = [key for key in unit_kwargs if key not in names]
     if unknown:
         raise ValueError(f"unit_kwargs: expected keys among the mixer's units "

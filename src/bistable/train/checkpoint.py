@@ -54,11 +54,12 @@ def load_checkpoint(path) -> dict:
 
 
 def rng_state() -> dict:
-    """The global random states a training step may touch: Python, NumPy, torch (and CUDA)."""
+    """The global random states a training step may touch: Python, NumPy, torch, and the current
+    CUDA device's if this process used CUDA (under DDP each rank's own device, drawn alike)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -68,4 +69,7 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, list):  # checkpoints before 2026-12-05 kept every device's
+            cuda = cuda[torch.cuda.current_device()]
+        torch.cuda.set_rng_state(cuda)

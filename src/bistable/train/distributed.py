@@ -87,7 +87,9 @@ def wrap(model: torch.nn.Module, context: Context) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [context.device.index] if context.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    # buffers are set alike on every rank; broadcasting them would also send state that only
+    # rank 0's evaluations reshape (snnTorch's membrane follows the batch), a size mismatch
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 def teardown(context: Context) -> None:
