@@ -157,10 +157,16 @@ def test_bad_input_is_a_clear_value_error(a_shape, b_shape, h0_shape, dtype, mes
 
 def test_h0_must_be_floating_and_inputs_dense():
     a, b = torch.ones(2, 5, 3), torch.ones(2, 5, 3)
-    with pytest.raises(ValueError, match="h0: expected a floating or complex dtype, got torch.int"):
+    with pytest.raises(ValueError, match="h0: expected a floating or complex dtype .*, got torch.int"):
         linear_scan(a, b, torch.ones(2, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="a: expected a dense .* got layout torch.sparse_coo"):
         linear_scan(a.to_sparse(), b)
+    # both once a RuntimeError from deep inside torch
+    with pytest.raises(ValueError, match="h0: expected a dense .* got layout torch.sparse_coo"):
+        linear_scan(a, b, torch.ones(2, 3).to_sparse())
+    with pytest.raises(ValueError, match=r"b: expected a floating or complex dtype \(float16, .*"
+                                         r"complex128\), got torch.float8_e4m3fn"):
+        linear_scan(a, b.to(torch.float8_e4m3fn))
 
 
 def test_reference_accumulates_half_precision_in_float32():

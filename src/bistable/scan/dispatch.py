@@ -47,18 +47,29 @@ def _pick(name: str, device: torch.device) -> str:
     return name
 
 
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex32,
+           torch.complex64, torch.complex128)
+
+
+def _check_tensor(name: str, x) -> None:
+    """A dense tensor of a dtype the scan computes in (no float8: it has no arithmetic)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _DTYPES:
+        raise ValueError(f"{name}: expected a floating or complex dtype "
+                         f"({', '.join(str(d).removeprefix('torch.') for d in _DTYPES)}), "
+                         f"got {x.dtype}")
+    if not torch.compiler.is_compiling() and x.layout != torch.strided:  # dense under dynamo
+        raise ValueError(f"{name}: expected a dense (strided) tensor, got layout {x.layout}")
+
+
 def _check(a, b, h0, reverse):
     if not isinstance(reverse, bool):
         raise ValueError(f"reverse: expected a bool, got {reverse!r}")
     for name, x in (("a", a), ("b", b)):
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 3:
+        if isinstance(x, torch.Tensor) and x.dim() != 3:
             raise ValueError(f"{name}: expected shape (B, T, D), got {tuple(x.shape)}")
-        if not (x.dtype.is_floating_point or x.dtype.is_complex):
-            raise ValueError(f"{name}: expected a floating or complex dtype, got {x.dtype}")
-        if not torch.compiler.is_compiling() and x.layout != torch.strided:  # dense under dynamo
-            raise ValueError(f"{name}: expected a dense (strided) tensor, got layout {x.layout}")
+        _check_tensor(name, x)
     B, T, D = b.shape
     if T < 1:
         raise ValueError(f"b: expected at least one time step, got shape {tuple(b.shape)}")
@@ -71,8 +82,7 @@ def _check(a, b, h0, reverse):
         if not isinstance(h0, torch.Tensor) or tuple(h0.shape) != (B, D):
             shape = tuple(h0.shape) if isinstance(h0, torch.Tensor) else type(h0).__name__
             raise ValueError(f"h0: expected shape ({B}, {D}), got {shape}")
-        if not (h0.dtype.is_floating_point or h0.dtype.is_complex):
-            raise ValueError(f"h0: expected a floating or complex dtype, got {h0.dtype}")
+        _check_tensor("h0", h0)
         if h0.device != b.device:
             raise ValueError(f"h0: expected device {b.device} (that of b), got {h0.device}")
 
@@ -103,6 +113,11 @@ def linear_scan(
     float64, real with complex gives complex). bfloat16/float16 inputs are accumulated in float32
     and returned in their own dtype.
     The backward pass is a scan in the other direction (SPEC.md §1), not autograd of a loop.
+
+    The parallel paths (``"cpu"`` chunks, ``"triton"`` tiles) compose products of ``a`` over a
+    chunk: where such a product overflows (``|a| > 1`` for long enough) and the state entering
+    it is exactly 0, ``inf · 0`` gives NaN where the plain loop stays finite. Every unit here has
+    ``|a| ≤ 1``.
     """
     _check(a, b, h0, reverse)
     dtype = torch.promote_types(a.dtype, b.dtype)
