@@ -45,8 +45,10 @@ def machine() -> str:
 
 @functools.cache
 def commit() -> str:
-    """The commit the code was run at (with ``+dirty`` when the tree had changes); the variable
-    ``BISTABLE_COMMIT`` first, where set (a copy of the tree whose .git is stale, on a lent GPU).
+    """The commit the code was run at, with ``+dirty`` when a tracked file had changes or an
+    untracked one lies under ``src/`` or ``benchmarks/`` (code that ran; an untracked results file
+    does not count); the variable ``BISTABLE_COMMIT`` first, where set (a copy of the tree whose
+    .git is stale, on a lent GPU: set it from this function on the machine with the checkout).
     Read once, when the benchmark starts (below), so that commits made during a long run do not
     relabel its results."""
     if os.environ.get("BISTABLE_COMMIT"):
@@ -55,8 +57,10 @@ def commit() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
                              capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               text=True, capture_output=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                                cwd=root, text=True, capture_output=True).stdout.splitlines()
+        dirty = [line for line in status if not line.startswith("??")
+                 or line[3:].startswith(("src/", "benchmarks/"))]
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -163,13 +167,43 @@ def train_command(argv: list[str], out: str) -> str:
     return " ".join(["bistable", "train", *map(quote, argv), "--out", out])
 
 
+# settings that do not change what a finished run's figures mean
+HOW_RUN = ("out", "resume", "quiet", "threads", "device", "data_dir", "eval_every",
+           "checkpoint_every", "log_every", "compile")
+
+
+def check_reused(metrics: dict, config, out) -> None:
+    """ValueError unless the finished run in ``out`` was made with the settings of ``config`` (a
+    ``TrainConfig``; resolved here as ``bistable train`` would), but for :data:`HOW_RUN`: a table
+    must not print one command beside another run's figures."""
+    from bistable.train.loop import differences, planned
+
+    diff = differences(metrics["config"], planned(config), ignore=HOW_RUN)
+    if diff:
+        raise ValueError(f"{out}: the finished run there was made with other settings than this "
+                         f"table's command ({'; '.join(diff)}); move it away or use its settings")
+
+
 def trained_run(out: str, argv: list[str], train: bool) -> dict | None:
     """The ``metrics.json`` of ``bistable train *argv --out out`` (``out`` relative to the repo),
     training it first unless it is there; None when it is not there and ``train`` is False.
-    Finished runs are reused and cut-off ones resumed, so a driver can be stopped and started
-    again."""
+    Finished runs are reused (if made with these settings: :func:`check_reused`) and cut-off ones
+    resumed, so a driver can be stopped and started again."""
+    from bistable.cli import build_parser
+    from bistable.train.commands import train_config
+
     metrics = RESULTS.parent / out / "metrics.json"
     if not metrics.exists() and train:
-        argv = [sys.executable, "-m", "bistable", "train", *argv, "--out", out, "--resume"]
-        subprocess.run(argv, cwd=RESULTS.parent, check=True)
-    return json.loads(metrics.read_text()) if metrics.exists() else None
+        command = [sys.executable, "-m", "bistable", "train", *argv, "--out", out, "--resume"]
+        subprocess.run(command, cwd=RESULTS.parent, check=True)
+    if not metrics.exists():
+        return None
+    found = json.loads(metrics.read_text())
+    config = train_config(build_parser().parse_args(["train", *argv, "--out", out]))
+    cwd = os.getcwd()
+    try:  # the run's relative paths (--data-dir) as the training subprocess saw them
+        os.chdir(RESULTS.parent)
+        check_reused(found, config, out)
+    finally:
+        os.chdir(cwd)
+    return found

@@ -14,12 +14,13 @@
 #   dispatch    benchmarks/dispatch.py: the scan's and fused MRU's autograd, eager Function
 #               against custom operators, host cost and small training steps, alone on it
 # Carry .whl (wheels: accelerated-scan for `scan`, snntorch for `src`) and .gpu_data (a copy of
-# ../shared/data/mnist and/or fashion-mnist; ../shared does not travel). Set BISTABLE_COMMIT (the
-# .git there may be stale). Logs, this run's results and the runs' metrics land in
-# $OUT/gpu_<parts>.tar, so that calls for different parts in one command keep their own.
+# ../shared/data/mnist and/or fashion-mnist; ../shared does not travel). Set BISTABLE_COMMIT to
+# what `python -c 'from benchmarks.common import commit; print(commit())'` prints on the machine
+# with the checkout (the .git on the GPU machine may be stale; that function adds +dirty). Logs,
+# this run's results and the runs' metrics land in $OUT/gpu_<parts>.tar, so that calls for
+# different parts in one command keep their own.
 #
-#     BISTABLE_COMMIT=$(git rev-parse --short HEAD) GPU_RUNS="NAME ..." \
-#         bash benchmarks/gpu_check.sh runs tests scan
+#     BISTABLE_COMMIT=<that commit> GPU_RUNS="NAME ..." bash benchmarks/gpu_check.sh runs tests scan
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
 LOG=/tmp/gpu_logs

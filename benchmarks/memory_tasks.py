@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
     LATE_MIXER,
+    check_reused,
     header,
     mean_std,
     positive_float,
@@ -108,7 +109,9 @@ def run(c: TrainConfig) -> dict:
     checkpoint) and return its metrics."""
     path = Path(c.out) / "metrics.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        metrics = json.loads(path.read_text())
+        check_reused(metrics, c, c.out)
+        return metrics
     print(command(c), flush=True)
     return train(dataclasses.replace(c, resume=True))  # from step 0 when there is no checkpoint
 

@@ -78,20 +78,22 @@ def run_cpu(args) -> None:
     print(write_results("scan_cpu", md, data))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--T", type=positive_int, nargs="+", default=[256, 4096, 65536])
-    p.add_argument("--B", type=positive_int, default=8)
-    p.add_argument("--D", type=positive_int, default=256)
-    p.add_argument("--repeats", type=positive_int, default=7)
-    args, rest = p.parse_known_args()
-    if args.device == "cuda":
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    picked, rest = device.parse_known_args(argv)
+    if picked.device == "cuda":  # every other flag is scan_cuda's (its own --T, --B, --D)
         from benchmarks import scan_cuda
 
         scan_cuda.main(rest)
         return
-    run_cpu(args)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[device])
+    p.add_argument("--T", type=positive_int, nargs="+", default=[256, 4096, 65536])
+    p.add_argument("--B", type=positive_int, default=8)
+    p.add_argument("--D", type=positive_int, default=256)
+    p.add_argument("--repeats", type=positive_int, default=7)
+    run_cpu(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -175,20 +175,56 @@ def test_memory_tasks_resumes_a_cut_off_run_where_it_stopped(tmp_path):
         assert torch.equal(weight, cut["model"][name]), name
 
 
+def _driver_run(runs: Path, seed: int, **model_options) -> TrainConfig:
+    """The copy50 bmru run that ``memory_tasks.py --params 1000 --steps 2 --max-factor 1`` plans
+    for ``seed`` (a run made otherwise is refused as another table's)."""
+    return TrainConfig(task="copy-first-input", model="bmru", params=1000, seed=seed, seq_len=50,
+                       steps=2, quiet=True, out=str(runs / "copy50" / "bmru" / f"seed{seed}"),
+                       model_options=model_options)
+
+
+def test_memory_tasks_refuses_a_finished_run_made_with_other_settings(tmp_path, monkeypatch):
+    """A run in the runs folder made with other steps than the table's command: reused as it
+    was, its figures stood beside a command that did not make them."""
+    runs = tmp_path / "runs"
+    train(_driver_run(runs, seed=0))
+    monkeypatch.setattr(sys, "argv", [
+        "memory_tasks.py", "--finished", "--models", "bmru", "--params", "1000", "--steps", "3",
+        "--max-factor", "1", "--runs", str(runs), "--name", str(tmp_path / "table")])
+    with pytest.raises(ValueError, match="seed0: the finished run there was made with other "
+                                         "settings than this table's command.*steps: 2 -> 3"):
+        memory_tasks.main()
+
+
+def test_trained_run_reuses_a_run_of_its_command_only(tmp_path):
+    """The run drivers' ``trained_run`` (spiking_runs, denoising, pad_memory): the finished run is
+    reused for its own command (``--threads`` aside), refused for another."""
+    from benchmarks.common import trained_run
+
+    out = str(tmp_path / "run")
+    argv = ["copy-first-input", "--model", "bmru", "--hidden", "4", "--layers", "1",
+            "--seq-len", "8", "--steps", "2", "--batch-size", "4", "--eval-samples", "4",
+            "--threads", "1", "--quiet"]
+    made = trained_run(out, argv, train=True)
+    assert made["config"]["steps"] == 2
+    assert trained_run(out, [*argv[:-3], "--quiet"], train=False) == made
+    with pytest.raises(ValueError, match=r"run: the finished run .*steps: 2 -> 3"):
+        trained_run(out, [*argv, "--steps", "3"], train=False)
+
+
 def test_memory_tasks_finished_tabulates_the_finished_runs_and_trains_none(tmp_path, monkeypatch):
     """``--finished``: a row per model with a finished run, counting its seeds; a model with no
     finished run has no row, and no run is started."""
     runs = tmp_path / "runs"
-    train(TrainConfig(task="copy-first-input", model="bmru", hidden=6, layers=1, seq_len=50,
-                      steps=2, batch_size=4, eval_samples=4, eval_every=2, quiet=True,
-                      out=str(runs / "copy50" / "bmru" / "seed1")))
+    train(_driver_run(runs, seed=1))
     monkeypatch.setattr(sys, "argv", [
         "memory_tasks.py", "--finished", "--models", "bmru", "lru", "--seeds", "3",
-        "--params", "1000", "--runs", str(runs), "--name", str(tmp_path / "table")])
+        "--params", "1000", "--steps", "2", "--max-factor", "1", "--runs", str(runs),
+        "--name", str(tmp_path / "table")])
     memory_tasks.main()
     rows = [line for line in (tmp_path / "table.md").read_text().splitlines()
             if line.startswith("| copy50")]
-    assert len(rows) == 1 and rows[0].startswith("| copy50 | bmru | 6 | 50 |")
+    assert len(rows) == 1 and rows[0].startswith("| copy50 | bmru | 5 | 50 |")  # --params 1000
     assert "| 1 | `bistable train copy-first-input --model bmru" in rows[0]
     assert "--seed 1" in rows[0]
     assert sorted(p.name for p in (runs / "copy50").iterdir()) == ["bmru"]
@@ -201,9 +237,7 @@ def test_memory_tasks_reuse_takes_recorded_runs_where_the_runs_folder_lacks_them
     commands and the notes."""
     runs = tmp_path / "runs"
     out = str(runs / "copy50" / "bmru" / "seed1")
-    train(TrainConfig(task="copy-first-input", model="bmru", hidden=6, layers=1, seq_len=50,
-                      steps=2, batch_size=4, eval_samples=4, eval_every=2, quiet=True, out=out,
-                      model_options={"sharpness": 2.0}))
+    train(_driver_run(runs, seed=1, sharpness=2.0))
     disk = json.loads((Path(out) / "metrics.json").read_text())
     seed0 = {**disk["config"], "seed": 0, "out": str(runs / "copy50" / "bmru" / "seed0")}
     old_eval = [{**e, "mse": 0.25} for e in disk["eval"]]
@@ -212,7 +246,8 @@ def test_memory_tasks_reuse_takes_recorded_runs_where_the_runs_folder_lacks_them
          "eval": old_eval}]}))
     monkeypatch.setattr(sys, "argv", [
         "memory_tasks.py", "--finished", "--models", "bmru", "--seeds", "2", "--params", "1000",
-        "--runs", str(runs), "--name", str(tmp_path / "table"), "--reuse",
+        "--steps", "2", "--max-factor", "1", "--runs", str(runs), "--name", str(tmp_path / "table"),
+        "--reuse",
         str(tmp_path / "old.json"), "--option", "sharpness=2.0"])
     memory_tasks.main()
     text = (tmp_path / "table.md").read_text()

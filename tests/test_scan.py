@@ -157,7 +157,8 @@ def test_bad_input_is_a_clear_value_error(a_shape, b_shape, h0_shape, dtype, mes
 
 def test_h0_must_be_floating_and_inputs_dense():
     a, b = torch.ones(2, 5, 3), torch.ones(2, 5, 3)
-    with pytest.raises(ValueError, match="h0: expected a floating or complex dtype .*, got torch.int"):
+    with pytest.raises(ValueError, match="h0: expected a floating or complex dtype .*, got "
+                                         "torch.int"):
         linear_scan(a, b, torch.ones(2, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="a: expected a dense .* got layout torch.sparse_coo"):
         linear_scan(a.to_sparse(), b)

@@ -358,20 +358,35 @@ def _better(best: dict | None, step: int, loss: float, model: torch.nn.Module) -
     return {"step": step, "loss": loss, "model": weights}
 
 
-def _check_resumable(checkpoint: dict, c: TrainConfig) -> None:
+def differences(saved: dict, c: TrainConfig, ignore=MAY_CHANGE) -> list[str]:
+    """``"key: saved -> now"`` for each setting of the resolved ``c`` that differs from a run's
+    saved config (a setting added after the run was made counts as its default), but those in
+    ``ignore``."""
     now = dataclasses.asdict(c)
-    # a setting added after the run was made counts as its default
-    saved = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | checkpoint["config"]
-    diff = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
-            if k not in MAY_CHANGE and saved[k] != now[k]]
+    saved = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | saved
+    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
+            if k not in ignore and saved[k] != now[k]]
+
+
+def planned(config: TrainConfig) -> TrainConfig:
+    """``config`` resolved as ``train`` would resolve it (the task's defaults filled), without
+    training: what a run made from it has in its saved config."""
+    c = resolve(config, _build_task(config))
+    c.precision = c.precision or "fp32"  # resolved by train after a resume could keep the run's
+    return c
+
+
+def _check_resumable(checkpoint: dict, c: TrainConfig) -> None:
+    diff = differences(checkpoint["config"], c)
     if diff:
         raise ValueError("--resume: the run in --out was made with other settings ("
                          + "; ".join(diff) + "); use another --out or the same settings")
     if c.steps < checkpoint["step"]:
         raise ValueError(f"--resume: --steps: expected at least the checkpoint's step "
                          f"{checkpoint['step']}, got {c.steps}")
-    if c.steps < saved["steps"] and c.schedule == "cosine":
-        raise ValueError(f"--resume: --steps {c.steps} is below the run's {saved['steps']}")
+    if c.steps < checkpoint["config"]["steps"] and c.schedule == "cosine":
+        raise ValueError(f"--resume: --steps {c.steps} is below the run's "
+                         f"{checkpoint['config']['steps']}")
 
 
 def _window() -> dict:
