@@ -29,7 +29,6 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import header, write_results  # noqa: E402
 
-FLOATS = {"k", "rho", "z_hyp", "z_dep"}  # the kernels' float scalars; other scalars are int32
 NAMES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16"}
 
 
@@ -48,7 +47,7 @@ def compile_kernel(fn, dtype: str, constexprs: dict, num_warps: int):
         elif name.endswith("_ptr"):
             signature[name] = "*" + dtype
         else:
-            signature[name] = "fp32" if name in FLOATS else "i32"
+            signature[name] = "i32"  # the kernels' scalars; floats arrive as tensors
     src = ASTSource(fn=fn, signature=signature, constexprs={
         (fn.arg_names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})

@@ -118,6 +118,44 @@ def test_ties_follow_h0_and_sign0():
         torch.testing.assert_close(x.cpu(), y, rtol=1e-10, atol=1e-12, msg=name)
 
 
+def test_ties_have_the_units_own_gradients():
+    """At c = 0 or β = 0 the kernel's d|x|/dx is 0, as the units' scan path on the CPU
+    (``_MRUSequence``) has it: the kernel once used +1 there (the same forward, other
+    gradients)."""
+    from bistable.units.bmru import _MRUSequence
+    from bistable.units.surrogate import get_surrogate
+
+    c = torch.tensor([[[0.0, 0.0, 0.7, -0.3]]], dtype=torch.float64).repeat(1, 3, 1)
+    beta = torch.tensor([[[0.0, 0.5, 0.0, 0.1]]], dtype=torch.float64).repeat(1, 3, 1)
+    s0 = torch.tensor([[1.0, -1.0, -1.0, 1.0]], dtype=torch.float64)
+    eps = torch.tensor([0.0, 0.5, 1.0, 0.25], dtype=torch.float64)
+    w = torch.randn(1, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    args = [c, beta, s0, eps]
+    got = _values_and_grads(lambda *x: tb.fused_mru(*x, sharpness=1.5, config=Config(4, 2, 1)),
+                            [x.to(DEVICE) for x in args], w)
+
+    def unit_path(c, beta, s0, eps):
+        y, _, _ = _MRUSequence.apply(c, beta, s0, eps, torch.ones(4, dtype=torch.float64),
+                                     get_surrogate("atan"), 1.5, True)
+        return y
+
+    want = _values_and_grads(unit_path, args, w)
+    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_float64_backward_keeps_a_sharpness_float32_cannot_hold():
+    """k = 0.3 reached the float64 kernel rounded to float32 (a 3e-8 relative error in dc)."""
+    c, beta, s0, eps = _inputs(2, 7, 3, seed=6)
+    w = torch.randn(2, 7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    args = [c, beta, s0, eps]
+    got = _values_and_grads(lambda *x: tb.fused_mru(*x, sharpness=0.3, config=Config(4, 2, 1)),
+                            [x.to(DEVICE) for x in args], w)
+    want = _values_and_grads(lambda *x: tb.fused_mru_reference(*x, sharpness=0.3), args, w)
+    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-12, atol=1e-14, msg=name)
+
+
 def test_strided_inputs_and_gradient():
     """Dense but not contiguous ``c``, ``β``, ``s0`` (the last two dims swapped in memory) and
     a non-contiguous incoming gradient: the values and gradients of contiguous copies."""

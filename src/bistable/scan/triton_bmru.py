@@ -17,7 +17,8 @@ never reach memory). The backward is one reverse pass reading ``c, β`` (at ``t`
     dL/dε = Σ_{b,t} g_t z_t s_{t-1} ,   dL/ds_0 = a_1 g_1 ,   u_t = |c_t| − |β_t|
 
 through the arctan surrogate ``H'(u) ≈ k / (1 + (π k u)²)``, ``sign'(u) ≈ 2k / (1 + (π k u)²)``
-(sharpness ``k``). :func:`fused_mru_reference` computes the same in plain PyTorch (a loop, autograd
+(sharpness ``k``); ``sign(c_t)`` and ``sign(β_t)`` here are ``d|x|/dx``, 0 at 0 as in PyTorch's
+autograd and the units' own backward. :func:`fused_mru_reference` computes the same in plain PyTorch (a loop, autograd
 through a surrogate step), the truth the kernels are tested against.
 
 Under ``torch.compile``, forward and backward are PyTorch custom operators
@@ -35,6 +36,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .reference import linear_scan_reference
+from .triton_lang import constants, on_device
 from .triton_scan import (
     Config,
     chain_buffers,
@@ -71,6 +73,12 @@ def default_config(H: int, dtype: torch.dtype = torch.float32, backward: bool = 
 @triton.jit
 def _sign(x):
     return tl.where(x >= 0, 1.0, -1.0)
+
+
+@triton.jit
+def _dabs(x):
+    """d|x|/dx, 0 at 0 (as PyTorch's autograd and the units' own gradients)."""
+    return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))
 
 
 @triton.jit
@@ -116,7 +124,7 @@ def _fwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, sync_ptr, carry_ptr, T,
 
 @triton.jit
 def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_ptr, ds0_ptr,
-                deps_ptr, sync_ptr, carry_ptr, T, H, n_seq, n_dblk, n_tiles, k,
+                deps_ptr, sync_ptr, carry_ptr, T, H, n_seq, n_dblk, n_tiles, k_ptr,
                 HAS_S0: tl.constexpr, HAS_EPS: tl.constexpr, ACC: tl.constexpr,
                 BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     i, seq = claim(sync_ptr, n_seq)
@@ -132,7 +140,7 @@ def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_p
         s0_row = tl.load(s0_ptr + pid_b * H + d, mask=dmask, other=0.0).to(ACC)[None, :]
     else:
         s0_row = 0.0
-    k = tl.cast(k, ACC)  # (a float argument arrives as float32)
+    k = tl.load(k_ptr).to(ACC)  # the sharpness, in the data's precision
     pik = PI * k
 
     off, mask = tile(i, T, H, d, dmask, rows, True, False, BLOCK_T)
@@ -160,9 +168,9 @@ def _bwd_kernel(c_ptr, beta_ptr, s0_ptr, eps_ptr, s_ptr, gs_ptr, dc_ptr, dbeta_p
     dz = (eps - 1.0) * da + g * v
     u = tl.abs(c) - tl.abs(beta)
     dz_du = dz * k / (1.0 + (pik * u) * (pik * u))
-    dc = dz_du * _sign(c) + g * z * 2.0 * k / (1.0 + (pik * c) * (pik * c))
+    dc = dz_du * _dabs(c) + g * z * 2.0 * k / (1.0 + (pik * c) * (pik * c))
     store_tile(dc_ptr + for_batch, dc, i, T, H, d, dmask, rows, True, False, BLOCK_T)
-    store_tile(dbeta_ptr + for_batch, -dz_du * _sign(beta), i, T, H, d, dmask, rows, True, False,
+    store_tile(dbeta_ptr + for_batch, -dz_du * _dabs(beta), i, T, H, d, dmask, rows, True, False,
                BLOCK_T)
     if HAS_EPS:  # this tile's share of dL/dε
         tl.store(deps_ptr + (i * n_seq + seq) * BLOCK_D + tl.arange(0, BLOCK_D),
@@ -203,11 +211,12 @@ def _launch_forward(c: Tensor, beta: Tensor, s0: Optional[Tensor], epsilon: Opti
     s = torch.empty_like(c)
     n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(H, cfg.block_d)
     sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, _work(c.dtype), c.device)
-    _fwd_kernel[(n_tiles * B * n_dblk,)](
-        c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
-        sync, carry, T, H, B * n_dblk, n_dblk, HAS_S0=s0 is not None,
-        HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
-        BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
+    with on_device(c):
+        _fwd_kernel[(n_tiles * B * n_dblk,)](
+            c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
+            sync, carry, T, H, B * n_dblk, n_dblk, HAS_S0=s0 is not None,
+            HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
+            BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
     return s
 
 
@@ -225,12 +234,13 @@ def _launch_backward(grad_s: Tensor, c: Tensor, beta: Tensor, s0: Optional[Tenso
     sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, acc, c.device)
     deps = (torch.empty(n_tiles, B, n_dblk * cfg.block_d, device=c.device, dtype=acc)
             if epsilon is not None else None)
-    _bwd_kernel[(n_tiles * B * n_dblk,)](
-        c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
-        grad_s, dc, dbeta, ds0 if s0 is not None else c, deps if deps is not None else c, sync,
-        carry, T, H, B * n_dblk, n_dblk, n_tiles, float(sharpness), HAS_S0=s0 is not None,
-        HAS_EPS=epsilon is not None, ACC=_acc(c.dtype), BLOCK_T=cfg.block_t,
-        BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
+    with on_device(c):
+        _bwd_kernel[(n_tiles * B * n_dblk,)](
+            c, beta, s0 if s0 is not None else c, epsilon if epsilon is not None else c, s,
+            grad_s, dc, dbeta, ds0 if s0 is not None else c, deps if deps is not None else c, sync,
+            carry, T, H, B * n_dblk, n_dblk, n_tiles, constants(c.device, acc, float(sharpness)),
+            HAS_S0=s0 is not None, HAS_EPS=epsilon is not None, ACC=_acc(c.dtype),
+            BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
     deps = deps.sum((0, 1))[:H].to(epsilon.dtype) if deps is not None else None
     return dc, dbeta, ds0, deps
 
@@ -373,10 +383,7 @@ def fused_mru_reference(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | 
     """:func:`fused_mru` in plain PyTorch: surrogate gates, then the plain-loop scan."""
     _check(c, beta, s0, epsilon, surrogate)
 
-    def sign(x):  # sign(0) = +1, as a constant: d|x|/dx = sign(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-
-    z = _AtanStep.apply(c * sign(c) - beta * sign(beta), sharpness)
+    z = _AtanStep.apply(c.abs() - beta.abs(), sharpness)  # autograd: d|x|/dx = 0 at 0
     v = 2 * _AtanStep.apply(c, sharpness) - 1  # sign(c), with the surrogate 2k / (1 + (πkc)²)
     a = 1 - z if epsilon is None else 1 - z + epsilon * z
     return linear_scan_reference(a, z * v, s0)

@@ -5,7 +5,11 @@ backend catch the error and fall back to PyTorch."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
+
+import torch
 
 MIN_TRITON = (3, 6)
 _NEED = "pip install 'bistable[triton]'"
@@ -34,4 +38,21 @@ if _FOUND < MIN_TRITON:
     raise ImportError(f"bistable's Triton kernels need triton >= {'.'.join(map(str, MIN_TRITON))}, "
                       f"found {triton.__version__}: {_NEED}")
 
-__all__ = ["MIN_TRITON", "tl", "triton", "version_tuple"]
+
+
+def on_device(x: torch.Tensor):
+    """The device guard of a launch for ``x``: Triton launches on the current CUDA device and its
+    current stream, which need not be ``x``'s (a model on ``cuda:1``); a null context on the CPU
+    (the interpreter)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+@functools.cache
+def constants(device: torch.device, dtype: torch.dtype, *values: float) -> torch.Tensor:
+    """``values`` in the data's dtype on its device, for a kernel to load: as float arguments
+    they would reach it rounded to float32 (0.9 → 0.8999999761…) whatever the data's precision.
+    Made once per device, dtype and values (no work per call)."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+__all__ = ["MIN_TRITON", "constants", "on_device", "tl", "triton", "version_tuple"]

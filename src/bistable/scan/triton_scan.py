@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 
 from .autograd import Backend
-from .triton_lang import tl, triton
+from .triton_lang import on_device, tl, triton
 
 NATIVE_DTYPES = {torch.float32, torch.float64, torch.bfloat16, torch.float16,
                  torch.complex64, torch.complex128}
@@ -429,11 +429,12 @@ def forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: 
     av = _real(a)
     n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(D, cfg.block_d)
     sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, _acc_torch(b.dtype), b.device)
-    _fwd_kernel[(n_tiles * B * n_dblk,)](
-        av, _real(b), _real(h0) if h0 is not None else av, _real(h), sync, carry, T, D,
-        0 if a.shape[0] == 1 else av[0].numel(), B * n_dblk, n_dblk,
-        HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=b.is_complex(), ACC=_acc(b.dtype),
-        BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
+    with on_device(b):
+        _fwd_kernel[(n_tiles * B * n_dblk,)](
+            av, _real(b), _real(h0) if h0 is not None else av, _real(h), sync, carry, T, D,
+            0 if a.shape[0] == 1 else av[0].numel(), B * n_dblk, n_dblk,
+            HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=b.is_complex(), ACC=_acc(b.dtype),
+            BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
     return h
 
 
@@ -450,12 +451,13 @@ def backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, grad_h: 
     av = _real(a)
     n_tiles, n_dblk = triton.cdiv(T, cfg.block_t), triton.cdiv(D, cfg.block_d)
     sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, _acc_torch(h.dtype), h.device)
-    _bwd_kernel[(n_tiles * B * n_dblk,)](
-        av, _real(h), _real(h0) if h0 is not None else av, _real(grad_h), _real(da), _real(db),
-        _real(dh0) if dh0 is not None else av, sync, carry, T, D,
-        0 if a.shape[0] == 1 else av[0].numel(), B * n_dblk, n_dblk, n_tiles,
-        HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=h.is_complex(), ACC=_acc(h.dtype),
-        BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
+    with on_device(h):
+        _bwd_kernel[(n_tiles * B * n_dblk,)](
+            av, _real(h), _real(h0) if h0 is not None else av, _real(grad_h), _real(da), _real(db),
+            _real(dh0) if dh0 is not None else av, sync, carry, T, D,
+            0 if a.shape[0] == 1 else av[0].numel(), B * n_dblk, n_dblk, n_tiles,
+            HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=h.is_complex(), ACC=_acc(h.dtype),
+            BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
     if broadcast:
         da = da.sum(0, keepdim=True)
     return da, db, dh0

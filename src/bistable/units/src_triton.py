@@ -16,11 +16,9 @@ other loops of ``bistable.units.src_loop`` do, so its operators use any of them.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
-from ..scan.triton_lang import tl, triton
+from ..scan.triton_lang import constants, on_device, tl, triton
 
 BLOCK = 128  # neurons per program
 
@@ -103,22 +101,15 @@ def _grid(i: torch.Tensor):
     return (i.shape[0], triton.cdiv(i.shape[2], BLOCK))
 
 
-@functools.cache
-def _constants(device: torch.device, dtype: torch.dtype, *values: float) -> torch.Tensor:
-    """``values`` (ρ, z_hyp, z_dep) in the data's dtype on its device, read by the kernels: as
-    float arguments they would reach them rounded to float32 (0.9 → 0.8999999761…) whatever the
-    data's precision. Made once per device, dtype and values (no work per call)."""
-    return torch.tensor(values, dtype=dtype, device=device)
-
-
 def forward(i, h0, hs0, r, r_s, b, rho, z_hyp, z_dep, current):
     """``i`` ``(B, T, H)``, states ``(B, H)``, per-neuron ``r, r_s, b`` ``(H,)`` (contiguous, one
     dtype and device) → ``h`` ``(B, T, H)`` and ``h_s[T]`` ``(B, H)``."""
     h = torch.empty_like(i)
     hs_last = torch.empty_like(hs0)
-    _fwd_kernel[_grid(i)](i, h0, hs0, r, r_s, b, h, hs_last, i.shape[2],
-                          _constants(i.device, i.dtype, rho, z_hyp, z_dep), T=i.shape[1],
-                          CURRENT=current, BLOCK=BLOCK)
+    with on_device(i):
+        _fwd_kernel[_grid(i)](i, h0, hs0, r, r_s, b, h, hs_last, i.shape[2],
+                              constants(i.device, i.dtype, rho, z_hyp, z_dep), T=i.shape[1],
+                              CURRENT=current, BLOCK=BLOCK)
     return h, hs_last
 
 
@@ -127,7 +118,8 @@ def backward(g, g_hs, h, i, h0, r, r_s, rho, z_hyp, z_dep, current, detach):
     ``grad_h`` ``(B, T, H)`` and ``grad_h_s[T]`` ``(B, H)``."""
     gi = torch.empty_like(i)
     gb, gh0, ghs0 = (torch.empty_like(h0) for _ in range(3))
-    _bwd_kernel[_grid(i)](g, g_hs, h, i, h0, r, r_s, gi, gb, gh0, ghs0, i.shape[2],
-                          _constants(i.device, i.dtype, rho, z_hyp, z_dep), T=i.shape[1],
-                          CURRENT=current, DETACH=detach, BLOCK=BLOCK)
+    with on_device(i):
+        _bwd_kernel[_grid(i)](g, g_hs, h, i, h0, r, r_s, gi, gb, gh0, ghs0, i.shape[2],
+                              constants(i.device, i.dtype, rho, z_hyp, z_dep), T=i.shape[1],
+                              CURRENT=current, DETACH=detach, BLOCK=BLOCK)
     return gi, gb.sum(0), gh0, ghs0
