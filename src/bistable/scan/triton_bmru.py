@@ -18,8 +18,8 @@ never reach memory). The backward is one reverse pass reading ``c, β`` (at ``t`
 
 through the arctan surrogate ``H'(u) ≈ k / (1 + (π k u)²)``, ``sign'(u) ≈ 2k / (1 + (π k u)²)``
 (sharpness ``k``); ``sign(c_t)`` and ``sign(β_t)`` here are ``d|x|/dx``, 0 at 0 as in PyTorch's
-autograd and the units' own backward. :func:`fused_mru_reference` computes the same in plain PyTorch (a loop, autograd
-through a surrogate step), the truth the kernels are tested against.
+autograd and the units' own backward. :func:`fused_mru_reference` computes the same in plain
+PyTorch (a loop, autograd through a surrogate step), the truth the kernels are tested against.
 
 Under ``torch.compile``, forward and backward are PyTorch custom operators
 (``bistable::fused_mru``, ``bistable::fused_mru_backward``): one opaque node each, with known
