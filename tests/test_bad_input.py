@@ -177,8 +177,9 @@ CASES = [
                  2, r"no train-images-idx3-ubyte.* in \S*nonexistent", id="cli-smnist-bad-dir"),
     pytest.param(cli("train", "smnist", "--model", "lru", "--steps", "1", *OUT), 2,  # no bar first
                  r"no train-images-idx3-ubyte", id="cli-smnist-no-data-fixed-steps"),
-    pytest.param(cli("train", "nmnist", "--model", "bmru", *OUT), 2,
-                 r"task nmnist needs --data-dir", id="cli-nmnist-no-dir"),
+    pytest.param(cli("train", "nmnist", "--model", "bmru", *OUT), 2,  # $BISTABLE_DATA_DIR/nmnist
+                 r"no N-MNIST folder \S*no-data/nmnist/Train .*bistable data fetch nmnist",
+                 id="cli-nmnist-no-dir"),
     pytest.param(cli("train", "nmnist", "--model", "bmru", "--data-dir", "{tmp}/nonexistent", *OUT),
                  2, r"no N-MNIST folder \S*nonexistent/Train", id="cli-nmnist-bad-dir"),
     pytest.param(cli(*COPY, "--pad", "3"), 2, r"--pad does not apply to task copy-first-input",

@@ -308,6 +308,19 @@ def test_fetch_extracts_archives(server, tmp_path, tiny_events):
     assert (dest / "Test" / "7" / "00001.bin").read_bytes() == b"\x02" * 5
     again = fetch.fetch("tiny-events", tmp_path / "copy", from_dir=dest)  # extracted folders
     assert (again / "Test" / "7" / "00001.bin").exists()
+    assert not (again / "SIMULATED.json").exists()
+
+
+def test_imported_simulated_recordings_stay_labelled(tmp_path, tiny_events):
+    """The simulator's SIMULATED.json travels with the folders (once left behind: the copy then
+    trained unlabelled, as if real N-MNIST)."""
+    src = tmp_path / "sim"
+    for split in ("Train", "Test"):
+        (src / split / "0").mkdir(parents=True)
+        (src / split / "0" / "00001.bin").write_bytes(b"\x01" * 5)
+    (src / "SIMULATED.json").write_text('{"complete": true}')
+    dest = fetch.fetch("tiny-events", tmp_path / "data", from_dir=src)
+    assert (dest / "SIMULATED.json").read_text() == '{"complete": true}'
 
 
 def test_fetch_finishes_an_extraction_cut_short(server, tmp_path, tiny_events):

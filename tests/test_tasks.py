@@ -207,7 +207,7 @@ def test_spiking_examples_are_drawn_on_the_device():
     assert 0.24 < x[:, 20:, :392].mean() < 0.26
 
 
-def test_nmnist_bins_recordings_into_flat_frames(tmp_path):
+def test_nmnist_bins_recordings_into_flat_frames(tmp_path, monkeypatch):
     from bistable.data import nmnist
 
     rng = np.random.default_rng(0)
@@ -226,8 +226,17 @@ def test_nmnist_bins_recordings_into_flat_frames(tmp_path):
     assert task.data_note() is None
     (tmp_path / "SIMULATED.json").write_text("{}")
     assert "SIMULATED" in task.data_note()
-    with pytest.raises(FileNotFoundError, match="--data-dir"):
-        build_task("nmnist").size("train")
+    # found as MNIST is (docs/data.md): a root holding nmnist/, then $BISTABLE_DATA_DIR/nmnist
+    # (the task once wanted --data-dir pointing at the recordings themselves)
+    root = tmp_path / "root"
+    (root / "nmnist").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"no N-MNIST folder \S*root/nmnist/Train"):
+        build_task("nmnist", data_dir=str(root)).size("train")
+    (tmp_path / "Train").rename(root / "nmnist" / "Train")
+    (tmp_path / "Test").rename(root / "nmnist" / "Test")
+    assert build_task("nmnist", data_dir=str(root)).size("test") == 1
+    monkeypatch.setenv("BISTABLE_DATA_DIR", str(root))
+    assert build_task("nmnist").size("train") == 2
 
 
 def test_a_small_training_file_holds_out_at_least_one_example_each_part_in_file_order():

@@ -196,11 +196,17 @@ def _extract(archive: Path, dest: Path) -> None:
             os.replace(entry, target)
 
 
+SIMULATED = "SIMULATED.json"  # the N-MNIST simulator's label of its recordings (nmnist_sim)
+
+
 def _import_folders(spec: Spec, src: Path, dest: Path) -> bool:
-    """Copy already-extracted folders (e.g. N-MNIST Train/, Test/) from ``src``; no md5 exists
-    for them, so only their presence is checked. Returns whether they were there."""
+    """Copy already-extracted folders (e.g. N-MNIST Train/, Test/) from ``src``, with the
+    simulator's ``SIMULATED.json`` if there is one (simulated recordings stay labelled so); no md5
+    exists for them, so only their presence is checked. Returns whether they were there."""
     if not spec.folders or not all((src / f).is_dir() for f in spec.folders):
         return False
+    if (src / SIMULATED).is_file():
+        _copy(src / SIMULATED, dest / SIMULATED)
     for folder in spec.folders:
         if not (dest / folder).is_dir():
             with tempfile.TemporaryDirectory(dir=dest, prefix=".import-") as tmp:

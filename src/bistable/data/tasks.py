@@ -37,8 +37,9 @@ Tasks (``bistable tasks`` lists them):
 - ``spiking-mnist`` / ``spiking-fashion-mnist``: Bernoulli rate coding of the image (SPEC §6:
   20 silent steps, then 200 steps where each pixel spikes with probability 0.25 · intensity),
   784 inputs; cross-entropy on the last step (for the population readout of ``src``/``lif``).
-- ``nmnist``: N-MNIST recordings (``--data-dir`` holds ``Train|Test/<digit>/*.bin``; simulated
-  ones are made by ``bistable data simulate-nmnist``) binned into ``T`` frames ``(2, 34, 34)``,
+- ``nmnist``: N-MNIST recordings (``Train|Test/<digit>/*.bin`` found as MNIST's files are:
+  ``--data-dir``, ``$BISTABLE_DATA_DIR/nmnist`` or the cache; simulated ones are made by
+  ``bistable data simulate-nmnist``) binned into ``T`` frames ``(2, 34, 34)``,
   flattened to 2312 inputs per step.
 """
 
@@ -51,6 +52,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .fetch import dataset_dir
 
 EVAL_SEED = 20260101
 """Seed of every evaluation set (mixed with the sequence length)."""
@@ -323,10 +326,9 @@ class NMNIST(Task):
     _cache: dict = field(default_factory=dict, repr=False)
 
     def _root(self) -> str:
-        if self.data_dir is None:
-            raise FileNotFoundError("task nmnist needs --data-dir DIR holding Train/ and Test/ "
-                                    "(`bistable data simulate-nmnist` makes one)")
-        return self.data_dir
+        """Where the recordings are, found as MNIST's are (docs/data.md): ``--data-dir`` (or its
+        ``nmnist/`` folder), else ``$BISTABLE_DATA_DIR/nmnist``, else the user's cache."""
+        return str(dataset_dir("nmnist", self.data_dir))
 
     def _dataset(self, file_split: str, seq_len: int):
         if (file_split, seq_len) not in self._cache:

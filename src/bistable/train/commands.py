@@ -178,7 +178,8 @@ def add_parser(subparsers) -> None:
     opt.add_argument("--warmup", type=int, metavar="N")
     opt.add_argument("--schedule", choices=("cosine", "constant"))
     opt.add_argument("--weight-decay", type=float, metavar="F")
-    opt.add_argument("--grad-clip", type=float, metavar="F")
+    opt.add_argument("--grad-clip", type=float, metavar="F",
+                     help="clip the gradient's global norm at F (default 1; 0: no clipping)")
     opt.add_argument("--write-penalty", type=float, metavar="F",
                      help="add F · mean write rate of the memory units to the loss")
     opt.add_argument("--anneal-epsilon", type=int, metavar="N",

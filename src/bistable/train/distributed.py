@@ -11,6 +11,7 @@ evaluates and writes files.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -87,9 +88,13 @@ def wrap(model: torch.nn.Module, context: Context) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [context.device.index] if context.device.type == "cuda" else None
-    # buffers are set alike on every rank; broadcasting them would also send state that only
-    # rank 0's evaluations reshape (snnTorch's membrane follows the batch), a size mismatch
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    # buffers are set alike on every rank; syncing them before each forward would also send
+    # state that only rank 0's evaluations reshape (snnTorch's membrane follows the batch): a
+    # size mismatch. torch >= 2.13 names the switch forward_sync_buffers (broadcast_buffers
+    # deprecated); older ones know only broadcast_buffers.
+    newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    no_sync = {"forward_sync_buffers" if newer else "broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=ids, **no_sync)
 
 
 def teardown(context: Context) -> None:

@@ -386,7 +386,8 @@ def _check_resumable(checkpoint: dict, c: TrainConfig) -> None:
                          f"{checkpoint['step']}, got {c.steps}")
     if c.steps < checkpoint["config"]["steps"] and c.schedule == "cosine":
         raise ValueError(f"--resume: --steps {c.steps} is below the run's "
-                         f"{checkpoint['config']['steps']}")
+                         f"{checkpoint['config']['steps']} (its cosine decay followed that "
+                         "length)")
 
 
 def _window() -> dict:
