@@ -9,7 +9,6 @@ import functools
 import json
 import math
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -17,56 +16,16 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from bistable.train.provenance import code_commit, machine
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 LATE_MIXER = "lru,lru+bmru"  # the 'late' hybrid: BMRUs beside the LRU from the second block on
 
-
-def machine() -> str:
-    """CPU model and core count, torch and the intra-op threads of this process (those of the
-    timings it makes; a table of training runs gives each run's own ``--threads`` in its
-    command), plus the GPU name when CUDA is up."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    threads = torch.get_num_threads()
-    text = (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({threads} threads in this process)")
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name()}"
-    return text
-
-
-@functools.cache
-def commit() -> str:
-    """The commit the code was run at, with ``+dirty`` when a tracked file had changes or an
-    untracked one lies under ``src/`` or ``benchmarks/`` (code that ran; an untracked results file
-    does not count); the variable ``BISTABLE_COMMIT`` first, where set (a copy of the tree whose
-    .git is stale, on a lent GPU: set it from this function on the machine with the checkout).
-    Read once, when the benchmark starts (below), so that commits made during a long run do not
-    relabel its results."""
-    if os.environ.get("BISTABLE_COMMIT"):
-        return os.environ["BISTABLE_COMMIT"]
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
-                                cwd=root, text=True, capture_output=True).stdout.splitlines()
-        dirty = [line for line in status if not line.startswith("??")
-                 or line[3:].startswith(("src/", "benchmarks/"))]
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-commit()  # the commit at start (cached)
+# the commit the code was run at (``+dirty`` with changes; $BISTABLE_COMMIT first: see
+# bistable.train.provenance), read once, when the benchmark starts, so that commits made during a
+# long run do not relabel its results
+commit = functools.cache(code_commit)
+commit()
 
 
 def header(title: str) -> str:
@@ -182,6 +141,20 @@ def check_reused(metrics: dict, config, out) -> None:
     if diff:
         raise ValueError(f"{out}: the finished run there was made with other settings than this "
                          f"table's command ({'; '.join(diff)}); move it away or use its settings")
+
+
+def trained_where(out) -> str:
+    """Where the run in ``out`` (relative to the repo) was trained, by its checkpoint's
+    provenance: each stretch's steps, commit and device; "not recorded" for runs made before
+    2026-12-05 or without their checkpoint."""
+    from bistable.train.checkpoint import CHECKPOINT, load_checkpoint
+
+    path = RESULTS.parent / out / CHECKPOINT
+    stretches = load_checkpoint(path).get("provenance") if path.is_file() else None
+    if not stretches:
+        return "not recorded"
+    return "; ".join(f"steps {s['from_step']}–{s['to_step']} at {s['commit']} on {s['device']}"
+                     for s in stretches)
 
 
 def trained_run(out: str, argv: list[str], train: bool) -> dict | None:

@@ -23,7 +23,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, train_command, trained_run, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    train_command,
+    trained_run,
+    trained_where,
+    write_results,
+)
 from bistable.train import evaluate, load_run  # noqa: E402
 from bistable.train.checkpoint import CHECKPOINT  # noqa: E402
 
@@ -234,9 +240,6 @@ def main() -> None:
                    "table lists the finished ones of all, unless --name)")
     p.add_argument("--name", default="spiking_runs", help="results/NAME.md; other than the "
                    "default, the table lists the --only runs alone")
-    p.add_argument("--gpu", default="NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130; one to three "
-                   "runs sharing the GPU)", help="where the --device cuda runs were trained "
-                   "(their metrics.json does not say)")
     args = p.parse_args()
     torch.set_num_threads(1)
     rows, data = [], []
@@ -247,7 +250,7 @@ def main() -> None:
         train = not args.no_train and (args.only is None or name in args.only)
         metrics = trained_run(out, arguments(name), train)
         if metrics is None:
-            rows.append(f"| {name}: not finished (no metrics.json) | | | | | | | | `{cmd}` |")
+            rows.append(f"| {name}: not finished (no metrics.json) | | | | | | | | | `{cmd}` |")
             continue
         # a GPU run whose checkpoint could not be brought back has its metrics only
         extra = (noise_and_stats(name, metrics, args.noise, args.draws)
@@ -277,9 +280,9 @@ def main() -> None:
         rows.append(f"| {c['task']} | {model} | {c['epochs']} | "
                     f"{' / '.join(f'{100 * a:.2f}' for a in curve + [final])} | "
                     f"**{100 * final:.2f}** | {noise} | {rates} | {silent} | {speed:.0f} | "
-                    f"`{cmd}` |")
+                    f"{trained_where(out)} | `{cmd}` |")
         data.append({"name": name, "command": cmd, "config": c, "eval": metrics["eval"],
-                     "eval_curve": curve, **extra})
+                     "eval_curve": curve, "trained": trained_where(out), **extra})
     markdown = "\n".join([
         header("SRC vs snnTorch LIF on the full data sets (issue 9)"), "",
         "One hidden layer of 256 neurons (unless the model column says otherwise: layers and "
@@ -301,16 +304,18 @@ def main() -> None:
         f"with σ = {args.noise:.0%} of |r|, |r_s| ({args.draws} draws, mean and worst). Firing "
         "rate (spikes per neuron per step) and silent fraction per layer (hidden, output) on 256 "
         "test samples. `train samples/s`: median over the run (the two cores were shared by two "
-        f"or three jobs). Rows whose command has `--device cuda` were trained on a lent "
-        f"{args.gpu}: their "
-        "samples/s are that GPU's; their noise and firing figures were evaluated on this CPU "
-        "where the checkpoint came back (else —). Rows whose command has `--precision bf16` "
-        "trained under bfloat16 autocast (weights float32; docs/training.md) and their test "
-        "accuracy was taken so too; their noise column, in float32.",
+        "or three jobs). `trained`: each stretch of training's steps, commit and device, as "
+        "the run's checkpoint records them (not recorded before 2026-12-05: docs/src_results.md "
+        "names those runs' commits and GPUs). Rows whose command has `--device cuda` were "
+        "trained on a lent GPU: their samples/s are that GPU's; their noise and firing figures "
+        "were evaluated on this CPU where the checkpoint came back (else —). Rows whose command "
+        "has `--precision bf16` trained under bfloat16 autocast (weights float32; "
+        "docs/training.md) and their test accuracy was taken so too; their noise column, in "
+        "float32.",
         "",
         "| task | model | epochs | accuracy per epoch (%) | test accuracy (%) | noise (%) | "
-        "firing rate | silent fraction | train samples/s | command |",
-        "|---|---|---:|---|---:|---|---|---|---:|---|", *rows, ""])
+        "firing rate | silent fraction | train samples/s | trained | command |",
+        "|---|---|---:|---|---:|---|---|---|---:|---|---|", *rows, ""])
     print(write_results(args.name, markdown, data))
 
 

@@ -199,7 +199,7 @@ def test_memory_tasks_refuses_a_finished_run_made_with_other_settings(tmp_path, 
 def test_trained_run_reuses_a_run_of_its_command_only(tmp_path):
     """The run drivers' ``trained_run`` (spiking_runs, denoising, pad_memory): the finished run is
     reused for its own command (``--threads`` aside), refused for another."""
-    from benchmarks.common import trained_run
+    from benchmarks.common import trained_run, trained_where
 
     out = str(tmp_path / "run")
     argv = ["copy-first-input", "--model", "bmru", "--hidden", "4", "--layers", "1",
@@ -207,6 +207,8 @@ def test_trained_run_reuses_a_run_of_its_command_only(tmp_path):
             "--threads", "1", "--quiet"]
     made = trained_run(out, argv, train=True)
     assert made["config"]["steps"] == 2
+    assert trained_where(out).startswith("steps 0–2 at ") and trained_where(out).endswith(" on cpu")
+    assert trained_where(str(tmp_path / "none")) == "not recorded"
     assert trained_run(out, [*argv[:-3], "--quiet"], train=False) == made
     with pytest.raises(ValueError, match=r"run: the finished run .*steps: 2 -> 3"):
         trained_run(out, [*argv, "--steps", "3"], train=False)

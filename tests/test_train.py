@@ -180,6 +180,10 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
     assert set(on_disk) == {"task", "model", "config", "history", "eval"}
+    (stretch,) = load_checkpoint(out / "checkpoint.pt")["provenance"]  # where the figures came from
+    assert (stretch["from_step"], stretch["to_step"], stretch["device"]) == (0, 12, "cpu")
+    assert stretch["commit"] and "cores, torch" in stretch["machine"]
+    assert stretch["started"] <= stretch["ended"]
     assert [(e["split"], e["seq_len"]) for e in on_disk["eval"]] == [("test", 12), ("test", 30)]
     for e in on_disk["eval"]:
         assert set(e) == {"split", "seq_len", "loss", "mse", "accuracy"}
@@ -257,11 +261,19 @@ def test_resume_extends_a_finished_run_exactly(tmp_path):
     save_checkpoint(ckpt, saved)
     extended = train(config(tmp_path, "parts", steps=16, schedule="constant", resume=True))
     assert extended["eval"] == whole["eval"]
+    stretches = load_checkpoint(ckpt)["provenance"]
+    assert [(s["from_step"], s["to_step"]) for s in stretches] == [(0, 8), (8, 16)]
     with pytest.raises(ValueError, match="other settings.*hidden"):
         train(config(tmp_path, "parts", steps=20, hidden=9, resume=True))
     with pytest.raises(ValueError, match="--resume: --steps: expected at least the checkpoint's "
                                          "step 16, got 12"):
         train(config(tmp_path, "parts", steps=12, schedule="constant", resume=True))
+    saved = load_checkpoint(ckpt)  # a checkpoint made before provenance was kept: its stretch
+    del saved["provenance"]        # since the resume only
+    save_checkpoint(ckpt, saved)
+    train(config(tmp_path, "parts", steps=20, schedule="constant", resume=True))
+    stretches = load_checkpoint(ckpt)["provenance"]
+    assert [(s["from_step"], s["to_step"]) for s in stretches] == [(16, 20)]
 
 
 def test_resume_restores_the_global_random_state(tmp_path):

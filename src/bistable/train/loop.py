@@ -40,6 +40,7 @@ from ..units.src import SRC, ramp_train_noise
 from . import distributed
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics import evaluate, write_metrics
+from .provenance import reach, stretch
 from .report import plots, spiking_figures
 
 # settings a resumed run may change; every other one must match the checkpoint
@@ -412,7 +413,8 @@ def _norm(weights: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _checkpoint(path: Path, step: int, c, model, optimizer, history, window, best,
-                averaged) -> None:
+                averaged, stretches: list) -> None:
+    reach(stretches[-1], step)
     save_checkpoint(path, {
         "version": 1, "step": step, "config": dataclasses.asdict(c),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -424,6 +426,7 @@ def _checkpoint(path: Path, step: int, c, model, optimizer, history, window, bes
         "window": window,
         "best": best,
         "ema": _average_state(averaged, step),
+        "provenance": stretches,
     })
 
 
@@ -466,7 +469,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     averaged = _moving_average(model, c.ema)  # copies the weights at its first update
     step, history, best = 0, [], None  # best: keep_best's lowest validation loss (_better)
-    window = _window()
+    window, stretches = _window(), []  # stretches: where each stretch of training ran
     if c.resume and ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path)
         if config.warmup is None:  # the warm-up the run had, not a default for the new --steps
@@ -477,6 +480,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         set_rng_state(saved["rng"])
         step, history, best = saved["step"], saved["history"], saved.get("best")
         window = saved.get("window", window)  # older checkpoints kept none
+        stretches = saved.get("provenance", [])  # (those before 2026-12-05: none)
         c.precision = c.precision or saved["config"].get("precision")
         if averaged is not None:
             averaged.module.load_state_dict(saved["ema"]["model"])
@@ -488,6 +492,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
                          "another --out")
     if step == 0 and c.init_from:
         _load_weights(model, c)
+    stretches.append(stretch(step, ctx.device))
     scored = model if averaged is None else averaged.module  # what evaluations score
     c.precision = c.precision or "fp32"
     try:  # after every check, on every rank alike: a bad --out fails before the first step
@@ -556,17 +561,19 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         if step % c.checkpoint_every == 0 and step < c.steps:
             if ctx.is_main:
                 _checkpoint(ckpt_path, step, c, model, optimizer, history, window, best,
-                            averaged)
+                            averaged, stretches)
             ctx.barrier()
         bar.update(1)
     bar.close()
 
+    # metrics.json keeps DESIGN.md's keys; where the figures came from is in the checkpoint
     metrics = {"task": c.task, "model": c.model, "config": dataclasses.asdict(c),
                "history": history, "eval": []}
     if ctx.is_main:
         if c.keep_best and not any(h["step"] == step and "eval_loss" in h for h in history):
             best = _evaluate_during(scored, task, c, step, history, best, ctx.device)  # the last
-        _checkpoint(ckpt_path, step, c, model, optimizer, history, window, best, averaged)
+        _checkpoint(ckpt_path, step, c, model, optimizer, history, window, best, averaged,
+                    stretches)
         if best is not None:
             scored.load_state_dict(best["model"])
             metrics["best"] = {"step": best["step"], "val_loss": best["loss"]}

@@ -1,0 +1,74 @@
+"""Where a run's figures came from: the code's commit, the machine and the dates of each stretch
+of training (a run resumed on another machine or at another commit has several), kept in the
+checkpoint as ``"provenance"`` (``metrics.json`` keeps DESIGN.md's keys).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+
+CODE_FOLDERS = ("src/", "benchmarks/")  # an untracked file there is code that may have run
+
+
+def code_commit() -> str:
+    """The commit of the source checkout this package runs from, ``+dirty`` when a tracked file
+    has changes or an untracked one lies under :data:`CODE_FOLDERS`; ``$BISTABLE_COMMIT`` where
+    set (a copy of the tree whose .git is stale); the package version outside a checkout."""
+    if os.environ.get("BISTABLE_COMMIT"):
+        return os.environ["BISTABLE_COMMIT"]
+    root = Path(__file__).resolve().parents[3]  # src/bistable/train/provenance.py
+    if not (root / ".git").exists():
+        return f"bistable {__version__}"
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                             capture_output=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                                cwd=root, text=True, capture_output=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return f"bistable {__version__}"
+    dirty = [line for line in status
+             if not line.startswith("??") or line[3:].startswith(CODE_FOLDERS)]
+    return rev + ("+dirty" if dirty else "")
+
+
+def machine() -> str:
+    """CPU model and core count, torch and this process's intra-op threads, and the GPU name when
+    CUDA is up."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads in this process)")
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def stretch(step: int, device: torch.device) -> dict:
+    """The record of a stretch of training starting at ``step`` (its end filled by
+    :func:`reach`)."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"commit": code_commit(), "machine": machine(), "device": where,
+            "from_step": step, "to_step": step, "started": now(), "ended": None}
+
+
+def reach(record: dict, step: int) -> None:
+    """``record`` brought up to ``step``, now."""
+    record["to_step"], record["ended"] = step, now()
