@@ -146,12 +146,13 @@ def main() -> None:
     if args.full:
         args.models, args.experiments, args.seeds = RECURRENT, list(EXPERIMENTS), 3
         args.max_factor = 1000
-    reduced = not args.full
+    # the full protocol at fewer steps than the tasks' own is not the full protocol
+    reduced = not args.full or args.steps is not None or args.minutes is not None
     params = args.params or budget()
     recorded = ({r["config"]["out"]: r for r in json.loads(args.reuse.read_text())["runs"]}
                 if args.reuse else {})
 
-    rows, data = [], []
+    rows, data, fitted = [], [], {}  # fitted: --minutes' steps per (experiment, model)
     for name in args.experiments:
         task, seq_len, factors, extra = EXPERIMENTS[name]
         for model in args.models:
@@ -177,11 +178,14 @@ def main() -> None:
                     continue
                 if args.finished and not finished:
                     continue
-                if args.minutes and not finished:
-                    c.steps = fit_steps(c, args.minutes)
+                if args.minutes:  # one step count for every seed of a row: a finished seed's,
+                    if finished:  # else one pilot's
+                        c.steps = json.loads((Path(c.out) / "metrics.json").read_text())[
+                            "config"]["steps"]
+                    else:
+                        c.steps = fitted.get((name, model)) or fit_steps(c, args.minutes)
+                    fitted.setdefault((name, model), c.steps)
                 metrics = run(c)
-                if args.minutes:  # a reused run: the steps it was fitted to, for its command
-                    c.steps = metrics["config"]["steps"]
                 results.append(metrics)
                 commands.append(command(c))
                 data.append({"experiment": name, "command": commands[-1],

@@ -357,6 +357,8 @@ def main(argv=None) -> None:
         return
     if args.grad_clip < 0:
         p.error(f"--grad-clip: expected a norm ≥ 0 (0: not clipped), got {args.grad_clip}")
+    if len(set(args.seeds)) != len(args.seeds):  # a seed twice is the same run, not two
+        p.error(f"--seeds: expected distinct seeds, got {' '.join(map(str, args.seeds))}")
     if args.noise_ramp and not (0 < args.noise_ramp <= 1 and args.train_noise and args.redraw):
         p.error(f"--noise-ramp: expected a fraction in (0, 1] with --train-noise and --redraw, "
                 f"got {args.noise_ramp} (train noise {args.train_noise}, redraw {args.redraw})")

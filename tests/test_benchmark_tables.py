@@ -214,6 +214,27 @@ def test_trained_run_reuses_a_run_of_its_command_only(tmp_path):
         trained_run(out, [*argv, "--steps", "3"], train=False)
 
 
+def test_memory_tasks_minutes_fits_one_step_count_per_row(tmp_path, monkeypatch):
+    """``--minutes``: one pilot per row, its steps for every seed (each seed once ran a pilot of
+    its own, so pooled seeds could train for different lengths), and a rerun reuses the runs."""
+    pilots = []
+
+    def fit(c, minutes):
+        pilots.append(c.seed)
+        return 2 + len(pilots)  # another count at every pilot
+
+    monkeypatch.setattr(memory_tasks, "fit_steps", fit)
+    args = ["memory_tasks.py", "--minutes", "1", "--models", "bmru", "--seeds", "2", "--params",
+            "1000", "--max-factor", "1", "--runs", str(tmp_path / "runs"), "--name",
+            str(tmp_path / "table")]
+    monkeypatch.setattr(sys, "argv", args)
+    memory_tasks.main()
+    runs = json.loads((tmp_path / "table.json").read_text())["runs"]
+    assert pilots == [0] and [r["config"]["steps"] for r in runs] == [3, 3]
+    memory_tasks.main()  # finished: reused with their steps, no pilot
+    assert pilots == [0]
+
+
 def test_memory_tasks_finished_tabulates_the_finished_runs_and_trains_none(tmp_path, monkeypatch):
     """``--finished``: a row per model with a finished run, counting its seeds; a model with no
     finished run has no row, and no run is started."""
