@@ -211,6 +211,11 @@ def test_denoise_rejects_events_off_the_sensor():
         nmnist.denoise(ev, 1000)
 
 
+def test_pad_collate_wants_a_batch():
+    with pytest.raises(ValueError, match="batch: expected at least one"):
+        nmnist.pad_collate([])
+
+
 def test_encode_rejects_float_fields():
     """Float fields were truncated (p = 0.6 written as 0)."""
     ev = np.array([(1, 2, 10.7, 0.6)], [("x", "u1"), ("y", "u1"), ("t", "f8"), ("p", "f8")])

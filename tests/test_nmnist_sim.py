@@ -193,6 +193,13 @@ def test_other_parameters_are_checked(field, value):
         SimConfig(**{field: value})
 
 
+def test_statistics_want_recordings_with_events():
+    """An empty list, or only empty recordings, gave numpy's mean-of-empty errors."""
+    for recordings in ([], [np.zeros(0, nmnist.EVENT_DTYPE)]):
+        with pytest.raises(ValueError, match="recordings: expected at least one with events"):
+            nmnist_sim.statistics(recordings)
+
+
 def test_largest_amplitude_simulates():
     (ev,) = nmnist_sim.simulate(digits(1), [0], SimConfig(amplitude=4.49))
     assert len(ev) > 100 and ev["x"].max() < 34 and ev["y"].max() < 34

@@ -345,6 +345,8 @@ def pad_collate(batch):
 
     Returns ``frames (B, T_max, 2, 34, 34)``, ``labels (B,)`` int64 and ``lengths (B,)`` int64.
     """
+    if not batch:
+        raise ValueError("batch: expected at least one (frames, label) item, got none")
     lengths = torch.tensor([f.shape[0] for f, _ in batch], dtype=torch.int64)
     out = torch.zeros(len(batch), int(lengths.max()), 2, SENSOR, SENSOR)
     for k, (f, _) in enumerate(batch):

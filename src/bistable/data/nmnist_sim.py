@@ -211,7 +211,11 @@ def _add_noise(rngs, config, duration, out_b, out_pix, out_t, out_p) -> None:
 
 
 def statistics(recordings: list[np.ndarray]) -> dict:
-    """Events per sample (mean, std), fraction of ON events, and duration ``t_max - t_min`` (ms)."""
+    """Events per sample (mean, std), fraction of ON events, and duration ``t_max - t_min`` (ms)
+    of the recordings that have events."""
+    if not any(len(ev) for ev in recordings):
+        raise ValueError(f"recordings: expected at least one with events, got "
+                         f"{len(recordings)} without")
     counts = np.array([len(ev) for ev in recordings])
     on = sum(int(ev["p"].sum()) for ev in recordings)
     dur = np.array([(ev["t"].max() - ev["t"].min()) / 1000 for ev in recordings if len(ev)])
