@@ -39,7 +39,6 @@ if _FOUND < MIN_TRITON:
                       f"found {triton.__version__}: {_NEED}")
 
 
-
 def on_device(x: torch.Tensor):
     """The device guard of a launch for ``x``: Triton launches on the current CUDA device and its
     current stream, which need not be ``x``'s (a model on ``cuda:1``); a null context on the CPU
