@@ -59,7 +59,7 @@ def child(pads: str, steps: int) -> dict:
         pad = draw.randint(0, 1000) if pads == "variable" else 1000
         x, target = torch.randn(64, 784 + pad, 1), torch.randint(0, 10, (64,))
         times.append(timed_step(model, optimizer, x, target, "bf16", lambda: None)[0])
-    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
+    return {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6,  # KiB
             "end_mb": _resident_mb(), "step_s": statistics.median(times)}
 
 
