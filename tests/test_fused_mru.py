@@ -31,6 +31,16 @@ def _values_and_grads(fn, args, w):
     return [s.detach(), *torch.autograd.grad((s * w.to(s.device)).sum(), leaves)]
 
 
+def _kernel_matches(args, w, want, sharpness, rtol=1e-10, atol=1e-12):
+    """The kernel (4 × 2 tiles) against ``want``: values and every gradient."""
+    got = _values_and_grads(lambda *x: tb.fused_mru(*x, sharpness=sharpness,
+                                                    config=Config(4, 2, 1)),
+                            [x.to(DEVICE) for x in args], w)
+    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got,
+                          _values_and_grads(want, args, w)):
+        torch.testing.assert_close(x.cpu(), y, rtol=rtol, atol=atol, msg=name)
+
+
 CASES = [  # B, T, H, s0, epsilon, sharpness, tiles
     (2, 1, 3, True, False, 1.0, Config(4, 4, 1)),
     (2, 7, 3, True, True, 2.0, Config(4, 2, 1)),
@@ -110,12 +120,8 @@ def test_ties_follow_h0_and_sign0():
         want_s.append(s)
     assert torch.equal(tb.fused_mru_reference(c, beta, s0, eps), torch.stack(want_s, 1))
     w = torch.randn(2, 7, 3, dtype=torch.float64, generator=g)
-    args = [c, beta, s0, eps]
-    got = _values_and_grads(lambda *x: tb.fused_mru(*x, sharpness=1.5, config=Config(4, 2, 1)),
-                            [x.to(DEVICE) for x in args], w)
-    want = _values_and_grads(lambda *x: tb.fused_mru_reference(*x, sharpness=1.5), args, w)
-    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
-        torch.testing.assert_close(x.cpu(), y, rtol=1e-10, atol=1e-12, msg=name)
+    _kernel_matches([c, beta, s0, eps], w,
+                    lambda *x: tb.fused_mru_reference(*x, sharpness=1.5), 1.5)
 
 
 def test_ties_have_the_units_own_gradients():
@@ -130,30 +136,22 @@ def test_ties_have_the_units_own_gradients():
     s0 = torch.tensor([[1.0, -1.0, -1.0, 1.0]], dtype=torch.float64)
     eps = torch.tensor([0.0, 0.5, 1.0, 0.25], dtype=torch.float64)
     w = torch.randn(1, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    args = [c, beta, s0, eps]
-    got = _values_and_grads(lambda *x: tb.fused_mru(*x, sharpness=1.5, config=Config(4, 2, 1)),
-                            [x.to(DEVICE) for x in args], w)
 
     def unit_path(c, beta, s0, eps):
         y, _, _ = _MRUSequence.apply(c, beta, s0, eps, torch.ones(4, dtype=torch.float64),
                                      get_surrogate("atan"), 1.5, True)
         return y
 
-    want = _values_and_grads(unit_path, args, w)
-    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
-        torch.testing.assert_close(x.cpu(), y, rtol=1e-10, atol=1e-12, msg=name)
+    _kernel_matches([c, beta, s0, eps], w, unit_path, 1.5)
 
 
 def test_float64_backward_keeps_a_sharpness_float32_cannot_hold():
     """k = 0.3 reached the float64 kernel rounded to float32 (a 3e-8 relative error in dc)."""
     c, beta, s0, eps = _inputs(2, 7, 3, seed=6)
     w = torch.randn(2, 7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
-    args = [c, beta, s0, eps]
-    got = _values_and_grads(lambda *x: tb.fused_mru(*x, sharpness=0.3, config=Config(4, 2, 1)),
-                            [x.to(DEVICE) for x in args], w)
-    want = _values_and_grads(lambda *x: tb.fused_mru_reference(*x, sharpness=0.3), args, w)
-    for name, x, y in zip(("s", "dc", "dbeta", "ds0", "deps"), got, want):
-        torch.testing.assert_close(x.cpu(), y, rtol=1e-12, atol=1e-14, msg=name)
+    _kernel_matches([c, beta, s0, eps], w,
+                    lambda *x: tb.fused_mru_reference(*x, sharpness=0.3), 0.3,
+                    rtol=1e-12, atol=1e-14)
 
 
 def test_strided_inputs_and_gradient():
