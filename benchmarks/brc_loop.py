@@ -13,31 +13,17 @@ for the BRC, 70 for the nBRC; two inputs, five outputs). Writes results/brc_loop
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, positive_int, side_by_side, write_results  # noqa: E402
 from bistable.models import build_model, width_for_budget  # noqa: E402
 from bistable.units.brc import BRC, NBRC  # noqa: E402
 
 BUDGET = 167557  # the denoising grid's (results/memory_tasks_denoising.md)
-
-
-def side_by_side(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each of ``fns``, called in turn ``repeats`` times after one warm-up."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(repeats + 1):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if r:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def unit_fns(cls, args, compile_loop: bool):

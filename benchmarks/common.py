@@ -35,6 +35,19 @@ def header(title: str) -> str:
             f"- machine: {machine()}\n- date: {datetime.date.today().isoformat()}\n")
 
 
+def side_by_side(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each of ``fns``, called in turn ``repeats`` times after one warm-up
+    round: interleaved, so that load on a shared machine hits all alike and their ratios hold."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if r:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def median_time(fn, *, repeats: int = 7, warmup: int = 1, sync=None) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
     sync = sync or (lambda: None)

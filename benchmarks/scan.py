@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, median_time, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, positive_int, side_by_side, write_results  # noqa: E402
 from bistable.scan import linear_scan  # noqa: E402
 
 
@@ -44,14 +44,13 @@ def run_cpu(args) -> None:
             g = torch.Generator().manual_seed(0)
             a = (torch.rand(args.B, T, args.D, generator=g) * 0.1 + 0.9).to(dtype)
             b = torch.randn(args.B, T, args.D, generator=g).to(dtype)
-            slow = 3 if T >= 65536 else args.repeats
-            t = {
-                "scan_fwd": median_time(lambda: linear_scan(a, b), repeats=args.repeats),
-                "loop_fwd": median_time(lambda: plain_loop(a, b), repeats=slow),
-                "floor_fwd": median_time(lambda: torch.mul(a, b), repeats=args.repeats),
-                "scan_fb": median_time(lambda: fwd_bwd(linear_scan, a, b), repeats=args.repeats),
-                "loop_fb": median_time(lambda: fwd_bwd(plain_loop, a, b), repeats=slow),
-            }
+            t = side_by_side({
+                "scan_fwd": lambda: linear_scan(a, b),
+                "loop_fwd": lambda: plain_loop(a, b),
+                "floor_fwd": lambda: torch.mul(a, b),
+                "scan_fb": lambda: fwd_bwd(linear_scan, a, b),
+                "loop_fb": lambda: fwd_bwd(plain_loop, a, b),
+            }, 3 if T >= 65536 else args.repeats)
             n = a.numel()
             row = {"dtype": str(dtype).removeprefix("torch."), "T": T, "B": args.B, "D": args.D,
                    **{k: v * 1e3 for k, v in t.items()},
@@ -68,10 +67,11 @@ def run_cpu(args) -> None:
                 f"{row['fb_speedup_vs_loop']:.1f}× | {row['scan_fwd_Gelem_s']:.2f} |")
             print(rows[-1], flush=True)
     md = header("linear_scan on the CPU") + (
-        f"\nB={args.B}, D={args.D}; medians of {args.repeats} runs (3 for the loop at T ≥ 65536), "
-        "milliseconds. *loop*: the best plain PyTorch loop (`unbind` + `addcmul`, autograd through "
-        "the loop); *floor*: `torch.mul(a, b)`, one elementwise op moving the same bytes as the "
-        "scan's forward (read a, b, write h). fwd+bwd includes the backward to a and b.\n\n"
+        f"\nB={args.B}, D={args.D}; medians of {args.repeats} interleaved rounds (3 at T ≥ 65536) "
+        "after one warm-up round, milliseconds. *loop*: the best plain PyTorch loop (`unbind` + "
+        "`addcmul`, autograd through the loop); *floor*: `torch.mul(a, b)`, one elementwise op "
+        "moving the same bytes as the scan's forward (read a, b, write h). fwd+bwd includes the "
+        "backward to a and b.\n\n"
         "| dtype | T | scan fwd | loop fwd | floor fwd | scan/floor | fwd speed-up | scan fwd+bwd |"
         " loop fwd+bwd | fwd+bwd speed-up | scan Gelem/s |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")

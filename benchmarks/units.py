@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, median_time, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, positive_int, side_by_side, write_results  # noqa: E402
 from bistable.units.bmru import BMRU, CMRU  # noqa: E402
 
 UNITS = {
@@ -75,13 +75,12 @@ def measure_speed(args, rows, data):
     for name, make in UNITS.items():
         torch.manual_seed(0)
         unit = make(args.H, args.H)
-        n = args.repeats
-        t = {
-            "forward_fb": median_time(lambda: train_step(by_forward, unit, x), repeats=n),
-            "step_fb": median_time(lambda: train_step(by_steps, unit, x), repeats=3, warmup=0),
-            "forward_inf": median_time(lambda: inference(by_forward, unit, x), repeats=n),
-            "step_inf": median_time(lambda: inference(by_steps, unit, x), repeats=3, warmup=0),
-        }
+        t = side_by_side({
+            "forward_fb": lambda: train_step(by_forward, unit, x),
+            "step_fb": lambda: train_step(by_steps, unit, x),
+            "forward_inf": lambda: inference(by_forward, unit, x),
+            "step_inf": lambda: inference(by_steps, unit, x),
+        }, args.repeats)
         row = {"unit": name, "B": args.B, "T": args.T, "H": args.H, "F": args.H,
                **{k + "_ms": v * 1e3 for k, v in t.items()},
                "fb_speedup": t["step_fb"] / t["forward_fb"],
@@ -130,8 +129,8 @@ def main(argv=None) -> None:
     measure_memory(args, mem_rows, memory)
     md = header("Memory recurrent units on the CPU") + (
         f"\n## Speed: `forward` (one scan) against `step` called T times\n\n"
-        f"B={args.B}, T={args.T}, H=F={args.H}, float32. Milliseconds; `forward` medians of "
-        f"{args.repeats} runs after one warm-up, the step loop medians of 3. *train*: forward and "
+        f"B={args.B}, T={args.T}, H=F={args.H}, float32. Milliseconds, medians of "
+        f"{args.repeats} interleaved rounds after one warm-up round. *train*: forward and "
         "backward of `y.sum() + state.sum()` (to the input and every parameter); *inference*: "
         "forward under `torch.no_grad()`. Target (issue 4): train speed-up ≥ 3×.\n\n"
         "| unit | forward train | step train | train speed-up | forward inference | "
