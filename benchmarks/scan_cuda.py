@@ -273,11 +273,18 @@ def main(argv=None) -> None:
     print(f"copy of 1 GiB: {peak:.2f} TB/s", flush=True)
     versions += f"; copy of 1 GiB fp32: {peak:.2f} TB/s"
     data = {"versions": versions, "gpu": torch.cuda.get_device_name(), "copy_1GiB_TB_s": peak}
-    # the most wanted first; the results are rewritten after each part, should a run be cut short
-    for part, fn in (("scan", lambda: scan_rows(args, peer)), ("mru", lambda: mru_rows(args)),
-                     ("sweep", lambda: sweep_rows(args) if args.sweep else [])):
+    # the most wanted first; the results are rewritten after each part, should a run be cut short,
+    # and say so until the last part is in (a cut-short file must not pass for a whole one)
+    parts = (("scan", lambda: scan_rows(args, peer)), ("mru", lambda: mru_rows(args)),
+             ("sweep", lambda: sweep_rows(args) if args.sweep else []))
+    for k, (part, fn) in enumerate(parts):
         data[part] = fn()
+        data["partial"] = k < len(parts) - 1
         md = markdown(data, versions)
+        if data["partial"]:
+            md += (f"\n**Partial**: written after the {part} part, with "
+                   f"{', '.join(p for p, _ in parts[k + 1:])} still to run (a run cut short by "
+                   "its time limit leaves this file so).\n")
         print(write_results(f"scan_gpu_{gpu_slug()}", md, data), flush=True)
     print(md)
 
