@@ -26,6 +26,9 @@ def pair(run: Path) -> dict:
     """Test accuracy and loss (the run's test set and precision, on the CPU) of the last weights
     and of the average in ``run``'s checkpoint."""
     saved = read_run(run)
+    if saved["step"] < saved["config"]["steps"]:  # its checkpoint holds weights of mid-training
+        raise ValueError(f"{run}: not finished (step {saved['step']} of "
+                         f"{saved['config']['steps']}); the pair scores a finished run")
     if not saved.get("ema"):
         raise ValueError(f"{run}: not an --ema run (its checkpoint holds no moving average)")
     if saved.get("best"):

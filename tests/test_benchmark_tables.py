@@ -21,6 +21,7 @@ from benchmarks.pad_memory import seed_table  # noqa: E402
 from bistable.cli import build_parser  # noqa: E402
 from bistable.data.tasks import build_task  # noqa: E402
 from bistable.nn import Network  # noqa: E402
+from bistable.train.checkpoint import save_checkpoint  # noqa: E402
 from bistable.train.commands import train_config  # noqa: E402
 from bistable.train.loop import TrainConfig, read_run, resolve, run_from, train  # noqa: E402
 from bistable.train.metrics import evaluate  # noqa: E402
@@ -343,3 +344,7 @@ def test_ema_pairs_scores_the_last_weights_and_their_average(tmp_path):
     train(TrainConfig(out=str(tmp_path / "plain"), **base))
     with pytest.raises(ValueError, match="not an --ema run"):
         pair(tmp_path / "plain")
+    saved["step"] = 2  # as a checkpoint of a run still training
+    save_checkpoint(tmp_path / "ema" / "checkpoint.pt", saved)
+    with pytest.raises(ValueError, match="not finished \\(step 2 of 4\\)"):
+        pair(tmp_path / "ema")
