@@ -92,7 +92,8 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=positive_int, default=256,
                    help="sequences for the unit statistics (fewer beyond T = 3000)")
     p.add_argument("--last", action="store_true",
-                   help="a --keep-best run's last weights instead of the ones it selected")
+                   help="a run's last weights instead of the ones its results score (--keep-best's "
+                   "best, --ema's average)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--name", default="denoising_probe")
     args = p.parse_args(argv)
@@ -102,8 +103,9 @@ def main(argv=None) -> None:
         if not (ROOT / RUNS_DIR / run / "checkpoint.pt").is_file():
             p.error(f"no run {run!r} in {RUNS_DIR} (train it with benchmarks/denoising.py)")
         saved = read_run(ROOT / RUNS_DIR / run)
-        loaded[run] = run_from({k: v for k, v in saved.items() if k != "best"} if args.last
-                               else saved)
+        # --last: the checkpoint's own weights, neither --keep-best's best nor --ema's average
+        loaded[run] = run_from({k: v for k, v in saved.items() if k not in ("best", "ema")}
+                               if args.last else saved)
         shortest = loaded[run][0].min_seq_len()
         if min(args.lengths) < shortest:
             p.error(f"--lengths: expected lengths of at least {shortest} for {run} (its gap and "
