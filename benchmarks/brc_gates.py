@@ -67,7 +67,8 @@ def main(argv=None) -> None:
                      f"{r['target_spread']:.3f} | {r['mse']:.4f} |")
     text = (header("BRC / nBRC: gates and states of trained runs")
             + f"\n{args.samples} test sequences at each run's training length, the weights its "
-            "results score (the last ones, or --keep-best's best, or --ema's average). Shares are over samples, steps and neurons; spreads are standard "
+            "results score (the last ones, or --keep-best's best, or --ema's average). Shares "
+            "are over samples, steps and neurons; spreads are standard "
             "deviations (of h over time, per neuron and sample; of the last prediction across "
             "samples, per output).\n\n" + "\n".join(lines) + "\n")
     print(write_results(args.name, text, data))
