@@ -8,6 +8,11 @@ import pytest
 import torch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# set before anything imports triton: triton.language's own jit helpers (tl.zeros_like) are
+# interpreted only if it is set when triton is imported (test_triton_compile, first, failed the
+# SRC kernel tests after it)
+if DEVICE == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 def require_triton() -> None:
@@ -22,8 +27,6 @@ def load(name: str):
     """The module ``name`` with its kernels compiled (GPU) or interpreted (CPU); skip without
     triton ≥ 3.6. The variable must be set before triton decorates the kernels, so a module imported
     earlier without it is reloaded."""
-    if DEVICE == "cpu":
-        os.environ["TRITON_INTERPRET"] = "1"
     require_triton()
     from triton.runtime.interpreter import InterpretedFunction
 
