@@ -277,12 +277,13 @@ def main() -> None:
         model += f", min lr {c['min_lr']:g}" if c.get("min_lr", 2e-4) != c["lr"] / 10 else ""
         model += f", tested: the --ema {c['ema']} average" if c.get("ema") else ""
         model += f", seed {c['seed']}" if c.get("seed") else ""
+        trained = trained_where(out)  # (reads the checkpoint)
         rows.append(f"| {c['task']} | {model} | {c['epochs']} | "
                     f"{' / '.join(f'{100 * a:.2f}' for a in curve + [final])} | "
                     f"**{100 * final:.2f}** | {noise} | {rates} | {silent} | {speed:.0f} | "
-                    f"{trained_where(out)} | `{cmd}` |")
+                    f"{trained} | `{cmd}` |")
         data.append({"name": name, "command": cmd, "config": c, "eval": metrics["eval"],
-                     "eval_curve": curve, "trained": trained_where(out), **extra})
+                     "eval_curve": curve, "trained": trained, **extra})
     markdown = "\n".join([
         header("SRC vs snnTorch LIF on the full data sets (issue 9)"), "",
         "One hidden layer of 256 neurons (unless the model column says otherwise: layers and "

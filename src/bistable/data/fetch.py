@@ -93,11 +93,13 @@ def dataset_dir(name: str, data_dir=None) -> Path:
 def _fetch_dir(name: str, spec: Spec, data_dir) -> Path:
     """Where ``fetch`` writes dataset ``name`` (see the module docstring)."""
     dest = dataset_dir(name, data_dir)
+    if data_dir is None or dest.name == name:
+        return dest
     # by content, not by name: a folder of MNIST files does not hold Fashion-MNIST (same names)
     holds = (any((c := _local_copy(dest, r)) is not None and _verified(c, r.md5)
                  for r in spec.files)
              or any((dest / f).is_dir() for f in spec.folders))
-    return dest if data_dir is None or dest.name == name or holds else dest / name
+    return dest if holds else dest / name
 
 
 def md5_of(path, *, gunzip: bool | None = None) -> str:
