@@ -251,6 +251,18 @@ def test_load_run_gives_back_the_trained_model(tmp_path):
     assert again["mse"] == pytest.approx(metrics["eval"][0]["mse"], rel=1e-6)
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_evaluation_shows_a_progress_bar_over_its_examples(capsys, progress):
+    """A long evaluation (T = 50 000 takes minutes) shows a bar counting examples, on request."""
+    task = build_task("copy-first-input")
+    model = build_model("lru", 1, 1, hidden=4, layers=1)
+    quiet = evaluate(model, task, "test", 12, n=20, batch_size=8)
+    shown = evaluate(model, task, "test", 12, n=20, batch_size=8, progress=progress)
+    assert shown == quiet
+    err = capsys.readouterr().err
+    assert ("evaluating T=12" in err and "/20 [" in err) == progress  # examples done/total
+
+
 def test_resume_extends_a_finished_run_exactly(tmp_path):
     whole = train(config(tmp_path, "whole", steps=16, schedule="constant"))
     train(config(tmp_path, "parts", steps=8, schedule="constant"))

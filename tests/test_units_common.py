@@ -95,6 +95,47 @@ def test_every_unit_names_a_state_dtype_mismatch(name):
     assert y.dtype == torch.float64
 
 
+@pytest.mark.parametrize("name", ["BMRU", "CMRU", "FirstQuadrantBMRU", "LRU", "BRC", "NBRC",
+                                  "MinGRU", "SRC", "LIF", "GRU", "LSTM"])
+def test_every_unit_names_a_device_mismatch(name):
+    """An input or a state on another device than the unit is a one-line error naming it, on
+    forward and step, not a failure inside torch (the meta device stands in for a GPU)."""
+    import bistable as bs
+
+    if name == "LIF":
+        pytest.importorskip("snntorch")
+    unit = getattr(bs, name)(3, 5)
+    x = torch.rand(2, 4, 3)
+    _, state = unit(x)
+    on_meta = (tuple(s.to("meta") for s in state) if isinstance(state, tuple)
+               else state.to("meta"))
+    with pytest.raises(ValueError, match=r"state.*: expected device cpu .* got meta"):
+        unit(x, on_meta)
+    with pytest.raises(ValueError, match=r"state.*: expected device cpu .* got meta"):
+        unit.step(x[:, 0], on_meta)
+    with pytest.raises(ValueError, match=r"x: expected device cpu .* got meta"):
+        unit(x.to("meta"))
+    with pytest.raises(ValueError, match=r"x_t: expected device cpu .* got meta"):
+        unit.step(x[:, 0].to("meta"))
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    *[(name, {}) for name in ["BMRU", "CMRU", "FirstQuadrantBMRU", "LRU", "BRC", "NBRC", "MinGRU",
+                              "SRC", "GRU", "LSTM"]],
+    ("CMRU", {"epsilon": 0.5}), ("CMRU", {"learn_epsilon": True})])
+def test_every_unit_takes_an_empty_batch(name, kwargs):
+    """B = 0 gives empty outputs and gradients, as torch.nn.GRU does (a last batch that a
+    sampler left empty), with and without the CMRU's leak."""
+    import bistable as bs
+
+    x = torch.rand(0, 6, 3, requires_grad=True)
+    y, state = getattr(bs, name)(3, 5, **kwargs)(x)
+    assert y.shape == (0, 6, 5)
+    assert all(s.shape[0] == 0 for s in (state if isinstance(state, tuple) else (state,)))
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 @whole_graph
 def test_a_compiled_model_names_a_dtype_mismatch_too():
     """Under torch.compile the check runs while tracing (dtypes are static): the same one-line

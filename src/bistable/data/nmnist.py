@@ -147,7 +147,8 @@ def to_tonic(events: np.ndarray) -> np.ndarray:
 
 def _bins(t: np.ndarray, n_time_bins, time_window) -> tuple[np.ndarray, int]:
     if (n_time_bins is None) == (time_window is None):
-        raise ValueError("give exactly one of n_time_bins and time_window")
+        raise ValueError("expected exactly one of n_time_bins and time_window, got "
+                         f"n_time_bins={n_time_bins!r}, time_window={time_window!r}")
     if n_time_bins is not None:
         if isinstance(n_time_bins, bool) or not isinstance(n_time_bins, numbers.Integral) \
                 or n_time_bins < 1:

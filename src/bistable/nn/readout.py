@@ -50,7 +50,7 @@ class PopulationReadout(nn.Module):
     def forward(self, out: torch.Tensor, state: torch.Tensor | None = None):
         check_input(out, self.input_size, "out")
         if state is not None:
-            check_state(state, (out.shape[0], self.n_classes), "state", out.dtype)
+            check_state(state, (out.shape[0], self.n_classes), "state", out.dtype, out.device)
         drive = out @ self.matrix.to(out.dtype).t()
         if self.alpha == 1.0:
             R = drive.cumsum(dim=1)

@@ -112,7 +112,8 @@ def linear_scan(
     Mixed dtypes promote as in ``a * h + b`` (``torch.promote_types``: float32 with float64 gives
     float64, real with complex gives complex). bfloat16/float16 inputs are accumulated in float32
     and returned in their own dtype.
-    The backward pass is a scan in the other direction (SPEC.md §1), not autograd of a loop.
+    The backward pass is a scan in the other direction (SPEC.md §1), not autograd of a loop;
+    first order only (a double backward, e.g. a gradient penalty, raises torch's error).
 
     The parallel paths (``"cpu"`` chunks, ``"triton"`` tiles) compose products of ``a`` over a
     chunk: where such a product overflows (``|a| > 1`` for long enough) and the state entering

@@ -92,7 +92,8 @@ def _eval(args) -> int:
     n = args.eval_samples or config.get("eval_samples")
     model.to(device)
     with autocast(precision, device):
-        evals = [evaluate(model, task, "test", length, n=n, device=device) for length in lengths]
+        evals = [evaluate(model, task, "test", length, n=n, device=device, progress=True)
+                 for length in lengths]
         perturbed = [] if args.perturb is None else _perturbed(model, task, lengths, n, device,
                                                                 args.perturb, args.draws)
     step = selected(saved)["step"]  # that of the weights scored

@@ -579,7 +579,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
             metrics["best"] = {"step": best["step"], "val_loss": best["loss"]}
         with autocast(c.precision, ctx.device):
             metrics["eval"] = [evaluate(scored, task, "test", n, n=c.eval_samples,
-                                        device=ctx.device) for n in c.eval_seq_len]
+                                        device=ctx.device, progress=not c.quiet)
+                               for n in c.eval_seq_len]
         write_metrics(out / "metrics.json", task=c.task, model=c.model, config=metrics["config"],
                       history=history, evals=metrics["eval"], best=metrics.get("best"))
         title = f"{c.task}, {c.model}"

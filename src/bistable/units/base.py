@@ -81,15 +81,20 @@ def _dtypes_may_differ(x: torch.Tensor) -> bool:
     return torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
 
 
-def _same_dtype(x: torch.Tensor, module: nn.Module | None, name: str) -> None:
-    # as torch.nn.RNN asks: the input in its module's parameter dtype, unless autocast mixes them
-    if module is None or _dtypes_may_differ(x):
+def _like_module(x: torch.Tensor, module: nn.Module | None, name: str) -> None:
+    # as torch.nn.RNN asks: the input on its module's device, and in its parameter dtype unless
+    # autocast mixes them
+    if module is None or (torch.compiler.is_compiling() and not _DYNAMO_TRACES_PARAMETERS):
         return
     p = next(module.parameters(), None)
-    if p is None or x.dtype == p.dtype:
+    if p is None:
         return
-    raise ValueError(f"{name}: expected dtype {p.dtype} (that of the module's parameters; convert "
-                     f"the input or the module with .to()), got {x.dtype}")
+    if x.device != p.device:
+        raise ValueError(f"{name}: expected device {p.device} (that of the module's parameters; "
+                         f"move the input or the module with .to()), got {x.device}")
+    if x.dtype != p.dtype and not _dtypes_may_differ(x):
+        raise ValueError(f"{name}: expected dtype {p.dtype} (that of the module's parameters; "
+                         f"convert the input or the module with .to()), got {x.dtype}")
 
 
 def check_input(x, input_size: int, name: str = "x", module: nn.Module | None = None) -> None:
@@ -100,7 +105,7 @@ def check_input(x, input_size: int, name: str = "x", module: nn.Module | None = 
     if x.dim() != 3 or x.shape[-1] != input_size or x.shape[1] < 1:
         raise ValueError(f"{name}: expected shape {expected} with T >= 1, got {tuple(x.shape)}")
     _floating(x, name)
-    _same_dtype(x, module, name)
+    _like_module(x, module, name)
     _finite(x, name)
 
 
@@ -113,15 +118,16 @@ def check_step_input(x_t, input_size: int, name: str = "x_t",
     if x_t.dim() != 2 or x_t.shape[-1] != input_size:
         raise ValueError(f"{name}: expected shape {expected}, got {tuple(x_t.shape)}")
     _floating(x_t, name)
-    _same_dtype(x_t, module, name)
+    _like_module(x_t, module, name)
     _finite(x_t, name)
 
 
 def check_state(state, shape: Sequence[int], name: str = "state",
-                dtype: torch.dtype | None = None) -> None:
+                dtype: torch.dtype | None = None, device: torch.device | None = None) -> None:
     """Check a state tensor: shape exactly ``shape`` (e.g. ``(B, hidden_size)``), floating or
     complex dtype, ``dtype`` when given (that of the states the unit returns; as ``nn.RNN`` asks
-    of ``hx``, unless autocast mixes them), finite values."""
+    of ``hx``, unless autocast mixes them), on ``device`` when given (the input's), finite
+    values."""
     expected = tuple(shape)
     state = _tensor(state, name, str(expected))
     if tuple(state.shape) != expected:
@@ -131,6 +137,9 @@ def check_state(state, shape: Sequence[int], name: str = "state",
     if dtype is not None and state.dtype != dtype and not _dtypes_may_differ(state):
         raise ValueError(f"{name}: expected dtype {dtype} (that of the unit's states; convert "
                          f"the state with .to()), got {state.dtype}")
+    if device is not None and state.device != torch.device(device):
+        raise ValueError(f"{name}: expected device {device} (that of the input; move the state "
+                         f"with .to()), got {state.device}")
     _finite(state, name)
 
 
@@ -147,7 +156,7 @@ def state_or_zeros(state, x: torch.Tensor, hidden_size: int, name: str = "state"
     zeros like ``x``."""
     if state is None:
         return x.new_zeros(x.shape[0], hidden_size)
-    check_state(state, (x.shape[0], hidden_size), name, x.dtype)
+    check_state(state, (x.shape[0], hidden_size), name, x.dtype, x.device)
     return state
 
 

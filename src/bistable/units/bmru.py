@@ -77,7 +77,7 @@ def _gates(c, beta, signed: bool):
 
 def _order_free(s0, eps, T: int) -> bool:
     """True when the parallel scan is bitwise equal to the time loop (see the module docstring)."""
-    if eps is None or not bool(eps.any()):
+    if eps is None or s0.numel() == 0 or not bool(eps.any()):  # numel 0: an empty batch
         return True
     if not bool(((eps == 0) | (eps == 1)).all()):
         return False
@@ -109,7 +109,7 @@ BLOCK_ELEMENTS = 2**18  # time blocks of about this many elements keep the tempo
 def _blocks(B: int, T: int, H: int) -> list[slice]:
     if torch.compiler.is_compiling():  # one block: a loop over T would fix T in the graph
         return [slice(None)]
-    L = max(1, BLOCK_ELEMENTS // (B * H))
+    L = max(1, BLOCK_ELEMENTS // max(1, B * H))  # B = 0: an empty batch, one element a step
     return [slice(t, min(t + L, T)) for t in range(0, T, L)]
 
 
@@ -280,7 +280,7 @@ class MRU(nn.Module):
         """``s_0`` for the drive ``c`` (its batch and dtype): the initial state or ``state``."""
         if state is None:
             return self.initial_state(c.shape[0]).to(c.dtype)
-        check_state(state, (c.shape[0], self.hidden_size), dtype=c.dtype)
+        check_state(state, (c.shape[0], self.hidden_size), dtype=c.dtype, device=c.device)
         return state.to(c.dtype)  # autocast
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):

@@ -73,7 +73,7 @@ class LIF(nn.Module):
     def _state(self, mem, x):
         if mem is None:
             return self.init_state(x.shape[0], device=x.device)
-        check_state(mem, (x.shape[0], self.hidden_size), "state", self.state_dtype())
+        check_state(mem, (x.shape[0], self.hidden_size), "state", self.state_dtype(), x.device)
         return mem
 
     def forward(self, x: torch.Tensor, state=None):

@@ -121,7 +121,8 @@ class LRU(nn.Module):
     def _state(self, state, x: torch.Tensor) -> torch.Tensor:
         if state is None:
             return self.initial_state(x.shape[0], x)
-        check_state(state, (x.shape[0], self.state_size), dtype=self._state_dtype(x))
+        check_state(state, (x.shape[0], self.state_size), dtype=self._state_dtype(x),
+                    device=x.device)
         return state
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):

@@ -57,7 +57,8 @@ class GRU(_TorchRNN):
     rnn_class = nn.GRU
 
     def _to_torch(self, state, batch: int):
-        check_state(state, (batch, self.hidden_size), dtype=self.rnn.weight_hh_l0.dtype)
+        w = self.rnn.weight_hh_l0
+        check_state(state, (batch, self.hidden_size), dtype=w.dtype, device=w.device)
         return state.unsqueeze(0).contiguous()
 
     def _from_torch(self, hidden):
@@ -80,7 +81,8 @@ class LSTM(_TorchRNN):
         if not isinstance(state, tuple) or len(state) != 2:
             raise ValueError(f"state: expected a tuple (h, c), got {type(state).__name__}")
         for name, s in zip(("state[0] (h)", "state[1] (c)"), state):
-            check_state(s, (batch, self.hidden_size), name, self.rnn.weight_hh_l0.dtype)
+            check_state(s, (batch, self.hidden_size), name, self.rnn.weight_hh_l0.dtype,
+                        self.rnn.weight_hh_l0.device)
         return tuple(s.unsqueeze(0).contiguous() for s in state)
 
     def _from_torch(self, hidden):

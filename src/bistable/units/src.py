@@ -198,7 +198,7 @@ class SRC(nn.Module):
             raise ValueError("state: expected a tuple (i, h, h_s) of (B, hidden_size) tensors, "
                              f"got {type(state).__name__}")
         for name, s in zip(("state[0] (i)", "state[1] (h)", "state[2] (h_s)"), state):
-            check_state(s, (B, self.hidden_size), name, self.weight.dtype)
+            check_state(s, (B, self.hidden_size), name, self.weight.dtype, self.weight.device)
         return tuple(state)
 
     def _gains(self, dtype):
