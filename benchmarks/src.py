@@ -292,8 +292,8 @@ def main(argv=None) -> None:
     p.add_argument("--tp-hidden", type=positive_int, default=256)
     p.add_argument("--tp-batch", type=positive_int, default=32)
     p.add_argument("--tp-rounds", type=positive_int, default=5)
-    p.add_argument("--device", default="cpu", help="device of the throughput runs (cuda: the "
-                   "fused loop is the Triton kernel)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the "
+                   "throughput runs (cuda: the fused loop is the Triton kernel)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's "
                    "choice); 1 gives steady timings on a CPU shared with other jobs")
     p.add_argument("--datasets", nargs="*", default=["mnist"],
@@ -345,6 +345,8 @@ def main(argv=None) -> None:
     p.add_argument("--merge", nargs="+", metavar="NAME", help="train nothing: pool the accuracy "
                    "runs of results/NAME.json files of one protocol into results/<--name>.md")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here (torch.cuda.is_available() is False)")
     if args.merge and (args.name is None or args.name in args.merge):
         p.error(f"--merge: expected a --name for the pooled table other than its sources "
                 f"{', '.join(args.merge)}, got {args.name}")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -88,3 +89,15 @@ def test_run_set_args_refuse(argv, message, monkeypatch, capsys):
         run_set_args("bench", {"a": [], "b": []}, "runs")
     assert exit_.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "argument --device: invalid choice: 'tpu'"),
+    *([] if torch.cuda.is_available() else [("cuda", "--device cuda: no CUDA device here")]),
+])
+def test_src_device_is_checked_before_any_work(device, message, monkeypatch, capsys):
+    module = importlib.import_module("benchmarks.src")
+    monkeypatch.setattr(sys, "argv", ["src.py", "--device", device])
+    with pytest.raises(SystemExit) as exit_:
+        module.main()
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

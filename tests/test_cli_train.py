@@ -77,6 +77,10 @@ def test_short_run_writes_metrics_json_as_specified(tmp_path, capsys):
      "unit_kwargs['lru']: expected a mapping of option to value, got int"),
     (["copy-first-input", "--model", "lru", "--write-penalty", "0.1"],
      "--write-penalty needs a model with memory units (MRU); model 'lru' has none"),
+    (["copy-first-input", "--model", "bmru", "--option", "learn_init=0"],
+     "learn_init: expected True or False, got 0"),
+    (["copy-first-input", "--model", "src", "--option", "detach_recurrent=yes"],
+     "detach_recurrent: expected True or False, got 'yes'"),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
     assert main(["train", *args, "--out", str(tmp_path / "x"), "--quiet"]) == 2
@@ -150,6 +154,8 @@ def test_eval_perturbs_an_src_network_and_restores_it(tmp_path):
     (["{tmp}/run", "--perturb", "-1"], "--perturb must be a finite relative σ >= 0, got -1.0"),
     (["{tmp}/run", "--perturb", "inf"], "--perturb must be a finite relative σ >= 0, got inf"),
     (["{tmp}/run", "--json", "{tmp}"], "a directory; expected a file name"),
+    (["{tmp}/run", "--json", "{tmp}/run/checkpoint.pt"], "inside the run's folder"),
+    (["{tmp}/run", "--json", "{tmp}/run/../run/scores.json"], "inside the run's folder"),
     (["{tmp}/run", "--eval-seq-len", "0"], "sequence length must be at least 1, got 0"),
     (["{tmp}/run", "--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
     (["{tmp}/run", "--threads", "0"], "--threads must be >= 1, got 0"),
@@ -240,6 +246,8 @@ def test_two_torchrun_ranks_train_the_lif_peer_with_evaluations(tmp_path):
 def test_option_values_are_python_literals_and_a_key_is_required():
     assert parse_option("train_noise=0.2") == ("train_noise", 0.2)
     assert parse_option("compile_loop=True") == ("compile_loop", True)
+    assert parse_option("learn_init=false") == ("learn_init", False)  # not the string "false"
+    assert parse_option("learn_init=TRUE") == ("learn_init", True)
     assert parse_option("mixer=lru+bmru") == ("mixer", "lru+bmru")
     for text in ("=3", "noequals"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE"):
@@ -311,3 +319,95 @@ def test_teardown_leaves_no_process_group_behind():
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_resume_keeps_the_run_s_steps_and_evaluations_unless_given_again(tmp_path, capsys):
+    """``--resume`` without ``--steps`` (or ``--eval-samples``) goes on with the run's own, not
+    the defaults: a run killed at step 4 of 6 ends as the whole run does."""
+    run = ["train", "copy-first-input", *TINY, "--checkpoint-every", "2", "--schedule", "constant"]
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    assert main([*run, "--steps", "6", "--out", whole]) == 0
+    assert main([*run, "--steps", "4", "--out", part]) == 0
+    saved = load_checkpoint(Path(part) / "checkpoint.pt")  # as if killed at step 4 of 6
+    saved["config"]["steps"] = 6
+    torch.save(saved, Path(part) / "checkpoint.pt")
+    (Path(part) / "metrics.json").unlink()
+    tiny = [a for a in TINY if a not in ("--eval-samples", "16")]
+    assert main(["train", "copy-first-input", *tiny, "--checkpoint-every", "2", "--schedule",
+                 "constant", "--out", part, "--resume"]) == 0
+    ours, theirs = (json.loads((Path(d) / "metrics.json").read_text()) for d in (part, whole))
+    assert ours["config"]["steps"] == 6 and ours["config"]["eval_samples"] == 16
+    assert ours["eval"] == theirs["eval"]
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "a") as held:  # another process's claim
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]) == 2
+        assert "another run is writing there" in capsys.readouterr().err
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]) == 0
+
+
+def test_an_out_that_cannot_be_written_fails_before_the_first_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / ".lock").mkdir(parents=True)  # a stand-in for a read-only folder (root writes all)
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]) == 2
+    assert "--out " + str(out) + ": cannot write there" in capsys.readouterr().err
+    assert not (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+def test_an_out_with_a_finished_run_s_results_but_no_checkpoint_is_refused(tmp_path, capsys,
+                                                                            resume):
+    out = tmp_path / "run"
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]) == 0
+    (out / "checkpoint.pt").unlink()
+    results = (out / "metrics.json").read_text()
+    assert main(["train", "copy-first-input", *TINY, "--steps", "3", "--seed", "1", "--out",
+                 str(out), *resume]) == 2
+    assert "already holds a run's results (metrics.json" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == results
+
+
+@pytest.mark.parametrize("command", ["resume", "eval", "init-from"])
+def test_a_checkpoint_of_something_else_is_named_as_such(tmp_path, capsys, command):
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"weights": torch.zeros(2)}, out / "checkpoint.pt")
+    args = {"resume": ["train", "copy-first-input", *TINY, "--out", str(out), "--resume"],
+            "eval": ["eval", str(out)],
+            "init-from": ["train", "copy-first-input", *TINY, "--out", str(tmp_path / "new"),
+                          "--init-from", str(out)]}[command]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not a checkpoint of a `bistable train` run" in err and "weights" in err
+
+
+def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # where an empty --out would write
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", ""]) == 2
+    assert "--out: expected a directory for the run, got ''" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_sizes_beyond_the_memory_are_one_line_exit_2(monkeypatch, capsys):
+    def allocate(args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 400000000000 bytes.\n"
+                           "frame #0: ...")
+
+    monkeypatch.setattr(commands, "_train", allocate)
+    assert main(["train", "copy-first-input", "--model", "bmru", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bistable: error: out of memory (") and err.count("\n") == 1
+
+    def other(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(commands, "_train", other)
+    with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is a bug to see whole
+        main(["train", "copy-first-input", "--model", "bmru", "--out", "x"])

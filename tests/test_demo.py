@@ -35,8 +35,8 @@ def test_demo_over_another_run_says_so_in_its_own_words(tmp_path, monkeypatch, c
     capsys.readouterr()
     assert main(["demo", "--out", out, "--seed", "1"]) == 2
     err = capsys.readouterr().err
-    assert "holds another run (copy-first-input, hybrid, T = 50, seed 0)" in err
-    assert "seed 1" in err and "--resume" not in err
+    assert "holds another run than this demo (seed: 0 -> 1)" in err
+    assert "--resume" not in err
 
 
 def test_demo_trains_with_its_seed_into_an_empty_folder(tmp_path, monkeypatch, capsys):
@@ -54,4 +54,18 @@ def test_demo_over_another_model_s_run_says_so(tmp_path, monkeypatch, capsys):
                       steps=2, batch_size=8, eval_samples=8, out=str(out), quiet=True))
     capsys.readouterr()
     assert main(["demo", "--out", str(out)]) == 2
-    assert "holds another run (copy-first-input, bmru, T = 50, seed 0)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds another run than this demo (model: 'bmru' -> 'hybrid'" in err
+    assert "--resume" not in err
+
+
+def test_demo_over_the_same_model_at_another_width_says_so(tmp_path, capsys):
+    """A hybrid copy-first-input run of other sizes is not this demo either: the message names
+    the sizes, not a --resume the user never typed."""
+    out = tmp_path / "demo"
+    train(TrainConfig(task="copy-first-input", model="hybrid", seq_len=50, hidden=8,
+                      steps=2, batch_size=8, eval_samples=8, out=str(out), quiet=True))
+    capsys.readouterr()
+    assert main(["demo", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds another run than this demo (hidden: 8 -> " in err and "--resume" not in err

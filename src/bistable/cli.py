@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(err: RuntimeError) -> bool:
+    """Whether ``err`` is an allocation failure (CPU: "can't allocate memory"; CUDA:
+    ``torch.OutOfMemoryError``, "out of memory")."""
+    text = str(err).lower()
+    return "can't allocate memory" in text or "out of memory" in text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -97,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"bistable: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # sizes beyond the memory: torch's allocator says so, at length
+        if not _out_of_memory(err):
+            raise
+        print(f"bistable: error: out of memory ({str(err).splitlines()[0]}); give smaller sizes "
+              "(--hidden, --batch-size, --seq-len)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bistable: interrupted", file=sys.stderr)

@@ -11,27 +11,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from .train.checkpoint import CHECKPOINT
-from .train.loop import TrainConfig, read_run, train
+from .train.loop import TrainConfig, differences, planned, read_run, train
 from .train.report import horizon_table
 
 
-def _holds_this_demo(out: str, seed: int) -> bool:
-    """Whether ``out`` holds a run to continue (False: none); another run there is an error."""
-    if not (Path(out) / CHECKPOINT).is_file():
+def _holds_this_demo(config: TrainConfig) -> bool:
+    """Whether ``config.out`` holds this demo's run to continue (False: none); another run there
+    is an error naming what differs."""
+    if not (Path(config.out) / CHECKPOINT).is_file():
         return False
-    saved = read_run(out)["config"]
-    found = (saved["task"], saved["model"], saved["seq_len"], saved["seed"])
-    if found != ("copy-first-input", "hybrid", 50, seed):
-        raise ValueError(f"--out {out} holds another run ({found[0]}, {found[1]}, T = {found[2]}, "
-                         f"seed {found[3]}) than this demo (copy-first-input, hybrid, T = 50, "
-                         f"seed {seed}); use another --out")
+    diff = differences(read_run(config.out)["config"], planned(config))
+    if diff:
+        raise ValueError(f"--out {config.out} holds another run than this demo ("
+                         + "; ".join(diff) + "); use another --out")
     return True
 
 
 def run(args) -> int:
     config = TrainConfig(task="copy-first-input", model="hybrid", seq_len=50,
-                         eval_seq_len=[500, 5000], seed=args.seed, out=args.out,
-                         resume=_holds_this_demo(args.out, args.seed))
+                         eval_seq_len=[500, 5000], seed=args.seed, out=args.out)
+    config.resume = _holds_this_demo(config)
     metrics = train(config)
     print("\ncopy-first-input, hybrid (LRU + BMRU) trained at T = 50; chance MSE ≈ 1")
     print(horizon_table(metrics["eval"]))

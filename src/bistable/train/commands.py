@@ -32,10 +32,12 @@ from .report import horizon_table
 
 def parse_option(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` with VALUE read as a Python literal when it is one (``3``, ``0.5``,
-    ``True``), else kept as a string (``lru+bmru``)."""
+    ``True``; also ``true``/``false`` in any case), else kept as a string (``lru+bmru``)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
     try:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -79,6 +81,9 @@ def _eval(args) -> int:
         raise ValueError(f"--perturb must be a finite relative σ >= 0, got {args.perturb}")
     if args.json and Path(args.json).is_dir():
         raise ValueError(f"--json {args.json}: a directory; expected a file name")
+    if args.json and Path(args.json).resolve().parent == Path(args.run).resolve():
+        raise ValueError(f"--json {args.json}: inside the run's folder {args.run}, which eval "
+                         "leaves as it is; expected a file elsewhere")
     saved = read_run(args.run)
     task, model = run_from(saved, args.data_dir)
     config = saved["config"]

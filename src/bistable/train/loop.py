@@ -19,6 +19,7 @@ keeps the weights of the lowest validation loss, and the final test evaluations 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -47,7 +48,9 @@ from .report import plots, spiking_figures
 MAY_CHANGE = ("steps", "epochs", "warmup", "eval_seq_len", "eval_every", "checkpoint_every",
               "log_every", "eval_samples", "device", "threads", "data_dir", "out", "resume",
               "quiet", "compile", "precision")
-
+# settings a resume keeps from the run where they are not given again (None or [] here)
+KEPT_ON_RESUME = ("steps", "warmup", "eval_seq_len", "eval_every", "checkpoint_every",
+                  "eval_samples", "threads", "data_dir", "precision")
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -291,7 +294,7 @@ def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
     path = Path(c.init_from) / CHECKPOINT
     if not path.is_file():
         raise ValueError(f"--init-from: no checkpoint in {c.init_from}")
-    saved = load_checkpoint(path)
+    saved = read_checkpoint(path)
     try:
         model.load_state_dict(selected(saved)["model"])
     except RuntimeError:
@@ -313,7 +316,19 @@ def read_run(out) -> dict:
     path = Path(out) / CHECKPOINT
     if not path.is_file():
         raise ValueError(f"{out}: no checkpoint ({CHECKPOINT}) of a `bistable train` run")
-    return load_checkpoint(path)
+    return read_checkpoint(path)
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint at ``path``, checked to be one that ``bistable train`` wrote."""
+    saved = load_checkpoint(path)
+    keys = ("config", "model", "step", "history")
+    if not (isinstance(saved, dict) and all(k in saved for k in keys)
+            and isinstance(saved["config"], dict)):
+        found = list(saved)[:6] if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"{path}: not a checkpoint of a `bistable train` run (expected a dict "
+                         f"with {', '.join(keys)}; got {found})")
+    return saved
 
 
 def run_from(saved: dict, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
@@ -447,12 +462,54 @@ def train(config: TrainConfig) -> dict:
     """Run (or resume) the training described by ``config``; return the ``metrics.json`` dict."""
     ctx = distributed.setup(config.device)
     try:
-        return _train(config, ctx)
+        with contextlib.ExitStack() as held:  # the claim on --out, released however _train ends
+            return _train(config, ctx, held)
     finally:
         distributed.teardown(ctx)
 
 
-def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
+@contextlib.contextmanager
+def _claimed(out: Path):
+    """Hold an exclusive lock on ``out/.lock`` while a run writes there: a second run started on
+    the same ``--out`` is refused rather than overwriting the first (POSIX ``flock``, released
+    by the system when the process dies; where there is none, as on Windows, no lock). Opening
+    the file also shows that ``--out`` is writable before the first step."""
+    try:
+        file = open(out / ".lock", "a")
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write there ({e.strerror})") from None
+    with file:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out {out}: another run is writing there (it holds "
+                             f"{out / '.lock'}); wait for it or use another --out") from None
+        yield
+
+
+def as_resumed(config: TrainConfig, saved: dict) -> TrainConfig:
+    """``config`` with each setting of :data:`KEPT_ON_RESUME` it leaves unset taken from the run's
+    saved config: a resume goes on as the run was made (``--steps 300`` stays 300, the warm-up is
+    not recomputed for a new length), changing only what is given again."""
+    kept = {name: saved[name] for name in KEPT_ON_RESUME
+            if name in saved and getattr(config, name) in (None, [])}
+    if config.epochs is not None:  # --epochs sets the steps
+        kept.pop("steps", None)
+    return dataclasses.replace(config, **kept)
+
+
+def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitStack) -> dict:
+    if not config.out:
+        raise ValueError("--out: expected a directory for the run, got ''")
+    ckpt_path = Path(config.out) / CHECKPOINT
+    saved = read_checkpoint(ckpt_path) if config.resume and ckpt_path.is_file() else None
+    if saved is not None:
+        config = as_resumed(config, saved["config"])
     task = _build_task(config)
     task.size("train")  # reads a data set now: a missing file fails before the progress bar
     c = resolve(config, task)
@@ -462,7 +519,6 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         raise ValueError(f"--batch-size {c.batch_size} must be divisible by the "
                          f"{ctx.world_size} ranks")
     out = Path(c.out)
-    ckpt_path = out / CHECKPOINT
     model = _build_model(c, task).to(ctx.device)
     _check_training_aids(c, model)
     noise = _ramp_target(model) if c.noise_ramp else None
@@ -470,10 +526,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
     averaged = _moving_average(model, c.ema)  # copies the weights at its first update
     step, history, best = 0, [], None  # best: keep_best's lowest validation loss (_better)
     window, stretches = _window(), []  # stretches: where each stretch of training ran
-    if c.resume and ckpt_path.is_file():
-        saved = load_checkpoint(ckpt_path)
-        if config.warmup is None:  # the warm-up the run had, not a default for the new --steps
-            c.warmup = saved["config"]["warmup"]
+    if saved is not None:
         _check_resumable(saved, c)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -481,15 +534,17 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         step, history, best = saved["step"], saved["history"], saved.get("best")
         window = saved.get("window", window)  # older checkpoints kept none
         stretches = saved.get("provenance", [])  # (those before 2026-12-05: none)
-        c.precision = c.precision or saved["config"].get("precision")
         if averaged is not None:
             averaged.module.load_state_dict(saved["ema"]["model"])
             averaged.n_averaged.fill_(saved["ema"]["n_averaged"])
-    elif c.resume and ctx.is_main:
-        print(f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
     elif ckpt_path.is_file():
         raise ValueError(f"{out} already holds a run; add --resume to continue it, or use "
                          "another --out")
+    elif (out / "metrics.json").is_file():  # a finished run whose checkpoint was deleted
+        raise ValueError(f"{out} already holds a run's results (metrics.json, and no checkpoint "
+                         "to resume); use another --out")
+    elif c.resume and ctx.is_main:
+        print(f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
     if step == 0 and c.init_from:
         _load_weights(model, c)
     stretches.append(stretch(step, ctx.device))
@@ -499,6 +554,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from None
+    if ctx.is_main:  # the rank that writes
+        held.enter_context(_claimed(out))
     # compiled, then wrapped in DDP (as nanoGPT does); evaluation runs the eager model
     net = distributed.wrap(torch.compile(model, backend=c.compile) if c.compile else model, ctx)
 

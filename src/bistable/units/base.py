@@ -26,6 +26,14 @@ def check_sizes(**sizes) -> None:
             raise ValueError(f"{name}: expected a positive int, got {n!r}")
 
 
+def check_flags(**flags) -> None:
+    """Check switches given as keywords (``learn_init=True``): each a bool (the string
+    ``"false"`` would count as true)."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected True or False, got {value!r}")
+
+
 def check_count(n, name: str, what: str = "") -> None:
     """Check a count that may be 0 (``what`` names its items in the message)."""
     if not _is_int(n) or n < 0:

@@ -42,6 +42,7 @@ from torch.autograd.function import once_differentiable
 
 from ..scan import linear_scan
 from .base import (
+    check_flags,
     check_input,
     check_number,
     check_sizes,
@@ -239,6 +240,7 @@ class MRU(nn.Module):
                  sharpness: float = 1.0, learn_init: bool = True, detach_input: bool = False):
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size)
+        check_flags(learn_init=learn_init, detach_input=detach_input)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.surrogate = surrogate
         self._grad = get_surrogate(surrogate)
@@ -361,6 +363,7 @@ class CMRU(BMRU):
                  learn_init: bool = True, detach_input: bool = False):
         super().__init__(input_size, hidden_size, surrogate=surrogate, sharpness=sharpness,
                          learn_init=learn_init, detach_input=detach_input)
+        check_flags(learn_epsilon=learn_epsilon)
         self.epsilon_init = self._checked_epsilon(epsilon)
         q = torch.full((hidden_size,), self.epsilon_init)
         if learn_epsilon:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import brc_loop
-from .base import check_input, check_sizes, check_step_input, state_or_zeros
+from .base import check_flags, check_input, check_sizes, check_step_input, state_or_zeros
 
 
 class BRC(nn.Module):
@@ -33,8 +33,7 @@ class BRC(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, compile_loop: bool = False):
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size)
-        if not isinstance(compile_loop, bool):
-            raise ValueError(f"compile_loop: expected True or False, got {compile_loop!r}")
+        check_flags(compile_loop=compile_loop)
         self.input_size, self.hidden_size = input_size, hidden_size
         self.compile_loop = compile_loop
         # rows [U_a; U_c; U]: one matmul gives the three input projections

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..scan import linear_scan
 from .base import (
+    check_flags,
     check_input,
     check_number,
     check_sizes,
@@ -110,6 +111,8 @@ class SRC(nn.Module):
                  compile_loop: bool = False, train_noise: float = 0.0):
         super().__init__()
         check_sizes(input_size=input_size, hidden_size=hidden_size)
+        check_flags(learn_bias=learn_bias, detach_recurrent=detach_recurrent,
+                    compile_loop=compile_loop)
         if gate not in GATES:
             raise ValueError(f"gate: expected one of {GATES}, got {gate!r}")
         unit = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
