@@ -281,6 +281,12 @@ def test_unknown_dataset():
         fetch.fetch("cifar")
 
 
+def test_a_data_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"data_dir .*afile: cannot create the data folder"):
+        fetch.fetch("mnist", tmp_path / "afile")
+
+
 def zip_bytes(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

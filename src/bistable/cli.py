@@ -38,7 +38,7 @@ def _add_models(sub) -> None:
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="run a benchmark script from benchmarks/ (source checkout)")
-    p.add_argument("name", help="scan, units, src, data, memory_tasks, ...")
+    p.add_argument("name", nargs="?", help="scan, units, src, data, memory_tasks, ...")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the script")
 
     def run(args) -> int:
@@ -46,10 +46,12 @@ def _add_bench(sub) -> None:
         from pathlib import Path
 
         folder = Path(__file__).resolve().parents[2] / "benchmarks"
-        script = folder / f"{args.name.replace('-', '_')}.py"
-        if not script.is_file():
+        script = folder / f"{(args.name or '').replace('-', '_')}.py"
+        if args.name is None or not script.is_file():
             names = sorted(f.stem for f in folder.glob("*.py")
                            if not f.stem.startswith(("_", "common")))
+            if args.name is None:
+                raise ValueError(f"bench: expected a benchmark name, one of: {', '.join(names)}")
             raise FileNotFoundError(
                 f"no benchmark {args.name!r} in {folder} (have: {', '.join(names) or 'none'}); "
                 "benchmarks ship with the source checkout")

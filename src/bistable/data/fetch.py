@@ -237,7 +237,11 @@ def fetch(name: str, data_dir=None, from_dir=None, *, mirrors=None, progress: bo
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     spec = DATASETS[name]
     dest = _fetch_dir(name, spec, data_dir)
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"data_dir {data_dir}: cannot create the data folder {dest} "
+                         f"({e.strerror})") from None
     if spec.folders and all((dest / f).is_dir() for f in spec.folders):
         return dest
     if from_dir is not None:
