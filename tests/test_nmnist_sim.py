@@ -232,6 +232,15 @@ def test_trajectory_samples_each_vertex_once():
     n = config.saccade_us // config.dt_us
     assert offsets.shape == (3 * n + 1, 2)
     assert np.all(np.abs(np.diff(offsets, axis=0)).sum(1) > 0)
+    a = config.amplitude  # the triangle A → B → C → A of the module docstring, at t = 0, n, 2n, 3n
+    vertices = np.array([[-a / 2, a / 3], [a / 2, a / 3], [0, -2 * a / 3], [-a / 2, a / 3]])
+    np.testing.assert_allclose(offsets[::n], vertices, atol=1e-12)
+    for vertex in vertices[1:3]:  # B and C once each (A starts and ends the recording)
+        assert np.isclose(offsets, vertex, atol=1e-9).all(axis=1).sum() == 1
+    # the minimum-jerk profile s(u) = 10u³ − 15u⁴ + 6u⁵ along A → B at u = ¼
+    u = (n // 4) / n
+    np.testing.assert_allclose(offsets[n // 4], vertices[0] + (10 * u**3 - 15 * u**4 + 6 * u**5)
+                               * (vertices[1] - vertices[0]), atol=1e-12)
 
 
 def test_refractory_period_longer_than_a_sample_step():

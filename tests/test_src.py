@@ -1,5 +1,7 @@
 """The SRC unit (SPEC.md §6) against a plain autograd loop, in float64 on odd sizes."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -8,6 +10,26 @@ from bistable.units.src_loop import src_loop, src_loop_backward
 from torch_support import needs_cpp
 
 REST = -0.9027
+
+
+def test_the_defaults_are_spec_6s_constants():
+    """The reference below reads the constants from the module it checks, so they are pinned
+    here, against SPEC.md §6: α, ρ, r, r_s, z_hyp, z_dep, b, the cap on a learned b, and the
+    readout's and the rate code's."""
+    from bistable.nn.encoders import rate_code
+    from bistable.nn.readout import PopulationReadout
+
+    defaults = inspect.signature(SRC).parameters
+    assert {k: defaults[k].default for k in ("alpha", "rho", "r", "r_s", "z_hyp", "z_dep", "bias",
+                                             "bias_max", "learn_bias", "detach_recurrent",
+                                             "gate")} == {
+        "alpha": 0.9, "rho": 3.0, "r": 2.0, "r_s": -7.0, "z_hyp": 0.9, "z_dep": 0.0,
+        "bias": -6.0, "bias_max": -4.0, "learn_bias": False, "detach_recurrent": False,
+        "gate": "previous"}
+    readout = inspect.signature(PopulationReadout).parameters
+    assert (readout["per_class"].default, readout["alpha"].default) == (10, 1.0)
+    code = inspect.signature(rate_code).parameters
+    assert [code[k].default for k in ("steps", "silent", "gain")] == [200, 20, 0.25]
 
 
 def reference(m: SRC, x, state):

@@ -35,7 +35,8 @@ def test_schedule_warms_up_then_decays_to_min_lr(tmp_path):
     assert learning_rate(0, c) == pytest.approx(0.1)
     assert learning_rate(9, c) == pytest.approx(1.0)
     assert learning_rate(10, c) == pytest.approx(1.0)
-    assert learning_rate(55, c) == pytest.approx(0.55)
+    assert learning_rate(28, c) == pytest.approx(0.1 + 0.45 * (1 + math.cos(0.2 * math.pi)))
+    assert learning_rate(55, c) == pytest.approx(0.55)  # a cosine's midpoint: a line's too
     assert learning_rate(100, c) == pytest.approx(0.1)
     c.schedule = "constant"
     assert learning_rate(80, c) == 1.0

@@ -18,13 +18,16 @@ from .. import __version__
 CODE_FOLDERS = ("src/", "benchmarks/")  # an untracked file there is code that may have run
 
 
-def code_commit() -> str:
-    """The commit of the source checkout this package runs from, ``+dirty`` when a tracked file
-    has changes or an untracked one lies under :data:`CODE_FOLDERS`; ``$BISTABLE_COMMIT`` where
-    set (a copy of the tree whose .git is stale); the package version outside a checkout."""
+CHECKOUT = Path(__file__).resolve().parents[3]  # src/bistable/train/provenance.py
+
+
+def code_commit(root: Path = CHECKOUT) -> str:
+    """The commit of the source checkout at ``root`` (the one this package runs from), ``+dirty``
+    when a tracked file has changes or an untracked one lies under :data:`CODE_FOLDERS`;
+    ``$BISTABLE_COMMIT`` where set (a copy of the tree whose .git is stale); the package version
+    outside a checkout."""
     if os.environ.get("BISTABLE_COMMIT"):
         return os.environ["BISTABLE_COMMIT"]
-    root = Path(__file__).resolve().parents[3]  # src/bistable/train/provenance.py
     if not (root / ".git").exists():
         return f"bistable {__version__}"
     try:

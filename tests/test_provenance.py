@@ -1,0 +1,51 @@
+"""Where a run's figures came from: the commit of the code that ran, marked when it was not
+the commit's own."""
+
+import subprocess
+
+import pytest
+
+from bistable import __version__
+from bistable.train.provenance import code_commit
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                          text=True, capture_output=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    monkeypatch.delenv("BISTABLE_COMMIT", raising=False)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "unit.py").write_text("x = 1\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "first")
+    return tmp_path
+
+
+def test_a_clean_checkout_gives_its_commit(repo):
+    assert code_commit(repo) == git(repo, "rev-parse", "--short", "HEAD")
+
+
+@pytest.mark.parametrize("change, dirty", [
+    (lambda r: (r / "src" / "unit.py").write_text("x = 2\n"), True),   # a tracked file changed
+    (lambda r: (r / "src" / "new.py").write_text(""), True),           # untracked code
+    (lambda r: (r / "benchmarks").mkdir() or (r / "benchmarks" / "b.py").write_text(""), True),
+    (lambda r: (r / "notes.txt").write_text(""), False),               # untracked, not code
+])
+def test_code_that_is_not_the_commit_s_is_marked_dirty(repo, change, dirty):
+    rev = git(repo, "rev-parse", "--short", "HEAD")
+    change(repo)
+    assert code_commit(repo) == rev + ("+dirty" if dirty else "")
+
+
+def test_the_environment_names_the_commit_of_a_copied_tree(repo, monkeypatch):
+    monkeypatch.setenv("BISTABLE_COMMIT", "abc1234")
+    assert code_commit(repo) == "abc1234"
+
+
+def test_outside_a_checkout_the_package_version(tmp_path, monkeypatch):
+    monkeypatch.delenv("BISTABLE_COMMIT", raising=False)
+    assert code_commit(tmp_path) == f"bistable {__version__}"
