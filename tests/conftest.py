@@ -9,6 +9,17 @@ from bistable.train import loop
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped without a CUDA device (``pytest -m gpu`` selects them on
+    a GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def script_validation(monkeypatch):
     """``script_validation(losses)``: the validation losses of the runs that follow are

@@ -211,7 +211,7 @@ def test_empty_batch_or_width(shape):
     assert c.grad.shape == shape and beta.grad.shape == shape
 
 
-@pytest.mark.skipif(DEVICE != "cuda", reason="many tiles in flight at once: needs a GPU")
+@pytest.mark.gpu  # many tiles in flight at once
 def test_many_tiles_in_flight():
     """The default tiles at a size where hundreds of programs hand states on concurrently."""
     c, beta, s0, eps = _inputs(4, 3000, 300, seed=6)

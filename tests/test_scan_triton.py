@@ -112,7 +112,7 @@ def test_empty_batch_or_width(shape):
     assert linear_scan(a, b, backend="triton").shape == shape
 
 
-@pytest.mark.skipif(DEVICE != "cuda", reason="many tiles in flight at once: needs a GPU")
+@pytest.mark.gpu  # many tiles in flight at once
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_many_tiles_in_flight(reverse):
     """The default tiles at a size where hundreds of programs hand states on concurrently."""

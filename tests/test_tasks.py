@@ -197,7 +197,7 @@ def test_spiking_mnist_rate_codes_the_image():
     assert 0.2 < x[:, 20:, :392].mean() < 0.3                   # 0.25 per step at full intensity
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_spiking_examples_are_drawn_on_the_device():
     task = build_task("spiking-mnist")
     images = torch.zeros(64, 784, dtype=torch.uint8)
