@@ -94,6 +94,12 @@ def test_width_for_budget_is_the_closest_width():
     assert width_for_budget("gru", np.int64(budget), 1, 1) == hidden
 
 
+def test_a_budget_no_width_changes_is_refused():
+    """Without a hidden layer the width changes nothing: an error, not an endless search."""
+    with pytest.raises(ValueError, match=r"src with layers=0 has 78400 parameters at every width"):
+        width_for_budget("src", 100_000, 784, 10, layers=0)
+
+
 def test_describe_models_counts_the_default_size():
     rows = describe_models(3, 2)
     assert [r[0] for r in rows] == MODEL_NAMES

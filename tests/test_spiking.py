@@ -30,6 +30,17 @@ def test_rate_code_shape_silence_rate_and_reproducibility():
     assert rate_code(torch.rand(3, 28, 28)).shape == (3, 220, 784)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_rate_code_is_unbiased_in_every_dtype(dtype):
+    """The uniform draw is made in float32 at least: a bfloat16 one (8 bits) gave 0.0768 for a
+    spike probability of 0.075."""
+    images = torch.full((50, 1000), 0.3, dtype=dtype)
+    p = 0.25 * float(images[0, 0])  # the probability of the image as stored
+    rate = float(rate_code(images, steps=40, silent=0, generator=torch.Generator().manual_seed(0))
+                 .double().mean())
+    assert abs(rate - p) < 4 * (p * (1 - p) / 2e6) ** 0.5
+
+
 def test_rate_code_rejects_bad_images():
     with pytest.raises(ValueError, match="images: expected a floating dtype"):
         rate_code(torch.zeros(2, 784, dtype=torch.uint8))
@@ -230,6 +241,28 @@ def test_calibrate_rejects_bad_rates_and_warns_when_out_of_reach():
     assert said and all(re.match(r"calibrate_: layer \d fires at .* the target was 0.0001", m)
                         for m in said)
     assert said[0].startswith("calibrate_: layer 0 fires at")
+
+
+def test_calibrate_warns_when_the_largest_gain_cannot_reach_the_rate():
+    """A layer whose rate saturates below the target, even less than 2× below, says so: its gain
+    is left at the top of the search (100), the layer pinned in saturation."""
+    torch.manual_seed(0)
+    net = SpikingNetwork("src", 100, 64, 1, per_class=3)
+    x = rate_code(torch.rand(8, 100), silent=5, steps=40,
+                  generator=torch.Generator().manual_seed(1))
+    with pytest.warns(UserWarning) as caught:  # the output layer too
+        net.calibrate_(x, 0.05)
+    said = str(caught[0].message)
+    assert re.match(r"calibrate_: layer 0 fires at 0\.0[34]\d* with gain 100,", said), said
+
+
+def test_spike_stats_of_no_sample_and_a_wrong_readout_name_are_clear():
+    net = SpikingNetwork("src", 3, 4, 1, per_class=2)
+    with pytest.raises(ValueError, match=r"out: expected at least one sample .* \(0, 5, 4\)"):
+        net.spike_stats(torch.zeros(0, 5, 3))
+    with pytest.raises(ValueError, match=r"readout: expected one of \('population', 'count'\), "
+                       "got 'pop'"):
+        SpikingNetwork("src", 3, 4, 1, readout="pop")
 
 
 CALIBRATE_RANKS = """

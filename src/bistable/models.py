@@ -137,6 +137,9 @@ def width_for_budget(name: str, params: int, input_size: int, output_size: int, 
         return 1
     lo, hi = 1, 2  # invariant: count(lo) < params
     while count(hi) < params:
+        if count(hi) == count(lo):  # the width does not change the count (e.g. no hidden layer)
+            raise ValueError(f"params: {name} with layers={layers} has {count(lo)} parameters at "
+                             f"every width; a budget of {params} cannot pick --hidden")
         lo, hi = hi, 2 * hi
     while hi - lo > 1:  # invariant: count(lo) < params <= count(hi)
         mid = (lo + hi) // 2

@@ -127,9 +127,10 @@ def raster(spikes, path, *, title: str | None = None, max_neurons: int = 200) ->
     """Spike raster of one sample: a dot where ``spikes[t, n] > 0``.
 
     ``spikes`` is ``(T, N)`` (one sample of a spiking layer's output, tensor or array); at most
-    ``max_neurons`` neurons (the first ones) are drawn.
+    ``max_neurons`` neurons (the first ones) are drawn, and the axis label says so when N is more.
     """
-    s = _matrix(spikes, "spikes")[:, :max_neurons]
+    full = _matrix(spikes, "spikes")
+    s = full[:, :max_neurons]
     plt = _pyplot()
     t, n = (s > 0).nonzero()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -137,7 +138,8 @@ def raster(spikes, path, *, title: str | None = None, max_neurons: int = 200) ->
     ax.set_xlim(0, s.shape[0])
     ax.set_ylim(-0.5, s.shape[1] - 0.5)
     ax.set_xlabel("step t")
-    ax.set_ylabel("neuron")
+    ax.set_ylabel("neuron" if s.shape[1] == full.shape[1]
+                  else f"neuron (the first {s.shape[1]} of {full.shape[1]})")
     if title:
         ax.set_title(title)
     return _save(fig, path)

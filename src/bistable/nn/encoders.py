@@ -36,8 +36,10 @@ def rate_code(images: torch.Tensor, *, steps: int = 200, silent: int = 20, gain:
     p = gain * images.flatten(1)
     B, F = p.shape
     out = torch.zeros(B, silent + steps, F, dtype=images.dtype, device=images.device)
-    u = torch.rand(B, steps, F, generator=generator, dtype=images.dtype, device=images.device)
-    out[:, silent:] = (u < p[:, None]).to(images.dtype)
+    # the draw in at least float32: a bfloat16 uniform has 8 bits, which biases p (0.077 for 0.075)
+    draw = torch.promote_types(images.dtype, torch.float32)
+    u = torch.rand(B, steps, F, generator=generator, dtype=draw, device=images.device)
+    out[:, silent:] = (u < p[:, None].to(draw)).to(images.dtype)
     return out
 
 

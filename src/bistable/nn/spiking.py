@@ -15,7 +15,7 @@ from torch import nn
 
 from ..units.base import check_count, check_number, check_sizes, check_step_input
 from ..units.src import SRC
-from .readout import PopulationReadout
+from .readout import MODES, PopulationReadout
 
 KINDS = ("src", "lif")
 
@@ -35,11 +35,16 @@ def layer_stats(out: torch.Tensor, inp: torch.Tensor, *, pulse: bool) -> dict:
 
     A neuron is active at step t when ``out[t] > 0``. A spike is one active step (LIF) or, with
     ``pulse=True`` (SRC, whose spike is a pulse lasting 2–3 steps), one onset of activity.
-    Returns ``firing_rate`` (spikes per neuron per step), ``silent_fraction`` (neurons that never
-    spike in the batch), ``spikes_per_sample``, and ``synops_per_sample``: synaptic operations of
-    the layer, one per non-zero input entry and neuron (nonzero inputs × N).
+    Returns ``firing_rate`` (spikes per neuron per step, over all T steps: a silent prefix
+    counts), ``silent_fraction`` (neurons that never spike in the batch: it falls as B grows),
+    ``spikes_per_sample``, and ``synops_per_sample``: synaptic operations of the layer, one per
+    non-zero input entry and neuron (nonzero inputs × N), the products its weights compute. An
+    SRC pulse is non-zero for 2–3 steps, so it costs the next layer 2–3 × N operations where a
+    LIF spike costs N; an input frame's entry counts once whatever its event count.
     """
     B, T, N = out.shape
+    if B * T == 0:
+        raise ValueError(f"out: expected at least one sample and one step, got shape {(B, T, N)}")
     active = out > 0
     spikes = active
     if pulse:
@@ -84,6 +89,8 @@ class SpikingNetwork(nn.Module):
         check_sizes(input_size=input_size, hidden_size=hidden_size, n_classes=n_classes,
                     per_class=per_class)
         check_number(alpha_ro, "alpha_ro", lambda v: 0 <= v <= 1, "a leak in [0, 1]")
+        if readout not in MODES:
+            raise ValueError(f"readout: expected one of {MODES}, got {readout!r}")
         if init_rate is not None:
             _check_rate(init_rate, "init_rate")
             self.register_buffer("calibrated", torch.tensor(False))
@@ -180,7 +187,8 @@ class SpikingNetwork(nn.Module):
                 lo, hi = (mid, hi) if below else (lo, mid)
             gains.append(math.exp((lo + hi) / 2))
             got, h = _rate_at(gains[-1], layer, maps, originals, h, s, pulse)
-            if not rate / 2 <= got <= 2 * rate:
+            at_bound = hi == math.log(1e2) or lo == math.log(1e-2)  # the rate out of reach
+            if at_bound or not rate / 2 <= got <= 2 * rate:
                 warnings.warn(f"calibrate_: layer {k} fires at {got:.4g} with gain "
                               f"{gains[-1]:.3g}, the target was {rate:.4g}", stacklevel=3)
         return gains
