@@ -30,3 +30,21 @@ def test_values_and_gradients_match_the_eager_loop(B, T, H, current, detach):
     got, want = _run(True, *args, current, detach), _run(False, *args, current, detach)
     assert_same_run(got, want)
     assert (want[2][2] is None) == detach  # detached: no gradient into the initial state
+
+
+def test_compile_loop_on_cuda_without_triton_runs_the_pytorch_loop(monkeypatch):
+    """No Triton (or one older than 3.6) on a CUDA machine: the layer runs the eager loop, with
+    one warning naming why, as the MRUs fall back to the PyTorch scan (a stand-in for a CUDA
+    tensor: only its device and dtype are read)."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "bistable.units.src_triton", None)  # import fails
+    src_loop._triton_kernel.cache_clear()
+    on_cuda = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32)
+    try:
+        with pytest.warns(UserWarning, match="the SRC's fused CUDA loop is unavailable"):
+            assert src_loop._loop(on_cuda, compiled=True) is src_loop.EagerLoop
+        assert src_loop._loop(on_cuda, compiled=True) is src_loop.EagerLoop  # warned once
+    finally:
+        src_loop._triton_kernel.cache_clear()

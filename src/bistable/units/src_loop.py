@@ -27,6 +27,7 @@ with known output shapes to ``torch.compile``, which then traces an SRC network 
 """
 
 import functools
+import warnings
 
 import torch
 from torch import Tensor
@@ -195,6 +196,20 @@ def _cpu_kernel():
     return load_cpu_extension("bistable_src_loop", _CPP, ["forward", "backward"])
 
 
+@functools.cache
+def _triton_kernel():
+    """:mod:`bistable.units.src_triton` when Triton imports (>= 3.6), else :class:`EagerLoop`
+    with a warning, once: ``compile_loop`` is a speed option, and the GPU runs the PyTorch loop
+    without it, as the MRUs run the PyTorch scan."""
+    try:
+        from . import src_triton
+    except ImportError as err:
+        warnings.warn(f"compile_loop: the SRC's fused CUDA loop is unavailable ({err}); running "
+                      "the PyTorch loop", stacklevel=4)
+        return EagerLoop
+    return src_triton
+
+
 def _loop(i: Tensor, compiled: bool):
     """The loop for ``i``: when ``compiled`` (float32/64) the C++ kernel on CPU, the Triton
     kernel (:mod:`bistable.units.src_triton`) on CUDA; otherwise :class:`EagerLoop`."""
@@ -203,9 +218,7 @@ def _loop(i: Tensor, compiled: bool):
     if i.device.type == "cpu":
         return _cpu_kernel()
     if i.device.type == "cuda":
-        from . import src_triton
-
-        return src_triton
+        return _triton_kernel()
     return EagerLoop
 
 

@@ -12,6 +12,11 @@ is a compile-time constant: one compilation per sequence length, as a training r
 forward reads ``i`` and writes ``h`` once; the backward reads ``grad_h``, ``h``, ``i`` once and
 writes ``grad_i``. The functions :func:`forward` and :func:`backward` take and return what the
 other loops of ``bistable.units.src_loop`` do, so its operators use any of them.
+
+The kernel's ``tanh`` is ``(1 − e)/(1 + e)`` with ``e = exp(−2|x|)``: within an ulp of
+``torch.tanh`` (about half the values differ by one), so results match the CPU loops to float
+rounding, not bit for bit, and an ``h`` that lands exactly on the gate's 0.5 may be gated the
+other way (a tie of measure zero; an ``h`` given as 0.5 is gated alike).
 """
 
 from __future__ import annotations
