@@ -15,14 +15,105 @@ ISA_FLAGS = {
 }
 
 
-@pytest.mark.parametrize("isa", sorted(ISA_FLAGS))
-def test_flags_and_name_follow_the_cpu_capability(monkeypatch, isa):
+@pytest.fixture
+def builds(monkeypatch, tmp_path):
+    """``load_inline`` recorded instead of run, the extensions' cache in ``tmp_path``: the
+    ``(args, kwargs)`` of each build asked for."""
     calls = []
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(cpp_extension, "load_inline",
                         lambda *args, **kwargs: calls.append((args, kwargs)) or "module")
+    return calls
+
+
+@pytest.mark.parametrize("isa", sorted(ISA_FLAGS))
+def test_flags_and_name_follow_the_cpu_capability(monkeypatch, builds, tmp_path, isa):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
     assert load_cpu_extension("bistable_x", "// source", ["forward", "backward"]) == "module"
-    [(args, kwargs)] = calls
-    assert args == (f"bistable_x_{isa.lower()}", "// source")  # one build (cache) per ISA
+    [(args, kwargs)] = builds
+    name = args[0]
+    assert name.startswith(f"bistable_x_{isa.lower()}_") and args[1] == "// source"  # per ISA
     assert kwargs == {"functions": ["forward", "backward"],
-                      "extra_cflags": ["-O3", *ISA_FLAGS[isa]]}
+                      "extra_cflags": ["-O3", *ISA_FLAGS[isa]],
+                      "build_directory": str(tmp_path / name)}
+
+
+def test_another_source_gets_another_build(builds):
+    """Two versions of a loop (two checkouts, two environments) never share a cached build: the
+    name carries a hash of the source, flags, torch and Python (a shared name loaded whichever
+    build came first, and kept it)."""
+    for source in ("// one", "// two", "// one"):
+        load_cpu_extension("bistable_x", source, ["forward"])
+    one, two, again = (args[0] for args, _ in builds)
+    assert one != two and one == again
+
+
+def test_a_lock_left_by_a_killed_build_is_named(builds, tmp_path):
+    load_cpu_extension("bistable_x", "// source", ["forward"])
+    folder = tmp_path / builds[0][0][0]
+    (folder / "lock").touch()  # torch would wait for it without a word
+    with pytest.warns(UserWarning, match=f"if none is running, delete {folder / 'lock'}"):
+        load_cpu_extension("bistable_x", "// source", ["forward"])
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("Ninja is required to load C++ extensions"),
+    OSError(30, "Read-only file system"),
+    ImportError("cannot open shared object file")])
+def test_a_loop_that_cannot_be_built_falls_back_with_one_warning(monkeypatch, tmp_path, error):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cpp_extension, "load_inline", fail)
+    with pytest.warns(UserWarning, match="could not be built or loaded .*running the PyTorch "
+                      "loop. It needs a C..? compiler, ninja"):
+        assert load_cpu_extension("bistable_x", "// source", ["forward"]) is None
+
+
+@pytest.mark.parametrize("unit", ["BRC", "NBRC", "SRC"])
+def test_units_without_their_fused_loop_run_the_pytorch_loop(monkeypatch, tmp_path, unit):
+    """``compile_loop=True`` where nothing can be built: the unit's own loop, one warning, the
+    same values as ``compile_loop=False``."""
+    import bistable as bs
+    from bistable.units import brc_loop, src_loop
+
+    module = src_loop if unit == "SRC" else brc_loop
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    def fail(*args, **kwargs):
+        raise RuntimeError("c++: not found")
+
+    monkeypatch.setattr(cpp_extension, "load_inline", fail)
+    module._cpu_kernel.cache_clear()
+    try:
+        torch.manual_seed(0)
+        fused = getattr(bs, unit)(3, 4, compile_loop=True).double()
+        plain = getattr(bs, unit)(3, 4).double()
+        plain.load_state_dict(fused.state_dict())
+        x = torch.randn(2, 5, 3, dtype=torch.float64)
+        with pytest.warns(UserWarning, match="could not be built"):
+            y, _ = fused(x)
+        assert torch.equal(y, plain(x)[0])
+        fused(x)  # warned once: the failure is remembered (the suite turns a second into an error)
+    finally:
+        module._cpu_kernel.cache_clear()
+
+
+def test_the_fused_operators_check_their_operands():
+    """Called directly, the operators refuse sizes their kernels would trust (a short ``h0`` made
+    the C++ loop write past its buffers)."""
+    import bistable as bs
+
+    brc = bs.BRC(3, 4).double()
+    u = torch.randn(5, 7, 3, dtype=torch.float64) @ brc.U.T
+    w, h0 = brc._recurrent_weight(), torch.zeros(5, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"h0: expected shape \(5, 4\), .* got \(1, 4\)"):
+        torch.ops.bistable.brc_loop(u, brc.bias, w, h0[:1])
+    with pytest.raises(ValueError, match=r"bias: expected shape \(8,\), torch.float32"):
+        torch.ops.bistable.brc_loop(u.float(), brc.bias, w, h0.float())
+    src = bs.SRC(3, 4).double()
+    i, s = torch.randn(5, 7, 4, dtype=torch.float64), torch.zeros(5, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"hs0: expected shape \(5, 4\), .* got \(1, 4\)"):
+        torch.ops.bistable.src_loop(i, src.bias, s, s[:1], src.r, src.r_s, 3.0, 0.9, 0.0, False,
+                                    False, False)

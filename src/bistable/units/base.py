@@ -151,6 +151,20 @@ def check_state(state, shape: Sequence[int], name: str = "state",
     _finite(state, name)
 
 
+def check_operands(reference: torch.Tensor, rank: int, **operands) -> None:
+    """Check a fused operator's operands before they reach its kernel, which trusts its sizes:
+    ``reference`` of rank ``rank`` and floating, each ``name=(tensor, shape)`` of that shape and
+    in ``reference``'s dtype and device."""
+    if reference.dim() != rank or not reference.is_floating_point():
+        raise ValueError(f"expected a floating tensor of rank {rank}, got {reference.dtype} of "
+                         f"shape {tuple(reference.shape)}")
+    for name, (t, shape) in operands.items():
+        if (tuple(t.shape), t.dtype, t.device) != (tuple(shape), reference.dtype,
+                                                    reference.device):
+            raise ValueError(f"{name}: expected shape {tuple(shape)}, {reference.dtype} on "
+                             f"{reference.device}, got {tuple(t.shape)}, {t.dtype} on {t.device}")
+
+
 def in_parameter_dtype(parameter: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``tensors`` in the dtype of ``parameter``, one of the unit's own (a no-op outside autocast).
     Under ``torch.autocast`` the products arrive in bfloat16; a unit's recurrence (held states,

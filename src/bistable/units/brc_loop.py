@@ -27,6 +27,7 @@ import functools
 import torch
 from torch import Tensor
 
+from .base import check_operands
 from .cpu_extension import load_cpu_extension
 
 _CPP = r"""
@@ -167,7 +168,8 @@ std::vector<at::Tensor> backward(at::Tensor gy, at::Tensor u, at::Tensor h0, at:
 
 @functools.cache
 def _cpu_kernel():
-    """The fused loop (:data:`_CPP`), built on first use (:func:`load_cpu_extension`)."""
+    """The fused loop (:data:`_CPP`), built on first use (:func:`load_cpu_extension`; None where
+    it cannot be)."""
     return load_cpu_extension("bistable_brc_loop", _CPP, ["forward", "backward"])
 
 
@@ -183,6 +185,13 @@ def _kernel_weights(w: Tensor) -> Tensor:
 def brc_loop(u: Tensor, bias: Tensor, w: Tensor, h0: Tensor) -> Tensor:
     """``h`` ``(B, T, H)`` from ``u`` ``(B, T, 3H)``, the gate bias ``(2H,)``, the recurrent
     weights (``(2H,)`` diagonal or ``(2H, H)`` full) and ``h0`` ``(B, H)``; CPU, float32/64."""
+    check_operands(u, 3)
+    B, T, H = u.shape[0], u.shape[1], u.shape[2] // 3
+    check_operands(u, 3, u=(u, (B, T, 3 * H)), h0=(h0, (B, H)), bias=(bias, (2 * H,)),
+                   w=(w, (2 * H,) if w.dim() == 1 else (2 * H, H)))
+    if _cpu_kernel() is None:
+        raise ValueError("brc_loop: the fused C++ loop could not be built here (see the warning); "
+                         "run the unit with compile_loop=False")
     return _cpu_kernel().forward(u.contiguous(), h0.contiguous(), bias.contiguous(),
                                  _kernel_weights(w), w.dim() == 2)
 
@@ -226,5 +235,11 @@ brc_loop.register_autograd(_backward, setup_context=_save)
 
 
 def supported(x: Tensor) -> bool:
-    """Whether the fused loop runs ``x``: a float32/64 tensor on the CPU."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    """Whether the fused loop runs ``x``: a float32/64 tensor on the CPU, where the loop builds
+    (else the unit runs its PyTorch loop; :func:`load_cpu_extension` warns once)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _built()
+
+
+@torch.compiler.assume_constant_result  # torch.compile runs it once, eagerly, and keeps the answer
+def _built() -> bool:
+    return _cpu_kernel() is not None

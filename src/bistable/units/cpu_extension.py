@@ -1,13 +1,28 @@
 """Building the units' fused CPU loops: C++ sources compiled once per machine by
-``torch.utils.cpp_extension`` (a C++ compiler and ninja; cached on disk afterwards)."""
+``torch.utils.cpp_extension`` (a C++ compiler and ninja; cached on disk afterwards).
+
+A build's folder is named by the loop, the CPU's vector ISA and a hash of the source, the flags,
+and the torch and Python it builds against, so that two versions of the package (or two virtual
+environments) never load nor rebuild each other's builds in the shared cache
+(``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Where the loop cannot be
+built (no compiler or ninja, an unwritable cache) the units run their PyTorch loop, with one
+warning saying why: ``compile_loop`` is a speed option.
+"""
+
+import hashlib
+import os
+import sys
+import warnings
+from pathlib import Path
 
 import torch
 
 
 def load_cpu_extension(name: str, source: str, functions: list[str]):
-    """The extension module ``<name>_<isa>`` built from ``source`` with ``functions`` bound;
-    AVX2 or AVX-512 vectors (``at::vec::Vectorized``, SLEEF's ``tanh``) where the CPU has them."""
-    from torch.utils.cpp_extension import load_inline
+    """The extension module ``<name>_<isa>_<hash>`` built from ``source`` with ``functions``
+    bound, or None (with a warning) when it cannot be built; AVX2 or AVX-512 vectors
+    (``at::vec::Vectorized``, SLEEF's ``tanh``) where the CPU has them."""
+    from torch.utils.cpp_extension import get_default_build_root, load_inline
 
     isa = torch.backends.cpu.get_cpu_capability()
     flags = ["-O3"] + {
@@ -16,4 +31,22 @@ def load_cpu_extension(name: str, source: str, functions: list[str]):
     }.get(isa, [])
     if len(flags) > 1:
         flags += [f"-DCPU_CAPABILITY_{isa}", f"-DCPU_CAPABILITY={isa}"]
-    return load_inline(f"{name}_{isa.lower()}", source, functions=functions, extra_cflags=flags)
+    # the torch it builds against, by version and place (each environment its own build: a
+    # shared one is rebuilt by ninja whenever another environment's paths last built it)
+    digest = hashlib.sha256("\n".join([source, *flags, torch.__version__, torch.__file__,
+                                       sys.version]).encode()).hexdigest()[:12]
+    full_name = f"{name}_{isa.lower()}_{digest}"
+    folder = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / full_name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if (folder / "lock").exists():  # torch waits for it without a word, forever if stale
+            warnings.warn(f"compile_loop: waiting for another process's build of {full_name}; "
+                          f"if none is running, delete {folder / 'lock'}", stacklevel=4)
+        return load_inline(full_name, source, functions=functions, extra_cflags=flags,
+                           build_directory=str(folder))
+    except (RuntimeError, OSError, ImportError) as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        warnings.warn(f"compile_loop: the fused C++ loop {name} could not be built or loaded "
+                      f"({reason}); running the PyTorch loop. It needs a C++ compiler, ninja "
+                      f"and a writable {folder.parent} ($TORCH_EXTENSIONS_DIR)", stacklevel=4)
+        return None

@@ -32,6 +32,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from .base import check_operands
 from .cpu_extension import load_cpu_extension
 
 
@@ -192,7 +193,8 @@ std::vector<at::Tensor> backward(at::Tensor g, at::Tensor ghs, at::Tensor hseq, 
 
 @functools.cache
 def _cpu_kernel():
-    """The fused loop (:data:`_CPP`), built on first use (:func:`load_cpu_extension`)."""
+    """The fused loop (:data:`_CPP`), built on first use (:func:`load_cpu_extension`; None where
+    it cannot be)."""
     return load_cpu_extension("bistable_src_loop", _CPP, ["forward", "backward"])
 
 
@@ -216,7 +218,7 @@ def _loop(i: Tensor, compiled: bool):
     if not compiled or i.dtype not in (torch.float32, torch.float64):
         return EagerLoop
     if i.device.type == "cpu":
-        return _cpu_kernel()
+        return _cpu_kernel() or EagerLoop  # None: not buildable here (warned once)
     if i.device.type == "cuda":
         return _triton_kernel()
     return EagerLoop
@@ -231,6 +233,10 @@ def src_loop(i: Tensor, bias: Tensor, h0: Tensor, hs0: Tensor, r: Tensor, r_s: T
     """``h`` ``(B, T, H)`` and ``h_s[T]`` ``(B, H)`` from ``i`` ``(B, T, H)``, the state ``(h0,
     hs0)`` and per-neuron ``bias, r, r_s`` ``(H,)`` (one dtype and device); ``detach`` is the
     backward's."""
+    check_operands(i, 3)
+    B, _, H = i.shape
+    check_operands(i, 3, bias=(bias, (H,)), h0=(h0, (B, H)), hs0=(hs0, (B, H)), r=(r, (H,)),
+                   r_s=(r_s, (H,)))
     loop = _loop(i, compiled)
     return loop.forward(i.contiguous(), h0.contiguous(), hs0.contiguous(), r.contiguous(),
                         r_s.contiguous(), bias.expand(r.shape).contiguous(), rho, z_hyp,
