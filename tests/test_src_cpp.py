@@ -39,7 +39,10 @@ def test_compile_loop_on_cuda_without_triton_runs_the_pytorch_loop(monkeypatch):
     import sys
     import types
 
+    import bistable.units
+
     monkeypatch.setitem(sys.modules, "bistable.units.src_triton", None)  # import fails
+    monkeypatch.delattr(bistable.units, "src_triton", raising=False)  # an earlier import's
     src_loop._triton_kernel.cache_clear()
     on_cuda = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32)
     try:

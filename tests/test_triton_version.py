@@ -78,3 +78,14 @@ def test_version_strings_are_read_to_major_minor():
     assert lang.version_tuple("3.10.1+git3f2a") == (3, 10)
     with pytest.raises(ValueError, match="expected 'MAJOR.MINOR...', got 'nightly'"):
         lang.version_tuple("nightly")
+
+
+def test_importing_bistable_imports_neither_triton_nor_dynamo():
+    """``import bistable`` stays light: Triton and torch._dynamo load on first use, not at import
+    (dynamo imports triton, and the interpreter's tests need TRITON_INTERPRET set before that)."""
+    import subprocess
+
+    code = ("import sys, bistable, bistable.units.brc_loop, bistable.units.src_loop; "
+            "print(sorted(m for m in ('triton', 'torch._dynamo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -236,10 +236,9 @@ brc_loop.register_autograd(_backward, setup_context=_save)
 
 def supported(x: Tensor) -> bool:
     """Whether the fused loop runs ``x``: a float32/64 tensor on the CPU, where the loop builds
-    (else the unit runs its PyTorch loop; :func:`load_cpu_extension` warns once)."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _built()
-
-
-@torch.compiler.assume_constant_result  # torch.compile runs it once, eagerly, and keeps the answer
-def _built() -> bool:
-    return _cpu_kernel() is not None
+    (else the unit runs its PyTorch loop; :func:`load_cpu_extension` warns once). While
+    ``torch.compile`` traces, the build is not looked up (the operator is opaque to it, and says
+    so where the loop cannot be built)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    return torch.compiler.is_compiling() or _cpu_kernel() is not None
