@@ -151,13 +151,14 @@ def check_state(state, shape: Sequence[int], name: str = "state",
     _finite(state, name)
 
 
-def check_operands(reference: torch.Tensor, rank: int, **operands) -> None:
+def check_operands(reference: tuple[str, torch.Tensor], rank: int, **operands) -> None:
     """Check a fused operator's operands before they reach its kernel, which trusts its sizes:
-    ``reference`` of rank ``rank`` and floating, each ``name=(tensor, shape)`` of that shape and
-    in ``reference``'s dtype and device."""
+    ``reference`` (its name and tensor) of rank ``rank`` and floating, each
+    ``name=(tensor, shape)`` of that shape and in the reference's dtype and device."""
+    name, reference = reference
     if reference.dim() != rank or not reference.is_floating_point():
-        raise ValueError(f"expected a floating tensor of rank {rank}, got {reference.dtype} of "
-                         f"shape {tuple(reference.shape)}")
+        raise ValueError(f"{name}: expected a floating tensor of rank {rank}, got "
+                         f"{reference.dtype} of shape {tuple(reference.shape)}")
     for name, (t, shape) in operands.items():
         if (tuple(t.shape), t.dtype, t.device) != (tuple(shape), reference.dtype,
                                                     reference.device):

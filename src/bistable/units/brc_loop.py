@@ -185,9 +185,9 @@ def _kernel_weights(w: Tensor) -> Tensor:
 def brc_loop(u: Tensor, bias: Tensor, w: Tensor, h0: Tensor) -> Tensor:
     """``h`` ``(B, T, H)`` from ``u`` ``(B, T, 3H)``, the gate bias ``(2H,)``, the recurrent
     weights (``(2H,)`` diagonal or ``(2H, H)`` full) and ``h0`` ``(B, H)``; CPU, float32/64."""
-    check_operands(u, 3)
+    check_operands(("u", u), 3)
     B, T, H = u.shape[0], u.shape[1], u.shape[2] // 3
-    check_operands(u, 3, u=(u, (B, T, 3 * H)), h0=(h0, (B, H)), bias=(bias, (2 * H,)),
+    check_operands(("u", u), 3, u=(u, (B, T, 3 * H)), h0=(h0, (B, H)), bias=(bias, (2 * H,)),
                    w=(w, (2 * H,) if w.dim() == 1 else (2 * H, H)))
     if _cpu_kernel() is None:
         raise ValueError("brc_loop: the fused C++ loop could not be built here (see the warning); "

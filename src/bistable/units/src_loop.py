@@ -233,9 +233,9 @@ def src_loop(i: Tensor, bias: Tensor, h0: Tensor, hs0: Tensor, r: Tensor, r_s: T
     """``h`` ``(B, T, H)`` and ``h_s[T]`` ``(B, H)`` from ``i`` ``(B, T, H)``, the state ``(h0,
     hs0)`` and per-neuron ``bias, r, r_s`` ``(H,)`` (one dtype and device); ``detach`` is the
     backward's."""
-    check_operands(i, 3)
+    check_operands(("i", i), 3)
     B, _, H = i.shape
-    check_operands(i, 3, bias=(bias, (H,)), h0=(h0, (B, H)), hs0=(hs0, (B, H)), r=(r, (H,)),
+    check_operands(("i", i), 3, bias=(bias, (H,)), h0=(h0, (B, H)), hs0=(hs0, (B, H)), r=(r, (H,)),
                    r_s=(r_s, (H,)))
     loop = _loop(i, compiled)
     return loop.forward(i.contiguous(), h0.contiguous(), hs0.contiguous(), r.contiguous(),
