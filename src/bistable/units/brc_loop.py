@@ -189,11 +189,12 @@ def brc_loop(u: Tensor, bias: Tensor, w: Tensor, h0: Tensor) -> Tensor:
     B, T, H = u.shape[0], u.shape[1], u.shape[2] // 3
     check_operands(("u", u), 3, u=(u, (B, T, 3 * H)), h0=(h0, (B, H)), bias=(bias, (2 * H,)),
                    w=(w, (2 * H,) if w.dim() == 1 else (2 * H, H)))
-    if _cpu_kernel() is None:
+    kernel = _cpu_kernel()
+    if kernel is None:
         raise ValueError("brc_loop: the fused C++ loop could not be built here (see the warning); "
                          "run the unit with compile_loop=False")
-    return _cpu_kernel().forward(u.contiguous(), h0.contiguous(), bias.contiguous(),
-                                 _kernel_weights(w), w.dim() == 2)
+    return kernel.forward(u.contiguous(), h0.contiguous(), bias.contiguous(),
+                          _kernel_weights(w), w.dim() == 2)
 
 
 @brc_loop.register_fake

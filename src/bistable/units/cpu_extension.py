@@ -45,7 +45,8 @@ def load_cpu_extension(name: str, source: str, functions: list[str]):
         return load_inline(full_name, source, functions=functions, extra_cflags=flags,
                            build_directory=str(folder))
     except (RuntimeError, OSError, ImportError) as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        reason = text.splitlines()[-1] if text else type(err).__name__
         warnings.warn(f"compile_loop: the fused C++ loop {name} could not be built or loaded "
                       f"({reason}); running the PyTorch loop. It needs a C++ compiler, ninja "
                       f"and a writable {folder.parent} ($TORCH_EXTENSIONS_DIR)", stacklevel=4)
