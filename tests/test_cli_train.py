@@ -68,6 +68,7 @@ def test_short_run_writes_metrics_json_as_specified(tmp_path, capsys):
     (["psmnist", "--model", "lru", "--data-dir", "/nonexistent/mnist"], "no train-images"),
     (["copy-first-input", "--model", "bmru", "--pad", "3"], "--pad does not apply"),
     (["psmnist", "--model", "lru", "--pad", "9", "--pad-every", "0"], "--pad-every must be >= 1"),
+    (["denoising", "--model", "gru", "--shift", "1"], "--shift does not apply to task denoising"),
     (["copy-first-input", "--model", "bmru", "--batch-size", "-2"], "--batch-size must be >= 1"),
     (["copy-first-input", "--model", "bmru", "--seed", str(10**17)],
      "--seed must be in [0, 2**32), got 100000000000000000"),

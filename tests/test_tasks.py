@@ -45,6 +45,10 @@ def test_unknown_task_names_the_choices():
     (dict(name="psmnist", pad=10, pad_every=0), "--pad-every must be >= 1, got 0"),
     (dict(name="psmnist", pad=10, pad_every=-2), "--pad-every must be >= 0, got -2"),
     (dict(name="denoising", data_dir="/tmp"), "--data-dir does not apply"),
+    (dict(name="copy-first-input", shift=1), r"--shift does not apply .* not images"),
+    (dict(name="spiking-mnist", shift=-1), r"--shift must be in 0 … 27 .* got -1"),
+    (dict(name="psmnist", shift=28), r"--shift must be in 0 … 27 \(images of 28 × 28"),
+    (dict(name="nmnist", shift=34), r"--shift must be in 0 … 33 \(images of 34 × 34"),
 ])
 def test_flags_that_do_not_fit_the_task_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -278,3 +282,86 @@ def test_holding_out_a_validation_set_leaves_the_test_file_whole():
                        test=(torch.zeros(7, 784, dtype=torch.uint8), torch.arange(7)))
     assert task.size("test") == 7
     assert task.examples("test", torch.arange(7), 784, gen())[1].tolist() == list(range(7))
+
+
+def moved(image, dy, dx):
+    """The plain definition: ``out[y, x] = image[y − dy, x − dx]``, 0 outside the image."""
+    height, width = image.shape[-2:]
+    out = torch.zeros_like(image)
+    for y in range(height):
+        for x in range(width):
+            if 0 <= y - dy < height and 0 <= x - dx < width:
+                out[..., y, x] = image[..., y - dy, x - dx]
+    return out
+
+
+@pytest.mark.parametrize("shape, max_shift", [((7, 5, 6), 2), ((5, 3, 2, 4, 9), 3), ((4, 1, 1), 0)])
+def test_random_shift_translates_each_example_by_its_own_draw_with_zero_fill(shape, max_shift):
+    from bistable.data.augment import random_shift
+
+    x = torch.rand(shape, dtype=torch.float64, generator=gen(1)) + 0.5  # no zeros of its own
+    out = random_shift(x, max_shift, gen(2))
+    for b in range(shape[0]):   # exactly one translation within the bound gives each example
+        offsets = range(-max_shift, max_shift + 1)
+        fits = [(dy, dx) for dy in offsets for dx in offsets
+                if torch.equal(out[b], moved(x[b], dy, dx))]
+        assert len(fits) == 1
+    if max_shift:
+        assert not torch.equal(out, x) and (out == 0).any()
+    assert torch.equal(out, random_shift(x, max_shift, gen(2)))   # the generator decides
+
+
+def test_random_shift_draws_every_offset_and_none_at_zero():
+    from bistable.data.augment import random_shift
+
+    x = torch.zeros(400, 5, 5)
+    x[:, 2, 2] = 1                              # a single pixel: its new place is the offset
+    out = random_shift(x, 2, gen(3))
+    offsets = {(int(i) // 5 - 2, int(i) % 5 - 2) for i in out.flatten(1).argmax(1)}
+    assert offsets == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+    g = gen(4)
+    assert random_shift(x, 0, g) is x and torch.equal(g.get_state(), gen(4).get_state())
+    with pytest.raises(ValueError, match=r"expected images \(B, ..., H, W\), got shape \(5, 5\)"):
+        random_shift(x[0], 1, g)
+    with pytest.raises(ValueError, match=r"0 … 4 \(images of 5 × 5\), got 5"):
+        random_shift(x, 5, g)
+
+
+@pytest.mark.parametrize("name", ["smnist", "psmnist", "spiking-mnist"])
+def test_shift_moves_training_examples_only(name):
+    shifted, plain = build_task(name, shift=2), build_task(name)
+    images, _ = fake_mnist(shifted, n=12)
+    fake_mnist(plain, n=12)
+    index, seq_len = torch.arange(12), plain.seq_len(None)
+    for split in ("test", "train"):
+        x, y = shifted.examples(split, index, seq_len, gen())
+        x0, y0 = plain.examples(split, index, seq_len, gen())
+        assert torch.equal(y, y0)
+        assert torch.equal(x, x0) == (split == "test")
+    if name == "smnist":  # the pixels of each training example are its image, moved
+        grid = images.view(12, 28, 28).float() / 255
+        for b in range(12):
+            assert any(torch.equal(x[b, :, 0].view(28, 28), moved(grid[b], dy, dx))
+                       for dy in range(-2, 3) for dx in range(-2, 3))
+    held = build_task(name, shift=2, validation=True)
+    fake_mnist(held, n=12)
+    val, again = (held.examples("val", torch.tensor([0]), seq_len, gen()) for _ in range(2))
+    assert torch.equal(val[0], again[0])        # the validation split is not moved either
+
+
+def test_shift_moves_nmnist_frames_alike_in_every_bin(tmp_path):
+    from bistable.data import nmnist
+
+    events = np.zeros(40, dtype=[("x", "i2"), ("y", "i2"), ("t", "i8"), ("p", "i2")])
+    events["x"], events["y"] = 17, 16                   # one pixel, far from the border
+    events["t"], events["p"] = np.arange(40) * 7_000, np.arange(40) % 2
+    (tmp_path / "Train" / "5").mkdir(parents=True)
+    nmnist.write_events(tmp_path / "Train" / "5" / "00001.bin", events)
+    task = build_task("nmnist", data_dir=str(tmp_path), shift=3)
+    x, _ = task.examples("train", torch.zeros(30, dtype=torch.long), 8, gen())
+    frames = x.view(30, 8, 2, 34, 34)
+    assert frames.sum() == 30 * 40                      # nothing moved out of the sensor
+    where = {tuple(ix[3:].tolist()) for ix in frames.nonzero()}  # (y, x) of the events
+    assert len(where) > 1 and all(abs(y - 16) <= 3 and abs(x - 17) <= 3 for y, x in where)
+    for b in range(30):                                 # one place per recording, all bins
+        assert len({tuple(ix[2:].tolist()) for ix in frames[b].nonzero()}) == 1

@@ -690,8 +690,9 @@ def test_the_seed_picks_the_initial_weights(tmp_path):
 
 def test_a_run_builds_its_task_with_its_task_settings(tmp_path):
     task = loop._build_task(config(tmp_path, task="psmnist", seq_len=None, pad=30, pad_min=10,
-                                   pad_every=7, keep_best=True))
-    assert (task.pad, task.pad_min, task.pad_every, task.validation) == (30, 10, 7, True)
+                                   pad_every=7, keep_best=True, shift=2))
+    assert (task.pad, task.pad_min, task.pad_every, task.validation, task.shift) == \
+        (30, 10, 7, True, 2)
     assert loop._build_task(config(tmp_path, task="denoising", gap=50)).gap == 50
     assert loop._build_task(config(tmp_path)).validation is False
 

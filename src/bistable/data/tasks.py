@@ -53,6 +53,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .augment import random_shift
 from .fetch import dataset_dir
 
 EVAL_SEED = 20260101
@@ -81,7 +82,9 @@ class Task:
     """A task's sizes, data, loss and metrics (see the module docstring for the list).
 
     ``defaults`` holds the training settings a run takes when the command line leaves them out;
-    ``validation`` holds out a data set's ``"val"`` split from its training file.
+    ``validation`` holds out a data set's ``"val"`` split from its training file; ``shift``
+    moves each ``"train"`` example of an image data set by up to that many pixels
+    (:func:`~bistable.data.augment.random_shift`).
     """
 
     name: str
@@ -91,6 +94,7 @@ class Task:
     kind: str  # "regression" or "classification"
     defaults: dict = field(default_factory=dict)
     validation: bool = False
+    shift: int = 0  # image and N-MNIST tasks: training examples moved by up to this many pixels
 
     @property
     def chance(self) -> float:
@@ -136,7 +140,7 @@ class Task:
         """The examples at ``index`` of ``split`` (data-set tasks only), on ``device``."""
         rows = self._rows(split)
         return self._examples(_file_split(split), index if rows is None else rows[index],
-                              seq_len, generator, device)
+                              seq_len, generator, device, self.shift if split == "train" else 0)
 
     def _rows(self, split: str) -> torch.Tensor | None:
         """The rows of its file that ``split`` holds (``None``: all of them)."""
@@ -154,8 +158,10 @@ class Task:
         return None
 
     def _examples(self, file_split: str, index: torch.Tensor, seq_len: int,
-                  generator: torch.Generator, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """The examples at rows ``index`` of the ``"train"`` or ``"test"`` file."""
+                  generator: torch.Generator, device="cpu",
+                  shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples at rows ``index`` of the ``"train"`` or ``"test"`` file, each moved by up
+        to ``shift`` pixels (drawn with ``generator``)."""
         raise NotImplementedError(f"task {self.name} has no indexed examples")
 
     def eval_batches(self, split: str, seq_len: int, n: int, batch_size: int, device="cpu"):
@@ -252,6 +258,15 @@ class ImageTask(Task):
     def _file_size(self, file_split):
         return len(self._file(file_split)[1])
 
+    def _images(self, file_split: str, index: torch.Tensor, generator: torch.Generator,
+                shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images uint8 (B, H·W), labels)`` at rows ``index``, each moved by up to ``shift``
+        pixels."""
+        images, labels = self._file(file_split)
+        side = math.isqrt(images.shape[1])
+        moved = random_shift(images[index].view(-1, side, side), shift, generator)
+        return moved.reshape(len(index), -1), labels[index]
+
 
 def permutation() -> torch.Tensor:
     """psMNIST's fixed pixel order: ``randperm(784)`` with seed :data:`PERMUTATION_SEED`."""
@@ -287,13 +302,13 @@ class PixelMNIST(ImageTask):
                              f"{784 + self.pad} (use --pad to lengthen it), got {requested}")
         return 784 + self.pad
 
-    def _examples(self, file_split, index, seq_len, generator, device="cpu"):
-        images, labels = self._file(file_split)
-        pixels = images[index].float() / 255.0
+    def _examples(self, file_split, index, seq_len, generator, device="cpu", shift=0):
+        images, labels = self._images(file_split, index, generator, shift)
+        pixels = images.float() / 255.0
         if self.permute:
             pixels = pixels[:, permutation()]
         x = F.pad(pixels, (0, seq_len - 784)).unsqueeze(-1)
-        return x.to(device), labels[index].to(device)
+        return x.to(device), labels.to(device)
 
 
 @dataclass
@@ -305,17 +320,17 @@ class SpikingImages(ImageTask):
     def min_seq_len(self) -> int:
         return self.silent + 1
 
-    def _examples(self, file_split, index, seq_len, generator, device="cpu"):
+    def _examples(self, file_split, index, seq_len, generator, device="cpu", shift=0):
         from ..nn.encoders import rate_code
 
-        images, labels = self._file(file_split)
-        intensity = images[index].to(device).float() / 255.0
+        images, labels = self._images(file_split, index, generator, shift)
+        intensity = images.to(device).float() / 255.0
         if intensity.device.type != "cpu":
             seed = int(torch.randint(2**62, (), generator=generator))
             generator = torch.Generator(intensity.device).manual_seed(seed)
         spikes = rate_code(intensity, steps=seq_len - self.silent, silent=self.silent,
                            generator=generator)
-        return spikes, labels[index].to(device)
+        return spikes, labels.to(device)
 
 
 @dataclass
@@ -351,10 +366,11 @@ class NMNIST(Task):
             return f"data: SIMULATED N-MNIST recordings ({marker}), not the real N-MNIST"
         return None
 
-    def _examples(self, file_split, index, seq_len, generator, device="cpu"):
+    def _examples(self, file_split, index, seq_len, generator, device="cpu", shift=0):
         dataset = self._dataset(file_split, seq_len)
         frames, labels = zip(*(dataset[i] for i in index.tolist()), strict=True)
-        return (torch.stack(frames).flatten(2).to(device),
+        frames = random_shift(torch.stack(frames), shift, generator)
+        return (frames.flatten(2).to(device),
                 torch.tensor(labels, dtype=torch.long, device=device))
 
 
@@ -444,11 +460,13 @@ def describe_tasks() -> list[tuple[str, str]]:
 
 def build_task(name: str, *, data_dir: str | None = None, gap: int | None = None,
                pad: int | None = None, pad_min: int | None = None,
-               pad_every: int | None = None, validation: bool = False) -> Task:
+               pad_every: int | None = None, validation: bool = False,
+               shift: int | None = None) -> Task:
     """The task called ``name``; ``data_dir`` for data-set tasks, ``gap`` for denoising,
     ``pad``, ``pad_min`` (training pads drawn from ``pad_min … pad``) and ``pad_every`` (training
-    readouts every so many pad steps) for (p)sMNIST (others reject them); ``validation`` holds
-    out a data set's ``"val"`` split. Unknown names raise ValueError listing the tasks."""
+    readouts every so many pad steps) for (p)sMNIST, ``shift`` (training examples moved by up to
+    so many pixels) for image and N-MNIST tasks (others reject them); ``validation`` holds out a
+    data set's ``"val"`` split. Unknown names raise ValueError listing the tasks."""
     registry = _registry()
     if name not in registry:
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(registry)}")
@@ -469,6 +487,14 @@ def build_task(name: str, *, data_dir: str | None = None, gap: int | None = None
         raise ValueError("--pad-every must be >= 1, got 0")
     if pad_min is not None and pad_min > (pad or 0):
         raise ValueError(f"--pad-min must be at most --pad ({pad or 0}), got {pad_min}")
+    if shift is not None:
+        side = 34 if cls is NMNIST else 28 if issubclass(cls, ImageTask) else None
+        if side is None:
+            raise ValueError(f"--shift does not apply to task {name} (its data are not images)")
+        if not 0 <= shift < side:
+            raise ValueError(f"--shift must be in 0 … {side - 1} (images of {side} × {side} "
+                             f"pixels), got {shift}")
+        kwargs["shift"] = shift
     if issubclass(cls, (ImageTask, NMNIST)):
         kwargs["data_dir"] = None if data_dir is None else str(data_dir)
     elif data_dir is not None:

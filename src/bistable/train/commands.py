@@ -173,6 +173,9 @@ def add_parser(subparsers) -> None:
                            "the pad, from the last pixel to the end (averaged); evaluation reads "
                            "the last step")
     data.add_argument("--gap", type=int, metavar="N", help="denoising: steps after the last mark")
+    data.add_argument("--shift", type=int, metavar="N",
+                      help="images, N-MNIST: move each training example by a random (dy, dx) of "
+                           "up to N pixels each way (augmentation; evaluation data stay put)")
     opt = p.add_argument_group("optimisation")
     length = opt.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, metavar="N")

@@ -95,6 +95,7 @@ class TrainConfig:
     pad: int | None = None
     pad_min: int | None = None         # (p)smnist: training pads drawn from pad_min … pad
     pad_every: int | None = None       # (p)smnist: training readouts every N pad steps
+    shift: int | None = None           # images, N-MNIST: training examples moved by up to N pixels
     gap: int | None = None
     model_options: dict = field(default_factory=dict)
     eval_samples: int | None = None    # synthetic: examples per eval set; data sets: None = all
@@ -250,7 +251,7 @@ def train_batch(task: Task, c: TrainConfig, step: int,
 
 def _build_task(c: TrainConfig) -> Task:
     return build_task(c.task, data_dir=c.data_dir, gap=c.gap, pad=c.pad, pad_min=c.pad_min,
-                      pad_every=c.pad_every, validation=c.keep_best)
+                      pad_every=c.pad_every, validation=c.keep_best, shift=c.shift)
 
 
 def _build_model(c: TrainConfig, task: Task) -> torch.nn.Module:
