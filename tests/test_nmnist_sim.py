@@ -132,6 +132,18 @@ def test_cli_simulate(tmp_path, fake_mnist, capsys):
     assert json.loads((tmp_path / "o" / "SIMULATED.json").read_text())["seed"] == 5
 
 
+@pytest.mark.parametrize("flag, value", [("--n-train", "0"), ("--n-test", "-5"),
+                                         ("--n-test", "2.5")])
+def test_cli_simulate_names_the_flag_of_a_bad_count(tmp_path, capsys, flag, value):
+    parser = argparse.ArgumentParser()
+    commands.add_parser(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["data", "simulate-nmnist", "--out", str(tmp_path / "o"), flag, value])
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected a positive number of digits, got " in err
+    assert value.lstrip("-").split(".")[0] in err
+
+
 @pytest.mark.parametrize("n", [0, -5, 2.5, True])
 def test_write_dataset_refuses_a_count_that_is_not_positive(tmp_path, fake_mnist, n):
     with pytest.raises(ValueError, match=r"n_test: expected a positive number of digits"):

@@ -39,6 +39,11 @@ def test_bad_shapes_and_labels_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"states: expected shape \(T,\) or \(T, N\), "
                                          r"got \(2, 3, 4\)"):
         plot.plot_state_traces(torch.zeros(2, 3, 4), tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"inputs: expected shape \(9,\) or \(9, F\), one row "
+                                         r"per step of states, got \(8,\)"):
+        plot.plot_state_traces(torch.zeros(9, 2), tmp_path / "x.png", inputs=torch.zeros(8))
+    with pytest.raises(ValueError, match=r"inputs: .*got \(9, 2, 2\)"):
+        plot.plot_state_traces(torch.zeros(9, 2), tmp_path / "x.png", inputs=torch.zeros(9, 2, 2))
     assert not (tmp_path / "x.png").exists()
 
 

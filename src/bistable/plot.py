@@ -205,13 +205,18 @@ def plot_state_traces(states, path, *, inputs=None, labels=None,
         raise ValueError(f"states: expected shape (T,) or (T, N), got {tuple(s.shape)}")
     s = s.reshape(s.shape[0], -1)
     _check_labels(labels, s.shape[1])
+    if inputs is not None:
+        inputs = _numpy(inputs)
+        if inputs.ndim not in (1, 2) or len(inputs) != len(s):
+            raise ValueError(f"inputs: expected shape ({len(s)},) or ({len(s)}, F), one row per "
+                             f"step of states, got {tuple(inputs.shape)}")
     plt = _pyplot()
     panels = s.shape[1] + (inputs is not None)
     fig, axes = plt.subplots(panels, 1, figsize=(7, 1.4 * panels + 0.6), sharex=True,
                              squeeze=False)
     axes = axes[:, 0]
     if inputs is not None:
-        axes[0].plot(_numpy(inputs), color="grey", lw=1)
+        axes[0].plot(inputs, color="grey", lw=1)
         axes[0].set_ylabel("input")
     for n, ax in enumerate(axes[panels - s.shape[1]:]):
         ax.step(range(len(s)), s[:, n], where="post", color=f"C{n}", lw=1.2)

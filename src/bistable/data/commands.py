@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+
+
+def _digits(text: str) -> int:
+    """A ``--n-train`` / ``--n-test`` count: a positive integer."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of digits, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of digits, got {n}")
+    return n
+
 
 def _fetch(args) -> int:
     from .fetch import fetch
@@ -41,7 +55,7 @@ def add_parser(subparsers) -> None:
                        help="render MNIST digits as N-MNIST-format event recordings")
     p.add_argument("--out", required=True, help="output root (gets Train/ and Test/)")
     p.add_argument("--data-dir", help="MNIST folder (default as for `data fetch mnist`)")
-    p.add_argument("--n-train", type=int, default=None, help="first N training digits (all)")
-    p.add_argument("--n-test", type=int, default=None, help="first N test digits (all)")
+    p.add_argument("--n-train", type=_digits, metavar="N", help="first N training digits (all)")
+    p.add_argument("--n-test", type=_digits, metavar="N", help="first N test digits (all)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_simulate)
