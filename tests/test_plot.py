@@ -79,8 +79,9 @@ def test_a_failed_save_closes_the_figure_and_leaves_no_file(tmp_path, monkeypatc
 
 
 def test_curves_pick_their_metric_and_axes(tmp_path, monkeypatch):
-    """horizon_curve: MSE when there is one (log axes), else accuracy (linear); learning_curve:
-    a log loss axis only when every loss is positive."""
+    """horizon_curve: MSE when there is one (log axes; linear where one is 0, which a log axis
+    would drop), else accuracy (linear); learning_curve: a log loss axis only when every loss is
+    positive."""
     drawn, save = [], plot._save
 
     def save_(fig, path):
@@ -94,9 +95,11 @@ def test_curves_pick_their_metric_and_axes(tmp_path, monkeypatch):
              for n, mse in ((100, 0.4), (10, 0.2))]
     plot.horizon_curve(evals, tmp_path / "h.png")
     plot.horizon_curve([{**e, "mse": None, "accuracy": 0.5} for e in evals], tmp_path / "a.png")
+    plot.horizon_curve([evals[0], {**evals[1], "mse": 0.0}], tmp_path / "z.png")  # MSE 0: linear
     plot.learning_curve([{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.0}], tmp_path / "l.png")
     plot.learning_curve([{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}], tmp_path / "p.png")
     assert drawn == [("mse", "log", "log", [[0.2, 0.4]]),
                      ("accuracy", "log", "linear", [[0.5, 0.5]]),
+                     ("mse", "log", "linear", [[0.0, 0.4]]),
                      ("loss", "linear", "linear", [[1.0, 0.0]]),
                      ("loss", "linear", "log", [[1.0, 0.5]])]

@@ -81,8 +81,9 @@ def horizon_curve(evals: list[dict], path, *, title: str | None = None,
     """Evaluation metric against the evaluated sequence length (log axis): does memory hold?
 
     ``evals`` is the ``metrics.json`` eval list (``seq_len``, ``loss``, ``mse``, ``accuracy``).
-    Plots MSE when present, else accuracy, else loss; one line per split. A dashed vertical line
-    marks ``train_seq_len``, a dotted horizontal one the ``chance`` level of the metric.
+    Plots MSE when present (on a log axis unless one is 0), else accuracy, else loss; one line
+    per split. A dashed vertical line marks ``train_seq_len``, a dotted horizontal one the
+    ``chance`` level of the metric.
     """
     plt = _pyplot()
     key = next((k for k in ("mse", "accuracy", "loss")
@@ -94,7 +95,7 @@ def horizon_curve(evals: list[dict], path, *, title: str | None = None,
         if rows:
             ax.plot(*zip(*rows, strict=True), "o-", label=split)
     ax.set_xscale("log")
-    if key == "mse":
+    if key == "mse" and all(e[key] > 0 for e in evals if e.get(key) is not None):
         ax.set_yscale("log")
     if train_seq_len:
         ax.axvline(train_seq_len, ls="--", color="grey", lw=1, label="training length")
