@@ -417,6 +417,21 @@ def test_spike_stats_count_each_layer_s_own_input():
         assert stats["synops_per_sample"] == float((inp != 0).sum()) * out.shape[-1] / 3
 
 
+def test_spike_stats_of_a_sequence_in_chunks_add_up_to_the_whole():
+    """A pulse that spans two chunks of a continued sequence is one spike, counted once."""
+    torch.manual_seed(0)
+    net = SpikingNetwork("src", 6, 8, 2, n_classes=2, per_class=2).double()
+    x = (torch.rand(3, 60, 6, dtype=torch.float64) < 0.4).double() * 3
+    _, _, spikes = net.run(x)
+    whole = [st["spikes_per_sample"] for st in net.spike_stats(x)]
+    cuts = [t for t in range(1, 60) if ((spikes[0][:, t - 1] > 0) & (spikes[0][:, t] > 0)).any()]
+    assert cuts and sum(whole) > 0                 # some cut falls inside a pulse
+    for t in cuts[:5]:
+        _, state, _ = net.run(x[:, :t])
+        parts = zip(net.spike_stats(x[:, :t]), net.spike_stats(x[:, t:], state), strict=True)
+        assert [a["spikes_per_sample"] + b["spikes_per_sample"] for a, b in parts] == whole
+
+
 def test_layer_stats_are_per_sample_in_a_batch():
     out = torch.zeros(2, 6, 2)
     out[0, 1:4, 0] = 0.9                   # one pulse in sample 0, one in sample 1

@@ -30,11 +30,14 @@ def _unit(kind: str):
     raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
 
 
-def layer_stats(out: torch.Tensor, inp: torch.Tensor, *, pulse: bool) -> dict:
+def layer_stats(out: torch.Tensor, inp: torch.Tensor, *, pulse: bool,
+                active_before: torch.Tensor | None = None) -> dict:
     """Spike statistics of one layer from its output ``out`` ``(B, T, N)`` and input ``inp``.
 
     A neuron is active at step t when ``out[t] > 0``. A spike is one active step (LIF) or, with
-    ``pulse=True`` (SRC, whose spike is a pulse lasting 2–3 steps), one onset of activity.
+    ``pulse=True`` (SRC, whose spike is a pulse lasting 2–3 steps), one onset of activity; a
+    pulse already under way at the step before ``out[:, 0]`` (``active_before`` ``(B, N)``, for
+    a continued sequence) is not counted again.
     Returns ``firing_rate`` (spikes per neuron per step, over all T steps: a silent prefix
     counts), ``silent_fraction`` (neurons that never spike in the batch: it falls as B grows),
     ``spikes_per_sample``, and ``synops_per_sample``: synaptic operations of the layer, one per
@@ -50,6 +53,8 @@ def layer_stats(out: torch.Tensor, inp: torch.Tensor, *, pulse: bool) -> dict:
     if pulse:
         spikes = active.clone()
         spikes[:, 1:] &= ~active[:, :-1]
+        if active_before is not None:
+            spikes[:, 0] &= ~active_before
     count = spikes.sum(dim=(0, 1))
     return {
         "neurons": N,
@@ -195,10 +200,16 @@ class SpikingNetwork(nn.Module):
 
     @torch.no_grad()
     def spike_stats(self, x: torch.Tensor, state=None) -> list[dict]:
-        """:func:`layer_stats` of every spiking layer for the input ``x`` (no gradients)."""
+        """:func:`layer_stats` of every spiking layer for the input ``x`` (no gradients); with
+        a ``state`` (a continued sequence), an SRC pulse under way at its start (``h > 0``)
+        counts in the chunk where it began."""
         _, _, spikes = self.run(x, state)
         inputs = [x] + spikes[:-1]
-        return [layer_stats(o, i, pulse=self.kind == "src") for o, i in zip(spikes, inputs)]
+        pulse = self.kind == "src"
+        layer_states = (None,) * len(spikes) if state is None else state[:-1]
+        before = [s[1] > 0 if pulse and s is not None else None for s in layer_states]
+        return [layer_stats(o, i, pulse=pulse, active_before=a)
+                for o, i, a in zip(spikes, inputs, before)]
 
     def perturb_(self, sigma: float, generator: torch.Generator | None = None):
         """Noise on the SRC's feedback gains: every neuron's ``r``, ``r_s`` drawn from normals
