@@ -146,6 +146,21 @@ def test_to_frames_edge_cases():
         nmnist.to_frames(np.zeros((3, 4)), n_time_bins=2)
 
 
+@pytest.mark.parametrize("convert", [
+    lambda ev: nmnist.to_frames(ev, n_time_bins=10), lambda ev: nmnist.denoise(ev),
+    nmnist.from_tonic, nmnist.encode_events])
+def test_float_event_fields_are_refused_not_cut(convert):
+    """Timestamps in seconds as floats would all land in bin 0 if cast to integers."""
+    ev = np.zeros(300, [("x", "f8"), ("y", "f8"), ("t", "f8"), ("p", "f8")])
+    ev["t"] = np.linspace(0, 0.3, 300)
+    with pytest.raises(ValueError, match=r"expected integer or bool fields \(t in µs\), got x "
+                                         r"of dtype float64"):
+        convert(ev)
+    tonic_like = np.zeros(3, [("x", "i2"), ("y", "i2"), ("t", "i8"), ("p", "?")])
+    tonic_like["t"], tonic_like["p"] = [5, 9, 12], [True, False, True]
+    assert convert(tonic_like) is not None          # integer and bool fields are welcome
+
+
 @pytest.mark.parametrize("field, value", [("x", 34), ("y", -1), ("p", 2)])
 def test_to_frames_refuses_events_off_the_sensor(field, value):
     """An out-of-range coordinate would land in another pixel, polarity or bin: refused."""
@@ -214,13 +229,6 @@ def test_denoise_rejects_events_off_the_sensor():
 def test_pad_collate_wants_a_batch():
     with pytest.raises(ValueError, match="batch: expected at least one"):
         nmnist.pad_collate([])
-
-
-def test_encode_rejects_float_fields():
-    """Float fields were truncated (p = 0.6 written as 0)."""
-    ev = np.array([(1, 2, 10.7, 0.6)], [("x", "u1"), ("y", "u1"), ("t", "f8"), ("p", "f8")])
-    with pytest.raises(ValueError, match="expected integer or bool fields, got t of dtype float64"):
-        nmnist.encode_events(ev)
 
 
 def test_denoise_matches_tonic():

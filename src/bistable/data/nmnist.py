@@ -72,16 +72,23 @@ def _structured(x, y, t, p) -> np.ndarray:
     return events
 
 
+def _fields(events, keys: str = "xytp") -> tuple[np.ndarray, ...]:
+    """The fields ``keys`` of a structured event array as int64 arrays; ValueError unless it has
+    them all as integer or bool fields (float timestamps in seconds would be cut to 0 silently)."""
+    names = getattr(getattr(events, "dtype", None), "names", None) or ()
+    if not set(keys) <= set(names):
+        raise ValueError(f"events: expected a structured array with fields {', '.join(keys)} "
+                         f"(EVENT_DTYPE), got fields {', '.join(names) or 'none'}")
+    odd = [k for k in keys if events.dtype[k].kind not in "iub"]
+    if odd:
+        raise ValueError(f"events: expected integer or bool fields (t in µs), got {odd[0]} of "
+                         f"dtype {events.dtype[odd[0]]}")
+    return tuple(np.asarray(events[k]).astype(np.int64) for k in keys)
+
+
 def encode_events(events: np.ndarray) -> bytes:
     """The exact N-MNIST bytes of ``events`` (fields x, y, t, p; any integer or bool dtypes)."""
-    if events.dtype.names is None or not {"x", "y", "t", "p"} <= set(events.dtype.names):
-        raise ValueError(f"events: expected a structured array with fields x, y, t, p, got dtype "
-                         f"{events.dtype}")
-    odd = [k for k in "xytp" if events.dtype[k].kind not in "iub"]
-    if odd:
-        raise ValueError(f"events: expected integer or bool fields, got {odd[0]} of dtype "
-                         f"{events.dtype[odd[0]]}")
-    x, y, t, p = (np.asarray(events[k]).astype(np.int64) for k in "xytp")
+    x, y, t, p = _fields(events)
     for key, arr, hi in (("x", x, SENSOR - 1), ("y", y, SENSOR - 1), ("t", t, T_MAX), ("p", p, 1)):
         if arr.size and (arr.min() < 0 or arr.max() > hi):
             raise ValueError(f"events: field {key} must lie in 0..{hi}, got "
@@ -125,13 +132,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def from_tonic(events: np.ndarray) -> np.ndarray:
-    """Events from ``tonic.datasets.NMNIST`` (or any x, y, t, p structured array) as ours."""
-    if events.dtype.names is None or not {"x", "y", "t", "p"} <= set(events.dtype.names):
-        raise ValueError(f"events: expected fields x, y, t, p, got dtype {events.dtype}")
-    out = np.empty(events.shape[0], dtype=EVENT_DTYPE)
-    for k in "xytp":
-        out[k] = events[k]
-    return out
+    """Events from ``tonic.datasets.NMNIST`` (or any x, y, t, p structured array of integer or
+    bool fields, t in µs) as ours."""
+    return _structured(*_fields(events))
 
 
 def to_tonic(events: np.ndarray) -> np.ndarray:
@@ -201,12 +204,7 @@ def to_frames(events: np.ndarray, *, n_time_bins: int | None = None,
     Every event is counted (unlike Tonic's ``ToFrame``, which drops the incomplete last slice).
     No events gives zeros with ``T = n`` (or ``T = 0`` for ``time_window``).
     """
-    names = getattr(getattr(events, "dtype", None), "names", None) or ()
-    if not set("xytp") <= set(names):
-        raise ValueError(f"events: expected a structured array with fields x, y, t, p "
-                         f"(EVENT_DTYPE), got fields {names or 'none'}")
-    return _frames(*(np.asarray(events[k]).astype(np.int64) for k in "xytp"),
-                   n_time_bins=n_time_bins, time_window=time_window)
+    return _frames(*_fields(events), n_time_bins=n_time_bins, time_window=time_window)
 
 
 def denoise(events: np.ndarray, filter_time: float = 10_000) -> np.ndarray:
@@ -218,10 +216,10 @@ def denoise(events: np.ndarray, filter_time: float = 10_000) -> np.ndarray:
     ``t = 0``. Vectorised with a sort and ``searchsorted``, O(N log N).
     """
     _check_filter_time(filter_time)
+    x, y, t = _fields(events, "xyt")
     n = events.shape[0]
     if n == 0:
         return events[:0]
-    x, y, t = (np.asarray(events[k]).astype(np.int64) for k in "xyt")
     _check_on_sensor(x=x, y=y)
     order = np.argsort(y * SENSOR + x, kind="stable")  # grouped by pixel, in array order
     x, y, t = x[order], y[order], t[order]
