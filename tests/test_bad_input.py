@@ -272,3 +272,16 @@ def test_cli_subprocess_unknown_task_exits_2_without_traceback(tmp_path):
          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     _assert_one_line_error(proc.returncode, proc.stderr, r"unknown task 'nosuchtask'")
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_permission_error_is_one_line(tmp_path, capsys, monkeypatch):
+    """A folder the user cannot write (a shared read-only copy) is the user's to fix: one line
+    naming the path, not a traceback."""
+    from bistable.data import nmnist_sim
+
+    def refuse(out, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(out))
+
+    monkeypatch.setattr(nmnist_sim, "write_dataset", refuse)
+    code, err = _run_cli(["data", "simulate-nmnist", "--out", "{tmp}/ro/sim"], tmp_path, capsys)
+    _assert_one_line_error(code, err, r"Permission denied: '\S*ro/sim'")

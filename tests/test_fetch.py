@@ -20,7 +20,8 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 class Handler(http.server.BaseHTTPRequestHandler):
     """Serves ``server.files`` (name -> bytes), honouring ``Range: bytes=N-`` unless
-    ``server.ranges`` is False; records each request's path and Range header."""
+    ``server.ranges`` is False, and closing the connection after ``server.cut`` bytes when set
+    (the full length announced); records each request's path and Range header."""
 
     def do_GET(self):
         srv = self.server
@@ -37,7 +38,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
-        self.wfile.write(data[start:])
+        self.wfile.write(data[start:start + srv.cut] if srv.cut else data[start:])
+        self.close_connection = bool(srv.cut)
 
     def log_message(self, *args):
         pass
@@ -46,7 +48,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.files, srv.log, srv.ranges = {}, [], True
+    srv.files, srv.log, srv.ranges, srv.cut = {}, [], True, None
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
@@ -83,6 +85,52 @@ def test_download_resumes_a_partial_file(server, tmp_path):
     fetch.download(server.url + "f.bin", tmp_path / "f.bin", md5(PAYLOAD), progress=False)
     assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
     assert server.log == [("/f.bin", "bytes=30000-")]
+
+
+def test_a_download_cut_short_keeps_its_part_for_the_next_call(server, tmp_path):
+    """A server that closes the connection early: no md5 check of half a file (which removed
+    the part), an OSError saying so, and the next call resumes where it stopped."""
+    server.files["f.bin"], server.cut = PAYLOAD, 30_000
+    with pytest.raises(OSError, match=r"f.bin: the connection closed after 30000 of 102400 "
+                                      r"bytes; run again to resume"):
+        fetch.download(server.url + "f.bin", tmp_path / "f.bin", md5(PAYLOAD), progress=False)
+    assert (tmp_path / "f.bin.part").read_bytes() == PAYLOAD[:30_000]
+    assert not (tmp_path / "f.bin").exists()
+    server.cut = None
+    fetch.download(server.url + "f.bin", tmp_path / "f.bin", md5(PAYLOAD), progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    assert server.log == [("/f.bin", None), ("/f.bin", "bytes=30000-")]
+
+
+def test_fetch_into_a_folder_it_cannot_write_says_so(tmp_path, tiny, monkeypatch):
+    dest = tmp_path / "tiny"
+    dest.mkdir()
+    monkeypatch.setattr(fetch.os, "access", lambda path, mode: False)  # root writes anywhere
+    with pytest.raises(ValueError, match=rf"data folder {dest} is not writable \(the dataset "
+                                         r"there is missing or incomplete\)"):
+        fetch.fetch("tiny", dest, mirrors=[closed_port_url()], progress=False)
+    for k, v in tiny.items():   # a complete read-only copy is fine
+        (dest / (k + ".gz")).write_bytes(gzip.compress(v))
+    assert fetch.fetch("tiny", dest, mirrors=[closed_port_url()], progress=False) == dest
+
+
+def test_a_second_fetch_of_a_folder_waits_for_the_first(server, tmp_path, tiny):
+    """Two fetches of one folder shared a .part and both failed; the second now waits for the
+    first's lock, then finds the files verified."""
+    server.files.update({k + ".gz": gzip.compress(v) for k, v in tiny.items()})
+    dest = tmp_path / "tiny"
+    dest.mkdir()
+    done = []
+    with fetch._writing(dest):   # the first fetch, filling the folder
+        second = threading.Thread(target=lambda: done.append(
+            fetch.fetch("tiny", dest, mirrors=[server.url], progress=False)))
+        second.start()
+        second.join(0.5)
+        assert second.is_alive() and server.log == []       # waiting, not downloading
+        for k, v in tiny.items():
+            (dest / (k + ".gz")).write_bytes(gzip.compress(v))
+    second.join(10)
+    assert done == [dest] and server.log == []               # found them verified
 
 
 def test_download_restarts_when_server_ignores_range(server, tmp_path):
@@ -166,7 +214,8 @@ def test_fetch_removes_a_corrupt_copy_that_would_shadow_the_good_one(tmp_path, t
     for k, v in tiny.items():
         (dest / (k + ".gz")).write_bytes(gzip.compress(v))
     (dest / "a-ubyte").write_bytes(b"stale")  # the raw form, read before the .gz
-    assert fetch.fetch("tiny", dest, mirrors=[closed_port_url()], progress=False) == dest
+    with pytest.warns(UserWarning, match=r"a-ubyte: md5 does not match the published .*; removed"):
+        assert fetch.fetch("tiny", dest, mirrors=[closed_port_url()], progress=False) == dest
     assert not (dest / "a-ubyte").exists() and (dest / "a-ubyte.gz").exists()
 
 
@@ -220,7 +269,8 @@ def test_fetch_downloads_again_a_truncated_gz_copy(server, tmp_path, tiny):
     (dest / "a-ubyte.gz").write_bytes(gzip.compress(tiny["a-ubyte"])[:-20])
     (dest / "b-ubyte.gz").write_bytes(gzip.compress(tiny["b-ubyte"]))
     server.files.update({k + ".gz": gzip.compress(v) for k, v in tiny.items()})
-    assert fetch.fetch("tiny", dest, mirrors=[server.url], progress=False) == dest
+    with pytest.warns(UserWarning, match=r"a-ubyte.gz: md5 does not match .*; removed"):
+        assert fetch.fetch("tiny", dest, mirrors=[server.url], progress=False) == dest
     assert gzip.decompress((dest / "a-ubyte.gz").read_bytes()) == tiny["a-ubyte"]
     assert server.log == [("/a-ubyte.gz", None)]
 

@@ -2,7 +2,8 @@
 
 Each command group lives beside the code it drives and registers itself through
 ``add_parser(subparsers)``; a parsed command runs ``args.func(args) -> exit code``.
-User errors (``ValueError``, ``FileNotFoundError``) print one line and exit with code 2.
+User errors (``ValueError``, ``FileNotFoundError``, ``NotADirectoryError``, ``PermissionError``)
+print one line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.code or 0)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         print(f"bistable: error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # sizes beyond the memory: torch's allocator says so, at length

@@ -16,11 +16,14 @@ folder of one is never taken for (and emptied as a corrupt copy of) the other.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -139,7 +142,8 @@ def download(url: str, dest, md5: str, *, progress: bool = True, timeout: float 
     """Download ``url`` to ``dest`` via ``dest.part`` (resumed if present), check md5, rename.
 
     Raises ``ValueError`` on an md5 mismatch (the partial file is removed) and ``OSError``
-    (``URLError``) when the server cannot be reached.
+    (``URLError``) when the server cannot be reached or the transfer ends early (the partial file
+    is kept, for the next call to resume).
     """
     from tqdm import tqdm
 
@@ -152,12 +156,17 @@ def download(url: str, dest, md5: str, *, progress: bool = True, timeout: float 
             if start and r.status != 206:  # the server ignored the Range header: start over
                 start = 0
             total = r.headers.get("Content-Length")
+            received = 0
             with open(part, "ab" if start else "wb") as f, tqdm(
                     total=int(total) + start if total else None, initial=start, unit="B",
                     unit_scale=True, desc=dest.name, disable=None if progress else True) as bar:
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
+            if total and received < int(total):  # the server closed the connection early
+                raise OSError(f"{url}: the connection closed after {start + received} of "
+                              f"{start + int(total)} bytes; run again to resume")
     except HTTPError as err:
         if err.code != 416:  # 416: nothing left to send, the partial file is complete
             raise
@@ -248,23 +257,51 @@ def fetch(name: str, data_dir=None, from_dir=None, *, mirrors=None, progress: bo
         src = dataset_dir(name, from_dir)
         if not src.is_dir():
             raise FileNotFoundError(f"--from folder {src} does not exist")
-        if _import_folders(spec, src, dest):
-            return dest
+    complete = all((forms := _forms(dest, r)) and all(_verified(f, r.md5) for f in forms)
+                   for r in spec.files)
+    if spec.extract or not complete:
+        with _writing(dest):
+            _fill(name, spec, dest, None if from_dir is None else src, mirrors, progress,
+                  timeout)
+    return dest
+
+
+@contextlib.contextmanager
+def _writing(dest: Path):
+    """Hold a POSIX ``flock`` on the folder ``dest`` itself while filling it: a second ``fetch``
+    of the same folder waits, then finds the files verified, instead of sharing a ``.part``."""
+    if not os.access(dest, os.W_OK):
+        raise ValueError(f"data folder {dest} is not writable (the dataset there is missing or "
+                         "incomplete); give a writable --data-dir")
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fill(name, spec, dest, src, mirrors, progress, timeout) -> None:
+    """Import (from ``src``) or download each file of ``spec`` missing from ``dest``, then
+    extract the archives."""
+    if src is not None and _import_folders(spec, src, dest):
+        return
     for remote in spec.files:
         forms = _forms(dest, remote)
         bad = [f for f in forms if not _verified(f, remote.md5)]
         for f in bad:  # a corrupt or stale copy would shadow the good one in the loaders
+            warnings.warn(f"{f}: md5 does not match the published {remote.md5}; removed",
+                          stacklevel=3)
             f.unlink()
         if len(bad) < len(forms):
             continue
-        if from_dir is not None:
+        if src is not None:
             _import_file(remote, src, dest)
         else:
             _download_any(name, spec, remote, dest, mirrors, progress, timeout)
     if spec.extract:
         for remote in spec.files:
             _extract(dest / remote.name, dest)
-    return dest
 
 
 def _import_file(remote: Remote, src: Path, dest: Path) -> None:
