@@ -167,6 +167,7 @@ def trained_where(out) -> str:
     if not stretches:
         return "not recorded"
     return "; ".join(f"steps {s['from_step']}–{s['to_step']} at {s['commit']} on {s['device']}"
+                     + (f" ({s['ranks']} ranks)" if s.get("ranks", 1) > 1 else "")
                      for s in stretches)
 
 

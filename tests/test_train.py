@@ -182,7 +182,8 @@ def test_run_writes_metrics_checkpoint_and_plots(tmp_path):
     assert on_disk == json.loads(json.dumps(metrics))
     assert set(on_disk) == {"task", "model", "config", "history", "eval"}
     (stretch,) = load_checkpoint(out / "checkpoint.pt")["provenance"]  # where the figures came from
-    assert (stretch["from_step"], stretch["to_step"], stretch["device"]) == (0, 12, "cpu")
+    assert (stretch["from_step"], stretch["to_step"], stretch["device"], stretch["ranks"]) == \
+        (0, 12, "cpu", 1)
     assert stretch["commit"] and "cores, torch" in stretch["machine"]
     assert stretch["started"] <= stretch["ended"]
     assert [(e["split"], e["seq_len"]) for e in on_disk["eval"]] == [("test", 12), ("test", 30)]
@@ -767,3 +768,18 @@ def test_init_from_is_not_applied_again_on_resuming(tmp_path):
     train(dataclasses.replace(c, resume=True))                 # nothing left to train
     again = load_checkpoint(tmp_path / "second" / "checkpoint.pt")["model"]
     assert all(torch.equal(again[k], trained[k]) for k in trained)
+
+
+def test_a_missing_test_file_fails_before_the_first_step(tmp_path, monkeypatch):
+    """Only the training file present: the run trained until its first evaluation, then failed
+    before its first checkpoint, losing that work. Now it fails at once."""
+    task = build_task("smnist", data_dir=str(tmp_path / "empty"))
+    task._cache["train"] = (torch.zeros(8, 784, dtype=torch.uint8),
+                            torch.zeros(8, dtype=torch.long))
+    monkeypatch.setattr(loop, "_build_task", lambda c: task)
+    steps = []
+    monkeypatch.setattr(loop, "train_batch", lambda *a: steps.append(1))
+    with pytest.raises(FileNotFoundError, match="no t10k-images-idx3-ubyte"):
+        train(config(tmp_path, task="smnist", model="lru", seq_len=None, steps=20,
+                     eval_samples=None))
+    assert steps == [] and not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -160,11 +160,15 @@ class SpikingNetwork(nn.Module):
         ``rate`` spikes per neuron per step (:func:`layer_stats`), layer after layer from the
         input (in eval mode: no training noise). ``g`` is found by bisection on
         ``log g ∈ [log 1/100, log 100]`` (the rate grows with the gain); a layer that cannot reach
-        the rate keeps the closest gain, with a warning. Under ``torch.distributed`` the result
-        of rank 0 is broadcast, so every replica starts from the same weights. Returns the gains.
+        the rate keeps the closest gain, with a warning. Under ``torch.distributed`` each rank
+        holds a slice of the batch: the slices are gathered first, so that the gains are those
+        of one process on the whole batch, and rank 0's are broadcast, so every replica starts
+        from the same weights. Returns the gains.
         """
         _check_rate(rate, "rate")
         state = (None,) * len(self.layers) if state is None else state
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            x, state = _gathered(x), _gathered(state)
         mode = self.training
         self.eval()
         try:
@@ -220,6 +224,19 @@ class SpikingNetwork(nn.Module):
         for layer in self.layers:
             layer.perturb_(sigma, generator)
         return self
+
+
+def _gathered(value):
+    """``value`` (a tensor of this rank's batch slice, or tuples of them, or None) with every
+    rank's slice concatenated in rank order: the global batch (the ranks' slices are contiguous
+    and of one size, ``bistable.train.distributed``)."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return type(value)(_gathered(v) for v in value)
+    parts = [torch.empty_like(value) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(parts, value.contiguous())
+    return torch.cat(parts)
 
 
 def _rate_at(gain, layer, maps, originals, x, state, pulse):

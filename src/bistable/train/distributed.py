@@ -50,6 +50,14 @@ class Context:
         dist.all_reduce(value)
         return value / self.world_size
 
+    def from_main(self, value):
+        """Rank 0's ``value`` (any picklable object) on every rank."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

@@ -512,7 +512,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
     if saved is not None:
         config = as_resumed(config, saved["config"])
     task = _build_task(config)
-    task.size("train")  # reads a data set now: a missing file fails before the progress bar
+    task.size("train")  # reads a data set now: a missing file fails before the progress bar,
+    task.size("test")   # not at the first evaluation, before the first checkpoint
     c = resolve(config, task)
     if c.threads:
         torch.set_num_threads(c.threads)
@@ -548,15 +549,21 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
         print(f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
     if step == 0 and c.init_from:
         _load_weights(model, c)
-    stretches.append(stretch(step, ctx.device))
+    stretches.append(stretch(step, ctx.device, ctx.world_size))
     scored = model if averaged is None else averaged.module  # what evaluations score
     c.precision = c.precision or "fp32"
     try:  # after every check, on every rank alike: a bad --out fails before the first step
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from None
-    if ctx.is_main:  # the rank that writes
-        held.enter_context(_claimed(out))
+    refused = None  # the rank that writes claims --out; every rank stops if it cannot
+    if ctx.is_main:
+        try:
+            held.enter_context(_claimed(out))
+        except ValueError as err:
+            refused = str(err)
+    if (refused := ctx.from_main(refused)) is not None:
+        raise ValueError(refused)
     # compiled, then wrapped in DDP (as nanoGPT does); evaluation runs the eager model
     net = distributed.wrap(torch.compile(model, backend=c.compile) if c.compile else model, ctx)
 

@@ -64,11 +64,11 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def stretch(step: int, device: torch.device) -> dict:
-    """The record of a stretch of training starting at ``step`` (its end filled by
-    :func:`reach`)."""
+def stretch(step: int, device: torch.device, ranks: int = 1) -> dict:
+    """The record of a stretch of training starting at ``step`` on ``ranks`` processes (its end
+    filled by :func:`reach`)."""
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"commit": code_commit(), "machine": machine(), "device": where,
+    return {"commit": code_commit(), "machine": machine(), "device": where, "ranks": ranks,
             "from_step": step, "to_step": step, "started": now(), "ended": None}
 
 
