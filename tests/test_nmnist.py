@@ -397,6 +397,7 @@ def test_empty_recordings(root):
 
 def test_cache_follows_a_file_rewritten_with_the_same_size(root):
     ds = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    old = ds[0][0]      # read (memory-mapped) before its cache is replaced and removed
     path = ds.files[0]
     ev = nmnist.read_events(path)
     ev["p"] = 1 - ev["p"]  # same events, polarities swapped: same size, other frames
@@ -406,7 +407,55 @@ def test_cache_follows_a_file_rewritten_with_the_same_size(root):
     again = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
     want = nmnist.to_frames(ev, n_time_bins=3)
     np.testing.assert_array_equal(again[0][0].numpy(), want)
-    assert not np.array_equal(ds[0][0].numpy(), want)
+    assert not np.array_equal(old.numpy(), want)
+
+
+def test_cache_follows_a_file_rewritten_with_its_modification_time_restored(root):
+    """cp -p / rsync -a put the old mtime back on new content of the same size: the old cache
+    was served. The status change time, which utime cannot set, gives it away."""
+    ds = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    path = ds.files[0]
+    st = os.stat(path)
+    ev = nmnist.read_events(path)
+    ev["p"] = 1 - ev["p"]
+    nmnist.write_events(path, ev)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))        # as cp -p leaves it
+    again = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    np.testing.assert_array_equal(again[0][0].numpy(), nmnist.to_frames(ev, n_time_bins=3))
+    caches = sorted(p.name for p in (root / ".cache").iterdir())
+    assert len(caches) == 2 and {p.rsplit(".", 1)[1] for p in caches} == {"frames", "json"}
+
+
+def test_a_new_cache_replaces_the_old_one_of_the_same_binning_only(root):
+    nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    nmnist.NMNIST(root, "train", n_time_bins=5, progress=False)
+    nmnist.NMNIST(root, "test", n_time_bins=3, progress=False)
+    nmnist.write_events(root / "Train" / "0" / "00000.bin",
+                        random_events(np.random.default_rng(12), 9, 1000))
+    nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)   # the files changed
+    assert len(list((root / ".cache").glob("*.frames"))) == 3      # not 4: the stale one went
+
+
+def test_a_failed_cache_build_leaves_no_temporary_file(root, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("a bad recording")
+
+    monkeypatch.setattr(nmnist, "load_frames", broken)
+    with pytest.raises(ValueError, match="a bad recording"):
+        nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    assert list((root / ".cache").iterdir()) == []
+
+
+def test_an_unwritable_cache_reads_the_recordings_directly(root, monkeypatch):
+    def refuse(self, progress):
+        raise PermissionError(13, "Permission denied", str(root / ".cache"))
+
+    monkeypatch.setattr(nmnist.FrameCache, "_build", refuse)
+    with pytest.warns(UserWarning, match=r"frame cache in \S+ cannot be written .*without it"):
+        ds = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    assert ds._cache is None
+    np.testing.assert_array_equal(ds[1][0].numpy(),
+                                  nmnist.to_frames(nmnist.read_events(ds.files[1]), n_time_bins=3))
 
 
 def test_negative_indices_cached_and_uncached_agree(root):

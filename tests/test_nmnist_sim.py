@@ -132,16 +132,25 @@ def test_cli_simulate(tmp_path, fake_mnist, capsys):
     assert json.loads((tmp_path / "o" / "SIMULATED.json").read_text())["seed"] == 5
 
 
-@pytest.mark.parametrize("flag, value", [("--n-train", "0"), ("--n-test", "-5"),
-                                         ("--n-test", "2.5")])
-def test_cli_simulate_names_the_flag_of_a_bad_count(tmp_path, capsys, flag, value):
+@pytest.mark.parametrize("flag, value, what", [
+    ("--n-train", "0", "a positive number of digits"),
+    ("--n-test", "-5", "a positive number of digits"),
+    ("--n-test", "2.5", "a positive number of digits"),
+    ("--seed", "-1", "an integer >= 0")])
+def test_cli_simulate_names_the_flag_of_a_bad_count(tmp_path, capsys, flag, value, what):
     parser = argparse.ArgumentParser()
     commands.add_parser(parser.add_subparsers(dest="command"))
     with pytest.raises(SystemExit):
         parser.parse_args(["data", "simulate-nmnist", "--out", str(tmp_path / "o"), flag, value])
     err = capsys.readouterr().err
-    assert f"argument {flag}: expected a positive number of digits, got " in err
+    assert f"argument {flag}: expected {what}, got " in err
     assert value.lstrip("-").split(".")[0] in err
+
+
+def test_write_dataset_refuses_a_negative_seed_before_making_the_folder(tmp_path, fake_mnist):
+    with pytest.raises(ValueError, match=r"seed: expected an integer >= 0, got -1"):
+        nmnist_sim.write_dataset(tmp_path / "o", seed=-1, progress=False)
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("n", [0, -5, 2.5, True])

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 
 
-def _digits(text: str) -> int:
-    """A ``--n-train`` / ``--n-test`` count: a positive integer."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number of digits, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of digits, got {n}")
-    return n
+def _at_least(minimum: int, what: str):
+    """An argparse type: an integer >= ``minimum``, refused as "expected {what}"."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {n}")
+        return n
+    return parse
 
 
 def _fetch(args) -> int:
@@ -55,7 +56,8 @@ def add_parser(subparsers) -> None:
                        help="render MNIST digits as N-MNIST-format event recordings")
     p.add_argument("--out", required=True, help="output root (gets Train/ and Test/)")
     p.add_argument("--data-dir", help="MNIST folder (default as for `data fetch mnist`)")
-    p.add_argument("--n-train", type=_digits, metavar="N", help="first N training digits (all)")
-    p.add_argument("--n-test", type=_digits, metavar="N", help="first N test digits (all)")
-    p.add_argument("--seed", type=int, default=0)
+    digits = _at_least(1, "a positive number of digits")
+    p.add_argument("--n-train", type=digits, metavar="N", help="first N training digits (all)")
+    p.add_argument("--n-test", type=digits, metavar="N", help="first N test digits (all)")
+    p.add_argument("--seed", type=_at_least(0, "an integer >= 0"), default=0)
     p.set_defaults(func=_simulate)

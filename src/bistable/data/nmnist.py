@@ -309,7 +309,12 @@ class NMNIST(torch.utils.data.Dataset):
         self._cache = self._memmap = None
         if cache and self.binned:
             cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".cache"
-            self._cache = FrameCache(cache_dir, split, self).load(progress)  # (path, offsets)
+            try:
+                self._cache = FrameCache(cache_dir, split, self).load(progress)  # (path, offsets)
+            except PermissionError as err:  # a shared read-only copy of the recordings
+                warnings.warn(f"N-MNIST frame cache in {cache_dir} cannot be written ({err}); "
+                              "reading the recordings without it (slower; give cache_dir= a "
+                              "writable folder)", stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -360,15 +365,18 @@ class FrameCache:
     Frames are sparse (a recording fills about 2 % of its cells at 100 bins), so the file holds
     only the non-zero cells: a ``(flat index uint32, count uint16)`` record each, sample after
     sample; items are rebuilt dense on reading.
-    The fingerprint covers every file's relative path, size and modification time, so a file
-    rewritten in place, even with the same size, gives a new cache."""
+    The fingerprint covers every file's relative path, size, inode, and modification and status
+    change times, so a file rewritten in place, even with the same size and its modification time
+    restored (``cp -p``, ``rsync -a``), gives a new cache; building one removes the split's
+    caches of the same binning over other files."""
 
     VERSION = 2  # 1: dense uint16 frames
 
     def __init__(self, cache_dir: Path, split: str, ds: NMNIST):
         self.ds = ds
         rel = [str(f.relative_to(ds.root)) for f in ds.files]
-        stats = [(st.st_size, st.st_mtime_ns) for st in map(os.stat, ds.files)]
+        stats = [(st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+                 for st in map(os.stat, ds.files)]
         self.key = {"version": self.VERSION, "split": split, **ds.binning,
                     "files": hashlib.sha1(json.dumps([rel, stats]).encode()).hexdigest()}
         digest = hashlib.sha1(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
@@ -404,12 +412,40 @@ class FrameCache:
                 np.asarray(meta["lengths"], dtype=np.int64))
 
     def _build(self, progress: bool):
-        from tqdm import tqdm
-
         self.data.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(self.data)
         _remove_orphans(self.meta)
         tmp = self.data.with_name(f".{self.data.name}.{os.getpid()}.tmp")
+        try:
+            offsets, lengths, crc, nbytes = self._write(tmp, progress)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, self.data)
+        meta = {"key": self.key, "offsets": offsets, "lengths": lengths, "nbytes": nbytes,
+                "crc32": crc}
+        _atomic_write(self.meta, json.dumps(meta).encode())
+        self._remove_stale()
+
+    def _remove_stale(self) -> None:
+        """Delete this split's caches of the same binning over other files (older versions of
+        the recordings): each would hold a full copy of the frames."""
+        binning = {k: v for k, v in self.key.items() if k != "files"}
+        for meta in self.data.parent.glob(f"{self.key['split']}-*.json"):
+            if meta == self.meta:
+                continue
+            try:
+                key = json.loads(meta.read_text())["key"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if {k: v for k, v in key.items() if k != "files"} == binning:
+                meta.with_suffix(".frames").unlink(missing_ok=True)
+                meta.unlink(missing_ok=True)
+
+    def _write(self, tmp: Path, progress: bool):
+        """Bin every recording into ``tmp``; returns ``(offsets, lengths, crc32, nbytes)``."""
+        from tqdm import tqdm
+
         offsets, lengths, crc, nbytes = [0], [], 0, 0
         with open(tmp, "wb") as f:
             for path in tqdm(self.ds.files, desc=f"binning {self.data.name}", unit="file",
@@ -427,7 +463,4 @@ class FrameCache:
                 crc, nbytes = zlib.crc32(chunk, crc), nbytes + len(chunk)
                 offsets.append(offsets[-1] + len(flat))
                 lengths.append(fr.shape[0])
-        os.replace(tmp, self.data)
-        meta = {"key": self.key, "offsets": offsets, "lengths": lengths, "nbytes": nbytes,
-                "crc32": crc}
-        _atomic_write(self.meta, json.dumps(meta).encode())
+        return offsets, lengths, crc, nbytes

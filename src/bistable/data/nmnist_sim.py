@@ -240,6 +240,8 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
         if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
             raise ValueError(f"{name}: expected a positive number of digits (None: all), "
                              f"got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: expected a new or empty folder, got {out}, which exists and is "
