@@ -476,7 +476,8 @@ def test_interrupted_simulation_is_refused_and_a_complete_one_labelled(root):
     marker = root / "SIMULATED.json"
     marker.write_text('{"simulated": true, "complete": false}')
     with pytest.raises(ValueError, match=r"expected a complete simulation.*interrupted.*"
-                                         r"rerun `bistable data simulate-nmnist --out"):
+                                         r"run the same `bistable data simulate-nmnist --out "
+                                         r".* again to finish it"):
         nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
     with pytest.raises(ValueError, match="interrupted"):
         nmnist.list_samples(root, "test")

@@ -178,6 +178,22 @@ def test_an_interrupted_run_is_labelled_simulated_and_refused(tmp_path, fake_mni
     assert marker["simulated"] is True and marker["complete"] is False
     with pytest.raises(ValueError, match=r"interrupted.*simulate-nmnist"):
         nmnist.NMNIST(out, "train", n_time_bins=3, progress=False)
+    # the same call again goes on from there; other arguments are refused
+    with pytest.raises(ValueError, match=r"out: expected a new or empty folder.*not empty"):
+        nmnist_sim.write_dataset(out, n_train=5, batch=2, seed=1, progress=False)
+    again = []
+    monkeypatch.setattr(nmnist_sim, "write_events",
+                        lambda path, ev: again.append(path) or nmnist.write_events(path, ev))
+    summary = nmnist_sim.write_dataset(out, n_train=5, batch=2, progress=False)
+    assert summary["complete"] and summary["train"]["samples"] == 5
+    assert not set(again) & set(written[:2])    # the first batch (2 files) was kept
+    whole = tmp_path / "whole"
+    assert nmnist_sim.write_dataset(whole, n_train=5, batch=2, progress=False) == summary
+    assert sorted(p.relative_to(whole) for p in whole.rglob("*.bin")) == \
+        sorted(p.relative_to(out) for p in out.rglob("*.bin"))
+    for p in whole.rglob("*.bin"):
+        assert (out / p.relative_to(whole)).read_bytes() == p.read_bytes()
+    assert len(nmnist.NMNIST(out, "train", n_time_bins=3, progress=False)) == 5
 
 
 def test_write_dataset_refuses_a_folder_that_is_not_empty(tmp_path, fake_mnist):

@@ -250,8 +250,8 @@ def list_samples(root, split: str) -> tuple[list[Path], np.ndarray]:
     marker = Path(root) / "SIMULATED.json"
     if marker.exists() and json.loads(marker.read_text()).get("complete", True) is False:
         raise ValueError(f"{root}: expected a complete simulation, got an interrupted one "
-                         f"({marker} says complete: false); remove {root} and rerun "
-                         f"`bistable data simulate-nmnist --out {root}`")
+                         f"({marker} says complete: false); run the same `bistable data "
+                         f"simulate-nmnist --out {root} ...` again to finish it")
     base = Path(root) / SPLITS[split]
     if not base.is_dir():
         raise FileNotFoundError(f"no N-MNIST folder {base} (expected {base}/<digit>/*.bin; "

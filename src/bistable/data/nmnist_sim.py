@@ -229,10 +229,13 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
                   seed: int = 0, config: SimConfig = SimConfig(), batch: int = 256,
                   progress: bool = True) -> dict:
     """Simulate the first ``n_train`` / ``n_test`` MNIST digits (all when None) into
-    ``out/Train|Test/<digit>/<index:05d>.bin``, which must be a new or empty folder.
+    ``out/Train|Test/<digit>/<index:05d>.bin``, which must be a new or empty folder, or one
+    that an interrupted call with the same arguments left (it goes on from there).
 
     ``out/SIMULATED.json`` is written before the first recording with ``"complete": false``
     (``nmnist.list_samples`` refuses such a folder) and rewritten complete at the end; returned.
+    Each recording is written atomically and depends only on ``(seed, split, index)``, so the
+    recordings an interrupted call left are kept, not simulated again.
     """
     from tqdm import tqdm
 
@@ -243,12 +246,14 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    summary = {"simulated": True, "complete": False, "source": "MNIST", "seed": seed,
+               "config": asdict(config), "requested": {"train": n_train, "test": n_test}}
+    if out.is_file():
+        raise ValueError(f"out: expected a new or empty folder, got {out}, which is a file")
+    if out.exists() and any(out.iterdir()) and not _interrupted(out, summary):
         raise ValueError(f"out: expected a new or empty folder, got {out}, which exists and is "
                          f"not empty (remove it to simulate again)")
     mnist = {split: idx.load("mnist", split, mnist_dir) for split in SPLITS}
-    summary = {"simulated": True, "complete": False, "source": "MNIST", "seed": seed,
-               "config": asdict(config)}
     out.mkdir(parents=True, exist_ok=True)
     _write_marker(out, summary)
     for code, (split, n) in enumerate((("train", n_train), ("test", n_test))):
@@ -260,14 +265,28 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
         for lo in tqdm(range(0, n, batch), desc=f"simulating {split}", unit="batch",
                        disable=None if progress else True):
             hi = min(lo + batch, n)
+            paths = [out / SPLITS[split] / str(labels[i]) / f"{i:05d}.bin" for i in range(lo, hi)]
+            if all(p.is_file() for p in paths):  # left by an interrupted call: kept
+                counts += [p.stat().st_size // 5 for p in paths]
+                continue
             recs = simulate(images[lo:hi], [[seed, code, i] for i in range(lo, hi)], config)
-            for i, ev in zip(range(lo, hi), recs):
-                write_events(out / SPLITS[split] / str(labels[i]) / f"{i:05d}.bin", ev)
+            for path, ev in zip(paths, recs):
+                write_events(path, ev)
                 counts.append(len(ev))
         summary[split] = {"samples": n, "events_mean": float(np.mean(counts)) if counts else 0.0}
     summary["complete"] = True
     _write_marker(out, summary)
     return summary
+
+
+def _interrupted(out: Path, summary: dict) -> bool:
+    """Whether ``out`` holds the recordings of an interrupted :func:`write_dataset` call with
+    the arguments of ``summary`` (its ``SIMULATED.json`` says so)."""
+    try:
+        marker = json.loads((out / "SIMULATED.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return marker == summary
 
 
 def _write_marker(out: Path, summary: dict) -> None:
