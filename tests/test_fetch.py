@@ -324,6 +324,9 @@ def test_fetch_from_local_copies(tmp_path, tiny):
         fetch.fetch("tiny", tmp_path / "dest3", from_dir=tmp_path / "dest3")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         fetch.fetch("tiny", tmp_path / "dest4", from_dir=tmp_path / "nowhere")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"--from folder \S*a-file is not a folder"):
+        fetch.fetch("tiny", tmp_path / "dest5", from_dir=tmp_path / "a-file")
 
 
 def test_unknown_dataset():
@@ -365,6 +368,14 @@ def test_fetch_extracts_archives(server, tmp_path, tiny_events):
     again = fetch.fetch("tiny-events", tmp_path / "copy", from_dir=dest)  # extracted folders
     assert (again / "Test" / "7" / "00001.bin").exists()
     assert not (again / "SIMULATED.json").exists()
+
+
+def test_an_import_of_half_the_folders_names_both_forms(tmp_path, tiny_events):
+    src = tmp_path / "half"
+    (src / "Train" / "0").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"train.zip \(or its raw form\) not found in "
+                                                r"\S*half, nor the extracted Train/ and Test/"):
+        fetch.fetch("tiny-events", tmp_path / "data", from_dir=src)
 
 
 def test_imported_simulated_recordings_stay_labelled(tmp_path, tiny_events):

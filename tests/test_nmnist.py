@@ -474,6 +474,10 @@ def test_negative_indices_cached_and_uncached_agree(root):
 
 def test_interrupted_simulation_is_refused_and_a_complete_one_labelled(root):
     marker = root / "SIMULATED.json"
+    marker.write_text('{not json')
+    with pytest.raises(ValueError, match=r"SIMULATED.json: not valid JSON .*restore it or "
+                                         r"simulate them again"):
+        nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
     marker.write_text('{"simulated": true, "complete": false}')
     with pytest.raises(ValueError, match=r"expected a complete simulation.*interrupted.*"
                                          r"run the same `bistable data simulate-nmnist --out "

@@ -256,7 +256,8 @@ def fetch(name: str, data_dir=None, from_dir=None, *, mirrors=None, progress: bo
     if from_dir is not None:
         src = dataset_dir(name, from_dir)
         if not src.is_dir():
-            raise FileNotFoundError(f"--from folder {src} does not exist")
+            raise FileNotFoundError(f"--from folder {src} " + (
+                "is not a folder" if src.exists() else "does not exist"))
     complete = all((forms := _forms(dest, r)) and all(_verified(f, r.md5) for f in forms)
                    for r in spec.files)
     if spec.extract or not complete:
@@ -296,7 +297,7 @@ def _fill(name, spec, dest, src, mirrors, progress, timeout) -> None:
         if len(bad) < len(forms):
             continue
         if src is not None:
-            _import_file(remote, src, dest)
+            _import_file(spec, remote, src, dest)
         else:
             _download_any(name, spec, remote, dest, mirrors, progress, timeout)
     if spec.extract:
@@ -304,10 +305,12 @@ def _fill(name, spec, dest, src, mirrors, progress, timeout) -> None:
             _extract(dest / remote.name, dest)
 
 
-def _import_file(remote: Remote, src: Path, dest: Path) -> None:
+def _import_file(spec: Spec, remote: Remote, src: Path, dest: Path) -> None:
     found = _local_copy(src, remote)
     if found is None:
-        raise FileNotFoundError(f"{remote.name} (or its raw form) not found in {src}")
+        folders = " and ".join(f"{f}/" for f in spec.folders)
+        raise FileNotFoundError(f"{remote.name} (or its raw form) not found in {src}"
+                                + (f", nor the extracted {folders}" if folders else ""))
     if not _verified(found, remote.md5):
         raise ValueError(f"{found}: md5 does not match the published {remote.md5}")
     _copy(found, dest / found.name)

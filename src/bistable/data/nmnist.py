@@ -248,7 +248,12 @@ def list_samples(root, split: str) -> tuple[list[Path], np.ndarray]:
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {sorted(SPLITS)}, got {split!r}")
     marker = Path(root) / "SIMULATED.json"
-    if marker.exists() and json.loads(marker.read_text()).get("complete", True) is False:
+    try:
+        label = json.loads(marker.read_text()) if marker.exists() else {}
+    except ValueError as err:
+        raise ValueError(f"{marker}: not valid JSON ({err}); it labels the recordings "
+                         "simulated: restore it or simulate them again") from None
+    if label.get("complete", True) is False:
         raise ValueError(f"{root}: expected a complete simulation, got an interrupted one "
                          f"({marker} says complete: false); run the same `bistable data "
                          f"simulate-nmnist --out {root} ...` again to finish it")
