@@ -445,3 +445,20 @@ def test_sizes_beyond_the_memory_are_one_line_exit_2(monkeypatch, capsys):
     monkeypatch.setattr(commands, "_train", other)
     with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is a bug to see whole
         main(["train", "copy-first-input", "--model", "bmru", "--out", "x"])
+
+
+def test_the_closing_line_names_plots_only_when_they_were_drawn(tmp_path, capsys, monkeypatch):
+    import bistable.plot
+
+    args = ["train", "copy-first-input", *TINY, "--steps", "2"]
+    assert main([*args, "--out", str(tmp_path / "drawn")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"metrics, checkpoint and plots in "
+                                                    f"{tmp_path / 'drawn'}")
+
+    def missing():
+        raise ImportError("plots need matplotlib")
+
+    monkeypatch.setattr(bistable.plot, "_pyplot", missing)
+    with pytest.warns(UserWarning, match="plots skipped"):
+        assert main([*args, "--out", str(tmp_path / "bare")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"metrics, checkpoint in {tmp_path / 'bare'}")

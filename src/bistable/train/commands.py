@@ -66,7 +66,8 @@ def _train(args) -> int:
         note = build_task(config.task, data_dir=config.data_dir).data_note()
         if note:
             print(note)
-        print(f"metrics, checkpoint and plots in {args.out}")
+        plots = (Path(args.out) / "learning-curve.png").is_file()  # not without matplotlib
+        print(f"metrics, checkpoint{' and plots' if plots else ''} in {args.out}")
     return 0
 
 
