@@ -242,6 +242,7 @@ class Denoising(Task):
 class ImageTask(Task):
     """A task over an image data set held in memory as ``uint8 (N, H, W)`` plus labels."""
 
+    SIDE = 28  # MNIST and Fashion-MNIST images are 28 × 28
     dataset: str = "mnist"
     data_dir: str | None = None
     _cache: dict = field(default_factory=dict, repr=False)
@@ -263,8 +264,7 @@ class ImageTask(Task):
         """``(images uint8 (B, H·W), labels)`` at rows ``index``, each moved by up to ``shift``
         pixels."""
         images, labels = self._file(file_split)
-        side = math.isqrt(images.shape[1])
-        moved = random_shift(images[index].view(-1, side, side), shift, generator)
+        moved = random_shift(images[index].view(-1, self.SIDE, self.SIDE), shift, generator)
         return moved.reshape(len(index), -1), labels[index]
 
 
@@ -488,7 +488,9 @@ def build_task(name: str, *, data_dir: str | None = None, gap: int | None = None
     if pad_min is not None and pad_min > (pad or 0):
         raise ValueError(f"--pad-min must be at most --pad ({pad or 0}), got {pad_min}")
     if shift is not None:
-        side = 34 if cls is NMNIST else 28 if issubclass(cls, ImageTask) else None
+        from .nmnist import SENSOR
+
+        side = SENSOR if cls is NMNIST else ImageTask.SIDE if issubclass(cls, ImageTask) else None
         if side is None:
             raise ValueError(f"--shift does not apply to task {name} (its data are not images)")
         if not 0 <= shift < side:
