@@ -36,8 +36,7 @@ from bistable.train.checkpoint import CHECKPOINT  # noqa: E402
 RUNS_DIR = "runs/src"
 # unless a run names its own
 HIDDEN, LAYERS, LR = ["--hidden", "256"], ["--layers", "1"], ["--lr", "2e-3"]
-COMMON = ["--batch-size", "64", "--checkpoint-every", "200",
-          "--log-every", "50", "--threads", "1", "--quiet"]
+COMMON = ["--batch-size", "64", "--checkpoint-every", "200", "--log-every", "50", "--quiet"]
 
 
 def data(data_dir: str, epochs: int) -> list[str]:
@@ -134,7 +133,8 @@ RUNS = {
     # random translations of the training images by up to one pixel (--shift 1): the recipe
     # ends 2.9 points above its test accuracy on the training images (89.75 against 86.90 %
     # on 2 000 of each, α = 0.95 seed 0), a gap that augmentation narrows; same seeds as the
-    # recipe's bf16 runs above, on this CPU over sessions with --resume, or on a lent GPU
+    # recipe's bf16 runs above, on this CPU one at a time on both cores (--threads 2, about
+    # 2 h 15 min a run), or on a lent GPU
     **{f"fashion-mnist-h1024-robust-20ep-{where}-shift1-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *budget, "--hidden", "1024", "--shift", "1", "--seed", str(n)])
        for where, budget in (("gpu", GPU_20EP), ("bf16", [*FASHION_20EP, *BF16]))
@@ -206,11 +206,12 @@ RUNS = {
 }
 
 
-def arguments(name: str) -> list[str]:
-    """``bistable train`` arguments of run ``name``, without ``--out``."""
+def arguments(name: str, threads: int = 1) -> list[str]:
+    """``bistable train`` arguments of run ``name`` on ``threads`` threads, without ``--out``."""
     task, model = RUNS[name]
     return [task, *model, *([] if "--hidden" in model else HIDDEN),
-            *([] if "--layers" in model else LAYERS), *([] if "--lr" in model else LR), *COMMON]
+            *([] if "--layers" in model else LAYERS), *([] if "--lr" in model else LR), *COMMON,
+            "--threads", str(threads)]
 
 
 def noise_and_stats(name: str, metrics: dict, sigma: float, draws: int) -> dict:
@@ -248,15 +249,18 @@ def main() -> None:
                    "table lists the finished ones of all, unless --name)")
     p.add_argument("--name", default="spiking_runs", help="results/NAME.md; other than the "
                    "default, the table lists the --only runs alone")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of each training run "
+                   "and of the evaluations (1: two runs side by side on a 2-core machine)")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     rows, data = [], []
     listed = args.only if args.only and args.name != "spiking_runs" else RUNS
     for name in listed:
         out = f"{RUNS_DIR}/{name}"
-        cmd = train_command(arguments(name), out)
+        argv = arguments(name, args.threads)
+        cmd = train_command(argv, out)
         train = not args.no_train and (args.only is None or name in args.only)
-        metrics = trained_run(out, arguments(name), train)
+        metrics = trained_run(out, argv, train)
         if metrics is None:
             rows.append(f"| {name}: not finished (no metrics.json) | | | | | | | | | `{cmd}` |")
             continue

@@ -12,7 +12,14 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import brc_gates, denoising, denoising_probe, dispatch, memory_tasks  # noqa: E402
+from benchmarks import (  # noqa: E402
+    brc_gates,
+    denoising,
+    denoising_probe,
+    dispatch,
+    memory_tasks,
+    spiking_runs,
+)
 from benchmarks.common import mean_std  # noqa: E402
 from benchmarks.denoising import seed_rows  # noqa: E402
 from benchmarks.denoising_probe import length_rows  # noqa: E402
@@ -122,6 +129,16 @@ def _resolved(argv, tmp_path):
     args = build_parser().parse_args(["train", *argv, "--out", str(tmp_path)])
     config = train_config(args)
     return resolve(config, build_task(config.task))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_spiking_run_is_a_train_command_on_the_threads_asked(tmp_path, threads):
+    """``benchmarks/spiking_runs.py --threads N``: each run's arguments parse as ``bistable
+    train``'s, with N threads (how a run is trained, not what: reused runs are not refused)."""
+    for name in spiking_runs.RUNS:
+        args = build_parser().parse_args(
+            ["train", *spiking_runs.arguments(name, threads), "--out", str(tmp_path)])
+        assert args.threads == threads, name
 
 
 def test_the_denoising_defaults_are_the_benchmarks_recipe(tmp_path):
