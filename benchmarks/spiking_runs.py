@@ -134,7 +134,8 @@ RUNS = {
     # ends 2.9 points above its test accuracy on the training images (89.75 against 86.90 %
     # on 2 000 of each, α = 0.95 seed 0), a gap that augmentation narrows; same seeds as the
     # recipe's bf16 runs above, on this CPU one at a time on both cores (--threads 2, about
-    # 2 h 15 min a run), or on a lent GPU
+    # 2 h 15 min a run), or on a lent GPU; seed 0 lost 0.86 points (results/
+    # spiking_runs_fashion_shift1_bf16.md), so the others were not run
     **{f"fashion-mnist-h1024-robust-20ep-{where}-shift1-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *budget, "--hidden", "1024", "--shift", "1", "--seed", str(n)])
        for where, budget in (("gpu", GPU_20EP), ("bf16", [*FASHION_20EP, *BF16]))
