@@ -206,7 +206,7 @@ RUNS = {
        for n in (0, 1, 2)},
     # b learned (capped at −4) on the same recipe: the runs that ended low held smaller logits
     # (test loss 1.1-1.2 at 85.5-86.0 % against 2.1-2.4 at 87.5-88.0 %), and a neuron free to
-    # lower its threshold keeps its spikes; +0.7 points with both seeds at 256 neurons, 2 epochs
+    # lower its threshold keeps its spikes; +0.7 points with both seeds at 256 neurons, 2 epochs;
     # seed 0 lost 0.84 points (results/spiking_runs_fashion_learn_bias_bf16.md), so the others
     # were not run
     **{f"fashion-mnist-h1024-robust-20ep-{where}-learn-bias-seed{n}": ("spiking-fashion-mnist", [
