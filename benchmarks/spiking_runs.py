@@ -56,6 +56,19 @@ FUSED = ["--option", "compile_loop=True"]
 # the recurrence detached (gradients through time via i only) and noise-aware training (r, r_s
 # drawn anew with σ = 20 % at every step)
 ROBUST = [*FUSED, "--option", "detach_recurrent=True", "--option", "train_noise=0.2"]
+
+
+def fashion_h1024_20ep(label: str, *, options=(), extra=(), where=("gpu", "bf16"),
+                       seeds=(0, 1, 2)) -> dict:
+    """Runs ``fashion-mnist-h1024-robust-20ep-{where}{label}-seed{n}``: the 1 024-neuron,
+    20-epoch Fashion-MNIST recipe with model ``options`` and training arguments ``extra``, on a
+    lent GPU (``gpu``) or on this CPU under bf16 (``bf16``)."""
+    budgets = {"gpu": GPU_20EP, "bf16": [*FASHION_20EP, *BF16]}
+    return {f"fashion-mnist-h1024-robust-20ep-{w}{label}-seed{n}": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *options, *budgets[w], "--hidden", "1024", *extra, "--seed",
+        str(n)]) for w in where for n in seeds}
+
+
 # name -> (task, model and data arguments), in run order
 RUNS = {
     "mnist-h256": ("spiking-mnist", ["--model", "src", *FUSED, *MNIST]),
@@ -127,19 +140,14 @@ RUNS = {
     # the GPU's 87.96 % is one seed, 0.04 points short of 88 %: two more seeds (about 2 minutes
     # each on an H100) give the recipe's mean ± std; for want of a GPU, the same seeds on this CPU
     # under bf16 (about 4.5 h each, two at a time, over sessions with --resume)
-    **{f"fashion-mnist-h1024-robust-20ep-{where}-seed{n}": ("spiking-fashion-mnist", [
-        "--model", "src", *ROBUST, *budget, "--hidden", "1024", "--seed", str(n)])
-       for where, budget in (("gpu", GPU_20EP), ("bf16", [*FASHION_20EP, *BF16])) for n in (1, 2)},
+    **fashion_h1024_20ep("", seeds=(1, 2)),
     # random translations of the training images by up to one pixel (--shift 1): the recipe
     # ends 2.9 points above its test accuracy on the training images (89.75 against 86.90 %
     # on 2 000 of each, α = 0.95 seed 0), a gap that augmentation narrows; same seeds as the
     # recipe's bf16 runs above, on this CPU one at a time on both cores (--threads 2, about
     # 2 h 15 min a run), or on a lent GPU; seed 0 lost 0.86 points (results/
     # spiking_runs_fashion_shift1_bf16.md), so the others were not run
-    **{f"fashion-mnist-h1024-robust-20ep-{where}-shift1-seed{n}": ("spiking-fashion-mnist", [
-        "--model", "src", *ROBUST, *budget, "--hidden", "1024", "--shift", "1", "--seed", str(n)])
-       for where, budget in (("gpu", GPU_20EP), ("bf16", [*FASHION_20EP, *BF16]))
-       for n in (0, 1, 2)},
+    **fashion_h1024_20ep("-shift1", extra=["--shift", "1"]),
     # --ema (docs/training.md): the moving average of the weights tested instead of the last
     # ones; benchmarks/ema_pairs.py scores both of each run (the same training), side by side
     **{f"fashion-mnist-h256-robust-ema998-seed{n}": ("spiking-fashion-mnist", [
@@ -155,12 +163,8 @@ RUNS = {
     **{f"fashion-mnist-h256-robust-4ep-minlr2e-5-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *FASHION_LONG, "--min-lr", "2e-5", "--seed", str(n)])
        for n in (0, 1)},
-    **{f"fashion-mnist-h1024-robust-20ep-gpu-minlr2e-5-seed{n}": ("spiking-fashion-mnist", [
-        "--model", "src", *ROBUST, *GPU_20EP, "--hidden", "1024", "--min-lr", "2e-5", "--seed",
-        str(n)]) for n in (0, 1, 2)},
-    **{f"fashion-mnist-h1024-robust-20ep-gpu-ema999-seed{n}": ("spiking-fashion-mnist", [
-        "--model", "src", *ROBUST, *GPU_20EP, "--hidden", "1024", "--ema", "0.999", "--seed",
-        str(n)]) for n in (0, 1, 2)},
+    **fashion_h1024_20ep("-minlr2e-5", extra=["--min-lr", "2e-5"], where=("gpu",)),
+    **fashion_h1024_20ep("-ema999", extra=["--ema", "0.999"], where=("gpu",)),
     # AdamW's step moves every weight by about lr, so each output neuron's input (1 024 weights
     # against 256) moves four times as far at 1 024 neurons (the argument of μP): the 1 024-neuron
     # recipe at half the rate, against itself at the recipe's, 4 epochs side by side on the CPU
@@ -199,21 +203,13 @@ RUNS = {
        for n in (0, 1)},
     # α = 0.95 on the 1 024-neuron, 20-epoch recipe (87.48 ± 0.75 % over six runs): on a lent
     # GPU (about 2 minutes each), or on this CPU under bf16 over sessions with --resume
-    **{f"fashion-mnist-h1024-robust-20ep-{where}-alpha0.95-seed{n}": ("spiking-fashion-mnist", [
-        "--model", "src", *ROBUST, "--option", "alpha=0.95", *budget, "--hidden", "1024",
-        "--seed", str(n)])
-       for where, budget in (("gpu", GPU_20EP), ("bf16", [*FASHION_20EP, *BF16]))
-       for n in (0, 1, 2)},
+    **fashion_h1024_20ep("-alpha0.95", options=["--option", "alpha=0.95"]),
     # b learned (capped at −4) on the same recipe: the runs that ended low held smaller logits
     # (test loss 1.1-1.2 at 85.5-86.0 % against 2.1-2.4 at 87.5-88.0 %), and a neuron free to
     # lower its threshold keeps its spikes; +0.7 points with both seeds at 256 neurons, 2 epochs;
     # seed 0 lost 0.84 points (results/spiking_runs_fashion_learn_bias_bf16.md), so the others
     # were not run
-    **{f"fashion-mnist-h1024-robust-20ep-{where}-learn-bias-seed{n}": ("spiking-fashion-mnist", [
-        "--model", "src", *ROBUST, "--option", "learn_bias=True", *budget, "--hidden", "1024",
-        "--seed", str(n)])
-       for where, budget in (("gpu", GPU_20EP), ("bf16", [*FASHION_20EP, *BF16]))
-       for n in (0, 1, 2)},
+    **fashion_h1024_20ep("-learn-bias", options=["--option", "learn_bias=True"]),
 }
 
 
