@@ -22,14 +22,19 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def script_validation(monkeypatch):
-    """``script_validation(losses)``: the validation losses of the runs that follow are
-    ``losses``, in turn (the test split is evaluated for real)."""
-    def script(losses):
+    """``script_validation(losses, accuracies=None)``: the validation losses (and accuracies)
+    of the runs that follow are ``losses`` (``accuracies``), in turn (the test split is evaluated
+    for real)."""
+    def script(losses, accuracies=None):
         scripted, real = iter(losses), loop.evaluate
+        correct = iter(accuracies) if accuracies is not None else None
 
         def evaluate_(model, task, split, *args, **kw):
             result = real(model, task, split, *args, **kw)
-            return {**result, "loss": next(scripted)} if split == "val" else result
+            if split != "val":
+                return result
+            result = {**result, "loss": next(scripted)}
+            return result if correct is None else {**result, "accuracy": next(correct)}
 
         monkeypatch.setattr(loop, "evaluate", evaluate_)
     return script

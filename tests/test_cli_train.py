@@ -131,6 +131,24 @@ def test_keep_best_says_which_step_it_tests_and_eval_scores_those_weights(tmp_pa
     assert again["eval"] == json.loads((out / "metrics.json").read_text())["eval"]
 
 
+def test_keep_best_by_accuracy_says_so(tmp_path, monkeypatch, capsys):
+    """The closing lines name the score that chose the weights: here, the validation accuracy."""
+    seen = {}
+
+    def train_(config):
+        seen["monitor"] = config.monitor
+        return {"eval": [{"split": "test", "seq_len": 784, "loss": 0.3, "mse": None,
+                          "accuracy": 0.9}],
+                "best": {"step": 6, "val_loss": 0.4, "val_accuracy": 0.875}}
+
+    monkeypatch.setattr(commands, "train", train_)
+    assert main(["train", "smnist", "--model", "lru", "--keep-best", "--monitor", "accuracy",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert seen["monitor"] == "accuracy"
+    assert "weights of step 6, the highest validation accuracy (87.50 %)" in \
+        capsys.readouterr().out
+
+
 def test_eval_perturbs_an_src_network_and_restores_it(tmp_path):
     """``--perturb σ``: each draw of r, r_s (seeded by its index) scores differently from the
     clean network and the same again when repeated; the clean figures after it are unchanged."""

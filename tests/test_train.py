@@ -369,6 +369,68 @@ def test_keep_best_skips_non_finite_losses_and_keeps_the_earlier_of_a_tie(
     assert load_checkpoint(tmp_path / "best" / "checkpoint.pt")["best"]["step"] == best["step"]
 
 
+def _tiny_images(monkeypatch, size=20):
+    """Runs of an image task train on ``size`` random 28 × 28 images (and test on 10)."""
+    build, rng = loop._build_task, torch.Generator().manual_seed(0)
+    files = {split: (torch.randint(0, 256, (n, 784), generator=rng, dtype=torch.uint8),
+                     torch.randint(0, 10, (n,), generator=rng)) for split, n in
+             (("train", size), ("test", 10))}
+
+    def build_(c):
+        task = build(c)
+        task._cache.update(files)
+        return task
+
+    monkeypatch.setattr(loop, "_build_task", build_)
+
+
+def test_keep_best_by_accuracy_tests_the_weights_of_the_highest_validation_accuracy(
+        tmp_path, monkeypatch, script_validation):
+    """``monitor="accuracy"``: step 8 has the highest validation accuracy (and the highest loss);
+    step 12 ties it and the earlier is kept. The test set scores step 8's weights, as a run that
+    ended there; a resume with another monitor is refused."""
+    _tiny_images(monkeypatch)
+    kw = dict(task="smnist", seq_len=None, eval_samples=None, keep_best=True,
+              schedule="constant", monitor="accuracy")
+    script_validation([1.0, 3.0, 0.5, 1.0, 3.0], [0.5, 0.75, 0.75, 0.5, 0.75])
+    metrics = train(config(tmp_path, "best", **kw))
+    assert metrics["best"] == {"step": 8, "val_loss": 3.0, "val_accuracy": 0.75}
+    assert json.loads((tmp_path / "best" / "metrics.json").read_text())["best"] == metrics["best"]
+    eight = train(config(tmp_path, "eight", **{**kw, "steps": 8}))  # its best: its last step
+    assert eight["best"]["step"] == 8 and metrics["eval"] == eight["eval"]
+    with pytest.raises(ValueError, match="other settings \\(monitor: 'accuracy' -> 'loss'\\)"):
+        train(config(tmp_path, "best", **{**kw, "monitor": "loss", "resume": True}))
+
+
+def test_keep_best_scores_a_data_set_s_whole_validation_split(tmp_path, monkeypatch):
+    """Data sets: ``--keep-best``'s evaluations score all the held-out images (2 of 20 here),
+    the learning curve of a run without it up to 1000 test images, the final test all of them."""
+    _tiny_images(monkeypatch)
+    calls, real = [], loop.evaluate
+
+    def evaluate_(model, task, split, seq_len, *, n, **kw):
+        calls.append((split, n))
+        return real(model, task, split, seq_len, n=n, **kw)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate_)
+    for keep_best in (True, False):
+        train(config(tmp_path, f"keep{keep_best}", task="smnist", seq_len=None,
+                     eval_samples=None, keep_best=keep_best, steps=8))
+    assert calls == [("val", None)] * 2 + [("test", None)] + [("test", 1000), ("test", None)]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(monitor="mse", keep_best=True), "--monitor: expected one of loss, accuracy, got 'mse'"),
+    (dict(monitor="accuracy"), "--monitor accuracy: chooses --keep-best's weights; add "
+                               "--keep-best"),
+    (dict(monitor="accuracy", keep_best=True), "--monitor accuracy: copy-first-input is a "
+                                               "regression task \\(no accuracy\\)"),
+])
+def test_keep_best_monitors_what_the_task_scores(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        resolve(config(tmp_path, **kw), build_task("copy-first-input"))
+
+
 def test_ema_tests_the_moving_average_of_the_weights_and_resumes_exactly(tmp_path):
     """``--ema 0.75``: training is untouched (the same weights as without it), the checkpoint keeps
     w̄_1 = w_1, w̄_t = 0.75 w̄_{t-1} + 0.25 w_t, the test scores w̄ (as does ``load_run``), and a

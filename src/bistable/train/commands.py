@@ -17,6 +17,7 @@ from ..data.tasks import TASK_NAMES, build_task, describe_tasks
 from . import distributed
 from .checkpoint import atomic_write
 from .loop import (
+    MONITORS,
     PRECISIONS,
     TrainConfig,
     TrainingDiverged,
@@ -61,8 +62,11 @@ def _train(args) -> int:
     if metrics["eval"]:
         print(horizon_table(metrics["eval"]))
         if "best" in metrics:
-            print(f"weights of step {metrics['best']['step']}, the lowest validation loss "
-                  f"({metrics['best']['val_loss']:.4g})")
+            best = metrics["best"]
+            score = (f"the highest validation accuracy ({100 * best['val_accuracy']:.2f} %)"
+                     if "val_accuracy" in best else
+                     f"the lowest validation loss ({best['val_loss']:.4g})")
+            print(f"weights of step {best['step']}, {score}")
         note = build_task(config.task, data_dir=config.data_dir).data_note()
         if note:
             print(note)
@@ -217,7 +221,10 @@ def add_parser(subparsers) -> None:
     run.add_argument("--keep-best", action="store_true",
                      help="evaluate on a validation split during training (synthetic tasks: "
                           "other examples; data sets: 10 %% of the training set, held out) and "
-                          "test the weights of its lowest loss instead of the last")
+                          "test the weights of its best score (--monitor) instead of the last")
+    run.add_argument("--monitor", choices=MONITORS,
+                     help="--keep-best's score: the lowest validation loss (default) or the "
+                          "highest validation accuracy (classification tasks)")
     run.add_argument("--checkpoint-every", type=int, metavar="N")
     run.add_argument("--eval-every", type=int, metavar="N")
     run.add_argument("--log-every", type=int, metavar="N")

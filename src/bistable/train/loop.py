@@ -14,7 +14,8 @@ write ``metrics.json``, the checkpoint and the plots (:mod:`.report`) into ``out
 With ``keep_best`` (early stopping's checkpoint selection, as Keras' ``restore_best_weights`` or
 Lightning's ``ModelCheckpoint(monitor="val_loss")``): the evaluations during training and one at
 the end score the validation split (``"val"``, held out of the training data), the checkpoint also
-keeps the weights of the lowest validation loss, and the final test evaluations score those.
+keeps the weights of the lowest validation loss (``monitor="accuracy"``: of the highest validation
+accuracy), and the final test evaluations score those.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ KEPT_ON_RESUME = ("steps", "warmup", "eval_seq_len", "eval_every", "checkpoint_e
                   "eval_samples", "threads", "data_dir", "precision")
 
 PRECISIONS = ("fp32", "bf16")
+MONITORS = ("loss", "accuracy")  # what keep_best selects on: the lowest loss, the highest accuracy
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,7 +106,8 @@ class TrainConfig:
     log_every: int = 10
     resume: bool = False
     init_from: str | None = None       # start from the model weights of the run in this folder
-    keep_best: bool = False            # test the weights of the lowest validation loss
+    keep_best: bool = False            # test the weights of the best validation score
+    monitor: str = "loss"              # keep_best's score: "loss" (lowest) or "accuracy" (highest)
     ema: float = 0.0                   # decay of the weights' moving average, which evaluations
                                        # score (0: off, the trained weights themselves)
     quiet: bool = False
@@ -169,6 +172,13 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     if c.schedule == "cosine" and c.min_lr > c.lr:
         raise ValueError(f"--min-lr: expected at most --lr ({c.lr}) for the cosine decay, "
                          f"got {c.min_lr}")
+    if c.monitor not in MONITORS:
+        raise ValueError(f"--monitor: expected one of {', '.join(MONITORS)}, got {c.monitor!r}")
+    if c.monitor != "loss" and not c.keep_best:
+        raise ValueError(f"--monitor {c.monitor}: chooses --keep-best's weights; add --keep-best")
+    if c.monitor == "accuracy" and task.kind != "classification":
+        raise ValueError(f"--monitor accuracy: {task.name} is a {task.kind} task (no accuracy); "
+                         "use --monitor loss")
     if c.precision is not None and c.precision not in PRECISIONS:
         raise ValueError(f"--precision: expected one of {', '.join(PRECISIONS)}, "
                          f"got {c.precision!r}")
@@ -343,8 +353,8 @@ def run_from(saved: dict, data_dir: str | None = None) -> tuple[Task, torch.nn.M
 
 
 def selected(saved: dict) -> dict:
-    """The ``{"step", "model", ...}`` of the weights a run's results score: its lowest validation
-    loss's for a ``keep_best`` run, else the moving average's for an ``ema`` run, else the
+    """The ``{"step", "model", ...}`` of the weights a run's results score: its best validation
+    score's for a ``keep_best`` run, else the moving average's for an ``ema`` run, else the
     checkpoint's last."""
     return saved.get("best") or saved.get("ema") or saved
 
@@ -366,13 +376,20 @@ def _average_state(averaged: AveragedModel | None, step: int) -> dict | None:
             "n_averaged": int(averaged.n_averaged)}
 
 
-def _better(best: dict | None, step: int, loss: float, model: torch.nn.Module) -> dict | None:
-    """``best`` (``{"step", "loss", "model"}``), or this step's if its finite validation loss is
-    lower (a copy of the weights, on the CPU)."""
-    if not math.isfinite(loss) or (best is not None and loss >= best["loss"]):
+def _better(best: dict | None, step: int, result: dict, monitor: str,
+            model: torch.nn.Module) -> dict | None:
+    """``best`` (``{"step", "loss", "accuracy", "model"}``), or this step's validation ``result``
+    and a copy of the weights (on the CPU) if its ``monitor`` is finite and better: a lower loss,
+    a higher accuracy; a tie keeps the earlier."""
+    value = result[monitor]
+    if not math.isfinite(value):
+        return best
+    if best is not None and (value >= best["loss"] if monitor == "loss"
+                             else value <= best["accuracy"]):
         return best
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    return {"step": step, "loss": loss, "model": weights}
+    return {"step": step, "loss": result["loss"], "accuracy": result["accuracy"],
+            "model": weights}
 
 
 def differences(saved: dict, c: TrainConfig, ignore=MAY_CHANGE) -> list[str]:
@@ -448,15 +465,16 @@ def _checkpoint(path: Path, step: int, c, model, optimizer, history, window, bes
 
 def _evaluate_during(model, task: Task, c: TrainConfig, step: int, history: list,
                      best: dict | None, device) -> dict | None:
-    """Score the model at the training length on up to 1000 examples of the validation split
-    (``keep_best``) or the test split, log it in ``history``; return the best so far."""
-    split = "val" if c.keep_best else "test"
+    """Score the model at the training length on the validation split (``keep_best``:
+    ``eval_samples`` examples, data sets' whole split by default) or on up to 1000 examples of the
+    test split (the learning curve), log it in ``history``; return the best so far."""
+    split, n = ("val", c.eval_samples) if c.keep_best else ("test", min(c.eval_samples or 1000,
+                                                                        1000))
     with autocast(c.precision, device):
-        result = evaluate(model, task, split, c.seq_len, n=min(c.eval_samples or 1000, 1000),
-                          device=device)
+        result = evaluate(model, task, split, c.seq_len, n=n, device=device)
     history.append({"step": step, "split": split, "eval_loss": result["loss"],
                     "eval_mse": result["mse"], "eval_accuracy": result["accuracy"]})
-    return _better(best, step, result["loss"], model) if c.keep_best else best
+    return _better(best, step, result, c.monitor, model) if c.keep_best else best
 
 
 def train(config: TrainConfig) -> dict:
@@ -526,7 +544,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
     noise = _ramp_target(model) if c.noise_ramp else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     averaged = _moving_average(model, c.ema)  # copies the weights at its first update
-    step, history, best = 0, [], None  # best: keep_best's lowest validation loss (_better)
+    step, history, best = 0, [], None  # best: keep_best's best validation score (_better)
     window, stretches = _window(), []  # stretches: where each stretch of training ran
     if saved is not None:
         _check_resumable(saved, c)
@@ -642,6 +660,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
         if best is not None:
             scored.load_state_dict(best["model"])
             metrics["best"] = {"step": best["step"], "val_loss": best["loss"]}
+            if c.monitor == "accuracy":
+                metrics["best"]["val_accuracy"] = best["accuracy"]
         with autocast(c.precision, ctx.device):
             metrics["eval"] = [evaluate(scored, task, "test", n, n=c.eval_samples,
                                         device=ctx.device, progress=not c.quiet)

@@ -6,7 +6,8 @@
      "eval": [{"split", "seq_len", "loss", "mse", "accuracy"}, ...]}
 
 with ``null`` where a figure does not apply (accuracy for regression, MSE for classification);
-a ``--keep-best`` run adds ``"best": {"step", "val_loss"}``, the weights its ``eval`` scores.
+a ``--keep-best`` run adds ``"best": {"step", "val_loss"}`` (and ``"val_accuracy"`` with
+``--monitor accuracy``), the weights its ``eval`` scores.
 """
 
 from __future__ import annotations
