@@ -384,8 +384,8 @@ def _better(best: dict | None, step: int, result: dict, monitor: str,
     value = result[monitor]
     if not math.isfinite(value):
         return best
-    if best is not None and (value >= best["loss"] if monitor == "loss"
-                             else value <= best["accuracy"]):
+    if best is not None and (value >= best[monitor] if monitor == "loss"
+                             else value <= best[monitor]):
         return best
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     return {"step": step, "loss": result["loss"], "accuracy": result["accuracy"],
@@ -468,8 +468,8 @@ def _evaluate_during(model, task: Task, c: TrainConfig, step: int, history: list
     """Score the model at the training length on the validation split (``keep_best``:
     ``eval_samples`` examples, data sets' whole split by default) or on up to 1000 examples of the
     test split (the learning curve), log it in ``history``; return the best so far."""
-    split, n = ("val", c.eval_samples) if c.keep_best else ("test", min(c.eval_samples or 1000,
-                                                                        1000))
+    split = "val" if c.keep_best else "test"
+    n = c.eval_samples if c.keep_best else min(c.eval_samples or 1000, 1000)
     with autocast(c.precision, device):
         result = evaluate(model, task, split, c.seq_len, n=n, device=device)
     history.append({"step": step, "split": split, "eval_loss": result["loss"],
