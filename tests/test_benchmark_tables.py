@@ -365,3 +365,76 @@ def test_ema_pairs_scores_the_last_weights_and_their_average(tmp_path):
     save_checkpoint(tmp_path / "ema" / "checkpoint.pt", saved)
     with pytest.raises(ValueError, match="not finished \\(step 2 of 4\\)"):
         pair(tmp_path / "ema")
+
+
+def _spiking_run(tmp_path, monkeypatch, steps=3):
+    """A tiny finished spiking-mnist run on 40 + 30 made-up images (the build of its task
+    patched to that data), for the eval-only probes."""
+    from bistable.train import loop
+
+    task = build_task("spiking-mnist")
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 40), ("test", 30)):
+        task._cache[split] = (torch.randint(0, 256, (n, 784), generator=g, dtype=torch.uint8),
+                              torch.arange(n) % 10)
+    monkeypatch.setattr(loop, "_build_task", lambda c: task)
+    c = TrainConfig(task="spiking-mnist", model="src", out=str(tmp_path / "run"), hidden=6,
+                    layers=1, seq_len=24, steps=steps, batch_size=8, eval_samples=None,
+                    quiet=True)
+    train(c)
+    return tmp_path / "run", task
+
+
+def test_src_probe_sums_the_scores_of_its_draws_and_reads_the_last_hidden_layer(tmp_path,
+                                                                                 monkeypatch):
+    """benchmarks/src_probe.py: k draws' R[T] are the sum of k single draws taken from the same
+    generator, the hidden output is Σ_t out[t] of the last hidden layer averaged over them."""
+    from benchmarks.src_probe import scores
+
+    run, task = _spiking_run(tmp_path, monkeypatch)
+    _, model = run_from(read_run(run))
+    index = torch.tensor([0, 3, 7, 11, 29])
+    R2, h2, y = scores(model, task, "test", index, 24, 2, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    want_R, want_h = 0, 0
+    for _ in range(2):
+        x, y1 = task.examples("test", index, 24, g)
+        with torch.no_grad():
+            R, _, spikes = model.run(x)
+        want_R, want_h = want_R + R[:, -1], want_h + spikes[0].sum(1) / 2
+    assert torch.equal(y, y1) and torch.equal(y, index % 10)
+    torch.testing.assert_close(R2, want_R)
+    torch.testing.assert_close(h2, want_h)
+    assert h2.shape == (5, 6)  # the hidden layer's 6 neurons, not the 100 output neurons
+
+
+def test_src_probe_fits_a_separable_code_and_scores_a_finished_run(tmp_path, monkeypatch):
+    """The probe's softmax regression separates a linearly separable code; a finished run gets
+    every figure in [0, 1] and the ridge chosen on held-out images; an unfinished run, a
+    non-spiking one and more training images than the run has are refused."""
+    from benchmarks.src_probe import RIDGE, fit_probe, probe_run
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    h = torch.randn(60, 5, generator=g) + 4 * torch.nn.functional.one_hot(y, 5)
+    assert torch.equal(fit_probe(h, y, 1e-4, 3)(h).argmax(1), y)
+
+    run, _ = _spiking_run(tmp_path, monkeypatch)
+    got = probe_run(run, draws=2, train_images=20)
+    figures = [*got["accuracy"].values(), *got["probe"]["held_out"].values(),
+               got["probe"]["train"], got["probe"]["test"], got["probe"]["test_draws"]]
+    assert all(0 <= f <= 1 for f in figures) and got["probe"]["ridge"] in RIDGE
+    assert (got["test_images"], got["train_images"], got["draws"]) == (30, 20, 2)
+    with pytest.raises(ValueError, match=r"--train-images: expected at most 40 .* got 41"):
+        probe_run(run, draws=1, train_images=41)
+    saved = read_run(run)
+    saved["step"] = 1
+    save_checkpoint(run / "checkpoint.pt", saved)
+    with pytest.raises(ValueError, match=r"not finished \(step 1 of 3\)"):
+        probe_run(run, draws=1, train_images=4)
+    monkeypatch.undo()  # the copy task built as usual
+    train(TrainConfig(task="copy-first-input", model="lru", hidden=4, layers=1, seq_len=6,
+                      steps=2, batch_size=4, eval_samples=8, quiet=True,
+                      out=str(tmp_path / "lru")))
+    with pytest.raises(ValueError, match="expected a spiking network with a hidden layer"):
+        probe_run(tmp_path / "lru", draws=1, train_images=4)
