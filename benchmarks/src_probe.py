@@ -1,15 +1,15 @@
 """Where does a trained spiking network lose its accuracy? Eval-only probes of finished
 ``bistable train`` runs on a rate-coded image task → results/src_probe.md:
 
-- the rate code's draws: the test accuracy with the scores ``R[T]`` summed over ``k`` Bernoulli
-  draws of each image (as a presentation ``k`` times longer would) beside the single draw the
-  run is scored with;
+- the rate code's draws: the test accuracy of each of ``k`` Bernoulli codings of the test images
+  (how much the single draw a run is scored with moves its figure), and with the scores ``R[T]``
+  of the ``k`` codings summed (as a presentation ``k`` times longer would give);
 - the output layer: a linear probe (softmax regression, L-BFGS, ridge ``λ`` chosen on held-out
   training images) on the last hidden layer's integrated output ``Σ_t out[t]``, beside the
   network's own readout;
 - the fit: the network's accuracy on training images beside the test images.
 
-    python benchmarks/src_probe.py runs/src/RUN ... [--draws 4] [--train-images 20000]
+    python benchmarks/src_probe.py runs/src/RUN ... [--draws 5] [--train-images 20000]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, mean_std, positive_int, write_results  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
 from bistable.train.loop import autocast, read_run, run_from  # noqa: E402
 
@@ -34,21 +34,21 @@ BATCH = 250
 
 def scores(model, task, split: str, index: torch.Tensor, seq_len: int, draws: int,
            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``R[T]`` summed over ``draws`` codings of the images at ``index``, their last hidden
-    layer's ``Σ_t out[t]`` averaged over the draws, and the labels."""
+    """For each of ``draws`` codings of the images at ``index``: ``R[T]`` ``(draws, N, C)`` and
+    the last hidden layer's ``Σ_t out[t]`` ``(draws, N, H)``; and the labels."""
     R_all, h_all, y_all = [], [], []
     with torch.no_grad():
         for chunk in index.split(BATCH):
-            R_sum, h_sum = 0.0, 0.0
+            R_k, h_k = [], []
             for _ in range(draws):
                 x, y = task.examples(split, chunk, seq_len, generator)
                 R, _, spikes = model.run(x)
-                R_sum = R_sum + R[:, -1].float()
-                h_sum = h_sum + spikes[-2].float().sum(1)  # [-1]: the output neurons
-            R_all.append(R_sum)
-            h_all.append(h_sum / draws)
+                R_k.append(R[:, -1].float())
+                h_k.append(spikes[-2].float().sum(1))  # spikes[-1]: the output neurons
+            R_all.append(torch.stack(R_k))
+            h_all.append(torch.stack(h_k))
             y_all.append(y)
-    return torch.cat(R_all), torch.cat(h_all), torch.cat(y_all)
+    return torch.cat(R_all, 1), torch.cat(h_all, 1), torch.cat(y_all)
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -93,43 +93,46 @@ def probe_run(run: Path, draws: int, train_images: int) -> dict:
     train = torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:train_images]
     gen = torch.Generator().manual_seed(1)
     with autocast(c.get("precision") or "fp32", torch.device("cpu")):
-        R1, h1, y_test = scores(model, task, "test", test, c["seq_len"], 1, gen)
-        Rk, hk, _ = scores(model, task, "test", test, c["seq_len"], draws, gen)
+        R, h, y_test = scores(model, task, "test", test, c["seq_len"], draws, gen)
         R_tr, h_tr, y_tr = scores(model, task, "train", train, c["seq_len"], 1, gen)
+    R_tr, h_tr = R_tr[0], h_tr[0]
     cut = int(len(train) * (1 - HELD_OUT))
-    held = {lam: accuracy(fit_probe(h_tr[:cut], y_tr[:cut], lam, R1.shape[1])(h_tr[cut:]),
+    held = {lam: accuracy(fit_probe(h_tr[:cut], y_tr[:cut], lam, R.shape[2])(h_tr[cut:]),
                           y_tr[cut:]) for lam in RIDGE}
     lam = max(RIDGE, key=lambda k: (held[k], k))  # the strongest ridge among the best
-    probe = fit_probe(h_tr, y_tr, lam, R1.shape[1])
+    probe = fit_probe(h_tr, y_tr, lam, R.shape[2])
     return {"run": str(run), "task": c["task"], "model": c["model"], "hidden": c["hidden"],
             "layers": c["layers"], "seed": c["seed"], "precision": c.get("precision") or "fp32",
             "draws": draws, "train_images": train_images, "test_images": len(test),
-            "accuracy": {"test": accuracy(R1, y_test), "test_draws": accuracy(Rk, y_test),
+            "accuracy": {"test_each": [accuracy(r, y_test) for r in R],
+                         "test_summed": accuracy(R.sum(0), y_test),
                          "train": accuracy(R_tr, y_tr)},
             "probe": {"ridge": lam, "held_out": held, "train": accuracy(probe(h_tr), y_tr),
-                      "test": accuracy(probe(h1), y_test),
-                      "test_draws": accuracy(probe(hk), y_test)}}
+                      "test_each": [accuracy(probe(x), y_test) for x in h],
+                      "test_averaged": accuracy(probe(h.mean(0)), y_test)}}
 
 
 def table(rows: list[dict]) -> list[str]:
     pct = lambda x: f"{100 * x:.2f}"  # noqa: E731
-    lines = ["| run | hidden | test (1 draw) | test (k draws) | train images | probe: λ | "
-             "probe: train | probe: test (1 draw) | probe: test (k draws) |",
+    lines = ["| run | hidden | test: one draw | test: k draws summed | train images | "
+             "probe: λ | probe: train | probe: test, one draw | probe: test, k draws averaged |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         a, p = r["accuracy"], r["probe"]
         lines.append(f"| {Path(r['run']).name} | {r['layers']} × {r['hidden']} | "
-                     f"{pct(a['test'])} | {pct(a['test_draws'])} (k = {r['draws']}) | "
-                     f"{pct(a['train'])} | {p['ridge']:g} | {pct(p['train'])} | "
-                     f"{pct(p['test'])} | {pct(p['test_draws'])} |")
+                     f"{mean_std([100 * x for x in a['test_each']], '.2f')} | "
+                     f"{pct(a['test_summed'])} (k = {r['draws']}) | {pct(a['train'])} | "
+                     f"{p['ridge']:g} | {pct(p['train'])} | "
+                     f"{mean_std([100 * x for x in p['test_each']], '.2f')} | "
+                     f"{pct(p['test_averaged'])} |")
     return lines
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="folders of finished spiking-image runs")
-    p.add_argument("--draws", type=positive_int, default=4,
-                   help="Bernoulli codings of each test image summed (4)")
+    p.add_argument("--draws", type=positive_int, default=5,
+                   help="Bernoulli codings of each test image, scored each and summed (5)")
     p.add_argument("--train-images", type=positive_int, default=20000,
                    help="training images for the probe and the training accuracy (20000)")
     p.add_argument("--threads", type=positive_int, default=2, help="CPU threads (2)")
@@ -142,18 +145,18 @@ def main() -> None:
         print(table(rows)[-1], flush=True)
     lines = [header("Where a spiking network loses its accuracy: eval-only probes"), "",
              "Each row is one finished `bistable train` run, its selected weights scored on the "
-             "CPU in the run's precision. **test (1 draw)**: all test images, one Bernoulli "
-             "coding each (as the run is scored; the draws here are this script's, so the "
-             "figure may differ from the run's by the coding's noise). **test (k draws)**: the "
-             "scores R[T] of k codings of each image summed, as a presentation k times longer "
-             "would give. **train images**: the network's accuracy on that many training "
+             "CPU in the run's precision. **test: one draw**: all test images, one Bernoulli "
+             "coding each, as the run is scored: mean ± std over the k draws (this script's "
+             "draws, not the run's: its recorded figure is one more). **test: k draws summed**: "
+             "the scores R[T] of the k codings of each image summed, as a presentation k times "
+             "longer would give. **train images**: the network's accuracy on that many training "
              "images (one draw). **probe**: softmax regression on the last hidden layer's "
              "integrated output Σ_t out[t] (standardised), fitted on the same training images "
              f"with the ridge λ of {', '.join(map(str, RIDGE))} that scored best on "
-             f"{HELD_OUT:.0%} of them held out; tested on the hidden outputs of the test images "
-             "(one draw, and averaged over the k draws). A probe at the network's level means "
-             "the output layer and its readout lose nothing that a linear read of the hidden "
-             "layer keeps.", "", *table(rows), ""]
+             f"{HELD_OUT:.0%} of them held out; tested on the hidden outputs of each draw of the "
+             "test images (mean ± std), and on their average over the k draws. A probe at the "
+             "network's level means the output layer and its readout lose nothing that a "
+             "linear read of the hidden layer keeps.", "", *table(rows), ""]
     print(f"wrote {write_results(args.name, chr(10).join(lines), rows)}")
 
 

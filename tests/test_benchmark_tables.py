@@ -385,27 +385,28 @@ def _spiking_run(tmp_path, monkeypatch, steps=3):
     return tmp_path / "run", task
 
 
-def test_src_probe_sums_the_scores_of_its_draws_and_reads_the_last_hidden_layer(tmp_path,
-                                                                                 monkeypatch):
-    """benchmarks/src_probe.py: k draws' R[T] are the sum of k single draws taken from the same
-    generator, the hidden output is Σ_t out[t] of the last hidden layer averaged over them."""
+def test_src_probe_scores_each_draw_and_reads_the_last_hidden_layer(tmp_path, monkeypatch):
+    """benchmarks/src_probe.py: the k draws' R[T] and Σ_t out[t] of the last hidden layer are
+    those of k single codings taken in turn from the same generator."""
     from benchmarks.src_probe import scores
 
     run, task = _spiking_run(tmp_path, monkeypatch)
     _, model = run_from(read_run(run))
+    with torch.no_grad():  # strong weights, so that both layers spike within 4 coded steps
+        model.layers[0].weight.copy_(torch.linspace(-1, 3, 784 * 6).view(6, 784))
+        model.layers[1].weight.fill_(5.0)
     index = torch.tensor([0, 3, 7, 11, 29])
     R2, h2, y = scores(model, task, "test", index, 24, 2, torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
-    want_R, want_h = 0, 0
-    for _ in range(2):
+    for d in range(2):
         x, y1 = task.examples("test", index, 24, g)
         with torch.no_grad():
             R, _, spikes = model.run(x)
-        want_R, want_h = want_R + R[:, -1], want_h + spikes[0].sum(1) / 2
+        torch.testing.assert_close(R2[d], R[:, -1])
+        torch.testing.assert_close(h2[d], spikes[0].sum(1))
     assert torch.equal(y, y1) and torch.equal(y, index % 10)
-    torch.testing.assert_close(R2, want_R)
-    torch.testing.assert_close(h2, want_h)
-    assert h2.shape == (5, 6)  # the hidden layer's 6 neurons, not the 100 output neurons
+    assert not torch.equal(h2[0], h2[1]) and R2.abs().sum() > 0  # two codings, not one twice
+    assert h2.shape == (2, 5, 6)  # the hidden layer's 6 neurons, not the 100 output neurons
 
 
 def test_src_probe_fits_a_separable_code_and_scores_a_finished_run(tmp_path, monkeypatch):
@@ -421,9 +422,11 @@ def test_src_probe_fits_a_separable_code_and_scores_a_finished_run(tmp_path, mon
 
     run, _ = _spiking_run(tmp_path, monkeypatch)
     got = probe_run(run, draws=2, train_images=20)
-    figures = [*got["accuracy"].values(), *got["probe"]["held_out"].values(),
-               got["probe"]["train"], got["probe"]["test"], got["probe"]["test_draws"]]
-    assert all(0 <= f <= 1 for f in figures) and got["probe"]["ridge"] in RIDGE
+    a, p = got["accuracy"], got["probe"]
+    figures = [*a["test_each"], a["test_summed"], a["train"], *p["held_out"].values(),
+               p["train"], *p["test_each"], p["test_averaged"]]
+    assert all(0 <= f <= 1 for f in figures) and p["ridge"] in RIDGE
+    assert len(a["test_each"]) == len(p["test_each"]) == 2
     assert (got["test_images"], got["train_images"], got["draws"]) == (30, 20, 2)
     with pytest.raises(ValueError, match=r"--train-images: expected at most 40 .* got 41"):
         probe_run(run, draws=1, train_images=41)
