@@ -1,5 +1,8 @@
-"""``load_cpu_extension``: the compiler flags and module name follow the CPU's vector ISA (a
-build that silently lost its vector flags would still pass every value test, only slower)."""
+"""``load_cpu_extension``: the compiler flags and module name follow the CPU's vector ISA and
+torch's OpenMP (a build that silently lost its vector or OpenMP flags would still pass every
+value test, only slower)."""
+
+import sys
 
 import pytest
 import torch
@@ -27,15 +30,23 @@ def builds(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("isa", sorted(ISA_FLAGS))
-def test_flags_and_name_follow_the_cpu_capability(monkeypatch, builds, tmp_path, isa):
+@pytest.mark.parametrize("platform, openmp, threads", [
+    ("linux", True, ["-fopenmp"]),  # at::parallel_for's pragma needs it, or rows run serially
+    ("linux", False, []),
+    ("darwin", True, []),  # Apple's clang knows no -fopenmp
+])
+def test_flags_and_name_follow_the_cpu_capability(monkeypatch, builds, tmp_path, isa, platform,
+                                                  openmp, threads):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
+    monkeypatch.setattr(torch.backends.openmp, "is_available", lambda: openmp)
+    monkeypatch.setattr(sys, "platform", platform)
     assert load_cpu_extension("bistable_x", "// source", ["forward", "backward"]) == "module"
     [(args, kwargs)] = builds
     name = args[0]
     assert name.startswith(f"bistable_x_{isa.lower()}_") and args[1] == "// source"  # per ISA
     assert kwargs == {"functions": ["forward", "backward"],
-                      "extra_cflags": ["-O3", *ISA_FLAGS[isa]],
-                      "build_directory": str(tmp_path / name)}
+                      "extra_cflags": ["-O3", *ISA_FLAGS[isa], *threads],
+                      "extra_ldflags": threads, "build_directory": str(tmp_path / name)}
 
 
 def test_another_source_gets_another_build(builds):

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bistable.scan import linear_scan, linear_scan_reference
-from bistable.scan.autograd import scan, scan_backward_op, scan_op
+from bistable.scan.autograd import backward_by_scan, scan, scan_backward_op, scan_op
 from bistable.scan.cpu import chunk_length, scan_cpu
 
 
@@ -226,6 +226,33 @@ def test_eager_autograd_is_the_operators(broadcast_a, with_h0, reverse):
         results.append([h, *torch.autograd.grad((h * w).sum(), leaves)])
     for got, want in zip(*results, strict=True):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("broadcast_a, with_h0, reverse",
+                         [(True, True, False), (False, False, True), (True, False, True)])
+def test_a_constant_a_gets_no_gradient_and_the_others_theirs(broadcast_a, with_h0, reverse):
+    """A leak that needs no gradient (the SRC's α) skips dL/da; b's and h0's gradients are the
+    float64 loop's, and a gradient wanted of a alone is still given."""
+    a, b, h0 = _inputs(3, 41, 5, torch.float64, broadcast_a)
+    h0 = h0 if with_h0 else None
+    b.requires_grad_()
+    if h0 is not None:
+        h0.requires_grad_()
+    w = torch.randn(3, 41, 5, dtype=torch.float64)
+    leaves = [x for x in (b, h0) if x is not None]
+    got = torch.autograd.grad((linear_scan(a, b, h0, reverse=reverse) * w).sum(), leaves)
+    want = torch.autograd.grad((linear_scan_reference(a, b, h0, reverse=reverse) * w).sum(),
+                               leaves)
+    for g, r in zip(got, want, strict=True):
+        torch.testing.assert_close(g, r)
+    with torch.no_grad():
+        h = scan_cpu(a, b, h0, reverse)
+        assert backward_by_scan(scan_cpu, a, h, h0, w, reverse, need_da=False)[0] is None
+    a.requires_grad_()
+    (da,) = torch.autograd.grad((linear_scan(a, b, h0, reverse=reverse) * w).sum(), a)
+    (ref,) = torch.autograd.grad((linear_scan_reference(a, b, h0, reverse=reverse) * w).sum(),
+                                 a)
+    torch.testing.assert_close(da, ref)
 
 
 def test_eager_scan_is_differentiable_once():

@@ -32,6 +32,24 @@ def test_values_and_gradients_match_the_eager_loop(B, T, H, current, detach):
     assert (want[2][2] is None) == detach  # detached: no gradient into the initial state
 
 
+@pytest.mark.parametrize("detach", [False, True], ids=["bptt", "detached"])
+def test_batch_rows_split_over_threads_give_the_one_thread_run(detach):
+    """The loop runs its batch rows on torch's threads (OpenMP): an odd batch split over three
+    threads gives the one-thread run bit for bit, and the eager loop's values."""
+    args = loop_inputs(7, 23, 19, seed=3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run(True, *args, False, detach)
+        torch.set_num_threads(3)
+        split = _run(True, *args, False, detach)
+    finally:
+        torch.set_num_threads(threads)
+    for x, y in zip([*one[:2], *one[2]], [*split[:2], *split[2]], strict=True):
+        assert (x is None and y is None) or torch.equal(x, y)
+    assert_same_run(split, _run(False, *args, False, detach))
+
+
 def test_compile_loop_on_cuda_without_triton_runs_the_pytorch_loop(monkeypatch):
     """No Triton (or one older than 3.6) on a CUDA machine: the layer runs the eager loop, with
     one warning naming why, as the MRUs fall back to the PyTorch scan (a stand-in for a CUDA

@@ -32,8 +32,9 @@ class Backend(NamedTuple):
     backward: Callable | None = None
 
 
-def backward_by_scan(forward: Forward, a, h, h0, grad_h, reverse: bool):
-    """``(da, db, dh0)`` of the scan, with ``da`` already summed over a broadcast batch.
+def backward_by_scan(forward: Forward, a, h, h0, grad_h, reverse: bool, need_da: bool = True):
+    """``(da, db, dh0)`` of the scan, with ``da`` already summed over a broadcast batch (None
+    unless ``need_da``: a constant ``a``, as the SRC's leak, spares a pass over the sequence).
 
     ``forward`` must accept strided views along time and an ``out=`` tensor: the shifted
     coefficients ``a_{t+1}`` and states ``h_{t-1}`` are then views, never copies.
@@ -48,6 +49,9 @@ def backward_by_scan(forward: Forward, a, h, h0, grad_h, reverse: bool):
     g[:, last] = grad_h[:, last]
     if T > 1:  # g_t = grad_t + conj(a_{t+1}) g_{t+1}: a scan in the other direction
         forward(a[:, later], grad_h[:, earlier], grad_h[:, last], not reverse, out=g[:, earlier])
+    dh0 = a[:, first] * g[:, first] if h0 is not None else None
+    if not need_da:
+        return None, g, dh0
     da = torch.empty_like(g)
     torch.mul(g[:, later], h[:, earlier], out=da[:, later])  # da_t = g_t ⊙ conj(h_{t-1})
     if h0 is None:
@@ -56,7 +60,6 @@ def backward_by_scan(forward: Forward, a, h, h0, grad_h, reverse: bool):
         torch.mul(g[:, first], h0.conj() if h0.is_complex() else h0, out=da[:, first])
     if a.shape[0] == 1 and g.shape[0] != 1:
         da = da.sum(0, keepdim=True)
-    dh0 = a[:, first] * g[:, first] if h0 is not None else None
     return da, g, dh0
 
 
@@ -86,11 +89,12 @@ def scan_backward_op(a: Tensor, h: Tensor, h0: Optional[Tensor], grad_h: Tensor,
     return da, db, h.new_empty(0) if dh0 is None else dh0
 
 
-def _backward_by(backend: str, a, h, h0, grad_h, reverse: bool):
-    """``(da, db, dh0)`` by the backend's fused backward, or built from its forward."""
+def _backward_by(backend: str, a, h, h0, grad_h, reverse: bool, need_da: bool = True):
+    """``(da, db, dh0)`` by the backend's fused backward, or built from its forward (``da``
+    None when not ``need_da``; a fused backward computes it anyway)."""
     fused = BACKENDS[backend].backward
     if fused is None:
-        return backward_by_scan(BACKENDS[backend].forward, a, h, h0, grad_h, reverse)
+        return backward_by_scan(BACKENDS[backend].forward, a, h, h0, grad_h, reverse, need_da)
     return fused(a, h, h0, grad_h, reverse)
 
 
@@ -128,7 +132,8 @@ class _EagerScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_h):
         a, h, h0 = ctx.saved_tensors
-        da, db, dh0 = _backward_by(ctx.backend, a, h, h0, grad_h.contiguous(), ctx.reverse)
+        da, db, dh0 = _backward_by(ctx.backend, a, h, h0, grad_h.contiguous(), ctx.reverse,
+                                   ctx.needs_input_grad[0])
         return da, db, dh0, None, None
 
 

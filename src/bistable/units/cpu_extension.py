@@ -21,7 +21,8 @@ import torch
 def load_cpu_extension(name: str, source: str, functions: list[str]):
     """The extension module ``<name>_<isa>_<hash>`` built from ``source`` with ``functions``
     bound, or None (with a warning) when it cannot be built; AVX2 or AVX-512 vectors
-    (``at::vec::Vectorized``, SLEEF's ``tanh``) where the CPU has them."""
+    (``at::vec::Vectorized``, SLEEF's ``tanh``) where the CPU has them, and ``at::parallel_for``
+    on torch's threads (OpenMP, on Linux)."""
     from torch.utils.cpp_extension import get_default_build_root, load_inline
 
     isa = torch.backends.cpu.get_cpu_capability()
@@ -31,6 +32,12 @@ def load_cpu_extension(name: str, source: str, functions: list[str]):
     }.get(isa, [])
     if len(flags) > 1:
         flags += [f"-DCPU_CAPABILITY_{isa}", f"-DCPU_CAPABILITY={isa}"]
+    # at::parallel_for is OpenMP in torch's Linux builds, and header-only: built without
+    # -fopenmp its pragma is dropped and the loop runs the batch rows on one thread, whatever
+    # torch.set_num_threads says
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") and \
+        torch.backends.openmp.is_available() else []
+    flags += openmp
     # the torch it builds against, by version and place (each environment its own build: a
     # shared one is rebuilt by ninja whenever another environment's paths last built it)
     digest = hashlib.sha256("\n".join([source, *flags, torch.__version__, torch.__file__,
@@ -43,7 +50,7 @@ def load_cpu_extension(name: str, source: str, functions: list[str]):
             warnings.warn(f"compile_loop: waiting for another process's build of {full_name}; "
                           f"if none is running, delete {folder / 'lock'}", stacklevel=4)
         return load_inline(full_name, source, functions=functions, extra_cflags=flags,
-                           build_directory=str(folder))
+                           extra_ldflags=openmp, build_directory=str(folder))
     except (RuntimeError, OSError, ImportError) as err:
         text = str(err).strip()
         reason = text.splitlines()[-1] if text else type(err).__name__
