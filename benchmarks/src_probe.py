@@ -58,15 +58,14 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 def fit_probe(h: torch.Tensor, y: torch.Tensor, ridge: float, n_classes: int):
     """Softmax regression ``h W + b`` on standardised ``h``, cross-entropy + ``ridge · |W|²``."""
     mu, sd = h.mean(0), h.std(0) + 1e-3
-    z = (h - mu) / sd
+    z = ((h - mu) / sd).double()
     W = torch.zeros(h.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([W, b], max_iter=500, line_search_fn="strong_wolfe")
-    z64 = z.double()
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z64 @ W + b, y) + ridge * W.pow(2).sum()
+        loss = torch.nn.functional.cross_entropy(z @ W + b, y) + ridge * W.pow(2).sum()
         loss.backward()
         return loss
 
