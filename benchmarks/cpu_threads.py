@@ -31,7 +31,6 @@ from bistable.units.cpu_extension import load_cpu_extension  # noqa: E402
 from bistable.units.src import SRC  # noqa: E402
 
 B, T, H, F = 64, 220, 1024, 784
-RHO, Z_HYP, Z_DEP = 3.0, 0.9, 0.0
 
 
 def builds() -> dict:
@@ -58,12 +57,12 @@ def loop_fns(kernel) -> tuple:
     i = torch.randn(B, T, H, generator=g) * 3
     h0, hs0 = (s.expand(B, H).contiguous() for s in unit.init_state(1)[1:])
     r, r_s, b = unit.r.detach(), unit.r_s.detach(), unit.effective_bias().detach()
-    h, _ = kernel.forward(i, h0, hs0, r, r_s, b, RHO, Z_HYP, Z_DEP, False)
+    consts = (unit.rho, unit.z_hyp, unit.z_dep, False)  # SPEC.md's, the gate on h[t-1]
+    h, _ = kernel.forward(i, h0, hs0, r, r_s, b, *consts)
     grad = torch.randn(B, T, H, generator=g)
     grad_hs = torch.zeros(B, H)
-    return (lambda: kernel.forward(i, h0, hs0, r, r_s, b, RHO, Z_HYP, Z_DEP, False),
-            lambda: kernel.backward(grad, grad_hs, h, i, h0, r, r_s, RHO, Z_HYP, Z_DEP, False,
-                                    True))
+    return (lambda: kernel.forward(i, h0, hs0, r, r_s, b, *consts),
+            lambda: kernel.backward(grad, grad_hs, h, i, h0, r, r_s, *consts, True))
 
 
 def training_step(kernel):
@@ -99,10 +98,10 @@ def main() -> None:
     for build, kernel in kernels.items():
         forward, backward = loop_fns(kernel)
         for n in (1, 2):
-            fns[f"loop forward, {build}, {n} thread(s)"] = on_threads(n, forward)
-            fns[f"loop backward, {build}, {n} thread(s)"] = on_threads(n, backward)
+            fns["loop forward", build, n] = on_threads(n, forward)
+            fns["loop backward", build, n] = on_threads(n, backward)
     for build, kernel in kernels.items():
-        fns[f"training step, {build}, 2 threads"] = on_threads(2, training_step(kernel))
+        fns["training step", build, 2] = on_threads(2, training_step(kernel))
     times = side_by_side(fns, args.repeats)
     lines = [header("The SRC's fused CPU loop on torch's threads: OpenMP build against serial"),
              "", f"Batch {B}, T = {T}, {H} neurons. **loop**: the C++ kernel alone, float32 "
@@ -116,13 +115,10 @@ def main() -> None:
              "| what | build | threads | median (ms) | serial build's time / this |",
              "|---|---|---:|---:|---:|"]
     data = []
-    for name, seconds in times.items():
-        what, build, n = name.split(", ")
-        base = times[name.replace(build, "serial")]
-        lines.append(f"| {what} | {build} | {n.split()[0]} | {1e3 * seconds:.1f} | "
-                     f"{base / seconds:.2f}× |")
-        data.append({"what": what, "build": build, "threads": int(n.split()[0]),
-                     "median_s": seconds})
+    for (what, build, n), seconds in times.items():
+        base = times[what, "serial", n]
+        lines.append(f"| {what} | {build} | {n} | {1e3 * seconds:.1f} | {base / seconds:.2f}× |")
+        data.append({"what": what, "build": build, "threads": n, "median_s": seconds})
     print("\n".join(lines))
     print(f"wrote {write_results(args.name, chr(10).join(lines) + chr(10), data)}")
 
