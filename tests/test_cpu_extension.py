@@ -79,8 +79,33 @@ def test_a_loop_that_cannot_be_built_falls_back_with_one_warning(monkeypatch, tm
 
     monkeypatch.setattr(cpp_extension, "load_inline", fail)
     with pytest.warns(UserWarning, match="could not be built or loaded .*running the PyTorch "
-                      "loop. It needs a C..? compiler, ninja"):
+                      "loop. It needs a C..? compiler, ninja") as seen:
         assert load_cpu_extension("bistable_x", "// source", ["forward"]) is None
+    assert len(seen) == 1  # not one more for the try without OpenMP
+
+
+def test_a_compiler_without_openmp_builds_the_loop_on_one_thread(monkeypatch, builds, tmp_path):
+    """clang without libomp refuses -fopenmp: the loop is built again without it (its rows on
+    one thread, said once), not dropped for the much slower PyTorch loop."""
+    monkeypatch.setattr(torch.backends.openmp, "is_available", lambda: True)
+    monkeypatch.setattr(sys, "platform", "linux")
+
+    def no_openmp(*args, **kwargs):
+        builds.append((args, kwargs))
+        if "-fopenmp" in kwargs["extra_cflags"]:
+            raise RuntimeError("Error building extension 'bistable_x'\nfatal error: 'omp.h' "
+                               "file not found")
+        return "module"
+
+    monkeypatch.setattr(cpp_extension, "load_inline", no_openmp)
+    with pytest.warns(UserWarning, match="built without OpenMP \\(with -fopenmp: fatal error: "
+                      "'omp.h' file not found\\); it runs its batch rows on one thread") as seen:
+        assert load_cpu_extension("bistable_x", "// source", ["forward"]) == "module"
+    assert len(seen) == 1
+    (first, with_omp), (second, without) = builds
+    assert with_omp["extra_ldflags"] == ["-fopenmp"] and without["extra_ldflags"] == []
+    assert "-fopenmp" not in without["extra_cflags"] and first[0] != second[0]  # its own build
+    assert without["build_directory"] == str(tmp_path / second[0])
 
 
 @pytest.mark.parametrize("unit", ["BRC", "NBRC", "SRC"])

@@ -22,8 +22,9 @@ def load_cpu_extension(name: str, source: str, functions: list[str]):
     """The extension module ``<name>_<isa>_<hash>`` built from ``source`` with ``functions``
     bound, or None (with a warning) when it cannot be built; AVX2 or AVX-512 vectors
     (``at::vec::Vectorized``, SLEEF's ``tanh``) where the CPU has them, and ``at::parallel_for``
-    on torch's threads (OpenMP, on Linux)."""
-    from torch.utils.cpp_extension import get_default_build_root, load_inline
+    on torch's threads (OpenMP, on Linux; built again without it, on one thread and with a
+    warning, where the compiler has no OpenMP, as clang without libomp)."""
+    from torch.utils.cpp_extension import get_default_build_root
 
     isa = torch.backends.cpu.get_cpu_capability()
     flags = ["-O3"] + {
@@ -37,24 +38,40 @@ def load_cpu_extension(name: str, source: str, functions: list[str]):
     # torch.set_num_threads says
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") and \
         torch.backends.openmp.is_available() else []
-    flags += openmp
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    reasons = []
+    for threads in ([openmp, []] if openmp else [[]]):
+        try:
+            module = _build(name, source, functions, isa, flags + threads, threads, root)
+        except (RuntimeError, OSError, ImportError) as err:
+            text = str(err).strip()
+            reasons.append(text.splitlines()[-1] if text else type(err).__name__)
+            continue
+        if reasons:
+            warnings.warn(f"compile_loop: the fused C++ loop {name} was built without OpenMP "
+                          f"(with -fopenmp: {reasons[0]}); it runs its batch rows on one "
+                          f"thread", stacklevel=4)
+        return module
+    warnings.warn(f"compile_loop: the fused C++ loop {name} could not be built or loaded "
+                  f"({reasons[-1]}); running the PyTorch loop. It needs a C++ compiler, ninja "
+                  f"and a writable {root} ($TORCH_EXTENSIONS_DIR)", stacklevel=4)
+    return None
+
+
+def _build(name, source, functions, isa, cflags, ldflags, root):
+    """``load_inline`` of ``source`` with these flags, in its own folder of ``root``; raises
+    where it cannot be built or loaded."""
+    from torch.utils.cpp_extension import load_inline
+
     # the torch it builds against, by version and place (each environment its own build: a
     # shared one is rebuilt by ninja whenever another environment's paths last built it)
-    digest = hashlib.sha256("\n".join([source, *flags, torch.__version__, torch.__file__,
+    digest = hashlib.sha256("\n".join([source, *cflags, torch.__version__, torch.__file__,
                                        sys.version]).encode()).hexdigest()[:12]
     full_name = f"{name}_{isa.lower()}_{digest}"
-    folder = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / full_name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if (folder / "lock").exists():  # torch waits for it without a word, forever if stale
-            warnings.warn(f"compile_loop: waiting for another process's build of {full_name}; "
-                          f"if none is running, delete {folder / 'lock'}", stacklevel=4)
-        return load_inline(full_name, source, functions=functions, extra_cflags=flags,
-                           extra_ldflags=openmp, build_directory=str(folder))
-    except (RuntimeError, OSError, ImportError) as err:
-        text = str(err).strip()
-        reason = text.splitlines()[-1] if text else type(err).__name__
-        warnings.warn(f"compile_loop: the fused C++ loop {name} could not be built or loaded "
-                      f"({reason}); running the PyTorch loop. It needs a C++ compiler, ninja "
-                      f"and a writable {folder.parent} ($TORCH_EXTENSIONS_DIR)", stacklevel=4)
-        return None
+    folder = root / full_name
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "lock").exists():  # torch waits for it without a word, forever if stale
+        warnings.warn(f"compile_loop: waiting for another process's build of {full_name}; "
+                      f"if none is running, delete {folder / 'lock'}", stacklevel=5)
+    return load_inline(full_name, source, functions=functions, extra_cflags=cflags,
+                       extra_ldflags=ldflags, build_directory=str(folder))
