@@ -210,16 +210,19 @@ def test_reverse_must_be_a_bool(reverse):
         linear_scan(torch.ones(1, 2, 1), torch.ones(1, 2, 1), reverse=reverse)
 
 
-@pytest.mark.parametrize("broadcast_a, with_h0, reverse",
-                         [(False, True, False), (True, False, True), (False, False, True)])
-def test_eager_autograd_is_the_operators(broadcast_a, with_h0, reverse):
+@pytest.mark.parametrize("broadcast_a, with_h0, reverse, constant_a",
+                         [(False, True, False, False), (True, False, True, False),
+                          (False, False, True, False), (True, True, False, True)])
+def test_eager_autograd_is_the_operators(broadcast_a, with_h0, reverse, constant_a):
     """Eager mode's autograd.Function and the custom operators (what torch.compile calls) give
-    the same values and gradients, bit for bit: the same backend calls behind both."""
-    a = torch.rand(1 if broadcast_a else 3, 37, 5, dtype=torch.float64, requires_grad=True)
+    the same values and gradients, bit for bit: the same backend calls behind both (a constant
+    ``a`` skipping dL/da in both)."""
+    a = torch.rand(1 if broadcast_a else 3, 37, 5, dtype=torch.float64,
+                   requires_grad=not constant_a)
     b = torch.randn(3, 37, 5, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(3, 5, dtype=torch.float64, requires_grad=True) if with_h0 else None
     w = torch.randn(3, 37, 5, dtype=torch.float64)
-    leaves = [x for x in (a, b, h0) if x is not None]
+    leaves = [x for x in (a, b, h0) if x is not None and x.requires_grad]
     results = []
     for fn in (scan, scan_op):
         h = fn(a, b, h0, reverse, "cpu")
@@ -276,7 +279,10 @@ def test_scan_operators_pass_pytorch_s_opcheck(broadcast_a, with_h0, reverse):
     torch.library.opcheck(scan_op, (a, b, h0, reverse, "cpu"))
     a, h0 = a.detach(), None if h0 is None else h0.detach()  # the backward is not differentiable
     h = scan_op(a, b.detach(), h0, reverse, "cpu")
-    torch.library.opcheck(scan_backward_op, (a, h, h0, torch.randn_like(h), reverse, "cpu"))
+    for need_da in (True, False):
+        torch.library.opcheck(scan_backward_op,
+                              (a, h, h0, torch.randn_like(h), reverse, "cpu", need_da))
+    assert scan_backward_op(a, h, h0, torch.randn_like(h), reverse, "cpu", False)[0].numel() == 0
 
 
 def test_a_and_h0_must_be_on_b_s_device():

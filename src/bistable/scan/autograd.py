@@ -82,11 +82,12 @@ def _scan_shape(a, b, h0, reverse, backend):
 
 @torch.library.custom_op("bistable::linear_scan_backward", mutates_args=())
 def scan_backward_op(a: Tensor, h: Tensor, h0: Optional[Tensor], grad_h: Tensor,  # noqa: UP045
-                     reverse: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``(da, db, dh0)`` by the backend named ``backend``; ``dh0`` is empty when ``h0`` is None
-    (an operator returns tensors only)."""
-    da, db, dh0 = _backward_by(backend, a, h, h0, grad_h, reverse)
-    return da, db, h.new_empty(0) if dh0 is None else dh0
+                     reverse: bool, backend: str, need_da: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(da, db, dh0)`` by the backend named ``backend``; ``dh0`` is empty when ``h0`` is None,
+    and ``da`` when not ``need_da`` (an operator returns tensors only)."""
+    da, db, dh0 = _backward_by(backend, a, h, h0, grad_h, reverse, need_da)
+    return (da if need_da else a.new_empty(0), db,
+            h.new_empty(0) if dh0 is None else dh0)
 
 
 def _backward_by(backend: str, a, h, h0, grad_h, reverse: bool, need_da: bool = True):
@@ -99,8 +100,8 @@ def _backward_by(backend: str, a, h, h0, grad_h, reverse: bool, need_da: bool = 
 
 
 @scan_backward_op.register_fake
-def _scan_backward_shapes(a, h, h0, grad_h, reverse, backend):
-    return (torch.empty_like(a), torch.empty_like(grad_h),
+def _scan_backward_shapes(a, h, h0, grad_h, reverse, backend, need_da):
+    return (torch.empty_like(a) if need_da else a.new_empty(0), torch.empty_like(grad_h),
             h.new_empty(0) if h0 is None else torch.empty_like(h0))
 
 
@@ -111,8 +112,10 @@ def _save(ctx, inputs, output):
 
 def _backward(ctx, grad_h):
     a, h, h0 = ctx.saved_tensors
-    da, db, dh0 = scan_backward_op(a, h, h0, grad_h.contiguous(), ctx.reverse, ctx.backend)
-    return da, db, None if h0 is None else dh0, None, None
+    need_da = ctx.needs_input_grad[0]
+    da, db, dh0 = scan_backward_op(a, h, h0, grad_h.contiguous(), ctx.reverse, ctx.backend,
+                                   need_da)
+    return da if need_da else None, db, None if h0 is None else dh0, None, None
 
 
 scan_op.register_autograd(_backward, setup_context=_save)
