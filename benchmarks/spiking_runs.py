@@ -49,9 +49,14 @@ FASHION, FASHION_LONG = data("../shared/data", 2), data("../shared/data", 4)
 FASHION_20EP = data("../shared/data", 20)
 BF16 = ["--precision", "bf16"]  # bfloat16 autocast: half a CPU step's time (docs/training.md)
 NMNIST_SIM = data("data/nmnist-sim", 2)
-# on a lent GPU, MNIST and Fashion-MNIST alike
-GPU_12EP, GPU_15EP, GPU_20EP, GPU_25EP = ([*data(".gpu_data", n), "--device", "cuda"]
-                                          for n in (12, 15, 20, 25))
+
+
+def on_gpu(epochs: int) -> list[str]:
+    """Data and budget arguments on a lent GPU (``.gpu_data``: MNIST and Fashion-MNIST alike)."""
+    return [*data(".gpu_data", epochs), "--device", "cuda"]
+
+
+GPU_12EP, GPU_15EP, GPU_20EP, GPU_25EP = (on_gpu(n) for n in (12, 15, 20, 25))
 FUSED = ["--option", "compile_loop=True"]
 # the recurrence detached (gradients through time via i only) and noise-aware training (r, r_s
 # drawn anew with σ = 20 % at every step)
@@ -63,8 +68,7 @@ def fashion_h1024(label: str, *, epochs: int = 20, options=(), extra=(), where=(
     """Runs ``fashion-mnist-h1024-robust-{epochs}ep-{where}{label}-seed{n}``: the 1 024-neuron
     Fashion-MNIST recipe (20 epochs unless told) with model ``options`` and training arguments
     ``extra``, on a lent GPU (``gpu``) or on this CPU under bf16 (``bf16``)."""
-    budgets = {"gpu": [*data(".gpu_data", epochs), "--device", "cuda"],
-               "bf16": [*data("../shared/data", epochs), *BF16]}
+    budgets = {"gpu": on_gpu(epochs), "bf16": [*data("../shared/data", epochs), *BF16]}
     return {f"fashion-mnist-h1024-robust-{epochs}ep-{w}{label}-seed{n}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *options, *budgets[w], "--hidden", "1024", *extra, "--seed",
         str(n)]) for w in where for n in seeds}
