@@ -61,8 +61,8 @@ def _nothing(a, b, h0, reverse):
     return torch.empty_like(b)
 
 
-def _nothing_back(a, h, h0, grad_h, reverse):
-    return torch.empty_like(a), torch.empty_like(grad_h), None
+def _nothing_back(a, h, h0, grad_h, reverse, need_da):
+    return torch.empty_like(a) if need_da else None, torch.empty_like(grad_h), None
 
 
 def single_calls(device: str) -> dict:

@@ -11,7 +11,7 @@
    tensor of the same size (bandwidth counts bytes read + written). The forward moves 3 elements
    per step (a, b in, h out), the forward+backward 8 (+ grad_h, a, h in, da, db out).
 2. ``--sweep``: the forward and backward kernels at T = 16384, fp32 and bf16, with other tile
-   shapes.
+   shapes; and the backward for an ``a`` that needs no gradient (``need_da=False``).
 3. The fused MRU op (``fused_mru``: gates from ``c, β`` inside the kernels) at T = 4096 against the
    bare scan of the same shape, and against cuDNN ``nn.GRU`` of the same width; also the BMRU layer
    with its input projection (``Linear(D, 2D)`` → ``c, β``), TF32 allowed as cuDNN does by default.
@@ -138,7 +138,7 @@ def sweep_rows(args):
             label = tuple(cfg or ts.default_config(D, dtype))
             try:
                 fwd = bench(lambda: ts.forward(a, b, None, False, cfg))
-                bwd = bench(lambda: ts.backward(a, h, None, b, False, cfg))
+                bwd = bench(lambda: ts.backward(a, h, None, b, False, config=cfg))
             except OutOfResources as exc:  # a tile too large for this GPU: say so, go on
                 print(f"tiles {label} ({dtype}): {exc}", flush=True)
                 continue
@@ -147,6 +147,14 @@ def sweep_rows(args):
                          "fwd_ms": fwd, "fwd_TB_s": 3 * size * n / fwd / 1e9,
                          "bwd_ms": bwd, "bwd_TB_s": 5 * size * n / bwd / 1e9})
             print(rows[-1], flush=True)
+        # an `a` that needs no gradient: the backward reads grad_h and a, writes db (3 elements)
+        fwd = bench(lambda: ts.forward(a, b, None, False))
+        bwd = bench(lambda: ts.backward(a, h, None, b, False, need_da=False))
+        rows.append({"kernel": "scan, constant a", "dtype": str(dtype).removeprefix("torch."),
+                     "config": tuple(ts.default_config(D, dtype)), "default": True,
+                     "fwd_ms": fwd, "fwd_TB_s": 3 * size * n / fwd / 1e9,
+                     "bwd_ms": bwd, "bwd_TB_s": 3 * size * n / bwd / 1e9})
+        print(rows[-1], flush=True)
     a = torch.rand(B, T, D, device="cuda") * 0.2 + 0.79
     b = torch.randn(B, T, D, device="cuda")
     s0 = torch.ones(B, D, device="cuda")
@@ -228,7 +236,8 @@ def markdown(data: dict, versions: str) -> str:
     if sweep:
         md += ("\nTile shapes (block_t, block_d, num_warps) at T = 16384; *default* is what "
                "the library launches (the MRU's: forward, backward), measured twice, first and "
-               "last, for the spread. MRU backward = fwd+bwd − fwd.\n\n"
+               "last, for the spread. MRU backward = fwd+bwd − fwd. *scan, constant a*: the "
+               "backward without `da` (`need_da=False`: 3 elements a step, not 5).\n\n"
                "| kernel | dtype | tiles | default | fwd ms | fwd TB/s | bwd ms | bwd TB/s |\n"
                "|---|---|---|---|---|---|---|---|\n")
         for r in sweep:

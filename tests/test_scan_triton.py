@@ -105,6 +105,31 @@ def test_through_linear_scan():
     assert all(x.grad is not None and x.grad.dtype == torch.bfloat16 for x in (a, b, h0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=["real", "complex"])
+@pytest.mark.parametrize("broadcast", [False, True], ids=["a", "a-broadcast"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_constant_a_skips_da(reverse, broadcast, dtype):
+    """``need_da=False`` (``a`` a constant, as the SRC's leak): no ``da``, and ``db``, ``dh0``
+    equal to the full backward's; through ``linear_scan`` they match the reference's."""
+    a, b, h0 = (x.to(DEVICE) for x in _inputs(3, 11, 5, dtype, broadcast, seed=6))
+    config = ts.Config(4, 4, 1)
+    h = ts.forward(a, b, h0, reverse, config=config)
+    w = torch.randn_like(h)
+    da, db, dh0 = ts.backward(a, h, h0, w, reverse, need_da=False, config=config)
+    assert da is None
+    _, db_full, dh0_full = ts.backward(a, h, h0, w, reverse, config=config)
+    torch.testing.assert_close(db, db_full, rtol=0, atol=0)
+    torch.testing.assert_close(dh0, dh0_full, rtol=0, atol=0)
+    b, h0 = b.requires_grad_(), h0.requires_grad_()
+    got = torch.autograd.grad((linear_scan(a, b, h0, reverse=reverse, backend="triton") * w)
+                              .real.sum(), (b, h0))
+    up = [x.cpu() for x in (a, b, h0)]
+    want = torch.autograd.grad((linear_scan_reference(*up, reverse=reverse) * w.cpu()).real.sum(),
+                               up[1:])
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("shape", [(0, 5, 3), (2, 5, 0)], ids=["B=0", "D=0"])
 def test_empty_batch_or_width(shape):
     """Nothing to launch: empty results, as on the CPU, not an error from the launch grid."""

@@ -6,8 +6,9 @@ With ``g_t = dL/dh_t`` (total) and the forward ``h_t = a_t ⊙ h_{t-1} + b_t``:
     dL/db_t = g_t ,   dL/da_t = g_t ⊙ conj(h_{t-1}) ,   dL/dh_0 = conj(a_1) ⊙ g_1
 
 (``reverse=True`` swaps the roles of ``t-1`` and ``t+1``.) A backend supplies ``forward(a, b,
-h0, reverse) -> h`` and may supply a fused ``backward(a, h, h0, grad_h, reverse)``; otherwise
-:func:`backward_by_scan` builds it from the backend's forward (which must then take ``out=``).
+h0, reverse) -> h`` and may supply a fused ``backward(a, h, h0, grad_h, reverse, need_da)``
+(``da`` None unless ``need_da``); otherwise :func:`backward_by_scan` builds it from the backend's
+forward (which must then take ``out=``).
 
 :func:`scan` wires it. Under ``torch.compile`` it calls PyTorch custom operators
 (``bistable::linear_scan``, ``bistable::linear_scan_backward``) taking the backend by its name in
@@ -92,11 +93,11 @@ def scan_backward_op(a: Tensor, h: Tensor, h0: Optional[Tensor], grad_h: Tensor,
 
 def _backward_by(backend: str, a, h, h0, grad_h, reverse: bool, need_da: bool = True):
     """``(da, db, dh0)`` by the backend's fused backward, or built from its forward (``da``
-    None when not ``need_da``; a fused backward computes it anyway)."""
+    None when not ``need_da``)."""
     fused = BACKENDS[backend].backward
     if fused is None:
         return backward_by_scan(BACKENDS[backend].forward, a, h, h0, grad_h, reverse, need_da)
-    return fused(a, h, h0, grad_h, reverse)
+    return fused(a, h, h0, grad_h, reverse, need_da)
 
 
 @scan_backward_op.register_fake

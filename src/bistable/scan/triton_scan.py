@@ -310,8 +310,9 @@ def _row_tile(re, im, COMPLEX: tl.constexpr):
 @triton.jit
 def _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
               HAS_H0: tl.constexpr, REVERSE: tl.constexpr, COMPLEX: tl.constexpr,
-              ACC: tl.constexpr, BLOCK_T: tl.constexpr):
-    """Tile ``i`` of the backward walk: ``grad_h_t``, ``a_{t+1}`` and ``h_{t-1}`` (forward order).
+              NEED_DA: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Tile ``i`` of the backward walk: ``grad_h_t``, ``a_{t+1}`` and ``h_{t-1}`` (forward order;
+    ``h_{t-1}`` only if ``NEED_DA``, else 0 and not read).
 
     ``a`` past the sequence end is 0 (nothing flows back from there); padding steps are the
     identity; ``h`` before the start is ``h0`` (or 0)."""
@@ -326,10 +327,12 @@ def _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
     gh = tl.load(gh_ptr + off, mask=mask, other=0.0).to(ACC)
     a_n = tl.load(a_ptr + off + S * D * C, mask=mask & (t + S >= 0) & (t + S < T), other=0.0)
     a_n = tl.where(mask, a_n.to(ACC), _one(COMPLEX))
-    h_p = tl.load(h_ptr + off - S * D * C, mask=mask & (t - S >= 0) & (t - S < T), other=0.0)
-    h_p = h_p.to(ACC)
-    if HAS_H0:
-        h_p = tl.where(t - S == (T if REVERSE else -1), h0_tile, h_p)
+    h_p = 0.0
+    if NEED_DA:
+        h_p = tl.load(h_ptr + off - S * D * C, mask=mask & (t - S >= 0) & (t - S < T), other=0.0)
+        h_p = h_p.to(ACC)
+        if HAS_H0:
+            h_p = tl.where(t - S == (T if REVERSE else -1), h0_tile, h_p)
     return gh, a_n, h_p
 
 
@@ -337,7 +340,8 @@ def _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
 def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr, carry_ptr,
                 T, D, a_bstride, n_seq, n_dblk, n_tiles,
                 HAS_H0: tl.constexpr, REVERSE: tl.constexpr, COMPLEX: tl.constexpr,
-                ACC: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+                NEED_DA: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr,
+                BLOCK_D: tl.constexpr):
     i, seq = claim(sync_ptr, n_seq)
     pid_b = (seq // n_dblk).to(tl.int64)
     C: tl.constexpr = 2 if COMPLEX else 1
@@ -358,7 +362,7 @@ def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr,
     else:
         h0_tile = 0.0
     gh, a_n, h_p = _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile, HAS_H0,
-                             REVERSE, COMPLEX, ACC, BLOCK_T)
+                             REVERSE, COMPLEX, NEED_DA, ACC, BLOCK_T)
     if COMPLEX:
         ar, ai = tl.split(a_n)
         gr, gi = tl.split(gh)
@@ -371,9 +375,10 @@ def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr,
         xr, xi = er * cr - ei * ci + fr, er * ci + ei * cr + fi
         gr = Ar * cr[None, :] - Ai * ci[None, :] + Gr
         gi = Ar * ci[None, :] + Ai * cr[None, :] + Gi
-        hr, hi = tl.split(h_p)
-        da = tl.join(gr * hr + gi * hi, gi * hr - gr * hi)
-        store_tile(da_ptr, da, i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
+        if NEED_DA:
+            hr, hi = tl.split(h_p)
+            da = tl.join(gr * hr + gi * hi, gi * hr - gr * hi)
+            store_tile(da_ptr, da, i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
         store_tile(db_ptr, tl.join(gr, gi), i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
     else:
         A, G = tl.associative_scan((a_n, gh), 0, combine, reverse=not REVERSE)
@@ -383,7 +388,8 @@ def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr,
         xr = e * c + f
         xi = tl.zeros_like(xr)  # (no imaginary part)
         g = A * c[None, :] + G
-        store_tile(da_ptr, g * h_p, i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
+        if NEED_DA:
+            store_tile(da_ptr, g * h_p, i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
         store_tile(db_ptr, g, i, T, D, d, dmask, rows, not REVERSE, COMPLEX, BLOCK_T)
 
     if HAS_H0:  # the last tile visited holds the first step: dh0 = conj(a_first) g_first
@@ -439,13 +445,20 @@ def forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: 
 
 
 def backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, grad_h: torch.Tensor,
-             reverse: bool, config: Config | None = None):
+             reverse: bool, need_da: bool = True, config: Config | None = None):
     """``(da, db, dh0)`` in one fused pass (see the module docstring); ``da`` is summed over the
-    batch when ``a`` is ``(1, T, D)``; ``dh0`` is None when ``h0`` is None."""
+    batch when ``a`` is ``(1, T, D)``, and None unless ``need_da`` (then ``h`` is not read: a
+    constant ``a`` spares a read and a write of the sequence); ``dh0`` is None when ``h0`` is
+    None."""
     B, T, D = h.shape
     cfg = config or default_config(D, h.dtype)
     broadcast = a.shape[0] == 1 and B != 1
-    da = torch.empty_like(h, dtype=a.dtype) if broadcast else torch.empty_like(a)
+    if not need_da:
+        da = None
+    elif broadcast:
+        da = torch.empty_like(h, dtype=a.dtype)
+    else:
+        da = torch.empty_like(a)
     db = torch.empty_like(h, dtype=grad_h.dtype)
     dh0 = torch.empty_like(h0) if h0 is not None else None
     av = _real(a)
@@ -453,12 +466,14 @@ def backward(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, grad_h: 
     sync, carry = chain_buffers(n_tiles, B * n_dblk, cfg.block_d, _acc_torch(h.dtype), h.device)
     with on_device(h):
         _bwd_kernel[(n_tiles * B * n_dblk,)](
-            av, _real(h), _real(h0) if h0 is not None else av, _real(grad_h), _real(da), _real(db),
+            av, _real(h), _real(h0) if h0 is not None else av, _real(grad_h),
+            _real(da) if need_da else av, _real(db),
             _real(dh0) if dh0 is not None else av, sync, carry, T, D,
             0 if a.shape[0] == 1 else av[0].numel(), B * n_dblk, n_dblk, n_tiles,
-            HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=h.is_complex(), ACC=_acc(h.dtype),
-            BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d, num_warps=cfg.num_warps)
-    if broadcast:
+            HAS_H0=h0 is not None, REVERSE=bool(reverse), COMPLEX=h.is_complex(),
+            NEED_DA=bool(need_da), ACC=_acc(h.dtype), BLOCK_T=cfg.block_t, BLOCK_D=cfg.block_d,
+            num_warps=cfg.num_warps)
+    if broadcast and need_da:
         da = da.sum(0, keepdim=True)
     return da, db, dh0
 
