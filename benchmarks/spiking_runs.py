@@ -176,6 +176,12 @@ RUNS = {
     **{f"fashion-mnist-h1024-robust-4ep-bf16{lr}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *FASHION_LONG, "--hidden", "1024", *BF16,
         *(["--lr", lr[3:]] if lr else [])]) for lr in ("", "-lr1e-3")},
+    # dropout of the hidden spikes before the output layer (a mask per sample and neuron, held
+    # over the sequence): the spiking output layer generalises worse than a linear read of the
+    # hidden layer (results/src_probe_fashion_h1024.md); against the 4-epoch recipe above
+    **{f"fashion-mnist-h1024-robust-4ep-bf16-dropout{p}": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, "--option", f"dropout={p}", *FASHION_LONG, "--hidden", "1024",
+        *BF16]) for p in ("0.1", "0.2")},
     # half the training noise (σ = 0.1, the noise the evaluation draws): a cleaner fit, and is the
     # network still robust to that noise? (1.4-1.8 points lower); then half as much again (0.3)
     **{f"fashion-mnist-h256-robust-noise{sigma}-seed{n}": ("spiking-fashion-mnist", [

@@ -143,6 +143,45 @@ def test_src_network_shapes_step_split_and_gradients(layers):
     assert stats[0]["synops_per_sample"] == float((x != 0).sum()) * n0 / 2
 
 
+@pytest.mark.parametrize("kind", ["src", "lif"])
+def test_dropout_masks_each_hidden_neuron_for_the_whole_sequence(kind):
+    """In training, the next layer sees each hidden layer's spikes times a mask of 0 or
+    1 / (1 − p), one per sample and neuron over all steps, about p of them 0; in eval mode the
+    network is the one without dropout; the output layer's spikes are never dropped."""
+    if kind == "lif":
+        pytest.importorskip("snntorch")
+    torch.manual_seed(0)
+    p = 0.3
+    net = SpikingNetwork(kind, 6, 40, 2, n_classes=2, dropout=p).double()
+    plain = SpikingNetwork(kind, 6, 40, 2, n_classes=2).double()
+    plain.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        for layer in net.layers:
+            (layer.weight if kind == "src" else layer.linear.weight).mul_(15)
+    plain.load_state_dict(net.state_dict())
+    x = (torch.rand(64, 30, 6, dtype=torch.float64) < 0.5).double()
+    seen = []
+    hooks = [layer.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+             for layer in net.layers]
+    _, _, spikes = net.train().run(x)
+    for k in (0, 1):  # the input of layer k + 1 over the output of layer k
+        out, inp = spikes[k], seen[k + 1]
+        assert bool((out > 0).any())
+        mask = inp.sum(1) / out.sum(1).where(out.sum(1) > 0, torch.nan)
+        fired = ~mask.isnan()
+        assert set(mask[fired].round(decimals=9).unique().tolist()) <= {0.0, round(1 / (1 - p), 9)}
+        torch.testing.assert_close(inp, out * (inp.sum(1, keepdim=True) > 0) / (1 - p))
+        assert 0.2 < float((mask[fired] == 0).double().mean()) < 0.4
+    torch.testing.assert_close(seen[0], x)  # the input is not dropped
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(net.eval()(x)[0], plain.eval()(x)[0], rtol=0, atol=0)
+    for bad in (1.0, -0.1, "0.2"):
+        with pytest.raises(ValueError, match=f"dropout: expected a probability in \\[0, 1\\), "
+                                             f"got {bad!r}"):
+            SpikingNetwork(kind, 6, 4, 1, dropout=bad)
+
+
 def test_noise_helper_perturbs_every_src_layer():
     net = build_src(4, 2, hidden=8, layers=2)
     net.perturb_(0.1, torch.Generator().manual_seed(0))

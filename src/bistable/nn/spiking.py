@@ -79,6 +79,10 @@ class SpikingNetwork(nn.Module):
             in training mode, :meth:`calibrate_` scales every layer's weights so that it fires at
             this rate (spikes per neuron per step) on that batch; a buffer remembers that it was
             done, so a resumed run does not do it again. :meth:`step` never calibrates.
+        dropout: in training mode, each hidden layer's output spikes are zeroed with this
+            probability before the next layer and the rest scaled by ``1 / (1 − p)``: one mask
+            per sample and neuron, held over all steps of a call (a neuron is dropped for the
+            whole sequence; :meth:`step` draws one per step). 0 (the default): off.
         **unit_kw: passed to every layer (e.g. ``detach_recurrent=True``, ``beta=0.9``).
 
     Shapes: ``forward(x (B, T, F), state) -> (R (B, T, n_classes), state)``; the state is a tuple
@@ -87,19 +91,21 @@ class SpikingNetwork(nn.Module):
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, layers: int,
                  n_classes: int = 10, *, per_class: int = 10, readout: str = "population",
-                 alpha_ro: float = 1.0, init_rate: float | None = None, **unit_kw):
+                 alpha_ro: float = 1.0, init_rate: float | None = None, dropout: float = 0.0,
+                 **unit_kw):
         super().__init__()
         unit = _unit(kind)
         check_count(layers, "layers", "hidden layers")
         check_sizes(input_size=input_size, hidden_size=hidden_size, n_classes=n_classes,
                     per_class=per_class)
         check_number(alpha_ro, "alpha_ro", lambda v: 0 <= v <= 1, "a leak in [0, 1]")
+        check_number(dropout, "dropout", lambda v: 0 <= v < 1, "a probability in [0, 1)")
         if readout not in MODES:
             raise ValueError(f"readout: expected one of {MODES}, got {readout!r}")
         if init_rate is not None:
             _check_rate(init_rate, "init_rate")
             self.register_buffer("calibrated", torch.tensor(False))
-        self.init_rate = init_rate
+        self.init_rate, self.dropout = init_rate, float(dropout)
         self.kind, self.input_size, self.n_classes = kind, input_size, n_classes
         sizes = [input_size] + [hidden_size] * layers + [n_classes * per_class]
         self.layers = nn.ModuleList(unit(a, b, **unit_kw) for a, b in zip(sizes, sizes[1:]))
@@ -122,10 +128,13 @@ class SpikingNetwork(nn.Module):
                              f"readout), got {got}")
         spikes, new = [], []
         h = x
-        for layer, s in zip(self.layers, state):
+        for k, (layer, s) in enumerate(zip(self.layers, state)):
             h, s = layer(h, s)
             spikes.append(h)
             new.append(s)
+            if self.training and self.dropout and k < len(self.layers) - 1:
+                keep = torch.empty_like(h[:, :1]).bernoulli_(1 - self.dropout)
+                h = h * keep / (1 - self.dropout)
         R, r = self.readout(h, state[-1])
         return R, (*new, r), spikes
 
