@@ -77,12 +77,15 @@ def rows() -> list[dict]:
     from bistable.scan import triton_scan as ts
 
     out = []
+    # the backward with da, and without it (an `a` that needs no gradient: need_da=False)
+    scan_kernels = (("forward", ts._fwd_kernel, {}),
+                    ("backward", ts._bwd_kernel, {"NEED_DA": True}),
+                    ("backward, constant a", ts._bwd_kernel, {"NEED_DA": False}))
     for dtype, shapes in SWEEP.items():
-        for direction in ("forward", "backward"):
+        for direction, fn, extra in scan_kernels:
             default = tuple(ts.default_config(1024, dtype))
             for cfg in [default, *(s for s in shapes if s != default)]:
-                fn = ts._fwd_kernel if direction == "forward" else ts._bwd_kernel
-                flags = dict(HAS_H0=True, REVERSE=False, COMPLEX=False)
+                flags = dict(HAS_H0=True, REVERSE=False, COMPLEX=False, **extra)
                 compiled = compile_kernel(fn, NAMES[dtype], tile_constexprs(
                     NAMES[dtype], cfg[0], cfg[1], **flags), cfg[2])
                 out.append({"kernel": f"scan {direction}", "dtype": NAMES[dtype],
@@ -107,7 +110,8 @@ def main(argv=None) -> None:
     data = rows()
     md = (header("Registers and spills of the Triton kernels on sm_90 (compiled on the CPU)")
           + f"\nTriton {triton.__version__}, target sm_90 (H100 / H200), ptxas and cuobjdump of "
-          "the triton wheel; flags: the scan with h0, forward order, real; the fused MRU with "
+          "the triton wheel; flags: the scan with h0, forward order, real (its backward with "
+          "`da`, and without it for an `a` that needs no gradient); the fused MRU with "
           "s0, ε = 0. Tiles (block_t, block_d, num_warps); *values a thread*: block_t · block_d "
           "/ (32 · num_warps) of each tile; *programs (warps) an SM*: as many as the registers "
           "allow (65 536 a multiprocessor; at most 32 programs, 64 warps): the loads one SM can "

@@ -26,9 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # (module, kernel, storage dtype, constexprs); ACC is float64 for float64 storage, else float32
 VARIANTS = [
     *[("bistable.scan.triton_scan", k, dtype, dict(HAS_H0=h0, REVERSE=rev, COMPLEX=cplx))
-      for k in ("_fwd_kernel", "_bwd_kernel")
+      for k in ("_fwd_kernel",)
       for dtype, cplx in (("fp32", False), ("bf16", False), ("fp64", False), ("fp32", True))
       for h0, rev in ((True, False), (False, True))],
+    # the backward with and without da (NEED_DA), each in every storage dtype
+    *[("bistable.scan.triton_scan", "_bwd_kernel", dtype,
+       dict(HAS_H0=h0, REVERSE=rev, COMPLEX=cplx, NEED_DA=da))
+      for dtype, cplx in (("fp32", False), ("bf16", False), ("fp64", False), ("fp32", True))
+      for h0, rev, da in ((True, False, True), (False, True, False))],
     *[("bistable.scan.triton_bmru", k, dtype, dict(HAS_S0=s0, HAS_EPS=eps))
       for k in ("_fwd_kernel", "_bwd_kernel") for dtype in ("fp32", "fp64")
       for s0, eps in ((True, True), (False, False))],
