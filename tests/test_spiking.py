@@ -154,15 +154,14 @@ def test_dropout_masks_each_hidden_neuron_for_the_whole_sequence(kind):
     p = 0.3
     net = SpikingNetwork(kind, 6, 40, 2, n_classes=2, dropout=p).double()
     plain = SpikingNetwork(kind, 6, 40, 2, n_classes=2).double()
-    plain.load_state_dict(net.state_dict())
     with torch.no_grad():
         for layer in net.layers:
             (layer.weight if kind == "src" else layer.linear.weight).mul_(15)
     plain.load_state_dict(net.state_dict())
     x = (torch.rand(64, 30, 6, dtype=torch.float64) < 0.5).double()
     seen = []
-    hooks = [layer.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
-             for layer in net.layers]
+    hooks = [module.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+             for module in (*net.layers, net.readout)]
     _, _, spikes = net.train().run(x)
     for k in (0, 1):  # the input of layer k + 1 over the output of layer k
         out, inp = spikes[k], seen[k + 1]
@@ -172,7 +171,8 @@ def test_dropout_masks_each_hidden_neuron_for_the_whole_sequence(kind):
         assert set(mask[fired].round(decimals=9).unique().tolist()) <= {0.0, round(1 / (1 - p), 9)}
         torch.testing.assert_close(inp, out * (inp.sum(1, keepdim=True) > 0) / (1 - p))
         assert 0.2 < float((mask[fired] == 0).double().mean()) < 0.4
-    torch.testing.assert_close(seen[0], x)  # the input is not dropped
+    torch.testing.assert_close(seen[0], x)  # neither the input nor the output spikes
+    torch.testing.assert_close(seen[3], spikes[2], rtol=0, atol=0)
     for h in hooks:
         h.remove()
     torch.testing.assert_close(net.eval()(x)[0], plain.eval()(x)[0], rtol=0, atol=0)
