@@ -176,6 +176,9 @@ RUNS = {
     **{f"fashion-mnist-h1024-robust-4ep-bf16{lr}": ("spiking-fashion-mnist", [
         "--model", "src", *ROBUST, *FASHION_LONG, "--hidden", "1024", *BF16,
         *(["--lr", lr[3:]] if lr else [])]) for lr in ("", "-lr1e-3")},
+    # its seed 1: how far two seeds of this 4-epoch screen lie apart
+    "fashion-mnist-h1024-robust-4ep-bf16-seed1": ("spiking-fashion-mnist", [
+        "--model", "src", *ROBUST, *FASHION_LONG, "--hidden", "1024", *BF16, "--seed", "1"]),
     # dropout of the hidden spikes before the output layer (a mask per sample and neuron, held
     # over the sequence): the spiking output layer generalises worse than a linear read of the
     # hidden layer (results/src_probe_fashion_h1024.md); against the 4-epoch recipe above
