@@ -308,11 +308,11 @@ def _row_tile(re, im, COMPLEX: tl.constexpr):
 
 
 @triton.jit
-def _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
+def _bwd_load(a_ptr, h_ptr, h0_ptr, gh_ptr, i, T, D, d, dmask, rows,
               HAS_H0: tl.constexpr, REVERSE: tl.constexpr, COMPLEX: tl.constexpr,
               NEED_DA: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr):
     """Tile ``i`` of the backward walk: ``grad_h_t``, ``a_{t+1}`` and ``h_{t-1}`` (forward order;
-    ``h_{t-1}`` only if ``NEED_DA``, else 0 and not read).
+    ``h_{t-1}`` only if ``NEED_DA``, else 0, and neither ``h`` nor ``h0`` read).
 
     ``a`` past the sequence end is 0 (nothing flows back from there); padding steps are the
     identity; ``h`` before the start is ``h0`` (or 0)."""
@@ -332,7 +332,8 @@ def _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile,
         h_p = tl.load(h_ptr + off - S * D * C, mask=mask & (t - S >= 0) & (t - S < T), other=0.0)
         h_p = h_p.to(ACC)
         if HAS_H0:
-            h_p = tl.where(t - S == (T if REVERSE else -1), h0_tile, h_p)
+            h0r, h0i = _load_vec(h0_ptr, d, dmask, ACC, COMPLEX)
+            h_p = tl.where(t - S == (T if REVERSE else -1), _row_tile(h0r, h0i, COMPLEX), h_p)
     return gh, a_n, h_p
 
 
@@ -356,13 +357,8 @@ def _bwd_kernel(a_ptr, h_ptr, h0_ptr, gh_ptr, da_ptr, db_ptr, dh0_ptr, sync_ptr,
     rows = tl.arange(0, BLOCK_T)
     LAST: tl.constexpr = BLOCK_T - 1 if REVERSE else 0  # the row a tile hands on
 
-    if HAS_H0:
-        h0r, h0i = _load_vec(h0_ptr + pid_b * D * C, d, dmask, ACC, COMPLEX)
-        h0_tile = _row_tile(h0r, h0i, COMPLEX)
-    else:
-        h0_tile = 0.0
-    gh, a_n, h_p = _bwd_load(a_ptr, h_ptr, gh_ptr, i, T, D, d, dmask, rows, h0_tile, HAS_H0,
-                             REVERSE, COMPLEX, NEED_DA, ACC, BLOCK_T)
+    gh, a_n, h_p = _bwd_load(a_ptr, h_ptr, h0_ptr + pid_b * D * C, gh_ptr, i, T, D, d, dmask,
+                             rows, HAS_H0, REVERSE, COMPLEX, NEED_DA, ACC, BLOCK_T)
     if COMPLEX:
         ar, ai = tl.split(a_n)
         gr, gi = tl.split(gh)
