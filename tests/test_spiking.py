@@ -105,6 +105,17 @@ def test_leaky_and_count_readouts():
         PopulationReadout(2, 2)(torch.zeros(1, 3, 5))
 
 
+@pytest.mark.parametrize("alpha", [1.0, 0.9])
+def test_population_readout_is_the_count_readout_at_a_lower_temperature(alpha):
+    """R_pop = 1.1 R_count - 0.1 Σ_c R_count (the last term the same for every class), so the
+    two readouts predict alike and softmax(R_pop) = softmax(1.1 R_count)."""
+    out = torch.rand(3, 7, 30, dtype=torch.float64)
+    pop, _ = PopulationReadout(3, 10, alpha=alpha).double()(out)
+    count, _ = PopulationReadout(3, 10, alpha=alpha, mode="count").double()(out)
+    torch.testing.assert_close(pop, 1.1 * count - 0.1 * count.sum(-1, keepdim=True))
+    torch.testing.assert_close(pop.log_softmax(-1), (1.1 * count).log_softmax(-1))
+
+
 def test_layer_stats_counts_by_hand():
     out = torch.zeros(1, 6, 2)
     out[0, 1:4, 0] = 0.9  # one SRC pulse of 3 steps in neuron 0; neuron 1 silent
