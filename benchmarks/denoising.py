@@ -29,14 +29,13 @@ from benchmarks.common import (  # noqa: E402
 RUNS_DIR = "runs/denoising"
 
 
-def hybrid(epsilon: float, steps: int = 3000, sharpness: float | None = None) -> list[str]:
+def hybrid(epsilon: float, steps: int = 3000, sharpness: float = 1.0) -> list[str]:
     """The denoising hybrid (width 64, LRU ring |λ| in [0.5, 0.9]) with CMRUs of this ε: 1 the
-    counter, below 1 leaky (their state stays below 1 / (1 − ε)); ``sharpness``, if given, that of
-    the CMRUs' and BMRUs' surrogate (default 1)."""
-    units = {"lru": {"r_min": 0.5, "r_max": 0.9}, "cmru": {"epsilon": epsilon}}
-    if sharpness is not None:
-        units["cmru"]["sharpness"] = sharpness
-        units["bmru"] = {"sharpness": sharpness}
+    counter, below 1 leaky (their state stays below 1 / (1 − ε)), and ``sharpness`` the CMRUs'
+    and BMRUs' surrogate's. Both always given: the task's defaults (since 2026-12-03: ε = 0.7,
+    sharpness 2) fill in what ``unit_kwargs`` leaves out, and a run's name must keep its meaning."""
+    units = {"lru": {"r_min": 0.5, "r_max": 0.9},
+             "cmru": {"epsilon": epsilon, "sharpness": sharpness}, "bmru": {"sharpness": sharpness}}
     return ["--model", "hybrid", "--hidden", "64", "--steps", str(steps),
             "--option", "mixer=cmru+lru+bmru", "--option", f"unit_kwargs={units!r}"]
 

@@ -149,6 +149,21 @@ def test_the_denoising_defaults_are_the_benchmarks_recipe(tmp_path):
     assert dataclasses.asdict(default) == dataclasses.asdict(recipe)
 
 
+def test_every_denoising_hybrid_trains_the_units_its_name_says(tmp_path):
+    """The task's defaults (ε = 0.7, sharpness 2) fill in what a run's ``unit_kwargs`` leave
+    out; each hybrid run of benchmarks/denoising.py still trains its name's ε and sharpness."""
+    epsilons = {"cmru": 1.0, "leaky05": 0.5, "leaky07": 0.7, "leaky09": 0.9}
+    hybrids = [name for name in denoising.RUNS if name.startswith("hybrid-")]
+    assert len(hybrids) >= 20
+    for name in hybrids:
+        units = _resolved(["denoising", *denoising.RUNS[name]], tmp_path).model_options[
+            "unit_kwargs"]
+        sharpness = 2 if "-sharp2-" in name else 1
+        assert units["cmru"] == {"epsilon": epsilons[name.split("-")[1]],
+                                 "sharpness": sharpness}, name
+        assert units["bmru"] == {"sharpness": sharpness}, name
+
+
 def test_denoising_probe_scores_a_keep_best_run_with_its_selected_or_last_weights(
         tmp_path, monkeypatch, script_validation):
     """``--last`` probes the weights a ``--keep-best`` run ended with, not the ones it kept."""
