@@ -11,7 +11,7 @@ integrated (with α_ro = 1: summed) output of each class's population so far, un
 sums output values, not spikes (an SRC pulse adds its 2–3 steps of ReLU(h)), and so stays
 differentiable. The two differ by a factor and a term common to all classes,
 ``R_pop = 1.1 · R_count − 0.1 · Σ_c R_count``: the same predictions, and under a softmax the
-population readout is the count readout at a 10 % lower temperature. A training loop uses
+population readout is the count readout with its logits scaled by 1.1. A training loop uses
 cross-entropy on ``R[:, -1]``.
 """
 
