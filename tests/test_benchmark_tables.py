@@ -4,6 +4,7 @@ docs say they are."""
 
 import dataclasses
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -139,6 +140,25 @@ def test_every_spiking_run_is_a_train_command_on_the_threads_asked(tmp_path, thr
         args = build_parser().parse_args(
             ["train", *spiking_runs.arguments(name, threads), "--out", str(tmp_path)])
         assert args.threads == threads, name
+
+
+def test_every_spiking_run_trains_what_its_name_says(tmp_path):
+    """benchmarks/spiking_runs.py: a run's name (``fashion-mnist-h1024x2-…-4ep-bf16-…-seed1``)
+    agrees with its arguments on the task, model, width, depth, epochs, device, precision and
+    seed (unnamed: one layer, CPU, fp32, seed 0)."""
+    for name in spiking_runs.RUNS:
+        a = build_parser().parse_args(["train", *spiking_runs.arguments(name), "--out",
+                                       str(tmp_path)])
+        width = re.search(r"-h(\d+)(?:x(\d+))?-", name + "-")
+        epochs = re.search(r"-(\d+)ep-", name + "-")
+        seed = re.search(r"-seed(\d+)$", name)
+        task = "nmnist" if name.startswith("nmnist") else "spiking-" + name.split("-h")[0]
+        assert (a.task, a.model) == (task, "lif" if "-lif" in name else "src"), name
+        assert (a.hidden, a.layers) == (int(width[1]), int(width[2] or 1)), name
+        assert epochs is None or a.epochs == int(epochs[1]), name
+        assert (a.device or "cpu") == ("cuda" if "-gpu" in name else "cpu"), name
+        assert (a.precision or "fp32") == ("bf16" if "-bf16" in name else "fp32"), name
+        assert (a.seed or 0) == (int(seed[1]) if seed else 0), name
 
 
 def test_the_denoising_defaults_are_the_benchmarks_recipe(tmp_path):
