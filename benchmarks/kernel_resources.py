@@ -82,18 +82,18 @@ def rows() -> list[dict]:
                     ("backward", ts._bwd_kernel, {"NEED_DA": True}),
                     ("backward, constant a", ts._bwd_kernel, {"NEED_DA": False}))
     for dtype, shapes in SWEEP.items():
+        default = tuple(ts.default_config(1024, dtype))
+        tiles = [default, *(s for s in shapes if s != default)]
         for direction, fn, extra in scan_kernels:
-            default = tuple(ts.default_config(1024, dtype))
-            for cfg in [default, *(s for s in shapes if s != default)]:
-                flags = dict(HAS_H0=True, REVERSE=False, COMPLEX=False, **extra)
+            flags = dict(HAS_H0=True, REVERSE=False, COMPLEX=False, **extra)
+            for cfg in tiles:
                 compiled = compile_kernel(fn, NAMES[dtype], tile_constexprs(
                     NAMES[dtype], cfg[0], cfg[1], **flags), cfg[2])
                 out.append({"kernel": f"scan {direction}", "dtype": NAMES[dtype],
                             "tiles": cfg, "default": cfg == default, **resources(compiled)})
-    for direction in ("forward", "backward"):
+    for direction, fn in (("forward", tb._fwd_kernel), ("backward", tb._bwd_kernel)):
         default = tuple(tb.default_config(1024, backward=direction == "backward"))
         for cfg in [default, *(s for s in MRU_SWEEP if s != default)]:
-            fn = tb._fwd_kernel if direction == "forward" else tb._bwd_kernel
             compiled = compile_kernel(fn, "fp32", tile_constexprs(
                 "fp32", cfg[0], cfg[1], HAS_S0=True, HAS_EPS=False), cfg[2])
             out.append({"kernel": f"fused MRU {direction}", "dtype": "fp32", "tiles": cfg,
