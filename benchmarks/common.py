@@ -79,6 +79,14 @@ def seed_groups(data: list[dict], key: str) -> dict[str, list[dict]]:
     return groups
 
 
+def evaluations(metrics: dict) -> dict:
+    """What a run's ``metrics.json`` says about its course, for a table's .json: the evaluations
+    made during training (``eval_curve``: step, split, loss, MSE, accuracy) and, for a
+    ``--keep-best`` run, the step whose weights were kept (``best``)."""
+    curve = [h for h in metrics["history"] if "split" in h]
+    return {"eval_curve": curve, **({"best": metrics["best"]} if "best" in metrics else {})}
+
+
 def write_results(name: str, markdown: str, data) -> Path:
     """Write ``results/<name>.md`` and ``results/<name>.json`` atomically."""
     RESULTS.mkdir(exist_ok=True)

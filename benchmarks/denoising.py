@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (  # noqa: E402
+    evaluations,
     header,
     mean_std,
     run_set_args,
@@ -118,7 +119,8 @@ def main() -> None:
             rows.append(f"| {name}: not finished (no metrics.json) | | | | | | `{cmd}` |")
             continue
         cfg = metrics["config"]
-        data.append({"name": name, "command": cmd, "config": cfg, "eval": metrics["eval"]})
+        data.append({"name": name, "command": cmd, "config": cfg, "eval": metrics["eval"],
+                     **evaluations(metrics)})
         rows.append(f"| {cfg['model']} | {_mixer(cfg)} | {cfg['hidden']} | {cfg['steps']} | "
                     f"{_mse(metrics, 300):.3f} | {_mse(metrics, 3000):.3f} | `{cmd}` |")
     markdown = "\n".join([

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (  # noqa: E402
     LATE_MIXER,
     check_reused,
+    evaluations,
     header,
     mean_std,
     positive_float,
@@ -189,7 +190,8 @@ def main() -> None:
                 results.append(metrics)
                 commands.append(command(c))
                 data.append({"experiment": name, "command": commands[-1],
-                             "config": metrics["config"], "eval": metrics["eval"]})
+                             "config": metrics["config"], "eval": metrics["eval"],
+                             **evaluations(metrics)})
             if results:
                 rows += table_rows(name, model, results, commands[0])
     title = "Long-term memory tasks" + (" (REDUCED run: see the settings)" if reduced else "")

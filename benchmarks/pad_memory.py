@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (  # noqa: E402
     LATE_MIXER,
+    evaluations,
     header,
     mean_std,
     run_set_args,
@@ -438,7 +439,7 @@ def main() -> None:
         table += table_rows(run, metrics, rows, grads)
         commands.append(f"- {run}: `{train_command(['psmnist', *argv], out)}`")
         data.append({"run": run, "command": commands[-1], "eval": metrics["eval"],
-                     "units": rows, "init_gradients": grads})
+                     "units": rows, "init_gradients": grads, **evaluations(metrics)})
         if task.pad:
             data[-1]["beyond_the_pad"] = accuracy = beyond_the_pad(task, model)
             beyond.append(f"| {run} | " + " | ".join(f"{accuracy[p]:.3f}" for p in LONG_PADS)

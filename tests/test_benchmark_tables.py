@@ -21,7 +21,7 @@ from benchmarks import (  # noqa: E402
     memory_tasks,
     spiking_runs,
 )
-from benchmarks.common import mean_std  # noqa: E402
+from benchmarks.common import evaluations, mean_std  # noqa: E402
 from benchmarks.denoising import seed_rows  # noqa: E402
 from benchmarks.denoising_probe import length_rows  # noqa: E402
 from benchmarks.pad_memory import seed_table  # noqa: E402
@@ -208,6 +208,26 @@ def test_denoising_probe_scores_a_keep_best_run_with_its_selected_or_last_weight
         assert [r["mse"] for r in written[-1]] == pytest.approx([mse[tuple(flag)]] * 2)
     assert written[-1][0]["run"] == "best (last weights)"
     assert mse[()] != mse[("--last",)]
+
+
+def test_a_tables_json_keeps_the_evaluations_during_training_and_the_kept_step(
+        tmp_path, script_validation):
+    """The figures the docs quote from a run's course (its evaluations, the step --keep-best kept)
+    stay in the table's .json once the runs folder is gone."""
+    script_validation([2.0, 1.0, 3.0])  # validation losses at steps 4, 8, 12: step 8's kept
+    metrics = train(TrainConfig(task="denoising", gap=7, model="hybrid", hidden=6, layers=1,
+                                seq_len=19, steps=12, batch_size=8, eval_samples=8, eval_every=4,
+                                checkpoint_every=4, keep_best=True, quiet=True,
+                                out=str(tmp_path / "best")))
+    kept = evaluations(json.loads(json.dumps(metrics)))
+    assert [(e["step"], e["split"], e["eval_loss"]) for e in kept["eval_curve"]] == [
+        (4, "val", 2.0), (8, "val", 1.0), (12, "val", 3.0)]
+    assert kept["best"]["step"] == 8
+    plain = train(TrainConfig(task="denoising", gap=7, model="hybrid", hidden=6, layers=1,
+                              seq_len=19, steps=8, batch_size=8, eval_samples=8, eval_every=4,
+                              quiet=True, out=str(tmp_path / "plain")))
+    assert [(e["step"], e["split"]) for e in evaluations(plain)["eval_curve"]] == [(4, "test")]
+    assert "best" not in evaluations(plain)
 
 
 def test_memory_tasks_resumes_a_cut_off_run_where_it_stopped(tmp_path):
