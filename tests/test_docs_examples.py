@@ -1,4 +1,4 @@
-"""The README's and docs/'s Python examples run as written.
+"""The README's and docs/'s Python examples run as written, and the results files they cite exist.
 
 Every ```python block of README.md and docs/*.md is compiled; each one is also executed, in a
 fresh namespace and an empty working folder, unless the line just before its fence is a
@@ -64,3 +64,31 @@ def test_blocks_are_found_with_their_markers(tmp_path):
     page.write_text("```python\nx = 1\n")
     with pytest.raises(ValueError, match="page.md:1: a ```python block without its closing"):
         python_blocks(page)
+
+
+CITED = re.compile(r"results/[A-Za-z0-9_.{},\-]+?\.(?:md|json|png)")
+
+
+def cited_results(text: str) -> list[str]:
+    """The ``results/...`` files that ``text`` names, a brace pattern expanded into every file it
+    stands for (``results/a_{x,y}.md``: ``results/a_x.md``, ``results/a_y.md``)."""
+    def expand(name: str) -> list[str]:
+        group = re.search(r"\{([^{}]*)\}", name)
+        if group is None:
+            return [name]
+        return [full for alt in group.group(1).split(",")
+                for full in expand(name[:group.start()] + alt + name[group.end():])]
+    return [name for match in CITED.finditer(text) for name in expand(match.group(0))]
+
+
+def test_cited_results_expand_their_brace_patterns():
+    assert cited_results("see `results/a_{x,y}_{1,2}.md` and results/b.json.") == [
+        "results/a_x_1.md", "results/a_x_2.md", "results/a_y_1.md", "results/a_y_2.md",
+        "results/b.json"]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
+def test_every_results_file_the_docs_cite_exists(path):
+    missing = [name for name in cited_results(path.read_text(encoding="utf-8"))
+               if not (ROOT / name).is_file()]
+    assert not missing, f"{path.name} cites results files that are not there: {missing}"
