@@ -115,9 +115,8 @@ def test_model_options_merge_into_the_task_defaults_per_key(tmp_path):
                                                "lru": {"r_min": 0.7, "r_max": 0.9}}}
     c = resolve(config(tmp_path, model="hybrid", model_options={"mixer": "lru,bmru"},
                        task="denoising", seq_len=300), build_task("denoising"))
-    assert c.model_options["mixer"] == "lru,bmru"
+    assert c.model_options["mixer"] == "lru,bmru"  # the defaults of units it has, no others
     assert c.model_options["unit_kwargs"] == {"lru": {"r_min": 0.5, "r_max": 0.9},
-                                              "cmru": {"epsilon": 0.7, "sharpness": 2.0},
                                               "bmru": {"sharpness": 2.0}}
     given = {"unit_kwargs": {"bmru": {"detach_input": True}, "cmru": {"sharpness": 1.0}}}
     c = resolve(config(tmp_path, model="hybrid", model_options=given, task="denoising",
@@ -125,6 +124,19 @@ def test_model_options_merge_into_the_task_defaults_per_key(tmp_path):
     assert c.model_options["unit_kwargs"] == {"lru": {"r_min": 0.5, "r_max": 0.9},
                                               "cmru": {"epsilon": 0.7, "sharpness": 1.0},
                                               "bmru": {"sharpness": 2.0, "detach_input": True}}
+
+
+@pytest.mark.parametrize(("task", "mixer"), [("copy-first-input", "bmru"),
+                                             ("copy-first-input", "cmru+bmru"),
+                                             ("denoising", "lru+bmru")])
+def test_a_mixer_given_trains_without_the_defaults_of_units_it_lacks(tmp_path, task, mixer):
+    """The task's default ``unit_kwargs`` (the LRU's ring, the denoising CMRU's ε) apply to the
+    units of the mixer the user gave, and refuse no mixer that lacks them."""
+    metrics = train(config(tmp_path, task=task, model="hybrid", model_options={"mixer": mixer},
+                           seq_len=None if task == "copy-first-input" else 300, steps=2))
+    kept = metrics["config"]["model_options"]["unit_kwargs"]
+    assert set(kept) <= set(mixer.replace("+", ",").split(","))
+    assert ("bmru" in kept) == (task == "denoising")  # denoising tunes its BMRU's sharpness
 
 
 def test_training_batches_depend_on_seed_and_step_only(tmp_path):

@@ -36,6 +36,7 @@ from torch.torch_version import TorchVersion
 from tqdm import tqdm
 
 from ..data.tasks import Task, build_task, epoch_steps
+from ..nn.network import parse_mixers
 from ..units.base import COMPILE_TESTED_FROM
 from ..units.bmru import CMRU, MRU, anneal_epsilon, write_rate
 from ..units.src import SRC, ramp_train_noise
@@ -123,6 +124,19 @@ def _merged(defaults: dict, given: dict) -> dict:
     return out
 
 
+def _for_mixer(defaults: dict, given: dict) -> dict:
+    """The task's default model options less the ``unit_kwargs`` of units that a ``mixer`` the
+    user gave does not have (``--option mixer=bmru`` on a task whose defaults tune the LRU)."""
+    if "mixer" not in given or not isinstance(defaults.get("unit_kwargs"), dict):
+        return defaults
+    try:
+        units = {name for block in parse_mixers(given["mixer"]) for name in block}
+    except ValueError:
+        return defaults  # the model names what is wrong with the mixer
+    return {**defaults, "unit_kwargs": {name: options for name, options
+                                        in defaults["unit_kwargs"].items() if name in units}}
+
+
 def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     """Fill every ``None`` from the task's defaults and the rules above; check the values."""
     from ..models import MODEL_NAMES
@@ -145,7 +159,8 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     if clash:
         raise ValueError(f"--option {clash[0]}: set by {reserved[clash[0]]}, not as a model "
                          "option")
-    c.model_options = _merged(d.get("model_options", {}).get(c.model, {}), c.model_options)
+    defaults = _for_mixer(d.get("model_options", {}).get(c.model, {}), c.model_options)
+    c.model_options = _merged(defaults, c.model_options)
     if c.eval_samples is None:
         c.eval_samples = d.get("eval_samples")
     if c.threads is None and c.device == "cpu":
