@@ -813,6 +813,16 @@ def test_resume_checks_the_seed_and_the_cosine_s_length(tmp_path):
                           dataclasses.replace(c, steps=6, schedule="constant"))
 
 
+@pytest.mark.parametrize("other", [dict(task="denoising", seq_len=210, gap=5),
+                                   dict(model="lru")])
+def test_resume_into_another_task_s_or_model_s_run_says_so(tmp_path, other):
+    """Not an error about a setting that run had (its eval lengths, its data folder)."""
+    train(config(tmp_path, steps=2, eval_seq_len=[20]))
+    with pytest.raises(ValueError, match=r"--resume: the run in --out trains bmru on "
+                                         r"copy-first-input, not \w+ on [\w-]+; use another"):
+        train(config(tmp_path, steps=4, resume=True, **other))
+
+
 def test_evaluations_during_training_are_at_the_training_length_and_at_most_1000(
         tmp_path, monkeypatch):
     """Every ``eval_every`` steps before the last, at the training length on up to 1000

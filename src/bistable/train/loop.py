@@ -425,6 +425,15 @@ def planned(config: TrainConfig) -> TrainConfig:
     return c
 
 
+def _check_same_run(saved: dict, config: TrainConfig) -> None:
+    """Before the saved settings fill in the left-out ones: a resume continues the same task and
+    model (else the first error would be about a setting the other run had, not this one)."""
+    if (saved["task"], saved["model"]) != (config.task, config.model):
+        raise ValueError(f"--resume: the run in --out trains {saved['model']} on "
+                         f"{saved['task']}, not {config.model} on {config.task}; use another "
+                         "--out, or that task and model")
+
+
 def _check_resumable(checkpoint: dict, c: TrainConfig) -> None:
     diff = differences(checkpoint["config"], c)
     if diff:
@@ -543,6 +552,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
     ckpt_path = Path(config.out) / CHECKPOINT
     saved = read_checkpoint(ckpt_path) if config.resume and ckpt_path.is_file() else None
     if saved is not None:
+        _check_same_run(saved["config"], config)
         config = as_resumed(config, saved["config"])
     task = _build_task(config)
     task.size("train")  # reads a data set now: a missing file fails before the progress bar,
