@@ -119,6 +119,40 @@ def test_eval_scores_a_run_again_without_touching_it(tmp_path, capsys):
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
 
 
+def test_simulated_n_mnist_stays_labelled_on_resume_and_eval_from_another_folder(
+        tmp_path, monkeypatch, capsys):
+    """A relative --data-dir is saved as a full path: the run resumes and evaluates from another
+    working folder without it, and says every time that its recordings are simulated."""
+    import numpy as np
+
+    from bistable.data import nmnist
+
+    rng = np.random.default_rng(0)
+    for split in ("Train", "Test"):
+        for digit in (0, 1):
+            folder = tmp_path / "sim" / split / str(digit)
+            folder.mkdir(parents=True)
+            for k in range(2):
+                events = np.zeros(40, dtype=nmnist.EVENT_DTYPE)
+                events["x"], events["y"] = rng.integers(0, 34, 40), rng.integers(0, 34, 40)
+                events["t"], events["p"] = np.sort(rng.integers(0, 300_000, 40)), 1
+                nmnist.write_events(folder / f"{k:05d}.bin", events)
+    (tmp_path / "sim" / "SIMULATED.json").write_text('{"simulated": true, "complete": true}')
+    args = ["train", "nmnist", "--model", "bmru", "--hidden", "4", "--layers", "1",
+            "--batch-size", "2", "--eval-samples", "2", "--seq-len", "5", "--quiet"]
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "--steps", "1", "--data-dir", "sim", "--out", "run"]) == 0
+    assert "data: SIMULATED N-MNIST" in capsys.readouterr().out
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main([*args, "--steps", "2", "--resume", "--out", "../run"]) == 0
+    assert "data: SIMULATED N-MNIST" in capsys.readouterr().out
+    assert main(["eval", "../run"]) == 0
+    assert "data: SIMULATED N-MNIST" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["data_dir"]
+    assert saved == str(tmp_path.resolve() / "sim")
+
+
 def test_keep_best_says_which_step_it_tests_and_eval_scores_those_weights(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "copy-first-input", *TINY, "--steps", "6", "--eval-every", "2",
@@ -139,7 +173,8 @@ def test_keep_best_by_accuracy_says_so(tmp_path, monkeypatch, capsys):
         seen["monitor"] = config.monitor
         return {"eval": [{"split": "test", "seq_len": 784, "loss": 0.3, "mse": None,
                           "accuracy": 0.9}],
-                "best": {"step": 6, "val_loss": 0.4, "val_accuracy": 0.875}}
+                "best": {"step": 6, "val_loss": 0.4, "val_accuracy": 0.875},
+                "config": {"data_dir": None}}
 
     monkeypatch.setattr(commands, "train", train_)
     assert main(["train", "smnist", "--model", "lru", "--keep-best", "--monitor", "accuracy",

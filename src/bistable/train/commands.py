@@ -67,7 +67,7 @@ def _train(args) -> int:
                      if "val_accuracy" in best else
                      f"the lowest validation loss ({best['val_loss']:.4g})")
             print(f"weights of step {best['step']}, {score}")
-        note = build_task(config.task, data_dir=config.data_dir).data_note()
+        note = build_task(config.task, data_dir=metrics["config"]["data_dir"]).data_note()
         if note:
             print(note)
         plots = (Path(args.out) / "learning-curve.png").is_file()  # not without matplotlib
@@ -109,6 +109,8 @@ def _eval(args) -> int:
     step = selected(saved)["step"]  # that of the weights scored
     print(f"{args.run}: {config['task']} / {config['model']}, step {step}, {precision}")
     print(horizon_table(evals))
+    if note := task.data_note():
+        print(note)
     for e in perturbed:
         print(f"r, r_s drawn with σ = {args.perturb:g}, draw {e['draw']}: seq_len {e['seq_len']}, "
               f"loss {e['loss']:.4f}" + ("" if e["accuracy"] is None

@@ -151,6 +151,8 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     c.batch_size = c.batch_size if c.batch_size is not None else d.get("batch_size", 64)
     c.lr = c.lr if c.lr is not None else d.get("lr", 1e-3)
     c.min_lr = c.min_lr if c.min_lr is not None else c.lr / 10
+    if c.data_dir is not None:  # saved as a full path: the run resumes and evaluates from anywhere
+        c.data_dir = str(Path(c.data_dir).expanduser().resolve())
     c.seq_len = task.seq_len(c.seq_len)
     c.eval_seq_len = sorted({c.seq_len, *(task.check_seq_len(n) for n in c.eval_seq_len)})
     reserved = {"hidden": "--hidden", "layers": "--layers", "input_size": "the task",
