@@ -102,6 +102,17 @@ def test_write_rejects_non_structured_input(tmp_path):
         nmnist.write_events(tmp_path / "x.bin", np.zeros((3, 4), np.int64))
 
 
+def test_write_into_a_missing_folder_names_the_file_and_leaves_nothing(tmp_path):
+    target = tmp_path / "nowhere" / "a.bin"
+    with pytest.raises(FileNotFoundError, match=r"No such file or directory: '.*nowhere/a\.bin'"):
+        nmnist.write_events(target, np.zeros(1, nmnist.EVENT_DTYPE))
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "a.bin").mkdir()  # a folder where the file goes: the rename fails
+    with pytest.raises(OSError, match=r"ro/a\.bin'$"):
+        nmnist.write_events(tmp_path / "ro" / "a.bin", np.zeros(1, nmnist.EVENT_DTYPE))
+    assert [p.name for p in (tmp_path / "ro").iterdir()] == ["a.bin"]  # no temporary file left
+
+
 # ---- frames ----
 
 def ref_frames(ev, n_bins=None, window=None):

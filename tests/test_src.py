@@ -222,8 +222,11 @@ def test_bad_input_raises(bad, match):
 
 def test_bad_state_and_options_raise():
     m = SRC(3, 2)
-    with pytest.raises(ValueError, match="state"):
+    with pytest.raises(ValueError, match=r"state: expected a tuple \(i, h, h_s\) .*got a tuple "
+                                         r"of 2$"):
         m(torch.zeros(1, 4, 3), (torch.zeros(1, 2), torch.zeros(1, 2)))
+    with pytest.raises(ValueError, match=r"got Tensor$"):
+        m(torch.zeros(1, 4, 3), torch.zeros(1, 2))
     with pytest.raises(ValueError, match=r"state\[1\] \(h\): expected shape \(1, 2\)"):
         m(torch.zeros(1, 4, 3), (torch.zeros(1, 2), torch.zeros(1, 3), torch.zeros(1, 2)))
     with pytest.raises(ValueError, match=r"x_t: expected shape \(B, 3\)"):

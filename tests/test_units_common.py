@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import bistable as bs
 from bistable.units.base import check_input, check_state, check_step_input
 from torch_support import whole_graph
 
@@ -239,3 +240,28 @@ def test_resetting_every_module_rebuilds_the_fresh_unit(make):
     assert got.keys() == want.keys()
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize(("make", "push"), [
+    (lambda: bs.CMRU(3, 4, learn_epsilon=True), lambda m: m.epsilon_raw.fill_(1.3)),
+    (lambda: bs.SRC(3, 4, learn_bias=True), lambda m: m.bias.fill_(-2.0)),
+    (lambda: bs.LRU(3, 3), lambda m: m.D.mul_(2.0)),
+    (lambda: bs.LRU(3, 5), lambda m: None),
+], ids=["cmru-epsilon-clamped", "src-bias-clamped", "lru-skip-D", "lru-skip-linear"])
+def test_a_functional_call_computes_what_the_module_does(make, push):
+    """Parameters passed as plain tensors (``torch.func.functional_call``: ensembles, MAML) give
+    the module's own outputs and gradients: ε's clamp to [0, 1] and b's to ≤ bias_max hold (an
+    optimiser step can push them past), and the LRU's skip ``D`` works as a tensor."""
+    torch.manual_seed(0)
+    unit = make().double()
+    with torch.no_grad():
+        push(unit)
+    x = (torch.rand(2, 30, 3, dtype=torch.float64) < 0.5).double() * 3
+    params = {k: v.detach().clone().requires_grad_() for k, v in unit.named_parameters()}
+    y = torch.func.functional_call(unit, params, (x,))[0]
+    want = unit(x)[0]
+    torch.testing.assert_close(y, want, rtol=0, atol=1e-12)
+    y.sum().backward()
+    want.sum().backward()
+    for name, p in unit.named_parameters():
+        torch.testing.assert_close(params[name].grad, p.grad, rtol=0, atol=1e-10, msg=name)

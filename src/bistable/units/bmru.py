@@ -366,7 +366,8 @@ class CMRU(BMRU):
         check_flags(learn_epsilon=learn_epsilon)
         self.epsilon_init = self._checked_epsilon(epsilon)
         q = torch.full((hidden_size,), self.epsilon_init)
-        if learn_epsilon:
+        self.learn_epsilon = learn_epsilon  # decided here, not by the type of what epsilon_raw
+        if learn_epsilon:                   # is at call time (functional_call passes tensors)
             self.epsilon_raw = nn.Parameter(q)
         else:
             self.register_buffer("epsilon_raw", q)
@@ -381,7 +382,7 @@ class CMRU(BMRU):
         return check_number(value, "epsilon", lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
     def epsilon(self) -> torch.Tensor:
-        if isinstance(self.epsilon_raw, nn.Parameter):
+        if self.learn_epsilon:
             return _ClampUnit.apply(self.epsilon_raw)
         return self.epsilon_raw
 
@@ -391,8 +392,7 @@ class CMRU(BMRU):
             self.epsilon_raw.fill_(self._checked_epsilon(value))
 
     def extra_repr(self) -> str:
-        learned = isinstance(self.epsilon_raw, nn.Parameter)
-        return f"{super().extra_repr()}, learn_epsilon={learned}"
+        return f"{super().extra_repr()}, learn_epsilon={self.learn_epsilon}"
 
 
 class FirstQuadrantBMRU(MRU):

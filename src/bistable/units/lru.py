@@ -108,7 +108,7 @@ class LRU(nn.Module):
     def _output(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Re(C h) + D x over the last dims of ``h`` and ``x``."""
         y = h.real @ self.C_re.T - h.imag @ self.C_im.T
-        return y + (x * self.D if isinstance(self.D, nn.Parameter) else self.D(x))
+        return y + (self.D(x) if isinstance(self.D, nn.Module) else x * self.D)
 
     def initial_state(self, batch: int, x: torch.Tensor) -> torch.Tensor:
         """Zeros, complex ``(batch, N)`` matching ``x``'s precision and device."""

@@ -135,7 +135,8 @@ class SRC(nn.Module):
         self.weight = nn.Parameter(torch.empty(hidden_size, input_size))
         self.register_buffer("r", torch.empty(hidden_size))
         self.register_buffer("r_s", torch.empty(hidden_size))
-        if learn_bias:
+        self.learn_bias = learn_bias  # decided here, not by the type of what self.bias is at call
+        if learn_bias:                # time (functional_call passes plain tensors)
             self.bias = nn.Parameter(torch.empty(hidden_size))
         else:
             self.register_buffer("bias", torch.empty(hidden_size))
@@ -152,12 +153,12 @@ class SRC(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, alpha={self.alpha}, rho={self.rho}, "
                 f"r={self.r_mean}, r_s={self.r_s_mean}, gate={self.gate!r}, "
-                f"learn_bias={isinstance(self.bias, nn.Parameter)}, "
+                f"learn_bias={self.learn_bias}, "
                 f"detach_recurrent={self.detach_recurrent}, train_noise={self.train_noise}")
 
     def effective_bias(self) -> torch.Tensor:
         """``b``, clamped to ``≤ bias_max`` when learned (straight-through: the gradient is 1)."""
-        if not isinstance(self.bias, nn.Parameter):
+        if not self.learn_bias:
             return self.bias
         return self.bias - (self.bias - self.bias_max).clamp(min=0).detach()
 
@@ -198,8 +199,10 @@ class SRC(nn.Module):
         if state is None:
             return self.init_state(B, device=x.device)
         if not isinstance(state, (tuple, list)) or len(state) != 3:
+            got = (f"a {type(state).__name__} of {len(state)}"
+                   if isinstance(state, (tuple, list)) else type(state).__name__)
             raise ValueError("state: expected a tuple (i, h, h_s) of (B, hidden_size) tensors, "
-                             f"got {type(state).__name__}")
+                             f"got {got}")
         for name, s in zip(("state[0] (i)", "state[1] (h)", "state[2] (h_s)"), state):
             check_state(s, (B, self.hidden_size), name, self.weight.dtype, self.weight.device)
         return tuple(state)
