@@ -600,7 +600,9 @@ def test_init_from_starts_from_another_run_s_weights(tmp_path):
 
 @pytest.mark.parametrize("kw, message", [
     (dict(init_from="/nonexistent/run"), "--init-from: no checkpoint in /nonexistent/run"),
-    (dict(hidden=5), r"do not fit this model: expected \{'model': 'bmru', 'hidden': 5"),
+    (dict(hidden=5), r"do not fit this model \(hidden: 8 there, 5 here\)$"),
+    (dict(task="denoising", seq_len=20, gap=5),  # 2 inputs and 5 outputs, not 1 and 1
+     r"do not fit this model \(task: 'copy-first-input' there, 'denoising' here\)$"),
 ])
 def test_init_from_a_run_that_does_not_fit_is_a_one_line_error(tmp_path, kw, message):
     first = config(tmp_path, name="first", steps=1)

@@ -325,11 +325,12 @@ def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
     saved = read_checkpoint(path)
     try:
         model.load_state_dict(selected(saved)["model"])
-    except RuntimeError:
-        theirs = {k: saved["config"].get(k) for k in ("model", "hidden", "layers", "model_options")}
-        ours = {k: getattr(c, k) for k in theirs}
-        raise ValueError(f"--init-from: the weights in {path} do not fit this model: expected "
-                         f"{ours}, got {theirs}") from None
+    except RuntimeError:  # the task counts: it sets the input and output sizes
+        keys = ("task", "model", "hidden", "layers", "model_options")
+        differ = [f"{k}: {saved['config'].get(k)!r} there, {getattr(c, k)!r} here" for k in keys
+                  if saved["config"].get(k) != getattr(c, k)]
+        raise ValueError(f"--init-from: the weights in {path} do not fit this model ("
+                         f"{'; '.join(differ) or 'other parameter shapes'})") from None
 
 
 def load_run(out, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
