@@ -70,6 +70,10 @@ def test_short_run_writes_metrics_json_as_specified(tmp_path, capsys):
     (["psmnist", "--model", "lru", "--pad", "9", "--pad-every", "0"], "--pad-every must be >= 1"),
     (["denoising", "--model", "gru", "--shift", "1"], "--shift does not apply to task denoising"),
     (["copy-first-input", "--model", "bmru", "--batch-size", "-2"], "--batch-size must be >= 1"),
+    (["copy-first-input", "--model", "bmru", "--hidden", str(10**19)],
+     f"--hidden: expected at most 2147483647, got {10**19}"),
+    (["copy-first-input", "--model", "bmru", "--eval-seq-len", "60", str(10**20)],
+     f"--eval-seq-len: expected at most 2147483647, got {10**20}"),
     (["copy-first-input", "--model", "bmru", "--seed", str(10**17)],
      "--seed must be in [0, 2**32), got 100000000000000000"),
     (["copy-first-input", "--model", "hybrid", "--option", "unit_kwargs=3"],
@@ -213,6 +217,9 @@ def test_eval_perturbs_an_src_network_and_restores_it(tmp_path):
     (["{tmp}/run", "--eval-seq-len", "0"], "sequence length must be at least 1, got 0"),
     (["{tmp}/run", "--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
     (["{tmp}/run", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["{tmp}/run", "--eval-seq-len", "50", str(10**20)],
+     f"--eval-seq-len: expected at most 2147483647, got {10**20}"),
+    (["{tmp}/run", "--eval-samples", str(2**31)], "--eval-samples: expected at most 2147483647"),
 ])
 def test_eval_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
     assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out",
@@ -479,6 +486,16 @@ def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys):
     assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", ""]) == 2
     assert "--out: expected a directory for the run, got ''" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_sizes_whose_bytes_overflow_are_out_of_memory_in_one_line(tmp_path, capsys):
+    """Each below the largest size, together more bytes than int64 counts: torch's own error."""
+    big = str(2**31 - 1)
+    assert main(["train", "copy-first-input", "--model", "bmru", "--seq-len", big,
+                 "--batch-size", big, "--quiet", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bistable: error: out of memory (Storage size calculation overflowed")
+    assert err.count("\n") == 1
 
 
 def test_sizes_beyond_the_memory_are_one_line_exit_2(monkeypatch, capsys):

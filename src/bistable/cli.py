@@ -92,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _out_of_memory(err: RuntimeError) -> bool:
     """Whether ``err`` is an allocation failure (CPU: "can't allocate memory"; CUDA:
-    ``torch.OutOfMemoryError``, "out of memory")."""
+    ``torch.OutOfMemoryError``, "out of memory"; a size whose bytes overflow int64)."""
     text = str(err).lower()
-    return "can't allocate memory" in text or "out of memory" in text
+    return any(words in text for words in ("can't allocate memory", "out of memory",
+                                           "storage size calculation overflowed"))
 
 
 def main(argv: list[str] | None = None) -> int:

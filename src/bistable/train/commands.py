@@ -17,6 +17,7 @@ from ..data.tasks import TASK_NAMES, build_task, describe_tasks
 from . import distributed
 from .checkpoint import atomic_write
 from .loop import (
+    LARGEST,
     MONITORS,
     PRECISIONS,
     TrainConfig,
@@ -82,6 +83,10 @@ def _eval(args) -> int:
                         ("--draws", args.draws)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
+    for flag, value in (("--eval-samples", args.eval_samples), ("--draws", args.draws),
+                        *(("--eval-seq-len", n) for n in args.eval_seq_len or [])):
+        if value is not None and value > LARGEST:
+            raise ValueError(f"{flag}: expected at most {LARGEST}, got {value}")
     if args.perturb is not None and not (math.isfinite(args.perturb) and args.perturb >= 0):
         raise ValueError(f"--perturb must be a finite relative σ >= 0, got {args.perturb}")
     if args.json and Path(args.json).is_dir():

@@ -137,6 +137,20 @@ def _for_mixer(defaults: dict, given: dict) -> dict:
                                         in defaults["unit_kwargs"].items() if name in units}}
 
 
+LARGEST = 2**31 - 1  # a size or count beyond it fits no tensor of a run (torch fails at 2**63)
+
+
+def _check_not_huge(c: TrainConfig) -> None:
+    """One line for a size no run could allocate, before torch fails on it at length."""
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        values = value if isinstance(value, list) else [value]
+        huge = [v for v in values if type(v) is int and v > LARGEST]
+        if huge and f.name != "seed":  # (the seed has its own range, checked below)
+            raise ValueError(f"--{f.name.replace('_', '-')}: expected at most {LARGEST}, "
+                             f"got {huge[0]}")
+
+
 def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     """Fill every ``None`` from the task's defaults and the rules above; check the values."""
     from ..models import MODEL_NAMES
@@ -146,6 +160,7 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
                          f"{', '.join(MODEL_NAMES)}")
     c = dataclasses.replace(config, eval_seq_len=list(config.eval_seq_len),
                             model_options=dict(config.model_options))
+    _check_not_huge(c)
     d = task.defaults
     c.layers = c.layers if c.layers is not None else d.get("layers", 2)
     c.batch_size = c.batch_size if c.batch_size is not None else d.get("batch_size", 64)
