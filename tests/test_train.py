@@ -147,6 +147,15 @@ def test_training_batches_depend_on_seed_and_step_only(tmp_path):
     assert not torch.equal(a[0], loop.train_batch(task, c, 6)[0])
 
 
+def test_a_batch_larger_than_the_training_set_is_refused(tmp_path, monkeypatch):
+    _tiny_images(monkeypatch, size=10)
+    kw = dict(task="smnist", seq_len=None, eval_samples=None, steps=1)
+    assert train(config(tmp_path, "fits", batch_size=10, **kw))["config"]["batch_size"] == 10
+    with pytest.raises(ValueError, match=r"--batch-size 11: expected at most the 10 training "
+                                         r"examples of smnist"):
+        train(config(tmp_path, "larger", batch_size=11, **kw))
+
+
 def test_data_set_batches_walk_each_epoch_once(tmp_path):
     task = build_task("smnist")
     images = torch.zeros(10, 784, dtype=torch.uint8)

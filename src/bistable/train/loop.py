@@ -573,9 +573,12 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
         _check_same_run(saved["config"], config)
         config = as_resumed(config, saved["config"])
     task = _build_task(config)
-    task.size("train")  # reads a data set now: a missing file fails before the progress bar,
-    task.size("test")   # not at the first evaluation, before the first checkpoint
+    examples = task.size("train")  # reads a data set now: a missing file fails before the
+    task.size("test")              # progress bar, not at the first evaluation or checkpoint
     c = resolve(config, task)
+    if examples is not None and c.batch_size > examples:  # it would hold examples twice
+        raise ValueError(f"--batch-size {c.batch_size}: expected at most the {examples} training "
+                         f"examples of {task.name}")
     if c.threads:
         torch.set_num_threads(c.threads)
     if c.batch_size % ctx.world_size:
