@@ -214,6 +214,9 @@ def test_eval_perturbs_an_src_network_and_restores_it(tmp_path):
     (["{tmp}/run", "--json", "{tmp}"], "a directory; expected a file name"),
     (["{tmp}/run", "--json", "{tmp}/run/checkpoint.pt"], "inside the run's folder"),
     (["{tmp}/run", "--json", "{tmp}/run/../run/scores.json"], "inside the run's folder"),
+    (["{tmp}/run", "--json", "{tmp}/run/sub/scores.json"], "inside the run's folder"),
+    (["{tmp}/run", "--json", "{tmp}/run/metrics.json/scores.json"], "inside the run's folder"),
+    (["{tmp}/run", "--json", "{tmp}/a_file/x/scores.json"], "a_file is a file, not a folder"),
     (["{tmp}/run", "--eval-seq-len", "0"], "sequence length must be at least 1, got 0"),
     (["{tmp}/run", "--eval-samples", "0"], "--eval-samples must be >= 1, got 0"),
     (["{tmp}/run", "--threads", "0"], "--threads must be >= 1, got 0"),
@@ -225,6 +228,7 @@ def test_eval_user_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
     assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out",
                  str(tmp_path / "run")]) == 0
     capsys.readouterr()
+    (tmp_path / "a_file").write_text("")
     assert main(["eval", *(a.format(tmp=tmp_path) for a in args)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bistable: error: ") and message in err and err.count("\n") == 1

@@ -8,6 +8,7 @@ import ast
 import dataclasses
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -89,11 +90,8 @@ def _eval(args) -> int:
             raise ValueError(f"{flag}: expected at most {LARGEST}, got {value}")
     if args.perturb is not None and not (math.isfinite(args.perturb) and args.perturb >= 0):
         raise ValueError(f"--perturb must be a finite relative σ >= 0, got {args.perturb}")
-    if args.json and Path(args.json).is_dir():
-        raise ValueError(f"--json {args.json}: a directory; expected a file name")
-    if args.json and Path(args.json).resolve().parent == Path(args.run).resolve():
-        raise ValueError(f"--json {args.json}: inside the run's folder {args.run}, which eval "
-                         "leaves as it is; expected a file elsewhere")
+    if args.json:
+        _check_json_target(Path(args.json), Path(args.run))
     saved = read_run(args.run)
     task, model = run_from(saved, args.data_dir)
     config = saved["config"]
@@ -128,6 +126,21 @@ def _eval(args) -> int:
         except OSError as e:
             raise ValueError(f"--json {args.json}: cannot write it ({e.strerror})") from None
     return 0
+
+
+def _check_json_target(path: Path, run: Path) -> None:
+    """Before the evaluation, which may take minutes: ``--json`` names a file that can be
+    written (its missing folders are made), outside the run's folder."""
+    if path.is_dir():
+        raise ValueError(f"--json {path}: a directory; expected a file name")
+    if run.resolve() in path.resolve().parents:
+        raise ValueError(f"--json {path}: inside the run's folder {run}, which eval leaves as it "
+                         "is; expected a file elsewhere")
+    existing = next(folder for folder in path.resolve().parents if folder.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--json {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--json {path}: cannot write in {existing} (permission denied)")
 
 
 def _perturbed(model, task, lengths, n, device, sigma: float, draws: int) -> list[dict]:
