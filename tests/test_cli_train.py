@@ -485,6 +485,30 @@ def test_a_checkpoint_of_something_else_is_named_as_such(tmp_path, capsys, comma
     assert "not a checkpoint of a `bistable train` run" in err and "weights" in err
 
 
+@pytest.mark.parametrize("command", ["resume", "eval", "init-from"])
+def test_a_checkpoint_of_a_newer_version_or_without_its_state_is_one_line(
+        tmp_path, capsys, command):
+    out = tmp_path / "run"
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]) == 0
+    saved = load_checkpoint(out / "checkpoint.pt")
+    args = {"resume": ["train", "copy-first-input", *TINY, "--steps", "4", "--out", str(out),
+                       "--resume"],
+            "eval": ["eval", str(out)],
+            "init-from": ["train", "copy-first-input", *TINY, "--out", str(tmp_path / "new"),
+                          "--init-from", str(out)]}[command]
+    torch.save({**saved, "config": {**saved["config"], "newer_setting": 1}},
+               out / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "made with settings this bistable does not know (newer_setting)" in err
+    assert err.count("\n") == 1
+    if command == "resume":
+        torch.save({k: v for k, v in saved.items() if k != "rng"}, out / "checkpoint.pt")
+        assert main(args) == 2
+        assert "has no rng state to go on from" in capsys.readouterr().err
+
+
 def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # where an empty --out would write
     assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", ""]) == 2

@@ -372,6 +372,10 @@ def read_checkpoint(path) -> dict:
         found = list(saved)[:6] if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(f"{path}: not a checkpoint of a `bistable train` run (expected a dict "
                          f"with {', '.join(keys)}; got {found})")
+    unknown = sorted(saved["config"].keys() - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"{path}: made with settings this bistable does not know "
+                         f"({', '.join(unknown)}); a newer version wrote it")
     return saved
 
 
@@ -594,6 +598,10 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
     window, stretches = _window(), []  # stretches: where each stretch of training ran
     if saved is not None:
         _check_resumable(saved, c)
+        missing = [k for k in ("optimizer", "rng") if k not in saved]
+        if missing:
+            raise ValueError(f"--resume: {ckpt_path} has no {' or '.join(missing)} state to go "
+                             "on from; use another --out")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         set_rng_state(saved["rng"])
