@@ -105,7 +105,12 @@ class Task:
     # --- sequence lengths -------------------------------------------------------------------
     def seq_len(self, requested: int | None) -> int:
         """The training length for a requested ``--seq-len`` (``None``: the task's default)."""
-        return self.check_seq_len(self.defaults["seq_len"] if requested is None else requested)
+        if requested is not None:
+            return self.check_seq_len(requested)
+        try:
+            return self.check_seq_len(self.defaults["seq_len"])
+        except ValueError as err:  # the user gave no length: say which one this was
+            raise ValueError(f"{err} (the default --seq-len; give a longer one)") from None
 
     def min_seq_len(self) -> int:
         return 1
