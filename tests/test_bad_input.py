@@ -190,6 +190,8 @@ CASES = [
                  id="cli-data-dir-synthetic"),
     pytest.param(cli("bench", "nosuch"), 2, r"no benchmark 'nosuch' in .*\(have: ",
                  id="cli-bench-unknown"),
+    pytest.param(cli("bench", "common"), 2, r"no benchmark 'common' in .*\(have: ",
+                 id="cli-bench-helper-module"),
     pytest.param(cli("bench"), 2, r"bench: expected a benchmark name, one of: .*scan",
                  id="cli-bench-no-name"),
     pytest.param(cli("data", "fetch", "nosuch"), 2, r"'nosuch'.*'mnist', 'fashion-mnist', 'nmnist'",

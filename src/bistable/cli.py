@@ -47,10 +47,10 @@ def _add_bench(sub) -> None:
         from pathlib import Path
 
         folder = Path(__file__).resolve().parents[2] / "benchmarks"
+        names = sorted(f.stem for f in folder.glob("*.py")
+                       if not f.stem.startswith(("_", "common")))  # helpers, not benchmarks
         script = folder / f"{(args.name or '').replace('-', '_')}.py"
-        if args.name is None or not script.is_file():
-            names = sorted(f.stem for f in folder.glob("*.py")
-                           if not f.stem.startswith(("_", "common")))
+        if args.name is None or script.stem not in names:
             if args.name is None:
                 raise ValueError(f"bench: expected a benchmark name, one of: {', '.join(names)}")
             raise FileNotFoundError(
