@@ -1,7 +1,9 @@
 """N-MNIST codec, frames, denoise, dataset and cache (bistable.data.nmnist)."""
 
+import errno
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -457,16 +459,50 @@ def test_a_failed_cache_build_leaves_no_temporary_file(root, monkeypatch):
     assert list((root / ".cache").iterdir()) == []
 
 
-def test_an_unwritable_cache_reads_the_recordings_directly(root, monkeypatch):
-    def refuse(self, progress):
-        raise PermissionError(13, "Permission denied", str(root / ".cache"))
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS])
+def test_an_unwritable_cache_reads_the_recordings_directly(root, monkeypatch, code):
+    """Permission denied, or a read-only file system (a shared copy mounted so): its temporary
+    file cannot even be removed, and that error must not replace the first."""
+    def refuse(self, tmp, progress):
+        raise OSError(code, os.strerror(code), str(tmp))
 
-    monkeypatch.setattr(nmnist.FrameCache, "_build", refuse)
+    def unlink(self, missing_ok=False):
+        raise OSError(code, os.strerror(code), str(self))
+
+    monkeypatch.setattr(nmnist.FrameCache, "_write", refuse)
+    monkeypatch.setattr(Path, "unlink", unlink)
     with pytest.warns(UserWarning, match=r"frame cache in \S+ cannot be written .*without it"):
         ds = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
     assert ds._cache is None
     np.testing.assert_array_equal(ds[1][0].numpy(),
                                   nmnist.to_frames(nmnist.read_events(ds.files[1]), n_time_bins=3))
+
+
+def test_two_roots_share_a_cache_folder_without_removing_each_other_s_cache(root, tmp_path):
+    other = tmp_path / "other"
+    for split in ("Train", "Test"):
+        (other / split / "5").mkdir(parents=True)
+        nmnist.write_events(other / split / "5" / "00000.bin",
+                            random_events(np.random.default_rng(3), 30, 50_000))
+    shared = tmp_path / "cache"
+    a = nmnist.NMNIST(root, "train", n_time_bins=3, cache_dir=shared, progress=False)
+    b = nmnist.NMNIST(other, "train", n_time_bins=3, cache_dir=shared, progress=False)
+    assert len(list(shared.glob("*.frames"))) == 2
+    np.testing.assert_array_equal(a[0][0].numpy(), nmnist.to_frames(
+        nmnist.read_events(a.files[0]), n_time_bins=3))
+    assert b[0][1] == 5
+
+
+def test_a_cache_index_or_marker_of_the_wrong_json_kind(root):
+    nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    (index,) = (root / ".cache").glob("train-*.json")
+    index.write_text("[]")
+    with pytest.warns(UserWarning, match="rebuilding corrupt N-MNIST cache .*JSON object"):
+        ds = nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
+    assert ds._cache is not None and ds[0][1] == 0
+    (root / "SIMULATED.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"SIMULATED.json: expected a JSON object .*got list"):
+        nmnist.NMNIST(root, "train", n_time_bins=3, progress=False)
 
 
 def test_negative_indices_cached_and_uncached_agree(root):

@@ -14,6 +14,8 @@ Everything here is vectorised numpy: no Python loop runs per event.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -258,6 +260,9 @@ def list_samples(root, split: str) -> tuple[list[Path], np.ndarray]:
     except ValueError as err:
         raise ValueError(f"{marker}: not valid JSON ({err}); it labels the recordings "
                          "simulated: restore it or simulate them again") from None
+    if not isinstance(label, dict):
+        raise ValueError(f"{marker}: expected a JSON object (the simulation's settings), got "
+                         f"{type(label).__name__}; restore it or simulate the recordings again")
     if label.get("complete", True) is False:
         raise ValueError(f"{root}: expected a complete simulation, got an interrupted one "
                          f"({marker} says complete: false); run the same `bistable data "
@@ -321,7 +326,9 @@ class NMNIST(torch.utils.data.Dataset):
             cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".cache"
             try:
                 self._cache = FrameCache(cache_dir, split, self).load(progress)  # (path, offsets)
-            except PermissionError as err:  # a shared read-only copy of the recordings
+            except OSError as err:  # a shared read-only copy of the recordings
+                if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
                 warnings.warn(f"N-MNIST frame cache in {cache_dir} cannot be written ({err}); "
                               "reading the recordings without it (slower; give cache_dir= a "
                               "writable folder)", stacklevel=2)
@@ -378,7 +385,8 @@ class FrameCache:
     The fingerprint covers every file's relative path, size, inode, and modification and status
     change times, so a file rewritten in place, even with the same size and its modification time
     restored (``cp -p``, ``rsync -a``), gives a new cache; building one removes the split's
-    caches of the same binning over other files."""
+    caches of the same binning over other files of the same root (or of a root no longer
+    there), and keeps those of other roots sharing the folder."""
 
     VERSION = 2  # 1: dense uint16 frames
 
@@ -389,6 +397,7 @@ class FrameCache:
                  for st in map(os.stat, ds.files)]
         self.key = {"version": self.VERSION, "split": split, **ds.binning,
                     "files": hashlib.sha1(json.dumps([rel, stats]).encode()).hexdigest()}
+        self.root = str(Path(ds.root).resolve())
         digest = hashlib.sha1(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.data = Path(cache_dir) / f"{split}-{digest}.frames"
         self.meta = self.data.with_suffix(".json")
@@ -407,6 +416,8 @@ class FrameCache:
 
     def _open(self):
         meta = json.loads(self.meta.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"{self.meta}: expected a JSON object, got {type(meta).__name__}")
         if meta["key"] != self.key:
             raise ValueError("cache key does not match the binning parameters or file list")
         size = self.data.stat().st_size
@@ -429,24 +440,30 @@ class FrameCache:
         try:
             offsets, lengths, crc, nbytes = self._write(tmp, progress)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # (on a read-only folder, the error above)
+                tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, self.data)
-        meta = {"key": self.key, "offsets": offsets, "lengths": lengths, "nbytes": nbytes,
-                "crc32": crc}
+        meta = {"key": self.key, "root": self.root, "offsets": offsets, "lengths": lengths,
+                "nbytes": nbytes, "crc32": crc}
         _atomic_write(self.meta, json.dumps(meta).encode())
         self._remove_stale()
 
     def _remove_stale(self) -> None:
-        """Delete this split's caches of the same binning over other files (older versions of
-        the recordings): each would hold a full copy of the frames."""
+        """Delete this split's caches of the same binning over other files of the same root
+        (older versions of the recordings, or a root since moved): each would hold a full copy
+        of the frames. A cache of another root that still exists (a shared ``cache_dir``) is
+        kept."""
         binning = {k: v for k, v in self.key.items() if k != "files"}
         for meta in self.data.parent.glob(f"{self.key['split']}-*.json"):
             if meta == self.meta:
                 continue
             try:
-                key = json.loads(meta.read_text())["key"]
-            except (OSError, ValueError, KeyError, TypeError):
+                saved = json.loads(meta.read_text())
+                key, root = saved["key"], saved.get("root")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if root not in (None, self.root) and Path(root).is_dir():
                 continue
             if {k: v for k, v in key.items() if k != "files"} == binning:
                 meta.with_suffix(".frames").unlink(missing_ok=True)
