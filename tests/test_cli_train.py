@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -526,6 +527,23 @@ def test_sizes_whose_bytes_overflow_are_out_of_memory_in_one_line(tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("bistable: error: out of memory (Storage size calculation overflowed")
     assert err.count("\n") == 1
+
+
+def test_system_errors_and_warnings_are_one_line(monkeypatch, capsys):
+    """A full disk or a read-only file system (any OSError) is one line, exit 2; a warning
+    prints as one line too, without the source line that raised it."""
+    shown = []
+
+    def full(args):  # (pytest records warnings itself: the format is checked as Python calls it)
+        shown.append(warnings.formatwarning("something to know", UserWarning, "loop.py", 9))
+        raise OSError(28, "No space left on device", "runs/x/checkpoint.pt")
+
+    monkeypatch.setattr(commands, "_train", full)
+    assert main(["train", "copy-first-input", "--model", "bmru", "--out", "x"]) == 2
+    assert capsys.readouterr().err == (
+        "bistable: error: [Errno 28] No space left on device: 'runs/x/checkpoint.pt'\n")
+    assert shown == ["bistable: warning: something to know\n"]
+    assert "loop.py:9" in warnings.formatwarning("x", UserWarning, "loop.py", 9)  # restored
 
 
 def test_sizes_beyond_the_memory_are_one_line_exit_2(monkeypatch, capsys):

@@ -318,12 +318,14 @@ def test_fetch_from_local_copies(tmp_path, tiny):
     assert (dest / "a-ubyte").read_bytes() == tiny["a-ubyte"]
     assert gzip.decompress((dest / "b-ubyte.gz").read_bytes()) == tiny["b-ubyte"]
     (src / "a-ubyte").write_bytes(b"tampered")
-    with pytest.raises(ValueError, match="a-ubyte: md5"):
+    with pytest.raises(ValueError, match=f"a-ubyte: md5 {md5(b'tampered')} does not match"):
         fetch.fetch("tiny", tmp_path / "dest2", from_dir=src)
+    (tmp_path / "dest3").mkdir()
     with pytest.raises(FileNotFoundError, match="a-ubyte.gz"):
         fetch.fetch("tiny", tmp_path / "dest3", from_dir=tmp_path / "dest3")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         fetch.fetch("tiny", tmp_path / "dest4", from_dir=tmp_path / "nowhere")
+    assert not (tmp_path / "dest4").exists()  # a --from typo leaves no data folder behind
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(FileNotFoundError, match=r"--from folder \S*a-file is not a folder"):
         fetch.fetch("tiny", tmp_path / "dest5", from_dir=tmp_path / "a-file")
@@ -388,6 +390,48 @@ def test_imported_simulated_recordings_stay_labelled(tmp_path, tiny_events):
     (src / "SIMULATED.json").write_text('{"complete": true}')
     dest = fetch.fetch("tiny-events", tmp_path / "data", from_dir=src)
     assert (dest / "SIMULATED.json").read_text() == '{"complete": true}'
+
+
+def test_an_interrupted_simulation_is_not_imported_nor_kept_as_done(tmp_path, tiny_events):
+    """--from a simulation cut off is refused; a destination holding one imported before (older
+    versions took it) is replaced whole once the source is finished."""
+    src = tmp_path / "sim"
+    for split in ("Train", "Test"):
+        (src / split / "0").mkdir(parents=True)
+        (src / split / "0" / "00001.bin").write_bytes(b"\x01" * 5)
+    (src / "SIMULATED.json").write_text('{"complete": false}')
+    with pytest.raises(ValueError, match=r"--from \S*sim: an interrupted simulation .*finish it"):
+        fetch.fetch("tiny-events", tmp_path / "data", from_dir=src)
+    dest = tmp_path / "data" / "tiny-events"
+    shutil.copytree(src, dest, dirs_exist_ok=True)  # what an older version imported
+    (src / "Test" / "0" / "00002.bin").write_bytes(b"\x02" * 5)  # the simulation finished
+    (src / "SIMULATED.json").write_text('{"complete": true}')
+    assert fetch.fetch("tiny-events", tmp_path / "data", from_dir=src) == dest
+    assert (dest / "SIMULATED.json").read_text() == '{"complete": true}'
+    assert sorted(p.name for p in (dest / "Test" / "0").iterdir()) == ["00001.bin", "00002.bin"]
+
+
+def test_a_transfer_broken_off_mid_stream_is_an_os_error_to_resume(tmp_path, monkeypatch):
+    """http.client's IncompleteRead is no OSError: the next mirror is tried, and the command
+    prints one line, with the partial file kept."""
+    import http.client
+
+    class Response:
+        status, headers = 200, {"Content-Length": "100"}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, n):
+            raise http.client.IncompleteRead(b"abc", 97)
+
+    monkeypatch.setattr(fetch, "urlopen", lambda request, timeout: Response())
+    with pytest.raises(OSError, match=r"x.gz: the transfer broke off \(IncompleteRead.*run again"):
+        fetch.download("http://mirror/x.gz", tmp_path / "x.gz", "0" * 32, progress=False)
+    assert (tmp_path / "x.gz.part").exists()
 
 
 def test_fetch_finishes_an_extraction_cut_short(server, tmp_path, tiny_events):

@@ -2,8 +2,8 @@
 
 Each command group lives beside the code it drives and registers itself through
 ``add_parser(subparsers)``; a parsed command runs ``args.func(args) -> exit code``.
-User errors (``ValueError``, ``FileNotFoundError``, ``NotADirectoryError``, ``PermissionError``)
-print one line and exit with code 2.
+User errors (``ValueError``) and the system's (``OSError``: a missing or unwritable file, a full
+disk, a read-only file system, a network failure) print one line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 # modules that each provide add_parser(subparsers)
 COMMAND_MODULES = ("bistable.train.commands", "bistable.data.commands", "bistable.demo")
@@ -98,7 +99,20 @@ def _out_of_memory(err: RuntimeError) -> bool:
                                            "storage size calculation overflowed"))
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command prints it: one line, without the source line that raised it."""
+    return f"bistable: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -106,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.code or 0)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+    except (ValueError, OSError) as err:
         print(f"bistable: error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # sizes beyond the memory: torch's allocator says so, at length

@@ -20,6 +20,8 @@ import contextlib
 import fcntl
 import gzip
 import hashlib
+import http.client
+import json
 import os
 import shutil
 import tempfile
@@ -170,6 +172,9 @@ def download(url: str, dest, md5: str, *, progress: bool = True, timeout: float 
     except HTTPError as err:
         if err.code != 416:  # 416: nothing left to send, the partial file is complete
             raise
+    except http.client.HTTPException as err:  # IncompleteRead, BadStatusLine: not OSErrors
+        raise OSError(f"{url}: the transfer broke off ({type(err).__name__}: {err}); run again "
+                      "to resume") from None
     try:
         got = md5_of(part, gunzip=dest.name.endswith(".gz"))
     except (OSError, EOFError, zlib.error) as err:  # e.g. an HTML error page served as .gz
@@ -216,7 +221,14 @@ def _import_folders(spec: Spec, src: Path, dest: Path) -> bool:
     exists for them, so only their presence is checked. Returns whether they were there."""
     if not spec.folders or not all((src / f).is_dir() for f in spec.folders):
         return False
-    if (src / SIMULATED).is_file():
+    if _interrupted(src):
+        raise ValueError(f"--from {src}: an interrupted simulation ({src / SIMULATED} says "
+                         "complete: false); finish it first (the same `bistable data "
+                         "simulate-nmnist` command again)")
+    if _interrupted(dest):  # an unfinished simulation imported before: replaced whole
+        for folder in spec.folders:
+            shutil.rmtree(dest / folder, ignore_errors=True)
+    if (src / SIMULATED).is_file():  # first: folders copied without it would pass for real
         _copy(src / SIMULATED, dest / SIMULATED)
     for folder in spec.folders:
         if not (dest / folder).is_dir():
@@ -224,6 +236,15 @@ def _import_folders(spec: Spec, src: Path, dest: Path) -> bool:
                 shutil.copytree(src / folder, Path(tmp) / folder)
                 os.replace(Path(tmp) / folder, dest / folder)
     return True
+
+
+def _interrupted(folder: Path) -> bool:
+    """Whether ``folder`` holds a simulation whose ``SIMULATED.json`` says it is unfinished."""
+    try:
+        label = json.loads((folder / SIMULATED).read_text())
+    except (OSError, ValueError):
+        return False  # none, or unreadable: the loaders name what is wrong with it
+    return isinstance(label, dict) and label.get("complete", True) is False
 
 
 def _offline_message(name: str, spec: Spec, dest: Path, err) -> str:
@@ -246,18 +267,19 @@ def fetch(name: str, data_dir=None, from_dir=None, *, mirrors=None, progress: bo
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     spec = DATASETS[name]
     dest = _fetch_dir(name, spec, data_dir)
+    if from_dir is not None:  # before making the data folder: a typo leaves nothing behind
+        src = dataset_dir(name, from_dir)
+        if not src.is_dir():
+            raise FileNotFoundError(f"--from folder {src} " + (
+                "is not a folder" if src.exists() else "does not exist"))
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"data_dir {data_dir}: cannot create the data folder {dest} "
                          f"({e.strerror})") from None
-    if spec.folders and all((dest / f).is_dir() for f in spec.folders):
+    if (spec.folders and all((dest / f).is_dir() for f in spec.folders)
+            and not _interrupted(dest)):
         return dest
-    if from_dir is not None:
-        src = dataset_dir(name, from_dir)
-        if not src.is_dir():
-            raise FileNotFoundError(f"--from folder {src} " + (
-                "is not a folder" if src.exists() else "does not exist"))
     complete = all((forms := _forms(dest, r)) and all(_verified(f, r.md5) for f in forms)
                    for r in spec.files)
     if spec.extract or not complete:
@@ -311,8 +333,12 @@ def _import_file(spec: Spec, remote: Remote, src: Path, dest: Path) -> None:
         folders = " and ".join(f"{f}/" for f in spec.folders)
         raise FileNotFoundError(f"{remote.name} (or its raw form) not found in {src}"
                                 + (f", nor the extracted {folders}" if folders else ""))
-    if not _verified(found, remote.md5):
-        raise ValueError(f"{found}: md5 does not match the published {remote.md5}")
+    try:
+        got = md5_of(found)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{found}: not valid gzip data ({err})") from None
+    if got != remote.md5:
+        raise ValueError(f"{found}: md5 {got} does not match the published {remote.md5}")
     _copy(found, dest / found.name)
 
 
