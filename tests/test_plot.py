@@ -1,5 +1,6 @@
 """The MRU pictures of docs/mru.md: files written, bad shapes refused before drawing."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,29 @@ def test_spike_pictures_refuse_bad_shapes_and_neurons(tmp_path):
     # the default neurons: the first three, or as many as there are
     path = plot.membrane_traces(torch.ones(5, 2), tmp_path / "two.png", h_s=torch.zeros(5, 2))
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_tensors_are_drawn(tmp_path, dtype):
+    """What a network under bf16 autocast hands over: numpy has no bfloat16."""
+    x = (torch.rand(20, 4) > 0.7).to(dtype)
+    for draw in (plot.raster, plot.membrane_traces, plot.plot_state_traces):
+        assert draw(x, tmp_path / f"{draw.__name__}.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot.plot_hysteresis(torch.linspace(0, 1, 20).to(dtype), x,
+                                tmp_path / "loops.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("draw", [
+    lambda x, p: plot.raster(x, p), lambda x, p: plot.membrane_traces(x, p),
+    lambda x, p: plot.plot_state_traces(x, p),
+    lambda x, p: plot.plot_hysteresis(torch.zeros(len(x)), x, p)],
+    ids=["raster", "membrane", "state-traces", "hysteresis"])
+@pytest.mark.parametrize("shape", [(0, 2), (5, 0)])
+def test_empty_input_is_a_clear_error(tmp_path, draw, shape):
+    with pytest.raises(ValueError, match=r": expected at least one step and one unit, got shape "
+                                         + re.escape(str(shape))):
+        draw(torch.zeros(shape), tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_a_failed_save_closes_the_figure_and_leaves_no_file(tmp_path, monkeypatch):

@@ -105,10 +105,20 @@ def horizon_curve(evals: list[dict], path, *, title: str | None = None,
 
 
 def _numpy(v):
-    """A tensor (detached, on the CPU) or array-like as a numpy array."""
+    """A tensor (detached, on the CPU; half precision as float32, which numpy reads) or
+    array-like as a numpy array."""
     import numpy as np
 
-    return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+    if not hasattr(v, "detach"):
+        return np.asarray(v)
+    v = v.detach().cpu()
+    return (v.float() if v.is_floating_point() and v.element_size() < 4 else v).numpy()
+
+
+def _check_not_empty(a, name: str) -> None:
+    if 0 in a.shape:
+        raise ValueError(f"{name}: expected at least one step and one unit, got shape "
+                         f"{tuple(a.shape)}")
 
 
 def _matrix(x, name: str):
@@ -116,6 +126,7 @@ def _matrix(x, name: str):
     a = _numpy(x)
     if a.ndim != 2:
         raise ValueError(f"{name}: expected shape (T, N), one sample, got {tuple(a.shape)}")
+    _check_not_empty(a, name)
     return a
 
 
@@ -181,6 +192,7 @@ def plot_hysteresis(drive, states, path, *, labels=None, title: str | None = Non
     if s.ndim not in (1, 2) or s.shape[0] != len(u):
         raise ValueError(f"states: expected shape ({len(u)},) or ({len(u)}, N), one row per "
                          f"drive step, got {tuple(s.shape)}")
+    _check_not_empty(s, "states")
     s = s.reshape(len(u), -1)
     _check_labels(labels, s.shape[1])
     plt = _pyplot()
@@ -204,6 +216,7 @@ def plot_state_traces(states, path, *, inputs=None, labels=None,
     s = _numpy(states)
     if s.ndim not in (1, 2):
         raise ValueError(f"states: expected shape (T,) or (T, N), got {tuple(s.shape)}")
+    _check_not_empty(s, "states")
     s = s.reshape(s.shape[0], -1)
     _check_labels(labels, s.shape[1])
     if inputs is not None:
