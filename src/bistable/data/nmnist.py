@@ -134,7 +134,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise OSError(err.errno, err.strerror, str(path)) from None
 
 
@@ -463,7 +464,7 @@ class FrameCache:
                 key, root = saved["key"], saved.get("root")
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
-            if root not in (None, self.root) and Path(root).is_dir():
+            if isinstance(root, str) and root != self.root and Path(root).is_dir():
                 continue
             if {k: v for k, v in key.items() if k != "files"} == binning:
                 meta.with_suffix(".frames").unlink(missing_ok=True)
