@@ -317,6 +317,21 @@ def test_two_torchrun_ranks_calibrate_on_the_whole_batch(tmp_path):
     assert where["ranks"] == 2
 
 
+def test_two_torchrun_ranks_draw_the_dropout_masks_of_one_process(tmp_path):
+    """Each rank drew its slice's masks from the same random state: rank 1's samples got rank
+    0's masks (step-1 loss 4.61 against one process's 18.78)."""
+    args = ["train", "copy-first-input", *TINY, "--model", "src", "--hidden", "16", "--layers",
+            "2", "--seq-len", "20", "--steps", "2", "--log-every", "1", "--option",
+            "dropout=0.5"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    proc = torchrun(*args, "--out", str(tmp_path / "two"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (json.loads(Path(tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
+    losses = [[h["loss"] for h in m["history"] if "loss" in h] for m in (one, two)]
+    assert len(losses[0]) == 2 and losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert two["eval"][0]["loss"] == pytest.approx(one["eval"][0]["loss"], rel=1e-5)
+
+
 def test_a_refused_out_stops_every_rank_with_one_message(tmp_path):
     """Rank 0 alone claims --out; the other rank waited in DDP's set-up and died with a gloo
     traceback ("Connection closed by peer") when rank 0 was refused."""

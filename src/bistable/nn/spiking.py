@@ -133,8 +133,7 @@ class SpikingNetwork(nn.Module):
             spikes.append(h)
             new.append(s)
             if self.training and self.dropout and k < len(self.layers) - 1:
-                keep = torch.empty_like(h[:, :1]).bernoulli_(1 - self.dropout)
-                h = h * keep / (1 - self.dropout)
+                h = h * _keep_mask(h[:, :1], 1 - self.dropout) / (1 - self.dropout)
         R, r = self.readout(h, state[-1])
         return R, (*new, r), spikes
 
@@ -233,6 +232,18 @@ class SpikingNetwork(nn.Module):
         for layer in self.layers:
             layer.perturb_(sigma, generator)
         return self
+
+
+def _keep_mask(like: torch.Tensor, keep: float) -> torch.Tensor:
+    """Bernoulli(``keep``) of the shape of ``like`` (one per sample and neuron). Under
+    ``torch.distributed`` each rank holds its slice of the global batch and the same random
+    state, so the masks of the whole batch are drawn and this rank's kept: the run draws the
+    masks of one process (each rank drawing its own would repeat rank 0's)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return torch.empty_like(like).bernoulli_(keep)
+    B, rank = like.shape[0], torch.distributed.get_rank()
+    whole = like.new_empty((B * torch.distributed.get_world_size(), *like.shape[1:]))
+    return whole.bernoulli_(keep)[rank * B:(rank + 1) * B]
 
 
 def _gathered(value):
