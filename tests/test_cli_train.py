@@ -340,9 +340,32 @@ def test_a_refused_out_stops_every_rank_with_one_message(tmp_path):
     with loop._claimed(out):
         proc = torchrun("train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out))
     assert proc.returncode != 0
-    assert proc.stderr.count("bistable: error: --out") >= 1
+    assert proc.stderr.count("bistable: error: --out") == 1
     assert "another run is writing there" in proc.stderr
     assert "Connection closed" not in proc.stderr and "[rank1]" not in proc.stderr
+
+
+def test_a_user_error_under_torchrun_is_said_once(tmp_path):
+    """Every rank printed it, the two lines at times run together into one."""
+    for bad, message in ((["--seed", "-1"], "bistable: error: --seed must be in [0, 2**32)"),
+                         (["--steps", "abc"], "bistable: error: argument --steps")):
+        proc = torchrun("train", "copy-first-input", *TINY, *bad, "--out", str(tmp_path / "x"),
+                        timeout=120)
+        assert proc.returncode != 0 and proc.stderr.count(message) == 1, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (ValueError("--lr must be finite"), ""),  # rank 0 says it, for every rank
+    (OSError(28, "No space left on device", "x"),
+     "bistable: [rank 1] error: [Errno 28] No space left on device: 'x'\n")])
+def test_rank_1_says_only_the_errors_that_may_be_its_own(monkeypatch, capsys, error, said):
+    def fail(args):
+        raise error
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(commands, "_train", fail)
+    assert main(["train", "copy-first-input", "--model", "bmru", "--out", "x"]) == 2
+    assert capsys.readouterr().err == said
 
 
 def test_two_torchrun_ranks_train_the_lif_peer_with_evaluations(tmp_path):

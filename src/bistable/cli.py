@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
@@ -69,8 +70,17 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one ``bistable: error:`` line and exit code 2 (sub-commands included)."""
 
     def error(self, message):
-        print(f"bistable: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        _say(f"error: {message} (see `{self.prog} --help`)", every_rank=False)
         raise SystemExit(2)
+
+
+def _say(message: str, *, every_rank: bool) -> None:
+    """``bistable: <message>`` on stderr. Under torchrun (``RANK`` set) an error that follows
+    from the arguments alone is the same on every rank and is said by rank 0 only; one that may
+    be a rank's own (a full disk, its memory) by every rank, each naming itself."""
+    rank = int(os.environ.get("RANK") or 0)
+    if rank == 0 or every_rank:
+        print(f"bistable: {f'[rank {rank}] ' if rank else ''}{message}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,14 +130,17 @@ def _main(argv: list[str] | None) -> int:
         return int(done.code or 0)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError) as err:
-        print(f"bistable: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:  # the arguments' fault
+        _say(f"error: {err}", every_rank=False)
+        return 2
+    except OSError as err:
+        _say(f"error: {err}", every_rank=True)
         return 2
     except RuntimeError as err:  # sizes beyond the memory: torch's allocator says so, at length
         if not _out_of_memory(err):
             raise
-        print(f"bistable: error: out of memory ({str(err).splitlines()[0]}); give smaller sizes "
-              "(--hidden, --batch-size, --seq-len)", file=sys.stderr)
+        _say(f"error: out of memory ({str(err).splitlines()[0]}); give smaller sizes "
+             "(--hidden, --batch-size, --seq-len)", every_rank=True)
         return 2
     except KeyboardInterrupt:
         print("bistable: interrupted", file=sys.stderr)
