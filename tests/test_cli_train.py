@@ -461,9 +461,10 @@ def test_teardown_leaves_no_process_group_behind():
 
 
 def test_resume_keeps_the_run_s_steps_and_evaluations_unless_given_again(tmp_path, capsys):
-    """``--resume`` without ``--steps`` (or ``--eval-samples``) goes on with the run's own, not
-    the defaults: a run killed at step 4 of 6 ends as the whole run does."""
-    run = ["train", "copy-first-input", *TINY, "--checkpoint-every", "2", "--schedule", "constant"]
+    """``--resume`` without ``--steps`` (or ``--eval-samples``, ``--log-every``) goes on with the
+    run's own, not the defaults: a run killed at step 4 of 6 ends as the whole run does."""
+    run = ["train", "copy-first-input", *TINY, "--checkpoint-every", "2", "--schedule", "constant",
+           "--log-every", "3"]
     whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
     assert main([*run, "--steps", "6", "--out", whole]) == 0
     assert main([*run, "--steps", "4", "--out", part]) == 0
@@ -476,6 +477,7 @@ def test_resume_keeps_the_run_s_steps_and_evaluations_unless_given_again(tmp_pat
                  "constant", "--out", part, "--resume"]) == 0
     ours, theirs = (json.loads((Path(d) / "metrics.json").read_text()) for d in (part, whole))
     assert ours["config"]["steps"] == 6 and ours["config"]["eval_samples"] == 16
+    assert ours["config"]["log_every"] == 3  # (the default 10 came back once)
     assert ours["eval"] == theirs["eval"]
 
 

@@ -413,7 +413,8 @@ def test_keep_best_by_accuracy_tests_the_weights_of_the_highest_validation_accur
     _tiny_images(monkeypatch)
     kw = dict(task="smnist", seq_len=None, eval_samples=None, keep_best=True,
               schedule="constant", monitor="accuracy")
-    script_validation([1.0, 3.0, 0.5, 1.0, 3.0], [0.5, 0.75, 0.75, 0.5, 0.75])
+    script_validation([1.0, 3.0, 0.5, 1.0, 3.0] + [1.0] * 4,  # then the resumed run's: lower
+                      [0.5, 0.75, 0.75, 0.5, 0.75] + [0.5] * 4)
     metrics = train(config(tmp_path, "best", **kw))
     assert metrics["best"] == {"step": 8, "val_loss": 3.0, "val_accuracy": 0.75}
     assert json.loads((tmp_path / "best" / "metrics.json").read_text())["best"] == metrics["best"]
@@ -421,6 +422,9 @@ def test_keep_best_by_accuracy_tests_the_weights_of_the_highest_validation_accur
     assert eight["best"]["step"] == 8 and metrics["eval"] == eight["eval"]
     with pytest.raises(ValueError, match="other settings \\(monitor: 'accuracy' -> 'loss'\\)"):
         train(config(tmp_path, "best", **{**kw, "monitor": "loss", "resume": True}))
+    kw.pop("monitor")  # left out on resuming: the run's own, not the default
+    longer = train(config(tmp_path, "best", **{**kw, "steps": 24, "resume": True}))
+    assert longer["config"]["monitor"] == "accuracy" and longer["best"]["step"] == 8
 
 
 def test_keep_best_scores_a_data_set_s_whole_validation_split(tmp_path, monkeypatch):

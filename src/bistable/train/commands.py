@@ -180,7 +180,9 @@ def add_parser(subparsers) -> None:
     size = p.add_argument_group("model size")
     size.add_argument("--layers", type=int, metavar="N")
     size.add_argument("--hidden", type=int, metavar="N")
-    size.add_argument("--params", type=int, metavar="N", help="parameter budget: picks --hidden")
+    size.add_argument("--params", type=int, metavar="N",
+                      help="parameter budget: picks the --hidden whose count is nearest (it may "
+                           "exceed N by a little)")
     size.add_argument("--option", type=parse_option, action="append", metavar="KEY=VALUE",
                       help="model option passed to build_model (repeatable)")
     data = p.add_argument_group("task")
@@ -211,7 +213,8 @@ def add_parser(subparsers) -> None:
                      help="learning rate at the end of the cosine (default: --lr / 10)")
     opt.add_argument("--warmup", type=int, metavar="N")
     opt.add_argument("--schedule", choices=("cosine", "constant"))
-    opt.add_argument("--weight-decay", type=float, metavar="F")
+    opt.add_argument("--weight-decay", type=float, metavar="F",
+                     help="AdamW's decoupled weight decay on every parameter (default 0)")
     opt.add_argument("--grad-clip", type=float, metavar="F",
                      help="clip the gradient's global norm at F (default 1; 0: no clipping)")
     opt.add_argument("--write-penalty", type=float, metavar="F",
@@ -245,9 +248,12 @@ def add_parser(subparsers) -> None:
     run.add_argument("--monitor", choices=MONITORS,
                      help="--keep-best's score: the lowest validation loss (default) or the "
                           "highest validation accuracy (classification tasks)")
-    run.add_argument("--checkpoint-every", type=int, metavar="N")
-    run.add_argument("--eval-every", type=int, metavar="N")
-    run.add_argument("--log-every", type=int, metavar="N")
+    run.add_argument("--checkpoint-every", type=int, metavar="N",
+                     help="steps between checkpoints (default: as --eval-every)")
+    run.add_argument("--eval-every", type=int, metavar="N",
+                     help="steps between evaluations (default: a tenth of the run)")
+    run.add_argument("--log-every", type=int, metavar="N",
+                     help="steps between history entries (default 10)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 

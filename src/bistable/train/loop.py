@@ -52,7 +52,10 @@ MAY_CHANGE = ("steps", "epochs", "warmup", "eval_seq_len", "eval_every", "checkp
               "quiet", "compile", "precision")
 # settings a resume keeps from the run where they are not given again (None or [] here)
 KEPT_ON_RESUME = ("steps", "warmup", "eval_seq_len", "eval_every", "checkpoint_every",
-                  "eval_samples", "threads", "data_dir", "precision")
+                  "log_every", "eval_samples", "threads", "data_dir", "precision", "monitor")
+# what resolve makes of a setting left out (None) that has a fixed default: a run saved before
+# the setting existed counts as made with it
+FIXED_DEFAULTS = {"log_every": 10, "monitor": "loss"}
 
 PRECISIONS = ("fp32", "bf16")
 MONITORS = ("loss", "accuracy")  # what keep_best selects on: the lowest loss, the highest accuracy
@@ -104,11 +107,12 @@ class TrainConfig:
     eval_samples: int | None = None    # synthetic: examples per eval set; data sets: None = all
     eval_every: int | None = None      # default: 10 evaluations per run
     checkpoint_every: int | None = None  # default: as eval_every
-    log_every: int = 10
+    log_every: int | None = None       # default 10
     resume: bool = False
     init_from: str | None = None       # start from the model weights of the run in this folder
     keep_best: bool = False            # test the weights of the best validation score
-    monitor: str = "loss"              # keep_best's score: "loss" (lowest) or "accuracy" (highest)
+    monitor: str | None = None         # keep_best's score: "loss" (lowest, the default) or
+                                       # "accuracy" (highest)
     ema: float = 0.0                   # decay of the weights' moving average, which evaluations
                                        # score (0: off, the trained weights themselves)
     quiet: bool = False
@@ -166,6 +170,8 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     c.batch_size = c.batch_size if c.batch_size is not None else d.get("batch_size", 64)
     c.lr = c.lr if c.lr is not None else d.get("lr", 1e-3)
     c.min_lr = c.min_lr if c.min_lr is not None else c.lr / 10
+    for name, default in FIXED_DEFAULTS.items():
+        setattr(c, name, default if getattr(c, name) is None else getattr(c, name))
     if c.data_dir is not None:  # saved as a full path: the run resumes and evaluates from anywhere
         c.data_dir = str(Path(c.data_dir).expanduser().resolve())
     c.seq_len = task.seq_len(c.seq_len)
@@ -434,7 +440,7 @@ def differences(saved: dict, c: TrainConfig, ignore=MAY_CHANGE) -> list[str]:
     saved config (a setting added after the run was made counts as its default), but those in
     ``ignore``."""
     now = dataclasses.asdict(c)
-    saved = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | saved
+    saved = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | FIXED_DEFAULTS | saved
     return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now
             if k not in ignore and saved[k] != now[k]]
 
