@@ -37,6 +37,13 @@ def bistable(*args, check=True):
     return proc
 
 
+def test_version_is_the_package_s(capsys):
+    import bistable
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"bistable {bistable.__version__}\n"
+
+
 def test_tasks_lists_every_task(capsys):
     assert main(["tasks"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -84,9 +84,12 @@ def _say(message: str, *, every_rank: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(
         prog="bistable",
         description="Memory recurrent units, LRU hybrids and spiking recurrent cells.")
+    parser.add_argument("--version", action="version", version=f"bistable {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
