@@ -42,6 +42,9 @@ def test_version_is_the_package_s(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"bistable {bistable.__version__}\n"
+    tomllib = pytest.importorskip("tomllib")  # (Python 3.11+) the one the package is built with
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["version"] == bistable.__version__
 
 
 def test_tasks_lists_every_task(capsys):
