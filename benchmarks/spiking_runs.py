@@ -267,10 +267,10 @@ def noise_and_stats(name: str, metrics: dict, sigma: float, draws: int) -> dict:
     out["layers"] = model.spike_stats(x)
     if model.kind == "src" and draws:
         accs = []
-        for seed in range(draws):
-            model.perturb_(sigma, torch.Generator().manual_seed(seed))
-            accs.append(evaluate(model, task, "test", seq_len, n=None)["accuracy"])
-        model.perturb_(0.0)
+        with model.gains_kept():
+            for seed in range(draws):
+                model.perturb_(sigma, torch.Generator().manual_seed(seed))
+                accs.append(evaluate(model, task, "test", seq_len, n=None)["accuracy"])
         out["accuracy_noise"] = accs
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=1))

@@ -202,6 +202,19 @@ def test_noise_helper_perturbs_every_src_layer():
     assert all(bool((layer.r == 2.0).all()) for layer in net.layers)
 
 
+def test_gains_kept_puts_back_the_gains_as_they_were_not_the_nominal_ones():
+    """A network whose gains differ from 2, -7 (drawn once, for training) keeps them through a
+    noise check; perturb_(0) alone would have set them to the nominal values."""
+    net = build_src(4, 2, hidden=8, layers=2)
+    net.perturb_(0.2, torch.Generator().manual_seed(0))
+    own = [(layer.r.clone(), layer.r_s.clone()) for layer in net.layers]
+    with net.gains_kept():
+        net.perturb_(0.1, torch.Generator().manual_seed(1))
+        assert not torch.equal(net.layers[0].r, own[0][0])
+    for layer, (r, r_s) in zip(net.layers, own, strict=True):
+        assert torch.equal(layer.r, r) and torch.equal(layer.r_s, r_s)
+
+
 def test_bad_network_arguments_raise():
     with pytest.raises(ValueError, match="kind"):
         SpikingNetwork("izhikevich", 4, 8, 1)
@@ -399,6 +412,9 @@ def test_lif_network_trains_through_the_surrogate():
     assert float(net.layers[0].linear.weight.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="perturb_"):
         net.perturb_(0.1)
+    with pytest.raises(ValueError, match="gains_kept: only SRC networks"):
+        with net.gains_kept():
+            pass
 
 
 def test_lif_without_snntorch_names_the_extra(monkeypatch):

@@ -7,6 +7,7 @@ integrated scores ``R`` ``(B, T, n_classes)``; train with cross-entropy on ``R[:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -232,6 +233,23 @@ class SpikingNetwork(nn.Module):
         for layer in self.layers:
             layer.perturb_(sigma, generator)
         return self
+
+    @contextlib.contextmanager
+    def gains_kept(self):
+        """Every layer's ``r``, ``r_s`` as they are now, put back on leaving: the frame for the
+        draws of :meth:`perturb_` (whose ``sigma=0`` would restore the nominal values instead,
+        losing gains that differ from them, e.g. drawn once for training)."""
+        if self.kind != "src":
+            raise ValueError(f"gains_kept: only SRC networks have r, r_s; this one is "
+                             f"{self.kind!r}")
+        saved = [(layer.r.clone(), layer.r_s.clone()) for layer in self.layers]
+        try:
+            yield self
+        finally:
+            with torch.no_grad():
+                for layer, (r, r_s) in zip(self.layers, saved, strict=True):
+                    layer.r.copy_(r)
+                    layer.r_s.copy_(r_s)
 
 
 def _keep_mask(like: torch.Tensor, keep: float) -> torch.Tensor:

@@ -147,14 +147,12 @@ def _perturbed(model, task, lengths, n, device, sigma: float, draws: int) -> lis
     """The noise-robustness check of an SRC network: each neuron's ``r``, ``r_s`` drawn around
     their values with relative ``sigma`` (``perturb_``, draw ``k`` seeded ``k``), then restored."""
     out = []
-    try:
+    with model.gains_kept():
         for draw in range(draws):
             model.perturb_(sigma, torch.Generator().manual_seed(draw))
             out += [{"sigma": sigma, "draw": draw,
                      **evaluate(model, task, "test", length, n=n, device=device)}
                     for length in lengths]
-    finally:
-        model.perturb_(0.0)
     return out
 
 
