@@ -55,6 +55,7 @@ from bistable.nn.encoders import flatten_frames, rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
 from bistable.train.loop import TrainConfig, learning_rate  # noqa: E402
 from bistable.units.src import ramp_train_noise  # noqa: E402
+from bistable.units.surrogate import heaviside  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -74,6 +75,33 @@ def train_step(net, opt, x, y, clip: float | None = None) -> tuple[float, int, f
     return loss.item(), int((R[:, -1].detach().argmax(1) == y).sum()), norm
 
 
+class PlainLeaky(torch.nn.Module):
+    """snnTorch ``Leaky``'s step as plain PyTorch, for the throughput rows only: the reset
+    ``H(mem - θ)`` of the incoming membrane (no gradient), ``mem = β mem + input - reset θ``,
+    the spike ``H(mem - θ)`` with the arctan surrogate of slope α (``bistable``'s sharpness
+    α / 2 is the same function). What a user writing the LIF peer by hand would time, without
+    snnTorch's per-step bookkeeping (a second surrogate call for the reset, its clone, β's clamp,
+    the graded-spike factor)."""
+
+    def __init__(self, beta: float = 0.95, threshold: float = 1.0, slope: float = 2.0):
+        super().__init__()
+        self.beta, self.threshold, self.sharpness = beta, threshold, slope / 2
+
+    def forward(self, drive: torch.Tensor, mem: torch.Tensor):
+        reset = (mem > self.threshold).to(drive.dtype)
+        mem = self.beta * mem + drive - reset * self.threshold
+        return heaviside(mem - self.threshold, "atan", self.sharpness), mem
+
+
+def plain_lif(net: SpikingNetwork) -> SpikingNetwork:
+    """``net`` (kind ``lif``, snnTorch's defaults) with every layer's snnTorch ``Leaky`` replaced
+    by :class:`PlainLeaky`: the same network, computed without snnTorch."""
+    for layer in net.layers:
+        leaky = layer.leaky
+        layer.leaky = PlainLeaky(float(leaky.beta), float(leaky.threshold), layer.slope)
+    return net
+
+
 def throughput(args) -> list[dict]:
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -82,10 +110,11 @@ def throughput(args) -> list[dict]:
     x = rate_code(images, generator=torch.Generator().manual_seed(0)).to(device)
     y = torch.randint(0, 10, (args.tp_batch,)).to(device)
     setups = {"src": ("src", {}), "src (fused loop)": ("src", {"compile_loop": True}),
-              "lif": ("lif", {})}
+              "lif": ("lif", {}), "lif (plain loop)": ("lif", {})}
     steps = {}
     for name, (kind, kw) in setups.items():
-        net = SpikingNetwork(kind, 784, args.tp_hidden, args.tp_layers, **kw).to(device)
+        net = SpikingNetwork(kind, 784, args.tp_hidden, args.tp_layers, **kw)
+        net = (plain_lif(net) if name == "lif (plain loop)" else net).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         steps[name] = (lambda net=net, opt=opt: train_step(net, opt, x, y))
         steps[name]()  # warm-up (and compilation)
@@ -411,7 +440,9 @@ def throughput_md(section: dict) -> str:
             f"{a.get('threads') or 'default'} torch thread(s); median of "
             f"{a['tp_rounds']} interleaved rounds on {a.get('device', 'cpu')}; `src`: the eager "
             "Python loop, `src (fused loop)`: `compile_loop=True` (the C++ kernel on CPU, the "
-            "Triton kernel on CUDA); `load_avg_1min`: the machine's load average when measured "
+            "Triton kernel on CUDA); `lif`: snnTorch's `Leaky`, the issue's peer; `lif (plain "
+            "loop)`: the same equations as a plain PyTorch loop (`PlainLeaky`, what a hand-"
+            "written peer costs); `load_avg_1min`: the machine's load average when measured "
             "(other jobs shared its cores).\n\n"
             + table(section["rows"], ["model", "seconds_per_step", "samples_per_s", "vs_lif",
                                       "load_avg_1min"]) + "\n")

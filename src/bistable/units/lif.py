@@ -54,7 +54,7 @@ class LIF(nn.Module):
         for name, value in (("threshold", threshold), ("slope", slope)):
             check_number(value, name, lambda v: v > 0, "a finite number > 0")
         snntorch, surrogate = _snntorch()
-        self.input_size, self.hidden_size = input_size, hidden_size
+        self.input_size, self.hidden_size, self.slope = input_size, hidden_size, slope
         self.linear = nn.Linear(input_size, hidden_size)
         self.leaky = snntorch.Leaky(beta=beta, threshold=threshold,
                                     spike_grad=surrogate.atan(alpha=slope),
