@@ -159,3 +159,14 @@ def test_strided_inputs_through_linear_scan():
                              a, b, h0, False, w)
     for name, x, y in zip(("h", "da", "db", "dh0"), got, want):
         torch.testing.assert_close(x.cpu(), y, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_a_compiled_scan_finds_the_triton_backend_on_its_first_call():
+    """The backend registers itself on first use, and a compiled graph's first call came before
+    that registration (dynamo replays it after the graph): KeyError 'triton' on every call."""
+    BACKENDS.pop("triton", None)
+    scan_fn = torch.compile(lambda a, b: linear_scan(a, b, backend="triton"),
+                            backend="aot_eager", fullgraph=True)
+    a, b, _ = _inputs(2, 20, 3, torch.float32, seed=6)
+    torch.testing.assert_close(scan_fn(a.to(DEVICE), b.to(DEVICE)).cpu(),
+                               linear_scan_reference(a, b), rtol=1e-5, atol=1e-6)

@@ -66,6 +66,16 @@ def backward_by_scan(forward: Forward, a, h, h0, grad_h, reverse: bool, need_da:
 
 BACKENDS: dict[str, Backend] = {}
 """The scan backends by name (filled by :mod:`.dispatch`; tests add tuned variants)."""
+LOADERS: dict[str, Callable[[], "Backend | None"]] = {}
+"""Backends imported on first use, by name: the function that imports and registers one."""
+
+
+def _backend(name: str) -> Backend:
+    """``BACKENDS[name]``, imported now if not yet: a compiled graph's first call can come before
+    the registration done while tracing it, which dynamo replays only after the graph runs."""
+    if name not in BACKENDS and name in LOADERS:
+        LOADERS[name]()
+    return BACKENDS[name]
 
 
 # the operators' schemas are read from these annotations: evaluated (no `from __future__ import
@@ -73,7 +83,7 @@ BACKENDS: dict[str, Backend] = {}
 @torch.library.custom_op("bistable::linear_scan", mutates_args=())
 def scan_op(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool, backend: str) -> Tensor:  # noqa: UP045
     """``h`` by the backend named ``backend`` (inputs contiguous, of one dtype it stores)."""
-    return BACKENDS[backend].forward(a, b, h0, reverse)
+    return _backend(backend).forward(a, b, h0, reverse)
 
 
 @scan_op.register_fake
@@ -94,9 +104,9 @@ def scan_backward_op(a: Tensor, h: Tensor, h0: Optional[Tensor], grad_h: Tensor,
 def _backward_by(backend: str, a, h, h0, grad_h, reverse: bool, need_da: bool = True):
     """``(da, db, dh0)`` by the backend's fused backward, or built from its forward (``da``
     None when not ``need_da``)."""
-    fused = BACKENDS[backend].backward
+    fused = _backend(backend).backward
     if fused is None:
-        return backward_by_scan(BACKENDS[backend].forward, a, h, h0, grad_h, reverse, need_da)
+        return backward_by_scan(_backend(backend).forward, a, h, h0, grad_h, reverse, need_da)
     return fused(a, h, h0, grad_h, reverse, need_da)
 
 
@@ -127,7 +137,7 @@ class _EagerScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, h0, reverse, backend):
-        h = BACKENDS[backend].forward(a, b, h0, reverse)
+        h = _backend(backend).forward(a, b, h0, reverse)
         ctx.save_for_backward(a, h, h0)
         ctx.reverse, ctx.backend = reverse, backend
         return h

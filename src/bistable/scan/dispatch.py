@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .autograd import BACKENDS, Backend, scan
+from .autograd import BACKENDS, LOADERS, Backend, scan
 from .cpu import scan_cpu
 from .reference import linear_scan_reference
 
@@ -32,6 +32,9 @@ def _triton_backend() -> Backend | None:
         BACKENDS["triton"] = triton_scan.BACKEND
         _NATIVE["triton"] = triton_scan.NATIVE_DTYPES
     return BACKENDS["triton"]
+
+
+LOADERS["triton"] = _triton_backend
 
 
 def _pick(name: str, device: torch.device) -> str:
