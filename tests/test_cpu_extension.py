@@ -3,6 +3,7 @@ torch's OpenMP (a build that silently lost its vector or OpenMP flags would stil
 value test, only slower)."""
 
 import sys
+import warnings
 
 import pytest
 import torch
@@ -59,12 +60,31 @@ def test_another_source_gets_another_build(builds):
     assert one != two and one == again
 
 
-def test_a_lock_left_by_a_killed_build_is_named(builds, tmp_path):
+def test_a_lock_left_by_a_killed_build_is_removed(builds, tmp_path):
+    """Torch's baton, left by a build killed half-way, made every later process wait forever:
+    holding the build's flock (released by the system when its holder dies), the baton is
+    stale and goes."""
     load_cpu_extension("bistable_x", "// source", ["forward"])
     folder = tmp_path / builds[0][0][0]
-    (folder / "lock").touch()  # torch would wait for it without a word
-    with pytest.warns(UserWarning, match=f"if none is running, delete {folder / 'lock'}"):
+    (folder / "lock").touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not waited for, nor named
         load_cpu_extension("bistable_x", "// source", ["forward"])
+    assert not (folder / "lock").exists() and len(builds) == 2
+
+
+def test_a_live_build_is_waited_for_and_said(builds, tmp_path):
+    import fcntl
+    import threading
+
+    load_cpu_extension("bistable_x", "// source", ["forward"])
+    folder = tmp_path / builds[0][0][0]
+    with open(folder / ".build.flock", "a") as held:  # another process building
+        fcntl.flock(held, fcntl.LOCK_EX)
+        threading.Timer(0.5, lambda: fcntl.flock(held, fcntl.LOCK_UN)).start()
+        with pytest.warns(UserWarning, match="waiting for another process's build of bistable_x"):
+            load_cpu_extension("bistable_x", "// source", ["forward"])
+    assert len(builds) == 2
 
 
 @pytest.mark.parametrize("error", [

@@ -9,6 +9,7 @@ built (no compiler or ninja, an unwritable cache) the units run their PyTorch lo
 warning saying why: ``compile_loop`` is a speed option.
 """
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -16,6 +17,11 @@ import warnings
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 
 def load_cpu_extension(name: str, source: str, functions: list[str]):
@@ -70,8 +76,30 @@ def _build(name, source, functions, isa, cflags, ldflags, root):
     full_name = f"{name}_{isa.lower()}_{digest}"
     folder = root / full_name
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "lock").exists():  # torch waits for it without a word, forever if stale
-        warnings.warn(f"compile_loop: waiting for another process's build of {full_name}; "
-                      f"if none is running, delete {folder / 'lock'}", stacklevel=5)
-    return load_inline(full_name, source, functions=functions, extra_cflags=cflags,
-                       extra_ldflags=ldflags, build_directory=str(folder))
+    with _builder(folder, full_name):
+        return load_inline(full_name, source, functions=functions, extra_cflags=cflags,
+                           extra_ldflags=ldflags, build_directory=str(folder))
+
+
+@contextlib.contextmanager
+def _builder(folder: Path, full_name: str):
+    """Hold ``folder``'s build: an ``flock`` on ``.build.flock``, which the system releases when
+    its holder dies. Torch's own baton (``lock``) is a plain file that a killed build leaves
+    behind, and torch then waits for it forever; holding the flock, this process is the only
+    builder, so a baton found then is stale and removed. (Without ``fcntl``, as on Windows, the
+    baton is only named when found.)"""
+    if fcntl is None:
+        if (folder / "lock").exists():
+            warnings.warn(f"compile_loop: waiting for another process's build of {full_name}; "
+                          f"if none is running, delete {folder / 'lock'}", stacklevel=6)
+        yield
+        return
+    with open(folder / ".build.flock", "a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            warnings.warn(f"compile_loop: waiting for another process's build of {full_name}",
+                          stacklevel=6)
+            fcntl.flock(held, fcntl.LOCK_EX)
+        (folder / "lock").unlink(missing_ok=True)
+        yield
