@@ -156,6 +156,38 @@ def test_units_without_their_fused_loop_run_the_pytorch_loop(monkeypatch, tmp_pa
         module._cpu_kernel.cache_clear()
 
 
+@pytest.mark.parametrize("unit", ["BRC", "NBRC"])
+def test_a_compiled_unit_without_its_fused_loop_runs_the_pytorch_loop(monkeypatch, tmp_path,
+                                                                      unit):
+    """Traced before the build was looked up, the operator met a loop that cannot be built: it
+    raised (the eager unit warned and fell back). It computes the PyTorch loop now, values and
+    gradients."""
+    import bistable as bs
+    from bistable.units import brc_loop
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load_inline",
+                        lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("no c++")))
+    brc_loop._cpu_kernel.cache_clear()
+    try:
+        torch.manual_seed(0)
+        fused = getattr(bs, unit)(3, 4, compile_loop=True).double()
+        plain = getattr(bs, unit)(3, 4).double()
+        plain.load_state_dict(fused.state_dict())
+        x = torch.randn(2, 5, 3, dtype=torch.float64)
+        compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
+        with pytest.warns(UserWarning, match="could not be built"):
+            y, _ = compiled(x)
+        want, _ = plain(x)
+        torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+        y.square().sum().backward()
+        want.square().sum().backward()
+        for (name, p), q in zip(fused.named_parameters(), plain.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+    finally:
+        brc_loop._cpu_kernel.cache_clear()
+
+
 def test_the_fused_operators_check_their_operands():
     """Called directly, the operators refuse sizes their kernels would trust (a short ``h0`` made
     the C++ loop write past its buffers)."""

@@ -57,26 +57,18 @@ class BRC(nn.Module):
         with torch.no_grad():
             self.w.fill_(1.0)
 
-    def _recurrent(self, h: torch.Tensor) -> torch.Tensor:
-        """The gates' recurrent drive [w_a ⊙ h; w_c ⊙ h], ``(B, 2H)``."""
-        return self.w * h.repeat(1, 2)
-
     def _recurrent_weight(self) -> torch.Tensor:
-        """The gates' recurrent weights as the fused loop takes them: [w_a; w_c] ``(2H,)``."""
+        """The gates' recurrent weights as the loops take them: [w_a; w_c] ``(2H,)``."""
         return self.w
 
     def _gates(self, u_g: torch.Tensor, h_prev: torch.Tensor):
         """``(a, c)``, each ``(N, H)``, from the gate projections u_g = [U_a x; U_c x] ``(N, 2H)``
         and the previous state ``(N, H)``."""
-        H = self.hidden_size
-        g = u_g + self._recurrent(h_prev) + self.bias
-        return 1 + torch.tanh(g[:, :H]), torch.sigmoid(g[:, H:])
+        return brc_loop.gate_values(u_g, h_prev, self.bias, self._recurrent_weight())
 
     def _cell(self, u_t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One update from the input projections u_t = [U_a x_t; U_c x_t; U x_t], ``(B, 3H)``."""
-        H = self.hidden_size
-        a, c = self._gates(u_t[:, : 2 * H], h)
-        return c * h + (1 - c) * torch.tanh(u_t[:, 2 * H :] + a * h)
+        return brc_loop.cell(u_t, h, self.bias, self._recurrent_weight())
 
     def gates(self, x: torch.Tensor, y: torch.Tensor, state: torch.Tensor | None = None):
         """The gates ``(a, c)``, each ``(B, T, H)``, of the forward that gave ``y`` from ``x`` and
@@ -132,9 +124,6 @@ class NBRC(BRC):
         with torch.no_grad():
             nn.init.orthogonal_(self.W[:H])
             nn.init.orthogonal_(self.W[H:])
-
-    def _recurrent(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.W.T
 
     def _recurrent_weight(self) -> torch.Tensor:
         return self.W

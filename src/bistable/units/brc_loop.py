@@ -166,6 +166,33 @@ std::vector<at::Tensor> backward(at::Tensor gy, at::Tensor u, at::Tensor h0, at:
 """
 
 
+def gate_values(u_g: Tensor, h: Tensor, bias: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """The gates ``(a, c)`` ``(N, H)`` of SPEC.md §5 from their input projections ``u_g`` =
+    [U_a x; U_c x] ``(N, 2H)``, the previous state ``h`` and the recurrent weights: ``w``
+    ``(2H,)``, [w_a ⊙ h; w_c ⊙ h] (BRC), or ``W`` ``(2H, H)``, ``h Wᵀ`` (nBRC)."""
+    H = h.shape[1]
+    g = u_g + (w * h.repeat(1, 2) if w.dim() == 1 else h @ w.T) + bias
+    return 1 + torch.tanh(g[:, :H]), torch.sigmoid(g[:, H:])
+
+
+def cell(u_t: Tensor, h: Tensor, bias: Tensor, w: Tensor) -> Tensor:
+    """One update, ``h_t = c ⊙ h + (1 − c) ⊙ tanh(U x_t + a ⊙ h)``, from u_t = [U_a x_t; U_c x_t;
+    U x_t] ``(B, 3H)``: the plain PyTorch step that the fused loop computes."""
+    H = h.shape[1]
+    a, c = gate_values(u_t[:, : 2 * H], h, bias, w)
+    return c * h + (1 - c) * torch.tanh(u_t[:, 2 * H :] + a * h)
+
+
+def _pytorch_loop(u: Tensor, bias: Tensor, w: Tensor, h0: Tensor) -> Tensor:
+    """:func:`cell` over the sequence: what the operators compute where the C++ loop cannot be
+    built (a graph ``torch.compile`` traced before it knew)."""
+    h, out = h0, []
+    for u_t in u.unbind(1):
+        h = cell(u_t, h, bias, w)
+        out.append(h)
+    return torch.stack(out, dim=1)
+
+
 @functools.cache
 def _cpu_kernel():
     """The fused loop (:data:`_CPP`), built on first use (:func:`load_cpu_extension`; None where
@@ -190,9 +217,8 @@ def brc_loop(u: Tensor, bias: Tensor, w: Tensor, h0: Tensor) -> Tensor:
     check_operands(("u", u), 3, u=(u, (B, T, 3 * H)), h0=(h0, (B, H)), bias=(bias, (2 * H,)),
                    w=(w, (2 * H,) if w.dim() == 1 else (2 * H, H)))
     kernel = _cpu_kernel()
-    if kernel is None:
-        raise ValueError("brc_loop: the fused C++ loop could not be built here (see the warning); "
-                         "run the unit with compile_loop=False")
+    if kernel is None:  # not buildable here (warned once): the same loop in PyTorch
+        return _pytorch_loop(u, bias, w, h0)
     return kernel.forward(u.contiguous(), h0.contiguous(), bias.contiguous(),
                           _kernel_weights(w), w.dim() == 2)
 
@@ -207,6 +233,9 @@ def brc_loop_backward(grad_h: Tensor, u: Tensor, bias: Tensor, w: Tensor, h0: Te
                       h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradients into ``u``, ``bias``, ``w`` and ``h0`` (the reverse recurrence above)."""
     full, H = w.dim() == 2, h0.shape[1]
+    if _cpu_kernel() is None:  # the PyTorch loop's gradients, by torch.func (which works below
+        _, pull = torch.func.vjp(_pytorch_loop, u, bias, w, h0)  # the autograd key, as here)
+        return pull(grad_h)
     du, gh0 = _cpu_kernel().backward(grad_h.contiguous(), u.contiguous(), h0.contiguous(),
                                      h.contiguous(), bias.contiguous(), w.contiguous(),
                                      _kernel_weights(w), full)
@@ -238,8 +267,8 @@ brc_loop.register_autograd(_backward, setup_context=_save)
 def supported(x: Tensor) -> bool:
     """Whether the fused loop runs ``x``: a float32/64 tensor on the CPU, where the loop builds
     (else the unit runs its PyTorch loop; :func:`load_cpu_extension` warns once). While
-    ``torch.compile`` traces, the build is not looked up (the operator is opaque to it, and says
-    so where the loop cannot be built)."""
+    ``torch.compile`` traces, the build is not looked up (the operator is opaque to it, and runs
+    :func:`cell` step by step where the loop cannot be built)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
     return torch.compiler.is_compiling() or _cpu_kernel() is not None
