@@ -166,8 +166,11 @@ def test_a_compiled_unit_without_its_fused_loop_runs_the_pytorch_loop(monkeypatc
     from bistable.units import brc_loop
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.setattr(cpp_extension, "load_inline",
-                        lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("no c++")))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("c++: not found")
+
+    monkeypatch.setattr(cpp_extension, "load_inline", fail)
     brc_loop._cpu_kernel.cache_clear()
     try:
         torch.manual_seed(0)
