@@ -46,7 +46,7 @@ GPU=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[1].lo
 if has src; then  # the anchor of issue 9: 4 hidden layers of 256, T = 220, batch 128
     timeout 100 python3 benchmarks/src.py --device cuda --tp-batch 128 --tp-rounds 7 \
         --datasets --name "src_gpu_$GPU" >"$LOG/src.log" 2>&1
-    echo "src benchmark: exit $?"; grep "^|" "$LOG/src.log" | tail -n 5
+    echo "src benchmark: exit $?"; grep "^|" "$LOG/src.log" | tail -n 6
 fi
 
 if has psmnist; then  # one process per cell (launch-bound, they share the GPU)
