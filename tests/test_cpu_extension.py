@@ -128,67 +128,59 @@ def test_a_compiler_without_openmp_builds_the_loop_on_one_thread(monkeypatch, bu
     assert without["build_directory"] == str(tmp_path / second[0])
 
 
-@pytest.mark.parametrize("unit", ["BRC", "NBRC", "SRC"])
-def test_units_without_their_fused_loop_run_the_pytorch_loop(monkeypatch, tmp_path, unit):
-    """``compile_loop=True`` where nothing can be built: the unit's own loop, one warning, the
-    same values as ``compile_loop=False``."""
+@pytest.fixture
+def unbuildable(monkeypatch, tmp_path):
+    """No fused loop can be built (``load_inline`` fails); ``unbuildable(unit)`` gives a unit with
+    ``compile_loop=True``, the same unit without it (same weights) and an input, float64. The
+    loops' remembered builds are forgotten before and after."""
     import bistable as bs
     from bistable.units import brc_loop, src_loop
 
-    module = src_loop if unit == "SRC" else brc_loop
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     def fail(*args, **kwargs):
         raise RuntimeError("c++: not found")
 
-    monkeypatch.setattr(cpp_extension, "load_inline", fail)
-    module._cpu_kernel.cache_clear()
-    try:
+    def make(unit):
         torch.manual_seed(0)
         fused = getattr(bs, unit)(3, 4, compile_loop=True).double()
         plain = getattr(bs, unit)(3, 4).double()
         plain.load_state_dict(fused.state_dict())
-        x = torch.randn(2, 5, 3, dtype=torch.float64)
-        with pytest.warns(UserWarning, match="could not be built"):
-            y, _ = fused(x)
-        assert torch.equal(y, plain(x)[0])
-        fused(x)  # warned once: the failure is remembered (the suite turns a second into an error)
-    finally:
+        return fused, plain, torch.randn(2, 5, 3, dtype=torch.float64)
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load_inline", fail)
+    for module in (brc_loop, src_loop):
+        module._cpu_kernel.cache_clear()
+    yield make
+    for module in (brc_loop, src_loop):
         module._cpu_kernel.cache_clear()
 
 
+@pytest.mark.parametrize("unit", ["BRC", "NBRC", "SRC"])
+def test_units_without_their_fused_loop_run_the_pytorch_loop(unbuildable, unit):
+    """``compile_loop=True`` where nothing can be built: the unit's own loop, one warning, the
+    same values as ``compile_loop=False``."""
+    fused, plain, x = unbuildable(unit)
+    with pytest.warns(UserWarning, match="could not be built"):
+        y, _ = fused(x)
+    assert torch.equal(y, plain(x)[0])
+    fused(x)  # warned once: the failure is remembered (the suite turns a second into an error)
+
+
 @pytest.mark.parametrize("unit", ["BRC", "NBRC"])
-def test_a_compiled_unit_without_its_fused_loop_runs_the_pytorch_loop(monkeypatch, tmp_path,
-                                                                      unit):
+def test_a_compiled_unit_without_its_fused_loop_runs_the_pytorch_loop(unbuildable, unit):
     """Traced before the build was looked up, the operator met a loop that cannot be built: it
     raised (the eager unit warned and fell back). It computes the PyTorch loop now, values and
     gradients."""
-    import bistable as bs
-    from bistable.units import brc_loop
-
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-
-    def fail(*args, **kwargs):
-        raise RuntimeError("c++: not found")
-
-    monkeypatch.setattr(cpp_extension, "load_inline", fail)
-    brc_loop._cpu_kernel.cache_clear()
-    try:
-        torch.manual_seed(0)
-        fused = getattr(bs, unit)(3, 4, compile_loop=True).double()
-        plain = getattr(bs, unit)(3, 4).double()
-        plain.load_state_dict(fused.state_dict())
-        x = torch.randn(2, 5, 3, dtype=torch.float64)
-        compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
-        with pytest.warns(UserWarning, match="could not be built"):
-            y, _ = compiled(x)
-        want, _ = plain(x)
-        torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
-        y.square().sum().backward()
-        want.square().sum().backward()
-        for (name, p), q in zip(fused.named_parameters(), plain.parameters(), strict=True):
-            torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
-    finally:
-        brc_loop._cpu_kernel.cache_clear()
+    fused, plain, x = unbuildable(unit)
+    compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
+    with pytest.warns(UserWarning, match="could not be built"):
+        y, _ = compiled(x)
+    want, _ = plain(x)
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+    y.square().sum().backward()
+    want.square().sum().backward()
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_the_fused_operators_check_their_operands():

@@ -171,7 +171,8 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     c.lr = c.lr if c.lr is not None else d.get("lr", 1e-3)
     c.min_lr = c.min_lr if c.min_lr is not None else c.lr / 10
     for name, default in FIXED_DEFAULTS.items():
-        setattr(c, name, default if getattr(c, name) is None else getattr(c, name))
+        if getattr(c, name) is None:
+            setattr(c, name, default)
     if c.data_dir is not None:  # saved as a full path: the run resumes and evaluates from anywhere
         c.data_dir = str(Path(c.data_dir).expanduser().resolve())
     c.seq_len = task.seq_len(c.seq_len)

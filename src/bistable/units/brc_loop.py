@@ -232,13 +232,13 @@ def _brc_loop_shapes(u, bias, w, h0):
 def brc_loop_backward(grad_h: Tensor, u: Tensor, bias: Tensor, w: Tensor, h0: Tensor,
                       h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradients into ``u``, ``bias``, ``w`` and ``h0`` (the reverse recurrence above)."""
-    full, H = w.dim() == 2, h0.shape[1]
-    if _cpu_kernel() is None:  # the PyTorch loop's gradients, by torch.func (which works below
-        _, pull = torch.func.vjp(_pytorch_loop, u, bias, w, h0)  # the autograd key, as here)
+    full, H, kernel = w.dim() == 2, h0.shape[1], _cpu_kernel()
+    if kernel is None:  # the PyTorch loop's gradients, by torch.func (which works below the
+        _, pull = torch.func.vjp(_pytorch_loop, u, bias, w, h0)  # autograd key, as here)
         return pull(grad_h)
-    du, gh0 = _cpu_kernel().backward(grad_h.contiguous(), u.contiguous(), h0.contiguous(),
-                                     h.contiguous(), bias.contiguous(), w.contiguous(),
-                                     _kernel_weights(w), full)
+    du, gh0 = kernel.backward(grad_h.contiguous(), u.contiguous(), h0.contiguous(),
+                              h.contiguous(), bias.contiguous(), w.contiguous(),
+                              _kernel_weights(w), full)
     d_gates = du[..., : 2 * H]
     h_prev = torch.cat([h0.unsqueeze(1), h[:, :-1]], dim=1)
     if full:  # ∂L/∂W = Σ_t [δ_a; δ_c] h[t-1]ᵀ, one matmul over all steps
