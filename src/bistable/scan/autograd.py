@@ -23,7 +23,8 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+from torch._functorch.utils import unwrap_dead_wrappers
+from torch.autograd import forward_ad
 
 Forward = Callable[..., torch.Tensor]  # (a, b, h0, reverse, out=None) -> h
 
@@ -62,6 +63,23 @@ def backward_by_scan(forward: Forward, a, h, h0, grad_h, reverse: bool, need_da:
     if a.shape[0] == 1 and g.shape[0] != 1:
         da = da.sum(0, keepdim=True)
     return da, g, dh0
+
+
+def apply(function: type[torch.autograd.Function], *args):
+    """``function.apply(*args)`` (all arguments positional) without ``Function.apply``'s
+    Python wrapper: for a ``setup_context``-style function it binds the signature by ``inspect``
+    on every call, about 15 µs, more than the C++ ``apply`` itself costs. Inside ``torch.func``
+    transforms, and while ``torch.compile`` traces, the wrapper is needed, and called."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return super(torch.autograd.Function, function).apply(*unwrap_dead_wrappers(args))
+
+
+def forward_mode() -> bool:
+    """True under forward-mode AD (``torch.func.jvp``/``jacfwd``, ``torch.autograd.forward_ad``)
+    outside ``torch.compile``: a Function's ``jvp`` is needed then, and dynamo cannot trace a
+    Function that has one, so the units apply a subclass with ``jvp`` only here."""
+    return not torch.compiler.is_compiling() and forward_ad._current_level >= 0
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -133,22 +151,92 @@ scan_op.register_autograd(_backward, setup_context=_save)
 
 
 class _EagerScan(torch.autograd.Function):
-    """The operators' autograd for eager mode: the same backend calls, without their dispatch."""
+    """The operators' autograd for eager mode: the same backend calls, without their dispatch.
+
+    The backward runs the backend's (fused) backward, or, when it must itself be differentiable
+    (``create_graph=True``, ``torch.func`` transforms), :func:`_differentiable_backward`: any
+    order then. Forward mode by ``jvp``: the tangent is a scan with the same coefficients,
+    ``ḣ_t = a_t ⊙ ḣ_{t-1} + ȧ_t ⊙ h_{t-1} + ḃ_t``, ``ḣ_{-1} = ḣ_0``. ``vmap`` folds the mapped
+    dimension into the batch."""
 
     @staticmethod
-    def forward(ctx, a, b, h0, reverse, backend):
-        h = _backend(backend).forward(a, b, h0, reverse)
-        ctx.save_for_backward(a, h, h0)
-        ctx.reverse, ctx.backend = reverse, backend
-        return h
+    def forward(a, b, h0, reverse, backend):
+        return _backend(backend).forward(a, b, h0, reverse)
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        a, _, h0, ctx.reverse, ctx.backend = inputs
+        ctx.save_for_backward(a, output, h0)
+        if forward_mode():  # only then: ctx would keep `output` alive
+            ctx.save_for_forward(a, output, h0)
+
+    @staticmethod
     def backward(ctx, grad_h):
         a, h, h0 = ctx.saved_tensors
-        da, db, dh0 = _backward_by(ctx.backend, a, h, h0, grad_h.contiguous(), ctx.reverse,
-                                   ctx.needs_input_grad[0])
-        return da, db, dh0, None, None
+        grad_h, need_da = grad_h.contiguous(), ctx.needs_input_grad[0]
+        if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+            grads = _differentiable_backward(a, h, h0, grad_h, ctx.reverse, ctx.backend, need_da)
+        else:
+            grads = _backward_by(ctx.backend, a, h, h0, grad_h, ctx.reverse, need_da)
+        return *grads, None, None
+
+    @staticmethod
+    def jvp(ctx, da, db, dh0, _reverse, _backend_name):
+        a, h, h0 = ctx.saved_tensors
+        rhs = torch.zeros_like(h) if db is None else db
+        if da is not None:  # + ȧ_t ⊙ h_{t∓1}
+            rhs = rhs + da * _previous(h, h0, ctx.reverse)
+        if dh0 is not None:
+            dh0 = dh0.contiguous()
+        return apply(_EagerScan, a, rhs.contiguous(), dh0, ctx.reverse, ctx.backend)
+
+    @staticmethod
+    def vmap(info, in_dims, a, b, h0, reverse, backend):
+        N = info.batch_size
+        b = _mapped(b, in_dims[1], N)
+        B = b.shape[1]
+        if in_dims[0] is not None or a.shape[0] != 1:  # else a (1, T, D) broadcasts as it is
+            a = _fold(_mapped(a, in_dims[0], N), B)
+        h0 = None if h0 is None else _fold(_mapped(h0, in_dims[2], N))
+        h = apply(_EagerScan, a, _fold(b), h0, reverse, backend)
+        return h.unflatten(0, (N, B)), 0
+
+
+def _differentiable_backward(a, h, h0, grad_h, reverse: bool, backend: str, need_da: bool):
+    """``(da, db, dh0)`` as :func:`backward_by_scan` computes them, in operations autograd and
+    ``torch.func`` differentiate: ``g`` is a :func:`scan` (so itself differentiable) in the
+    other direction with the coefficients ``conj(a_{t±1})``, 0 beyond the edge."""
+    a = a.conj() if a.is_complex() else a
+    edge = torch.zeros_like(a[:, :1])
+    later = torch.cat([edge, a[:, :-1]] if reverse else [a[:, 1:], edge], 1)
+    g = apply(_EagerScan, later, grad_h, None, not reverse, backend)
+    dh0 = None if h0 is None else a[:, -1 if reverse else 0] * g[:, -1 if reverse else 0]
+    if not need_da:
+        return None, g, dh0
+    previous = _previous(h, h0, reverse)
+    da = g * (previous.conj() if previous.is_complex() else previous)
+    if a.shape[0] == 1 and g.shape[0] != 1:
+        da = da.sum(0, keepdim=True)
+    return da, g, dh0
+
+
+def _previous(h, h0, reverse: bool):
+    """``h_{t-1}`` (``h_{t+1}`` when ``reverse``), with ``h0`` (or zeros) beyond the edge."""
+    edge = (torch.zeros_like(h[:, 0]) if h0 is None else h0).unsqueeze(1)
+    return torch.cat([h[:, 1:], edge] if reverse else [edge, h[:, :-1]], 1)
+
+
+def _mapped(x: Tensor, dim, N: int) -> Tensor:
+    """``x`` with the ``vmap``-ped dimension first: moved from ``dim``, or expanded to ``N``
+    where not mapped (``dim`` None)."""
+    return x.unsqueeze(0).expand(N, *x.shape) if dim is None else x.movedim(dim, 0)
+
+
+def _fold(x: Tensor, B: int | None = None) -> Tensor:
+    """``(N, B, ...) → (N·B, ...)``, contiguous; a batch of 1 expanded to ``B`` first if given."""
+    if B is not None:
+        x = x.expand(x.shape[0], B, *x.shape[2:])
+    return x.flatten(0, 1).contiguous()
 
 
 def scan(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool, backend: str) -> Tensor:  # noqa: UP045
@@ -156,4 +244,4 @@ def scan(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool, backend: str
     its autograd: the custom operator while ``torch.compile`` traces, else :class:`_EagerScan`."""
     if torch.compiler.is_compiling():
         return scan_op(a, b, h0, reverse, backend)
-    return _EagerScan.apply(a, b, h0, reverse, backend)
+    return apply(_EagerScan, a, b, h0, reverse, backend)

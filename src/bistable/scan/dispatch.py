@@ -116,7 +116,9 @@ def linear_scan(
     float64, real with complex gives complex). bfloat16/float16 inputs are accumulated in float32
     and returned in their own dtype.
     The backward pass is a scan in the other direction (SPEC.md §1), not autograd of a loop;
-    first order only (a double backward, e.g. a gradient penalty, raises torch's error).
+    with ``create_graph=True`` it is built of such scans itself, so derivatives of any order
+    exist (a gradient penalty, Hessian-vector products). ``torch.func`` transforms work too
+    (``grad``, ``vjp``, ``jacrev``, ``jvp``, ``jacfwd``, ``hessian``, ``vmap``).
 
     The parallel paths (``"cpu"`` chunks, ``"triton"`` tiles) compose products of ``a`` over a
     chunk: where such a product overflows (``|a| > 1`` for long enough) and the state entering

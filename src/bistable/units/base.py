@@ -15,6 +15,16 @@ from torch import nn
 from torch.torch_version import TorchVersion
 
 
+def transforms_active() -> bool:
+    """True inside a ``torch.func`` transform (``grad``, ``vjp``, ``jacrev``, ``jvp``, ``jacfwd``,
+    ``vmap``): the units then run paths made of operations those transforms know (the plain
+    scan and loops), not the fused kernels (C++ loops, Triton) or block-recomputing functions.
+    False while ``torch.compile`` traces (it cannot trace the question; its operators serve)."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def _is_int(n) -> bool:
     return isinstance(n, numbers.Integral) and not isinstance(n, bool)
 
@@ -66,8 +76,9 @@ def _floating(x: torch.Tensor, name: str) -> None:
 def _finite(x: torch.Tensor, name: str) -> None:
     # a sum is NaN/Inf whenever an element is, and is much cheaper than a boolean mask; only when
     # it is not finite (an element, or an overflow of finite ones) is the exact mask checked.
-    # Skipped under torch.compile: a check on values would break the graph.
-    if torch.compiler.is_compiling():
+    # Skipped under torch.compile (a check on values would break the graph) and torch.func
+    # transforms (vmap cannot branch on a value per sample).
+    if torch.compiler.is_compiling() or transforms_active():
         return
     x = x.detach()
     if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):

@@ -41,6 +41,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..scan import linear_scan
+from ..scan.autograd import apply, forward_mode
 from .base import (
     check_flags,
     check_input,
@@ -50,6 +51,7 @@ from .base import (
     check_step_input,
     in_parameter_dtype,
     linear_schedule,
+    transforms_active,
 )
 from .surrogate import (
     SurrogateGrad,
@@ -182,15 +184,30 @@ class _MRUSequence(torch.autograd.Function):
 
 
 class _ClampUnit(torch.autograd.Function):
-    """``clamp(q, 0, 1)`` forward, identity backward: a parameter pushed past a bound comes back."""
+    """``clamp(q, 0, 1)`` forward, identity backward: a parameter pushed past a bound comes back.
+    ``vmap`` by its plain operations (``torch.func``)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, q):
+    def forward(q):
         return q.clamp(0, 1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, grad):
         return grad
+
+
+class _ClampUnitJvp(_ClampUnit):
+    """:class:`_ClampUnit` with forward mode (:func:`~bistable.scan.autograd.forward_mode`)."""
+
+    @staticmethod
+    def jvp(ctx, dq):
+        return dq
 
 
 @functools.cache
@@ -290,6 +307,8 @@ class MRU(nn.Module):
         c, beta = in_parameter_dtype(self.alpha, *self._drive(x))
         s0 = self._start(state, c)
         eps = self.epsilon()
+        if transforms_active():
+            return self._scanned(c, beta, s0, eps)
         fused = _fused_mru(c) if self.signed and self.surrogate == "atan" else None
         if fused is None:
             y, last, self.write_rate = _MRUSequence.apply(c, beta, s0, eps, self.alpha, self._grad,
@@ -297,6 +316,15 @@ class MRU(nn.Module):
             return y, last
         s = fused(c, beta, s0, epsilon=eps, surrogate=self.surrogate, sharpness=self.sharpness)
         self.write_rate = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness).mean()
+        return self.alpha * s, s[:, -1]
+
+    def _scanned(self, c, beta, s0, eps):
+        """The sequence as ``step``'s operations over all steps and one :func:`linear_scan`, for
+        ``torch.func`` transforms (the parallel scan for every ε, as under ``torch.compile``)."""
+        z = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness)
+        a, b = _coefficients(z, self._level(c), eps)
+        s = linear_scan(a, b, s0)
+        self.write_rate = z.mean()
         return self.alpha * s, s[:, -1]
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
@@ -383,7 +411,7 @@ class CMRU(BMRU):
 
     def epsilon(self) -> torch.Tensor:
         if self.learn_epsilon:
-            return _ClampUnit.apply(self.epsilon_raw)
+            return apply(_ClampUnitJvp if forward_mode() else _ClampUnit, self.epsilon_raw)
         return self.epsilon_raw
 
     def set_epsilon(self, value: float) -> None:

@@ -27,7 +27,7 @@ import functools
 import torch
 from torch import Tensor
 
-from .base import check_operands
+from .base import check_operands, transforms_active
 from .cpu_extension import load_cpu_extension
 
 _CPP = r"""
@@ -266,9 +266,11 @@ brc_loop.register_autograd(_backward, setup_context=_save)
 
 def supported(x: Tensor) -> bool:
     """Whether the fused loop runs ``x``: a float32/64 tensor on the CPU, where the loop builds
-    (else the unit runs its PyTorch loop; :func:`load_cpu_extension` warns once). While
+    (else, and inside ``torch.func`` transforms, the unit runs its PyTorch loop;
+    :func:`load_cpu_extension` warns once where it cannot build). While
     ``torch.compile`` traces, the build is not looked up (the operator is opaque to it, and runs
     :func:`cell` step by step where the loop cannot be built)."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
+            or transforms_active()):  # torch.func: the PyTorch loop, whose operations it maps
         return False
     return torch.compiler.is_compiling() or _cpu_kernel() is not None

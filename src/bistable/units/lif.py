@@ -22,6 +22,7 @@ from .base import (
     check_state,
     check_step_input,
     in_parameter_dtype,
+    transforms_active,
 )
 
 
@@ -32,6 +33,13 @@ def _snntorch():
     except ImportError as err:
         raise ImportError("the LIF peer needs snntorch: pip install 'bistable[peers]'") from err
     return snntorch, surrogate
+
+
+def _no_transforms() -> None:
+    if transforms_active():
+        raise RuntimeError("lif: snnTorch's spike function is an autograd.Function that "
+                           "torch.func transforms (grad, vmap, jacrev, jvp, ...) cannot run (it "
+                           "has no setup_context); use torch.autograd, or a bistable unit")
 
 
 class LIF(nn.Module):
@@ -78,6 +86,7 @@ class LIF(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None):
         """``x`` ``(B, T, input_size)`` → spikes ``(B, T, hidden_size)``, ``mem`` after step T."""
+        _no_transforms()
         check_input(x, self.input_size, module=self)
         mem = self._state(state, x)
         drive, = in_parameter_dtype(self.linear.weight, self.linear(x))  # all steps: one product
@@ -89,6 +98,7 @@ class LIF(nn.Module):
 
     def step(self, x_t: torch.Tensor, state=None):
         """One time step: ``x_t`` ``(B, input_size)`` → ``(spikes_t (B, hidden_size), mem)``."""
+        _no_transforms()
         check_step_input(x_t, self.input_size, module=self)
         drive, = in_parameter_dtype(self.linear.weight, self.linear(x_t))
         spk, mem = self.leaky(drive, self._state(state, x_t))

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
+from ..scan.autograd import apply, forward_mode
 from .base import (
     check_flags,
     check_input,
@@ -44,22 +45,38 @@ from .base import (
     check_step_input,
     in_parameter_dtype,
     linear_schedule,
+    transforms_active,
 )
-from .src_loop import src_loop
+from .src_loop import differentiable, src_loop
 
 GATES = ("previous", "current")
 
 
 class SpikeReLU(torch.autograd.Function):
-    """``ReLU(h)`` forward, identity backward (the SRC's spike; SPEC.md §6)."""
+    """``ReLU(h)`` forward, identity backward (the SRC's spike; SPEC.md §6); ``vmap`` by its plain
+    operations (``torch.func``)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, h):
+    def forward(h):
         return h.clamp(min=0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, grad):
         return grad
+
+
+class _SpikeReLUJvp(SpikeReLU):
+    """:class:`SpikeReLU` with forward mode (:func:`~bistable.scan.autograd.forward_mode`)."""
+
+    @staticmethod
+    def jvp(ctx, dh):
+        return dh
 
 
 def rest_state(r: torch.Tensor, r_s: torch.Tensor, bias: torch.Tensor, iters: int = 60):
@@ -178,7 +195,7 @@ class SRC(nn.Module):
     def _rest(self) -> torch.Tensor:
         """:func:`rest_state` for the current ``r``, ``r_s``, ``b``, solved again only when one of
         them changed (a new tensor, or an in-place change: ``perturb_``, an optimizer step)."""
-        if torch.compiler.is_compiling():  # no cache: data pointers are not traced
+        if torch.compiler.is_compiling() or transforms_active():  # no cache: no data pointers
             return rest_state(self.r, self.r_s, self.effective_bias())
         key = tuple((t.data_ptr(), t.dtype, t._version) for t in (self.r, self.r_s, self.bias))
         if getattr(self, "_rest_key", None) != key:
@@ -223,9 +240,9 @@ class SRC(nn.Module):
         a = torch.full((1, x.shape[1], self.hidden_size), self.alpha, dtype=drive.dtype,
                        device=drive.device)
         i = linear_scan(a, drive, i0)
-        h, hs = src_loop(i, self.effective_bias().to(i.dtype), h0, hs0, *self._gains(i.dtype),
-                         self.rho, self.z_hyp, self.z_dep, self.gate == "current",
-                         self.detach_recurrent, self.compile_loop)
+        args = (i, self.effective_bias().to(i.dtype), h0, hs0, *self._gains(i.dtype), self.rho,
+                self.z_hyp, self.z_dep, self.gate == "current", self.detach_recurrent)
+        h, hs = differentiable(*args) if transforms_active() else src_loop(*args, self.compile_loop)
         return h, (i[:, -1], h[:, -1], hs)
 
     def forward(self, x: torch.Tensor, state=None):
@@ -233,7 +250,7 @@ class SRC(nn.Module):
         step T (``state=None``: the rest state)."""
         check_input(x, self.input_size, module=self)
         h, state = self._run(x, self._state(state, x))
-        return SpikeReLU.apply(h), state
+        return apply(_SpikeReLUJvp if forward_mode() else SpikeReLU, h), state
 
     @torch.no_grad()
     def membrane(self, x: torch.Tensor, state=None):

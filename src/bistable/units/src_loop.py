@@ -36,11 +36,14 @@ from .base import check_operands
 from .cpu_extension import load_cpu_extension
 
 
-def _forward_steps(u, h, hs, r, r_s, z_hyp: float, z_dep: float, gate_current: bool):
+def _forward_steps(u, h, hs, r, r_s, z_hyp: float, z_dep: float, gate_current: bool,
+                   detach: bool = False):
     """The ``(h, h_s)`` loop over ``u`` ``(B, T, H)`` from ``(h, hs)``: ``h`` ``(B, T, H)`` and
-    the last ``h_s``."""
+    the last ``h_s``. ``detach`` cuts the recurrent paths for autograd (:func:`differentiable`)."""
     hseq, zh, zd = [], h.new_full((), z_hyp), h.new_full((), z_dep)  # exact in h's dtype
     for k in range(u.shape[1]):
+        if detach:
+            h, hs = h.detach(), hs.detach()
         h_new = torch.tanh(torch.addcmul(torch.addcmul(u[:, k], r, h), r_s, hs))
         z = torch.where((h_new if gate_current else h) <= 0.5, zh, zd)
         hs = torch.lerp(h, hs, z)  # z · hs + (1 − z) · h
@@ -82,6 +85,16 @@ class EagerLoop:
             d, c_h, c_s = _backward_steps(g, h, h0, torch.zeros_like(h0), g_hs, r, r_s, z_hyp,
                                           z_dep, current)
         return d * (1 - torch.tanh(i / rho).square()), d.sum((0, 1)), c_h, c_s
+
+
+def differentiable(i, bias, h0, hs0, r, r_s, rho: float, z_hyp: float, z_dep: float,
+                   gate_current: bool, detach: bool):
+    """:func:`src_loop`'s values and gradients by autograd through :class:`EagerLoop`'s steps,
+    for ``torch.func`` transforms (the operators' hand-written backward is opaque to them). As
+    in the operators, ``r`` and ``r_s`` get no gradient."""
+    u = rho * torch.tanh(i / rho) + bias
+    return _forward_steps(u, h0, hs0, r.detach(), r_s.detach(), z_hyp, z_dep, gate_current,
+                          detach)
 
 
 _CPP = r"""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..scan.autograd import apply, forward_mode
 from .base import check_number
 
 SurrogateGrad = Callable[[torch.Tensor, float], torch.Tensor]
@@ -72,14 +73,22 @@ def exact_heaviside(u: torch.Tensor) -> torch.Tensor:
 class _Step(torch.autograd.Function):
     """``H(u)`` (or ``sign(u)``) forward, ``surrogate(u, k)`` (or twice it) backward."""
 
+    generate_vmap_rule = True  # torch.func.vmap: forward and backward are plain operations
+
     @staticmethod
-    def forward(ctx, u, signed: bool, grad: SurrogateGrad, k: float):
-        ctx.save_for_backward(u)
-        ctx.scale, ctx.grad, ctx.k = 2.0 if signed else 1.0, grad, k
+    def forward(u, signed: bool, grad: SurrogateGrad, k: float):
         # out of place: torch 2.11 compiles a Function whose output was changed in place into
         # a zero gradient (pytorch/pytorch#180642, fixed in 2.12); exact_sign's chain did that
         s = torch.sign(torch.sign(u) + 0.5)
         return s if signed else (s + 1) * 0.5
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        u, signed, ctx.grad, ctx.k = inputs
+        ctx.scale = 2.0 if signed else 1.0
+        ctx.save_for_backward(u)
+        if forward_mode():
+            ctx.save_for_forward(u)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -87,11 +96,26 @@ class _Step(torch.autograd.Function):
         return grad_out * ctx.grad(u, ctx.k).mul_(ctx.scale), None, None, None
 
 
+class _StepJvp(_Step):
+    """:class:`_Step` with forward mode (:func:`forward_mode`)."""
+
+    @staticmethod
+    def jvp(ctx, du, *_):
+        """Forward mode with the same surrogate: ``ṡ = surrogate(u, k) · u̇`` (twice for sign)."""
+        (u,) = ctx.saved_tensors
+        return du * ctx.grad(u, ctx.k).mul_(ctx.scale)
+
+
 def heaviside(u: torch.Tensor, surrogate: str = "atan", sharpness: float = 1.0) -> torch.Tensor:
     """``H(u)`` (``H(0) = 1``) with the surrogate gradient ``surrogate(u, sharpness)``."""
-    return _Step.apply(u, False, get_surrogate(surrogate), check_sharpness(sharpness))
+    return _apply_step(u, False, surrogate, sharpness)
 
 
 def sign(u: torch.Tensor, surrogate: str = "atan", sharpness: float = 1.0) -> torch.Tensor:
     """``sign(u)`` in ``{−1, +1}`` (``sign(0) = +1``) with the gradient ``2 surrogate(u, k)``."""
-    return _Step.apply(u, True, get_surrogate(surrogate), check_sharpness(sharpness))
+    return _apply_step(u, True, surrogate, sharpness)
+
+
+def _apply_step(u, signed: bool, surrogate: str, sharpness: float) -> torch.Tensor:
+    step = _StepJvp if forward_mode() else _Step
+    return apply(step, u, signed, get_surrogate(surrogate), check_sharpness(sharpness))
