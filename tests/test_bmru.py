@@ -105,6 +105,27 @@ def test_counter_counts_writes():
     assert unit(x)[0].flatten().tolist() == [1, 1, 1, -1, 1, 1]
 
 
+@pytest.mark.parametrize("block_elements", [bmru.BLOCK_ELEMENTS, 1])
+def test_low_precision_counter_accumulates_in_float32(block_elements, monkeypatch):
+    """A bfloat16 counter counts past 256 (its stored values rounded to bfloat16, SPEC.md §1's
+    float32 accumulation), its gradients too, however short the time blocks."""
+    monkeypatch.setattr(bmru, "BLOCK_ELEMENTS", block_elements)  # 1: a block per step
+    results = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        unit = make(CMRU, F=1, H=1, dtype=dtype, learn_init=False)
+        with torch.no_grad():
+            unit.linear.weight.fill_(1.0)
+            unit.linear.bias.zero_()  # |c| = |β| = 1: every step writes +1
+        x = torch.ones(1, 600, 1, dtype=dtype, requires_grad=True)
+        y, last = unit(x)
+        y.sum().backward()
+        results[dtype] = y.detach(), last.detach(), unit.linear.weight.grad
+    y, last, grad = results[torch.bfloat16]
+    y32, last32, grad32 = results[torch.float32]
+    assert last.item() == 600 and torch.equal(y, y32.bfloat16())
+    torch.testing.assert_close(grad.float(), grad32, rtol=1e-2, atol=0)
+
+
 def test_first_quadrant_sets_resets_and_holds():
     unit = make(FirstQuadrantBMRU, F=1, H=1, learn_init=False)
     with torch.no_grad():  # ĥ = ReLU(x), β_lo = 0.5, β_hi = 1.5, α = 2

@@ -89,12 +89,12 @@ def _order_free(s0, eps, T: int) -> bool:
 
 
 def _states(a, b, s0, eps):
-    """``s_t = a_t ⊙ s_{t−1} + b_t``: the parallel scan where it is exact, else the step loop.
-    Under ``torch.compile`` always the scan: the choice reads values, and compiled code does not
-    keep eager's rounding anyway."""
+    """``s_t = a_t ⊙ s_{t−1} + b_t`` in ``s0``'s dtype: the parallel scan where it is exact, else
+    the step loop. Under ``torch.compile`` always the scan: the choice reads values, and compiled
+    code does not keep eager's rounding anyway."""
     if torch.compiler.is_compiling() or _order_free(s0, eps, b.shape[1]):
         return linear_scan(a, b, s0)
-    s = torch.empty_like(b)
+    s = torch.empty_like(b, dtype=s0.dtype)
     h = s0
     for t in range(b.shape[1]):
         h = torch.add(torch.mul(a[:, t], h), b[:, t], out=s[:, t])  # the arithmetic of `step`
@@ -134,9 +134,12 @@ class _MRUSequence(torch.autograd.Function):
     def forward(ctx, c, beta, s0, eps, alpha, grad: SurrogateGrad, k: float, signed: bool):
         B, T, H = c.shape
         y = torch.empty_like(c)
-        starts, writes, s = [], 0.0, s0
+        starts, writes = [], 0.0
         # no_grad as in eager autograd: torch 2.4's dynamo traces this forward with grad enabled,
         # and refuses out= on inputs that require it
+        # states accumulate in float32 at least (SPEC.md §1), carried so between blocks: a
+        # bfloat16 counter rounds its stored values, but does not stall at 256
+        s = s0.to(torch.promote_types(s0.dtype, torch.float32))
         with torch.no_grad():
             for blk in _blocks(B, T, H):
                 starts.append(s)
@@ -149,7 +152,7 @@ class _MRUSequence(torch.autograd.Function):
         ctx.grad, ctx.k, ctx.signed = grad, k, signed
         # a copy, not `.to`'s alias of an intermediate: torch 2.11 compiles that into a wrong
         # gradient for the write rate (pytorch/pytorch#180642, fixed in 2.12)
-        return y, s, (writes / c.numel()).to(c.dtype, copy=True)
+        return y, s.to(c.dtype), (writes / c.numel()).to(c.dtype, copy=True)
 
     @staticmethod
     @once_differentiable
@@ -165,7 +168,7 @@ class _MRUSequence(torch.autograd.Function):
             z, v, u = _gates(c[:, blk], beta[:, blk], ctx.signed)
             a, b = _coefficients(z, v, eps)
             s = _states(a, b, start, eps)
-            direct = grad_y[:, blk] * alpha
+            direct = (grad_y[:, blk] * alpha).to(start.dtype)  # float32 at least, as forward
             direct[:, -1] += carry
             a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
             g = linear_scan(a_next, direct, reverse=True)
@@ -180,7 +183,7 @@ class _MRUSequence(torch.autograd.Function):
             dc[:, blk] = torch.sign(c[:, blk]).mul_(dz).addcmul_(dv, ctx.grad(c[:, blk], ctx.k),
                                                                  value=2 if ctx.signed else 1)
             dbeta[:, blk] = torch.sign(beta[:, blk]).mul_(dz).neg_()
-        return dc, dbeta, carry, deps, dalpha, None, None, None
+        return dc, dbeta, carry.to(c.dtype), deps, dalpha, None, None, None
 
 
 class _ClampUnit(torch.autograd.Function):
