@@ -562,6 +562,48 @@ def test_a_checkpoint_of_a_newer_version_or_without_its_state_is_one_line(
         assert "has no rng state to go on from" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage", ["renamed", "reshaped", "not-a-dict", "format", "rng"])
+@pytest.mark.parametrize("command", ["resume", "eval"])
+def test_a_checkpoint_whose_state_does_not_fit_is_one_line(tmp_path, capsys, command, damage):
+    """Weights of another version's model (a renamed or reshaped parameter), a later format
+    number, a random-number state of another kind: one line, exit 2, not a traceback."""
+    out = tmp_path / "run"
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]) == 0
+    saved = load_checkpoint(out / "checkpoint.pt")
+    weights = dict(saved["model"])
+    name = next(iter(weights))
+    if damage == "renamed":
+        weights["x" + name] = weights.pop(name)
+    elif damage == "reshaped":
+        weights[name] = torch.zeros(3, 1, 7)
+    saved = {**saved, "model": None if damage == "not-a-dict" else weights,
+             "version": 2 if damage == "format" else saved["version"],
+             "rng": {"python": saved["rng"]["python"]} if damage == "rng" else saved["rng"]}
+    torch.save(saved, out / "checkpoint.pt")
+    args = {"resume": ["train", "copy-first-input", *TINY, "--steps", "4", "--out", str(out),
+                       "--resume"], "eval": ["eval", str(out)]}[command]
+    capsys.readouterr()
+    expected = {"renamed": "weights do not fit", "reshaped": "weights do not fit",
+                "not-a-dict": "weights do not fit", "format": "a checkpoint of format 2",
+                "rng": "random-number state is not one bistable saved"}[damage]
+    code = main(args)
+    err = capsys.readouterr().err
+    if damage == "rng" and command == "eval":  # eval reads no random-number state
+        assert code == 0
+        return
+    assert code == 2 and expected in err and err.count("\n") == 1, err
+
+
+def test_a_checkpoint_path_that_is_a_directory_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoint.pt").mkdir(parents=True)
+    assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out),
+                 "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt: expected a checkpoint file, got a directory" in err
+    assert not (out / "metrics.json").exists()
+
+
 def test_an_empty_out_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # where an empty --out would write
     assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", ""]) == 2

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_VERSION = 1  # the format `bistable train` writes; a later one is refused, not misread
 
 
 def atomic_write(path, write) -> Path:

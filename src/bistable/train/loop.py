@@ -41,7 +41,14 @@ from ..units.base import COMPILE_TESTED_FROM
 from ..units.bmru import CMRU, MRU, anneal_epsilon, write_rate
 from ..units.src import SRC, ramp_train_noise
 from . import distributed
-from .checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CHECKPOINT,
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .metrics import evaluate, write_metrics
 from .provenance import reach, stretch
 from .report import plots, spiking_figures
@@ -379,6 +386,10 @@ def read_checkpoint(path) -> dict:
         found = list(saved)[:6] if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(f"{path}: not a checkpoint of a `bistable train` run (expected a dict "
                          f"with {', '.join(keys)}; got {found})")
+    version = saved.get("version", CHECKPOINT_VERSION)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: a checkpoint of format {version!r}, newer than this "
+                         f"bistable reads ({CHECKPOINT_VERSION}); a newer version wrote it")
     unknown = sorted(saved["config"].keys() - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
         raise ValueError(f"{path}: made with settings this bistable does not know "
@@ -392,8 +403,20 @@ def run_from(saved: dict, data_dir: str | None = None) -> tuple[Task, torch.nn.M
     c.data_dir = data_dir or c.data_dir
     task = _build_task(c)
     model = _build_model(c, task)
-    model.load_state_dict(selected(saved)["model"])
+    _load_state(model, selected(saved)["model"], "the checkpoint's weights")
     return task, model.eval()
+
+
+def _load_state(target, state, what: str, path=None) -> None:
+    """``target.load_state_dict(state)``, a mismatch said in one line (a checkpoint whose
+    weights do not fit the model its settings build: written by another version)."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = f"{path}: " if path else ""
+        raise ValueError(f"{where}{what} do not fit the run's settings ({first}); another "
+                         "version of bistable wrote it") from None
 
 
 def selected(saved: dict) -> dict:
@@ -502,7 +525,7 @@ def _checkpoint(path: Path, step: int, c, model, optimizer, history, window, bes
                 averaged, stretches: list) -> None:
     reach(stretches[-1], step)
     save_checkpoint(path, {
-        "version": 1, "step": step, "config": dataclasses.asdict(c),
+        "version": CHECKPOINT_VERSION, "step": step, "config": dataclasses.asdict(c),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": {"schedule": c.schedule, "lr": c.lr, "min_lr": c.min_lr,
                       "warmup": c.warmup, "steps": c.steps, "next_lr": learning_rate(step, c)},
@@ -579,6 +602,9 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
     if not config.out:
         raise ValueError("--out: expected a directory for the run, got ''")
     ckpt_path = Path(config.out) / CHECKPOINT
+    if ckpt_path.exists() and not ckpt_path.is_file():
+        raise ValueError(f"{ckpt_path}: expected a checkpoint file, got a directory or another "
+                         "kind of file")
     saved = read_checkpoint(ckpt_path) if config.resume and ckpt_path.is_file() else None
     if saved is not None:
         _check_same_run(saved["config"], config)
@@ -609,14 +635,18 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
         if missing:
             raise ValueError(f"--resume: {ckpt_path} has no {' or '.join(missing)} state to go "
                              "on from; use another --out")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        set_rng_state(saved["rng"])
+        _load_state(model, saved["model"], "its weights", ckpt_path)
+        _load_state(optimizer, saved["optimizer"], "its optimizer state", ckpt_path)
+        try:
+            set_rng_state(saved["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{ckpt_path}: its random-number state is not one bistable "
+                             f"saved ({type(e).__name__}: {e})") from None
         step, history, best = saved["step"], saved["history"], saved.get("best")
         window = saved.get("window", window)  # older checkpoints kept none
         stretches = saved.get("provenance", [])  # (those before 2026-12-05: none)
         if averaged is not None:
-            averaged.module.load_state_dict(saved["ema"]["model"])
+            _load_state(averaged.module, saved["ema"]["model"], "its moving average", ckpt_path)
             averaged.n_averaged.fill_(saved["ema"]["n_averaged"])
     elif ckpt_path.is_file():
         raise ValueError(f"{out} already holds a run; add --resume to continue it, or use "
