@@ -200,3 +200,25 @@ def test_the_fused_operators_check_their_operands():
     with pytest.raises(ValueError, match=r"hs0: expected shape \(5, 4\), .* got \(1, 4\)"):
         torch.ops.bistable.src_loop(i, src.bias, s, s[:1], src.r, src.r_s, 3.0, 0.9, 0.0, False,
                                     False, False)
+
+
+def test_the_ninja_package_is_on_path_during_a_build_where_none_is(monkeypatch, tmp_path):
+    """torch runs ``ninja`` by name; a virtual environment used without activating it has the
+    ``ninja`` package's binary off PATH: the build puts it there, and PATH is restored after."""
+    import shutil
+    import types
+
+    package_bin, bare = tmp_path / "ninja_bin", tmp_path / "bare"
+    package_bin.mkdir()
+    bare.mkdir()
+    (package_bin / "ninja").write_text("#!/bin/sh\n")
+    (package_bin / "ninja").chmod(0o755)
+    monkeypatch.setitem(sys.modules, "ninja", types.SimpleNamespace(BIN_DIR=str(package_bin)))
+    monkeypatch.setenv("PATH", str(bare))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    seen = []
+    monkeypatch.setattr(cpp_extension, "load_inline",
+                        lambda *args, **kwargs: seen.append(shutil.which("ninja")) or "module")
+    assert load_cpu_extension("probe", "// nothing", ["forward"]) == "module"
+    assert seen == [str(package_bin / "ninja")]
+    assert shutil.which("ninja") is None and sys.modules["ninja"].BIN_DIR == str(package_bin)

@@ -5,13 +5,15 @@ A build's folder is named by the loop, the CPU's vector ISA and a hash of the so
 and the torch and Python it builds against, so that two versions of the package (or two virtual
 environments) never load nor rebuild each other's builds in the shared cache
 (``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Where the loop cannot be
-built (no compiler or ninja, an unwritable cache) the units run their PyTorch loop, with one
+built (no compiler, an unwritable cache; ``ninja`` comes with the package, and the system's is
+used where there is one) the units run their PyTorch loop, with one
 warning saying why: ``compile_loop`` is a speed option.
 """
 
 import contextlib
 import hashlib
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -76,9 +78,32 @@ def _build(name, source, functions, isa, cflags, ldflags, root):
     full_name = f"{name}_{isa.lower()}_{digest}"
     folder = root / full_name
     folder.mkdir(parents=True, exist_ok=True)
-    with _builder(folder, full_name):
+    with _builder(folder, full_name), _ninja_on_path():
         return load_inline(full_name, source, functions=functions, extra_cflags=cflags,
                            extra_ldflags=ldflags, build_directory=str(folder))
+
+
+@contextlib.contextmanager
+def _ninja_on_path():
+    """PATH with the ``ninja`` package's binary (a dependency) where no ``ninja`` is on it: torch
+    runs ``ninja`` by name, and an environment used without activating it keeps its own scripts
+    off PATH. PATH is restored afterwards."""
+    try:
+        import ninja
+    except ImportError:
+        ninja = None
+    if ninja is None or shutil.which("ninja") is not None:
+        yield
+        return
+    before = os.environ.get("PATH")
+    os.environ["PATH"] = os.pathsep.join(p for p in (ninja.BIN_DIR, before) if p)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PATH"]
+        else:
+            os.environ["PATH"] = before
 
 
 @contextlib.contextmanager
