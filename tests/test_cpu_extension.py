@@ -104,6 +104,20 @@ def test_a_loop_that_cannot_be_built_falls_back_with_one_warning(monkeypatch, tm
     assert len(seen) == 1  # not one more for the try without OpenMP
 
 
+def test_a_failed_build_is_said_by_the_compiler_s_error_not_ninja_s_last_line(monkeypatch,
+                                                                                tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+
+    def fail(*args, **kwargs):  # torch's message: the build's output, ninja's verdict last
+        raise RuntimeError("Error building extension 'bistable_x': [1/2] c++ -c main.cpp\n"
+                           "FAILED: main.o\nmain.cpp:3:1: error: 'foo' does not name a type\n"
+                           "ninja: build stopped: subcommand failed.")
+
+    monkeypatch.setattr(cpp_extension, "load_inline", fail)
+    with pytest.warns(UserWarning, match=r"\(main.cpp:3:1: error: 'foo' does not name a type\)"):
+        assert load_cpu_extension("bistable_x", "// source", ["forward"]) is None
+
+
 def test_a_compiler_without_openmp_builds_the_loop_on_one_thread(monkeypatch, builds, tmp_path):
     """clang without libomp refuses -fopenmp: the loop is built again without it (its rows on
     one thread, said once), not dropped for the much slower PyTorch loop."""

@@ -52,8 +52,7 @@ def load_cpu_extension(name: str, source: str, functions: list[str]):
         try:
             module = _build(name, source, functions, isa, flags + threads, threads, root)
         except (RuntimeError, OSError, ImportError) as err:
-            text = str(err).strip()
-            reasons.append(text.splitlines()[-1] if text else type(err).__name__)
+            reasons.append(_reason(err))
             continue
         if reasons:
             warnings.warn(f"compile_loop: the fused C++ loop {name} was built without OpenMP "
@@ -64,6 +63,15 @@ def load_cpu_extension(name: str, source: str, functions: list[str]):
                   f"({reasons[-1]}); running the PyTorch loop. It needs a C++ compiler, ninja "
                   f"and a writable {root} ($TORCH_EXTENSIONS_DIR)", stacklevel=4)
     return None
+
+
+def _reason(err: Exception) -> str:
+    """One line of why a build failed: the compiler's first ``error:`` line in torch's message
+    (its last line is ninja's "build stopped"), else that last line."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return next((line for line in lines if "error:" in line.lower()), lines[-1])
 
 
 def _build(name, source, functions, isa, cflags, ldflags, root):
