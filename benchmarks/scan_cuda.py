@@ -254,7 +254,7 @@ def markdown(data: dict, versions: str) -> str:
            f"| {mru['scan_fb_ms']:.3f} | {mru['bmru_fb_ms']:.3f} | {mru['cmru_fb_ms']:.3f} | "
            f"{mru['bmru_layer_fb_ms']:.3f} | {mru['gru_fb_ms']:.1f} | "
            f"{mru['bmru_over_scan']:.2f}× | "
-           f"{mru['gru_over_bmru']:.0f}× | {mru['gru_over_bmru_layer']:.0f}× |\n")
+           f"{mru['gru_over_bmru']:.1f}× | {mru['gru_over_bmru_layer']:.1f}× |\n")
     return md
 
 

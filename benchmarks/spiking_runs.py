@@ -342,7 +342,8 @@ def main() -> None:
         header("SRC vs snnTorch LIF on the full data sets (issue 9)"), "",
         "One hidden layer of 256 neurons (unless the model column says otherwise: layers and "
         "neurons per layer), all 60 000 "
-        "training samples, batch 64, AdamW lr 2e-3 with cosine decay; images: rate coding (20 "
+        "training samples (54 000 in `--keep-best` runs, which hold 6 000 out to validate), "
+        "batch 64, AdamW lr 2e-3 with cosine decay; images: rate coding (20 "
         "silent + 200 coded steps), 4 epochs for "
         "MNIST and 2 for Fashion-MNIST (the session's CPU time; twice that where the epochs "
         "column says so); "
