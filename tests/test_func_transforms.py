@@ -7,7 +7,7 @@ from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vmap
 
 from bistable.models import MODEL_NAMES, build_model
 from bistable.scan import linear_scan, linear_scan_reference
-from bistable.units.bmru import CMRU
+from bistable.units.bmru import BMRU, CMRU, FirstQuadrantBMRU
 from bistable.units.brc import BRC
 from bistable.units.src import SRC
 
@@ -204,3 +204,82 @@ def test_mru_scanned_path_matches_its_sequence_function(epsilon):
     x = torch.randn(2, 11, 3, dtype=torch.float64) * 2
     _close(list(_unit_grads(unit, x, True).values()),
            list(_unit_grads(unit, x, False).values()), 1e-10)
+
+
+# ---- beyond the first derivative: create_graph, forward over reverse, nested forward mode ----
+
+@pytest.mark.parametrize("surrogate", ["atan", "fast-sigmoid", "triangle"])
+def test_surrogate_second_derivatives_are_the_surrogate_s_own(surrogate):
+    from bistable.units.surrogate import get_surrogate, heaviside
+
+    u = torch.tensor([0.3, -0.2, 1.5, -0.01], dtype=torch.float64)
+    bump = get_surrogate(surrogate)
+    expected = torch.func.grad(lambda x: bump(x, 2.0).sum())(u)  # d/du of the surrogate itself
+
+    def first(x):
+        return grad(lambda x: heaviside(x, surrogate, 2.0).sum())(x)
+    _close([jvp(first, (u,), (torch.ones_like(u),))[1], jacrev(first)(u).sum(0)],
+           [expected, expected])
+
+
+def _penalty_gradients(unit, x, by_steps: bool):
+    """The gradient of ``|∂L/∂θ|²`` in the parameters θ by plain autograd (``create_graph``),
+    through ``forward`` or through ``step`` applied T times (an independent reference)."""
+    params = list(unit.parameters())
+    if by_steps:
+        state, outputs = None, []
+        for t in range(x.shape[1]):
+            y_t, state = unit.step(x[:, t], state)
+            outputs.append(y_t)
+        y = torch.stack(outputs, 1)
+    else:
+        y = unit(x)[0]
+    first = torch.autograd.grad(y.sin().sum(), params, create_graph=True)
+    return torch.autograd.grad(sum(g.square().sum() for g in first), params)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: BMRU(3, 4), lambda: CMRU(3, 4, epsilon=0.7, learn_epsilon=True),
+    lambda: CMRU(3, 4), lambda: FirstQuadrantBMRU(3, 4, surrogate="fast-sigmoid"),
+])
+def test_mru_gradient_penalty_through_forward_equals_through_step(make):
+    """create_graph through the MRU's sequence function (its backward then recorded by
+    autograd) against the same through ``step``'s plain operations: before, the first left
+    α's and the bias's penalty gradients out (None) without a word."""
+    torch.manual_seed(7)
+    unit = make().double()
+    x = torch.randn(2, 9, 3, dtype=torch.float64) * 2
+    _close(_penalty_gradients(unit, x, False), _penalty_gradients(unit, x, True), 1e-9)
+
+
+@pytest.mark.parametrize("options", [{}, {"compile_loop": True, "gate": "current"}])
+def test_src_gradient_penalty_through_its_operator(options):
+    torch.manual_seed(8)
+    unit = SRC(3, 4, learn_bias=True, **options).double()
+    x = (torch.rand(2, 7, 3, dtype=torch.float64) < 0.6).double() * 3
+    _close(_penalty_gradients(unit, x, False), _penalty_gradients(unit, x, True), 1e-9)
+
+
+def test_nested_forward_mode_is_refused_not_wrong():
+    a, b, _ = _scan_inputs(2, 4, 2, 1)
+
+    def f(a):
+        return linear_scan(a, b).pow(3).sum()
+    with pytest.raises(RuntimeError, match="forward mode nested in forward mode"):
+        jacfwd(jacfwd(f))(a)
+    _close([jacfwd(jacrev(f))(a)], [jacfwd(jacrev(lambda a: linear_scan_reference(a, b)
+                                                    .pow(3).sum()))(a)])
+
+
+@pytest.mark.parametrize("name", ["bmru", "hybrid", "src"])
+def test_forward_ad_dual_tensors_run_the_plain_paths(name):
+    from torch.autograd import forward_ad
+
+    model, params = _model(name)
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    tangent = torch.randn_like(x)
+    expected = jvp(lambda x: model(x)[0], (x,), (tangent,))[1]
+    with forward_ad.dual_level():
+        out = model(forward_ad.make_dual(x, tangent))[0]
+        got = forward_ad.unpack_dual(out).tangent
+    _close([got], [expected], 1e-10)

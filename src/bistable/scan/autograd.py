@@ -75,11 +75,37 @@ def apply(function: type[torch.autograd.Function], *args):
     return super(torch.autograd.Function, function).apply(*unwrap_dead_wrappers(args))
 
 
+def recorded_grads(outputs, inputs, grads, needed) -> list:
+    """The gradients of ``outputs`` (weighted by ``grads``) in the ``inputs`` marked ``needed``,
+    recorded (``create_graph=True``), None for the others: a fused function's backward when its
+    gradients are to be differentiated again, by autograd through its plain operations
+    (``outputs``, computed from ``inputs`` under grad mode)."""
+    wanted = [x for x, need in zip(inputs, needed) if need]
+    pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+    found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                     create_graph=True, allow_unused=True) if pairs else
+                 [None] * len(wanted))
+    return [next(found) if need else None for need in needed]
+
+
 def forward_mode() -> bool:
     """True under forward-mode AD (``torch.func.jvp``/``jacfwd``, ``torch.autograd.forward_ad``)
     outside ``torch.compile``: a Function's ``jvp`` is needed then, and dynamo cannot trace a
     Function that has one, so the units apply a subclass with ``jvp`` only here."""
     return not torch.compiler.is_compiling() and forward_ad._current_level >= 0
+
+
+def refuse_nested_forward_mode(name: str) -> None:
+    """Raise inside forward mode nested in forward mode (``jacfwd(jacfwd(f))``, ``jvp`` of
+    ``jvp``, two ``forward_ad`` dual levels): PyTorch does not differentiate a Function's
+    ``jvp`` at the outer level (pytorch/pytorch#197867), so the result would be silently wrong.
+    Called from each ``jvp`` here."""
+    from torch._functorch import eager_transforms
+
+    if getattr(eager_transforms, "JVP_NESTING", 0) > 1 or forward_ad._current_level > 0:
+        raise RuntimeError(f"{name}: forward mode nested in forward mode (jacfwd of jacfwd, jvp "
+                           "of jvp) is not supported: PyTorch does not differentiate a custom "
+                           "jvp; use jacfwd(jacrev(f)) or torch.func.hessian(f)")
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -182,6 +208,7 @@ class _EagerScan(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, da, db, dh0, _reverse, _backend_name):
+        refuse_nested_forward_mode("linear_scan")
         a, h, h0 = ctx.saved_tensors
         rhs = torch.zeros_like(h) if db is None else db
         if da is not None:  # + ȧ_t ⊙ h_{t∓1}

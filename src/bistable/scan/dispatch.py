@@ -118,7 +118,9 @@ def linear_scan(
     The backward pass is a scan in the other direction (SPEC.md §1), not autograd of a loop;
     with ``create_graph=True`` it is built of such scans itself, so derivatives of any order
     exist (a gradient penalty, Hessian-vector products). ``torch.func`` transforms work too
-    (``grad``, ``vjp``, ``jacrev``, ``jvp``, ``jacfwd``, ``hessian``, ``vmap``).
+    (``grad``, ``vjp``, ``jacrev``, ``jvp``, ``jacfwd``, ``hessian``, ``vmap``); forward mode
+    nested in forward mode (``jacfwd(jacfwd(f))``) raises: PyTorch does not differentiate a
+    custom ``jvp``.
 
     The parallel paths (``"cpu"`` chunks, ``"triton"`` tiles) compose products of ``a`` over a
     chunk: where such a product overflows (``|a| > 1`` for long enough) and the state entering

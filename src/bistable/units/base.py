@@ -17,12 +17,14 @@ from torch.torch_version import TorchVersion
 
 def transforms_active() -> bool:
     """True inside a ``torch.func`` transform (``grad``, ``vjp``, ``jacrev``, ``jvp``, ``jacfwd``,
-    ``vmap``): the units then run paths made of operations those transforms know (the plain
-    scan and loops), not the fused kernels (C++ loops, Triton) or block-recomputing functions.
-    False while ``torch.compile`` traces (it cannot trace the question; its operators serve)."""
+    ``vmap``) or a ``torch.autograd.forward_ad`` dual level: the units then run paths made of
+    operations those transforms know (the plain scan and loops), not the fused kernels (C++
+    loops, Triton) or block-recomputing functions. False while ``torch.compile`` traces (it
+    cannot trace the question; its operators serve)."""
     if torch.compiler.is_compiling():
         return False
-    return torch._C._functorch.peek_interpreter_stack() is not None
+    return (torch._C._functorch.peek_interpreter_stack() is not None
+            or torch.autograd.forward_ad._current_level >= 0)
 
 
 def _is_int(n) -> bool:

@@ -38,10 +38,9 @@ import functools
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from ..scan import linear_scan
-from ..scan.autograd import apply, forward_mode
+from ..scan.autograd import apply, forward_mode, recorded_grads, refuse_nested_forward_mode
 from .base import (
     check_flags,
     check_input,
@@ -61,6 +60,7 @@ from .surrogate import (
     get_surrogate,
     heaviside,
     sign,
+    step,
 )
 
 __all__ = ["MRU", "BMRU", "CMRU", "FirstQuadrantBMRU", "anneal_epsilon", "write_rate"]
@@ -148,16 +148,20 @@ class _MRUSequence(torch.autograd.Function):
                 torch.mul(states, alpha, out=y[:, blk])
                 s = states[:, -1].clone()
                 writes += z.sum(dtype=torch.float64)
-        ctx.save_for_backward(c, beta, eps, alpha, torch.stack(starts))
+        ctx.save_for_backward(c, beta, s0, eps, alpha, torch.stack(starts))
         ctx.grad, ctx.k, ctx.signed = grad, k, signed
         # a copy, not `.to`'s alias of an intermediate: torch 2.11 compiles that into a wrong
         # gradient for the write rate (pytorch/pytorch#180642, fixed in 2.12)
         return y, s.to(c.dtype), (writes / c.numel()).to(c.dtype, copy=True)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_y, grad_last, grad_rate):
-        c, beta, eps, alpha, starts = ctx.saved_tensors
+        c, beta, s0, eps, alpha, starts = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradients are differentiated again
+            inputs = (c, beta, s0, eps, alpha)
+            outputs = _scanned(*inputs, ctx.grad, ctx.k, ctx.signed)
+            return (*recorded_grads(outputs, inputs, (grad_y, grad_last, grad_rate),
+                                    ctx.needs_input_grad[:5]), None, None, None)
         B, T, H = c.shape
         dc, dbeta = torch.empty_like(c), torch.empty_like(beta)
         dalpha = torch.zeros_like(alpha)
@@ -186,6 +190,16 @@ class _MRUSequence(torch.autograd.Function):
         return dc, dbeta, carry.to(c.dtype), deps, dalpha, None, None, None
 
 
+def _scanned(c, beta, s0, eps, alpha, grad: SurrogateGrad, k: float, signed: bool):
+    """``(y, s_T, mean(z))`` as ``step``'s operations over all steps and one :func:`linear_scan`
+    (the parallel scan for every ε, as under ``torch.compile``): what autograd, ``create_graph``
+    and ``torch.func`` differentiate to any order."""
+    z = step(c.abs() - beta.abs(), False, grad, k)
+    a, b = _coefficients(z, step(c, signed, grad, k), eps)
+    s = linear_scan(a, b, s0)
+    return alpha * s, s[:, -1], z.mean()
+
+
 class _ClampUnit(torch.autograd.Function):
     """``clamp(q, 0, 1)`` forward, identity backward: a parameter pushed past a bound comes back.
     ``vmap`` by its plain operations (``torch.func``)."""
@@ -210,6 +224,7 @@ class _ClampUnitJvp(_ClampUnit):
 
     @staticmethod
     def jvp(ctx, dq):
+        refuse_nested_forward_mode("epsilon clamp")
         return dq
 
 
@@ -310,8 +325,10 @@ class MRU(nn.Module):
         c, beta = in_parameter_dtype(self.alpha, *self._drive(x))
         s0 = self._start(state, c)
         eps = self.epsilon()
-        if transforms_active():
-            return self._scanned(c, beta, s0, eps)
+        if transforms_active():  # the plain operations, which torch.func maps and differentiates
+            y, last, self.write_rate = _scanned(c, beta, s0, eps, self.alpha, self._grad,
+                                                self.sharpness, self.signed)
+            return y, last
         fused = _fused_mru(c) if self.signed and self.surrogate == "atan" else None
         if fused is None:
             y, last, self.write_rate = _MRUSequence.apply(c, beta, s0, eps, self.alpha, self._grad,
@@ -321,14 +338,6 @@ class MRU(nn.Module):
         self.write_rate = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness).mean()
         return self.alpha * s, s[:, -1]
 
-    def _scanned(self, c, beta, s0, eps):
-        """The sequence as ``step``'s operations over all steps and one :func:`linear_scan`, for
-        ``torch.func`` transforms (the parallel scan for every ε, as under ``torch.compile``)."""
-        z = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness)
-        a, b = _coefficients(z, self._level(c), eps)
-        s = linear_scan(a, b, s0)
-        self.write_rate = z.mean()
-        return self.alpha * s, s[:, -1]
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         check_step_input(x_t, self.input_size, module=self)

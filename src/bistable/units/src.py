@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from ..scan.autograd import apply, forward_mode
+from ..scan.autograd import apply, forward_mode, refuse_nested_forward_mode
 from .base import (
     check_flags,
     check_input,
@@ -76,6 +76,7 @@ class _SpikeReLUJvp(SpikeReLU):
 
     @staticmethod
     def jvp(ctx, dh):
+        refuse_nested_forward_mode("SpikeReLU")
         return dh
 
 

@@ -32,6 +32,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from ..scan.autograd import recorded_grads
 from .base import check_operands
 from .cpu_extension import load_cpu_extension
 
@@ -284,15 +285,20 @@ def _src_loop_backward_shapes(grad_h, grad_hs, h, i, h0, r, r_s, rho, z_hyp, z_d
 
 
 def _save(ctx, inputs, output):
-    i, _, h0, _, r, r_s, *ctx.consts = inputs
-    ctx.save_for_backward(i, output[0], h0, r, r_s)
+    i, bias, h0, hs0, r, r_s, *ctx.consts = inputs
+    ctx.save_for_backward(i, output[0], h0, r, r_s, bias, hs0)
 
 
 def _backward(ctx, grad_h, grad_hs):
-    i, h, h0, r, r_s = ctx.saved_tensors
+    i, h, h0, r, r_s, bias, hs0 = ctx.saved_tensors
     rho, z_hyp, z_dep, gate_current, detach, compiled = ctx.consts
     grad_h = torch.zeros_like(h) if grad_h is None else grad_h
     grad_hs = torch.zeros_like(h0) if grad_hs is None else grad_hs
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():  # create_graph=True
+        inputs = (i, bias, h0, hs0)
+        outputs = differentiable(*inputs, r, r_s, *ctx.consts[:-1])
+        return (*recorded_grads(outputs, inputs, (grad_h, grad_hs), ctx.needs_input_grad[:4]),
+                *(None,) * 8)
     gi, gb, gh0, ghs0 = src_loop_backward(grad_h, grad_hs, h, i, h0, r, r_s, rho, z_hyp, z_dep,
                                           gate_current, detach, compiled)
     state = (None, None) if detach else (gh0, ghs0)

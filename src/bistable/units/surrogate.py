@@ -17,26 +17,37 @@ from collections.abc import Callable
 
 import torch
 
-from ..scan.autograd import apply, forward_mode
+from ..scan.autograd import apply, forward_mode, refuse_nested_forward_mode
 from .base import check_number
 
 SurrogateGrad = Callable[[torch.Tensor, float], torch.Tensor]
 
 
+# Each surrogate computes in place where autograd does not record it (a backward without
+# create_graph: fewer temporaries), and out of place where it does (create_graph, torch.func:
+# in-place steps on recorded tensors give wrong higher derivatives, and a cycle that leaks).
+
+
 def atan_grad(u: torch.Tensor, k: float) -> torch.Tensor:
     """``k / (1 + (π k u)²)``: the derivative of ``1/2 + atan(π k u)/π``."""
     t = u * (math.pi * k)
+    if torch.is_grad_enabled():
+        return k / (1 + t * t)
     return t.mul_(t).add_(1).reciprocal_().mul_(k)
 
 
 def fast_sigmoid_grad(u: torch.Tensor, k: float) -> torch.Tensor:
     """``k / (1 + 2 k |u|)²``: the derivative of ``1/2 + k u / (1 + 2 k |u|)``."""
+    if torch.is_grad_enabled():
+        return k / (1 + 2 * k * u.abs()).square()
     t = u.abs().mul_(2 * k).add_(1)
     return t.mul_(t).reciprocal_().mul_(k)
 
 
 def triangle_grad(u: torch.Tensor, k: float) -> torch.Tensor:
     """``max(0, k − k² |u|)``: a triangle of height ``k`` and half-width ``1/k``."""
+    if torch.is_grad_enabled():
+        return (k - k * k * u.abs()).clamp_min(0)
     return u.abs().mul_(-k * k).add_(k).clamp_min_(0)
 
 
@@ -93,7 +104,7 @@ class _Step(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (u,) = ctx.saved_tensors
-        return grad_out * ctx.grad(u, ctx.k).mul_(ctx.scale), None, None, None
+        return grad_out * (ctx.grad(u, ctx.k) * ctx.scale), None, None, None
 
 
 class _StepJvp(_Step):
@@ -102,20 +113,22 @@ class _StepJvp(_Step):
     @staticmethod
     def jvp(ctx, du, *_):
         """Forward mode with the same surrogate: ``ṡ = surrogate(u, k) · u̇`` (twice for sign)."""
+        refuse_nested_forward_mode("surrogate step")
         (u,) = ctx.saved_tensors
-        return du * ctx.grad(u, ctx.k).mul_(ctx.scale)
+        return du * (ctx.grad(u, ctx.k) * ctx.scale)
 
 
 def heaviside(u: torch.Tensor, surrogate: str = "atan", sharpness: float = 1.0) -> torch.Tensor:
     """``H(u)`` (``H(0) = 1``) with the surrogate gradient ``surrogate(u, sharpness)``."""
-    return _apply_step(u, False, surrogate, sharpness)
+    return step(u, False, get_surrogate(surrogate), check_sharpness(sharpness))
 
 
 def sign(u: torch.Tensor, surrogate: str = "atan", sharpness: float = 1.0) -> torch.Tensor:
     """``sign(u)`` in ``{−1, +1}`` (``sign(0) = +1``) with the gradient ``2 surrogate(u, k)``."""
-    return _apply_step(u, True, surrogate, sharpness)
+    return step(u, True, get_surrogate(surrogate), check_sharpness(sharpness))
 
 
-def _apply_step(u, signed: bool, surrogate: str, sharpness: float) -> torch.Tensor:
-    step = _StepJvp if forward_mode() else _Step
-    return apply(step, u, signed, get_surrogate(surrogate), check_sharpness(sharpness))
+def step(u: torch.Tensor, signed: bool, grad: SurrogateGrad, k: float) -> torch.Tensor:
+    """:func:`sign` (``signed``) or :func:`heaviside` with the surrogate function ``grad`` and
+    sharpness ``k`` as given (unchecked)."""
+    return apply(_StepJvp if forward_mode() else _Step, u, signed, grad, k)
