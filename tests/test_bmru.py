@@ -112,18 +112,20 @@ def test_low_precision_counter_accumulates_in_float32(block_elements, monkeypatc
     monkeypatch.setattr(bmru, "BLOCK_ELEMENTS", block_elements)  # 1: a block per step
     results = {}
     for dtype in (torch.bfloat16, torch.float32):
-        unit = make(CMRU, F=1, H=1, dtype=dtype, learn_init=False)
+        unit = make(CMRU, F=1, H=1, dtype=dtype, learn_init=False, learn_epsilon=True)
         with torch.no_grad():
             unit.linear.weight.fill_(1.0)
             unit.linear.bias.zero_()  # |c| = |β| = 1: every step writes +1
         x = torch.ones(1, 600, 1, dtype=dtype, requires_grad=True)
         y, last = unit(x)
         y.sum().backward()
-        results[dtype] = y.detach(), last.detach(), unit.linear.weight.grad
-    y, last, grad = results[torch.bfloat16]
-    y32, last32, grad32 = results[torch.float32]
+        grads = [p.grad for p in (unit.linear.weight, unit.alpha, unit.epsilon_raw)]
+        results[dtype] = y.detach(), last.detach(), grads
+    y, last, grads = results[torch.bfloat16]
+    y32, last32, grads32 = results[torch.float32]
     assert last.item() == 600 and torch.equal(y, y32.bfloat16())
-    torch.testing.assert_close(grad.float(), grad32, rtol=1e-2, atol=0)
+    for grad, grad32 in zip(grads, grads32, strict=True):  # weight, α and ε: sums over time
+        torch.testing.assert_close(grad.float(), grad32, rtol=1e-2, atol=0)
 
 
 def test_first_quadrant_sets_resets_and_holds():

@@ -583,7 +583,8 @@ def test_a_checkpoint_whose_state_does_not_fit_is_one_line(tmp_path, capsys, com
     args = {"resume": ["train", "copy-first-input", *TINY, "--steps", "4", "--out", str(out),
                        "--resume"], "eval": ["eval", str(out)]}[command]
     capsys.readouterr()
-    expected = {"renamed": "weights do not fit", "reshaped": "weights do not fit",
+    expected = {"renamed": f"weights do not fit the run's settings (Missing key(s) in "
+                           f"state_dict: \"{name}\"", "reshaped": f"size mismatch for {name}",
                 "not-a-dict": "weights do not fit", "format": "a checkpoint of format 2",
                 "rng": "random-number state is not one bistable saved"}[damage]
     code = main(args)
@@ -592,6 +593,7 @@ def test_a_checkpoint_whose_state_does_not_fit_is_one_line(tmp_path, capsys, com
         assert code == 0
         return
     assert code == 2 and expected in err and err.count("\n") == 1, err
+    assert str(out / "checkpoint.pt") in err
 
 
 def test_a_checkpoint_path_that_is_a_directory_is_refused_before_training(tmp_path, capsys):

@@ -8,7 +8,7 @@ from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vmap
 from bistable.models import MODEL_NAMES, build_model
 from bistable.scan import linear_scan, linear_scan_reference
 from bistable.units.bmru import BMRU, CMRU, FirstQuadrantBMRU
-from bistable.units.brc import BRC
+from bistable.units.brc import BRC, NBRC
 from bistable.units.src import SRC
 
 pytestmark = [  # torch's own, not ours: forward mode loads its decompositions by torch.jit, and
@@ -257,6 +257,14 @@ def test_src_gradient_penalty_through_its_operator(options):
     torch.manual_seed(8)
     unit = SRC(3, 4, learn_bias=True, **options).double()
     x = (torch.rand(2, 7, 3, dtype=torch.float64) < 0.6).double() * 3
+    _close(_penalty_gradients(unit, x, False), _penalty_gradients(unit, x, True), 1e-9)
+
+
+@pytest.mark.parametrize("cls", [BRC, NBRC])
+def test_brc_compiled_loop_gradient_penalty(cls):
+    torch.manual_seed(9)
+    unit = cls(3, 4, compile_loop=True).double()
+    x = torch.randn(2, 7, 3, dtype=torch.float64)
     _close(_penalty_gradients(unit, x, False), _penalty_gradients(unit, x, True), 1e-9)
 
 

@@ -242,6 +242,29 @@ def test_eager_autograd_is_the_operators(with_s0, with_eps):
 
 
 @pytest.mark.parametrize("with_s0, with_eps", [(True, True), (False, False)])
+def test_a_gradient_penalty_through_the_kernels_is_recorded(with_s0, with_eps):
+    """create_graph=True: the eager function's backward is recomputed in plain operations and
+    recorded, so the penalty's gradients equal the plain reference's (before, autograd.grad
+    dropped the terms behind its once-differentiable backward without a word)."""
+    c, beta, s0, eps = _inputs(2, 9, 3, seed=9)
+    s0, eps = (s0 if with_s0 else None), (eps if with_eps else None)
+    w = torch.randn(2, 9, 3, dtype=torch.float64)
+
+    def penalty_grads(fn):
+        leaves = [x.clone().requires_grad_() for x in (c, beta, s0, eps) if x is not None]
+        it = iter(leaves)
+        args = [None if x is None else next(it).to(DEVICE) for x in (c, beta, s0, eps)]
+        s = fn(*args, sharpness=2.0)
+        first = torch.autograd.grad((s * w.to(s.device)).sum(), leaves, create_graph=True)
+        return torch.autograd.grad(sum(g.square().sum() for g in first), leaves)
+
+    got = penalty_grads(lambda *x, sharpness: tb.fused_mru(*x, sharpness=sharpness,
+                                                           config=Config(4, 2, 1)))
+    for x, y in zip(got, penalty_grads(tb.fused_mru_reference), strict=True):
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("with_s0, with_eps", [(True, True), (False, False)])
 def test_operators_pass_pytorch_s_opcheck(with_s0, with_eps):
     """Schema, fake tensors (torch.compile's shapes), autograd registration and AOT dispatch of
     ``bistable::fused_mru`` and its backward operator."""

@@ -33,8 +33,9 @@ from typing import List, Optional  # noqa: UP035 (torch 2.4 reads typing.List on
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from .autograd import recorded_grads
+from .dispatch import linear_scan
 from .reference import linear_scan_reference
 from .triton_lang import constants, on_device
 from .triton_scan import (
@@ -305,9 +306,13 @@ class _EagerFusedMRU(torch.autograd.Function):
         return s
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_s):
         c, beta, s0, epsilon, s = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: recomputed in plain operations, recorded
+            inputs = (c, beta, s0, epsilon)
+            plain = _plain_states(*inputs, ctx.sharpness, linear_scan)
+            return (*recorded_grads((plain,), inputs, (grad_s,), ctx.needs_input_grad[:4]),
+                    None, None)
         return (*_launch_backward(grad_s.contiguous(), c, beta, s0, epsilon, s, ctx.sharpness,
                                   ctx.tiles), None, None)
 
@@ -382,8 +387,12 @@ def fused_mru_reference(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | 
                         sharpness: float = 1.0) -> torch.Tensor:
     """:func:`fused_mru` in plain PyTorch: surrogate gates, then the plain-loop scan."""
     _check(c, beta, s0, epsilon, surrogate)
+    return _plain_states(c, beta, s0, epsilon, sharpness, linear_scan_reference)
 
+
+def _plain_states(c, beta, s0, epsilon, sharpness: float, scan):
+    """The states by surrogate gates in plain operations and ``scan`` (autograd to any order)."""
     z = _AtanStep.apply(c.abs() - beta.abs(), sharpness)  # autograd: d|x|/dx = 0 at 0
     v = 2 * _AtanStep.apply(c, sharpness) - 1  # sign(c), with the surrogate 2k / (1 + (πkc)²)
     a = 1 - z if epsilon is None else 1 - z + epsilon * z
-    return linear_scan_reference(a, z * v, s0)
+    return scan(a, z * v, s0)

@@ -16,7 +16,7 @@ import torch
 
 from ..data.tasks import TASK_NAMES, build_task, describe_tasks
 from . import distributed
-from .checkpoint import atomic_write
+from .checkpoint import CHECKPOINT, atomic_write
 from .loop import (
     LARGEST,
     MONITORS,
@@ -93,7 +93,7 @@ def _eval(args) -> int:
     if args.json:
         _check_json_target(Path(args.json), Path(args.run))
     saved = read_run(args.run)
-    task, model = run_from(saved, args.data_dir)
+    task, model = run_from(saved, args.data_dir, Path(args.run) / CHECKPOINT)
     config = saved["config"]
     lengths = sorted({task.check_seq_len(n) for n in args.eval_seq_len or config["eval_seq_len"]})
     if args.perturb is not None and getattr(model, "kind", None) != "src":

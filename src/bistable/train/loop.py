@@ -366,7 +366,7 @@ def load_run(out, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
     """The task and the model of the run in ``out``, with the weights :func:`selected`, in
     evaluation mode (training-only noise such as the SRC's ``train_noise`` off); ``data_dir``
     replaces the run's own (a run moved to another machine)."""
-    return run_from(read_run(out), data_dir)
+    return run_from(read_run(out), data_dir, Path(out) / CHECKPOINT)
 
 
 def read_run(out) -> dict:
@@ -397,13 +397,14 @@ def read_checkpoint(path) -> dict:
     return saved
 
 
-def run_from(saved: dict, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
-    """:func:`load_run` from a checkpoint already read."""
+def run_from(saved: dict, data_dir: str | None = None,
+             path=None) -> tuple[Task, torch.nn.Module]:
+    """:func:`load_run` from a checkpoint already read (from ``path``, for messages)."""
     c = TrainConfig(**saved["config"])
     c.data_dir = data_dir or c.data_dir
     task = _build_task(c)
     model = _build_model(c, task)
-    _load_state(model, selected(saved)["model"], "the checkpoint's weights")
+    _load_state(model, selected(saved)["model"], "its weights", path)
     return task, model.eval()
 
 
@@ -413,9 +414,13 @@ def _load_state(target, state, what: str, path=None) -> None:
     try:
         target.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        if lines and lines[0].startswith("Error(s) in loading state_dict"):
+            lines = lines[1:]  # torch's heading; the keys that differ follow
+        why = "; ".join(lines) or type(e).__name__
+        why = why if len(why) <= 300 else why[:297] + "..."
         where = f"{path}: " if path else ""
-        raise ValueError(f"{where}{what} do not fit the run's settings ({first}); another "
+        raise ValueError(f"{where}{what} do not fit the run's settings ({why}); another "
                          "version of bistable wrote it") from None
 
 

@@ -164,15 +164,16 @@ class _MRUSequence(torch.autograd.Function):
                                     ctx.needs_input_grad[:5]), None, None, None)
         B, T, H = c.shape
         dc, dbeta = torch.empty_like(c), torch.empty_like(beta)
-        dalpha = torch.zeros_like(alpha)
-        deps = torch.zeros_like(eps) if ctx.needs_input_grad[3] else None
+        acc = starts.dtype  # float32 at least, as forward: sums over blocks must not stall
+        dalpha = torch.zeros_like(alpha, dtype=acc)
+        deps = torch.zeros_like(eps, dtype=acc) if ctx.needs_input_grad[3] else None
         carry = grad_last  # dL/ds at the end of the block, from the blocks after it
         blocks = _blocks(B, T, H)
         for start, blk in zip(starts.unbind(0)[::-1], blocks[::-1]):
             z, v, u = _gates(c[:, blk], beta[:, blk], ctx.signed)
             a, b = _coefficients(z, v, eps)
             s = _states(a, b, start, eps)
-            direct = (grad_y[:, blk] * alpha).to(start.dtype)  # float32 at least, as forward
+            direct = (grad_y[:, blk] * alpha).to(acc)
             direct[:, -1] += carry
             a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1)
             g = linear_scan(a_next, direct, reverse=True)
@@ -187,7 +188,8 @@ class _MRUSequence(torch.autograd.Function):
             dc[:, blk] = torch.sign(c[:, blk]).mul_(dz).addcmul_(dv, ctx.grad(c[:, blk], ctx.k),
                                                                  value=2 if ctx.signed else 1)
             dbeta[:, blk] = torch.sign(beta[:, blk]).mul_(dz).neg_()
-        return dc, dbeta, carry.to(c.dtype), deps, dalpha, None, None, None
+        deps = None if deps is None else deps.to(eps.dtype)
+        return dc, dbeta, carry.to(c.dtype), deps, dalpha.to(alpha.dtype), None, None, None
 
 
 def _scanned(c, beta, s0, eps, alpha, grad: SurrogateGrad, k: float, signed: bool):
