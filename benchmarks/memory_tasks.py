@@ -210,9 +210,10 @@ def table_rows(name: str, model: str, results: list[dict], first: str) -> list[t
             by_len.setdefault(e["seq_len"], []).append(value)
     c = results[0]["config"]
     cells = []
-    for factor in FACTORS:
+    for factor in FACTORS:  # a cell over fewer runs than the row's seeds says how many
         values = by_len.get(c["seq_len"] * factor)
-        cells.append(mean_std(values) if values else "")
+        fewer = f" (n = {len(values)})" if values and len(values) != len(results) else ""
+        cells.append(mean_std(values) + fewer if values else "")
     metric = "MSE" if results[0]["eval"][0]["mse"] is not None else "accuracy"
     return [(name, model, c["hidden"], c["seq_len"], metric, *cells, len(results), f"`{first}`")]
 

@@ -292,9 +292,10 @@ def summarise(rows: list[dict]) -> list[dict]:
         groups.setdefault((r["dataset"], r["depth"], r["kind"]), []).append(r)
     out = []
     for (dataset, depth, kind), rs in groups.items():
-        def ms(key, rs=rs):
+        def ms(key, rs=rs):  # over fewer runs than the row's seeds: says how many
             vals = [r[key] for r in rs if key in r]
-            return mean_std(vals, ".2f") if vals else "—"
+            fewer = f" (n = {len(vals)})" if vals and len(vals) != len(rs) else ""
+            return mean_std(vals, ".2f") + fewer if vals else "—"
         out.append({"dataset": dataset, "depth": depth, "kind": kind, "seeds": len(rs),
                     "accuracy": ms("accuracy"), "accuracy_noise": ms("accuracy_noise"),
                     "per_epoch": curve(rs[0], "accuracy_per_epoch"),

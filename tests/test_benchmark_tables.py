@@ -21,6 +21,7 @@ from benchmarks import (  # noqa: E402
     dispatch,
     memory_tasks,
     spiking_runs,
+    src,
 )
 from benchmarks.common import evaluations, mean_std  # noqa: E402
 from benchmarks.denoising import seed_rows  # noqa: E402
@@ -521,3 +522,20 @@ def test_src_probe_fits_a_separable_code_and_scores_a_finished_run(tmp_path, mon
                       out=str(tmp_path / "lru")))
     with pytest.raises(ValueError, match="expected a spiking network with a hidden layer"):
         probe_run(tmp_path / "lru", draws=1, train_images=4)
+
+
+def test_a_cell_over_fewer_runs_than_its_row_says_how_many():
+    """A horizon (or a noise evaluation) that some seeds lack is averaged over the others, and
+    the cell says over how many, since the row's seeds column counts every run."""
+    run = {"config": {"seq_len": 50, "hidden": 8},
+           "eval": [{"seq_len": 50, "mse": 0.5, "accuracy": None},
+                    {"seq_len": 500, "mse": 1.0, "accuracy": None}]}
+    short = {**run, "eval": run["eval"][:1]}
+    row = memory_tasks.table_rows("copy50", "hybrid", [run, short, run], "cmd")[0]
+    assert row[5] == mean_std([0.5, 0.5, 0.5]) and row[6] == mean_std([1.0, 1.0]) + " (n = 2)"
+    assert row[-2] == 3
+    runs = [{"dataset": "mnist", "depth": 1, "kind": "src", "accuracy": a, "firing_rate": 0.1,
+             "silent_fraction": 0.0} for a in (0.9, 0.92)]
+    runs[0]["accuracy_noise"] = 0.85
+    (summary,) = src.summarise(runs)
+    assert summary["seeds"] == 2 and summary["accuracy_noise"] == "0.85 (n = 1)"
