@@ -15,7 +15,8 @@ tested with noise on r, r_s (``--noise`` σ relative). The full protocol of the 
 ``nmnist-sim`` reads simulated N-MNIST recordings (``bistable.data.nmnist_sim.write_dataset``) from
 ``--nmnist-dir`` as ``--nmnist-bins`` frames of ``(2, 34, 34)`` event counts, passed through.
 
-``--reduced`` labels a run that used less than that (the default on a small CPU).
+An accuracy table short of that protocol is labelled REDUCED, with what it lacks; ``--reduced``
+labels one so by hand.
 
 ``--merge NAME ...`` runs nothing: it pools the accuracy runs of ``results/NAME.json`` files made
 with one protocol (seeds, depths, kinds, datasets run apart, e.g. one seed per core) into one table,
@@ -368,7 +369,8 @@ def main(argv=None) -> None:
                    "run (a noise curriculum; 0: σ from the start)")
     p.add_argument("--init-rate", type=float, help="data-driven initialisation (both kinds): "
                    "every layer's weights scaled at the first batch to fire at this rate")
-    p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced")
+    p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced "
+                   "(those short of the full protocol are, with what they lack)")
     p.add_argument("--name", help="results/<name>.md (default: src; required with --merge)")
     p.add_argument("--keep", action="store_true",
                    help="keep the section not rerun now from the last results/<name>.json")
@@ -449,9 +451,30 @@ def throughput_md(section: dict) -> str:
                                       "load_avg_1min"]) + "\n")
 
 
+FULL_PROTOCOL = {"datasets": ("mnist", "fashion-mnist", "nmnist-sim"), "depths": (1, 2, 4, 8),
+                 "seeds": 3, "train_samples": 60000, "test_samples": 10000, "epochs": 20}
+"""The issue's protocol (module docstring): what an accuracy table short of it is labelled by."""
+
+
+def shortfall(section: dict) -> list[str]:
+    """What an accuracy section's runs lack of :data:`FULL_PROTOCOL`, in words (none: full)."""
+    a, runs, full = section["args"], section["runs"], FULL_PROTOCOL
+    short = [f"no {name} runs" for name in full["datasets"]
+             if name not in {r["dataset"] for r in runs}]
+    short += [f"no depth {d}" for d in full["depths"] if d not in {r["depth"] for r in runs}]
+    seeds = len({r["seed"] for r in runs})
+    if seeds < full["seeds"]:
+        short.append(f"{seeds} seed(s), not {full['seeds']}")
+    short += [f"{key.replace('_', ' ')} {a[key]}, not {full[key]}"
+              for key in ("train_samples", "test_samples", "epochs") if a[key] < full[key]]
+    return short
+
+
 def accuracy_md(section: dict) -> str:
     a = section["args"]
-    label = " (REDUCED protocol)" if a["reduced"] else ""
+    short = shortfall(section)
+    label = (f" (REDUCED protocol: {'; '.join(short)})" if short else
+             " (REDUCED protocol)" if a["reduced"] else "")
     return (f"## Accuracy{label}\n\n{made_by(section)}Hidden {a['hidden']}, "
             f"{a['train_samples']} training and {a['test_samples']} test samples, {a['epochs']} "
             f"epoch(s), batch {a['batch']}, Adam lr {a['lr']}"

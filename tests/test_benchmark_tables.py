@@ -539,3 +539,16 @@ def test_a_cell_over_fewer_runs_than_its_row_says_how_many():
     runs[0]["accuracy_noise"] = 0.85
     (summary,) = src.summarise(runs)
     assert summary["seeds"] == 2 and summary["accuracy_noise"] == "0.85 (n = 1)"
+
+
+def test_an_src_accuracy_table_short_of_the_issue_s_protocol_says_what_it_lacks():
+    args = {"train_samples": 2000, "test_samples": 1000, "epochs": 1, "reduced": False}
+    runs = [{"dataset": "mnist", "depth": d, "kind": "src", "seed": 0} for d in (1, 2, 4)]
+    lacks = src.shortfall({"args": args, "runs": runs})
+    assert lacks == ["no fashion-mnist runs", "no nmnist-sim runs", "no depth 8",
+                     "1 seed(s), not 3", "train samples 2000, not 60000",
+                     "test samples 1000, not 10000", "epochs 1, not 20"]
+    full = {**args, "train_samples": 60000, "test_samples": 10000, "epochs": 20}
+    runs = [{"dataset": n, "depth": d, "kind": "src", "seed": s}
+            for n in src.FULL_PROTOCOL["datasets"] for d in (1, 2, 4, 8) for s in range(3)]
+    assert src.shortfall({"args": full, "runs": runs}) == []
