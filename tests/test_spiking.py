@@ -518,3 +518,39 @@ def test_calibrate_leaves_the_network_in_the_mode_it_was_in():
     for training in (False, True):
         net.train(training).calibrate_(x, 0.02)
         assert net.training is training and all(m.training is training for m in net.modules())
+
+
+def test_readout_integrates_in_float32_under_bfloat16_autocast():
+    """Under autocast the leak stays α_ro (a bfloat16 0.99 is 0.98828125: R off by 14 %)."""
+    g = torch.Generator().manual_seed(0)
+    out = (torch.rand(4, 220, 100, generator=g) < 0.05) * torch.rand(4, 220, 100, generator=g)
+    readout = PopulationReadout(alpha=0.99)
+    R, last = readout(out)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        R_bf16, last_bf16 = readout(out)
+    assert R_bf16.dtype == torch.float32
+    torch.testing.assert_close(R_bf16, R)
+    R2, _ = readout(out[:, 110:], readout(out[:, :110])[1])  # its state continues the sequence
+    torch.testing.assert_close(R2, R[:, 110:])
+
+
+def test_a_checkpoint_does_not_carry_one_readout_s_matrix_into_another():
+    """The readout's matrix follows from its mode: loading a count-readout network's weights
+    into a population-readout network keeps +1 / −0.1 (the --init-from of another readout);
+    checkpoints that saved the matrix (before 2026-12-06) still load."""
+    count = build_src(784, 10, hidden=8, layers=1, readout="count")
+    population = build_src(784, 10, hidden=8, layers=1)
+    state = count.state_dict()
+    assert "readout.matrix" not in state
+    population.load_state_dict({**state, "readout.matrix": count.readout.matrix})
+    assert population.readout.matrix[0].unique().tolist() == [-0.1, 1.0]
+
+
+def test_spike_stats_are_those_of_evaluation_mode_whatever_the_network_s():
+    torch.manual_seed(3)
+    net = build_src(20, 3, hidden=30, layers=2, dropout=0.5, train_noise=0.2)
+    x = rate_code(torch.rand(6, 20), generator=torch.Generator().manual_seed(1))
+    training = [net.spike_stats(x) for _ in range(2)]
+    assert net.training
+    net.eval()
+    assert training[0] == training[1] == net.spike_stats(x)

@@ -30,7 +30,8 @@ class PopulationReadout(nn.Module):
     """Frozen population readout, integrated over time (no learned parameters).
 
     Shapes: ``forward(out (B, T, n_classes·per_class), state (B, n_classes) or None)
-    -> (R (B, T, n_classes), R[:, -1])``.
+    -> (R (B, T, n_classes), R[:, -1])``, ``R`` in ``out``'s dtype, float32 at least (the
+    integration keeps α_ro exact under bfloat16 autocast).
     """
 
     def __init__(self, n_classes: int = 10, per_class: int = 10, *, alpha: float = 1.0,
@@ -42,19 +43,29 @@ class PopulationReadout(nn.Module):
         check_number(alpha, "alpha", lambda v: 0 <= v <= 1, "a leak in [0, 1]")
         self.n_classes, self.per_class, self.alpha, self.mode = n_classes, per_class, alpha, mode
         self.input_size = n_classes * per_class
-        # float64, so that a double model gets exactly −0.1; forward casts it to the input's dtype
+        # float64, so that a double model gets exactly −0.1; forward casts it to the input's dtype.
+        # Not persistent: it follows from `mode`, and a checkpoint must not carry one mode's
+        # matrix into a model built with the other (--init-from with another readout)
         own = torch.eye(n_classes, dtype=torch.float64).repeat_interleave(per_class, dim=1)
         other = 0.0 if mode == "count" else -0.1
-        self.register_buffer("matrix", own + other * (1 - own))
+        self.register_buffer("matrix", own + other * (1 - own), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "matrix", None)  # checkpoints before 2026-12-06 saved it
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"{self.n_classes}, {self.per_class}, alpha={self.alpha}, mode={self.mode!r}"
 
     def forward(self, out: torch.Tensor, state: torch.Tensor | None = None):
         check_input(out, self.input_size, "out")
+        # in out's dtype, float32 at least, even under autocast: a bfloat16 α_ro = 0.99 is
+        # 0.98828125, a time constant of 85 steps instead of 100; R and its state likewise
+        work = torch.promote_types(out.dtype, torch.float32)
         if state is not None:
-            check_state(state, (out.shape[0], self.n_classes), "state", out.dtype, out.device)
-        drive = out @ self.matrix.to(out.dtype).t()
+            check_state(state, (out.shape[0], self.n_classes), "state", work, out.device)
+        with torch.autocast(out.device.type, enabled=False):
+            drive = out.to(work) @ self.matrix.to(work).t()
         if self.alpha == 1.0:
             R = drive.cumsum(dim=1)
             R = R if state is None else R + state[:, None]

@@ -178,12 +178,8 @@ class SpikingNetwork(nn.Module):
         state = (None,) * len(self.layers) if state is None else state
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             x, state = _gathered(x), _gathered(state)
-        mode = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             gains = self._calibrate_layers(x, rate, state, iters)
-        finally:
-            self.train(mode)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             for layer in self.layers:
                 for p in layer.parameters():
@@ -211,12 +207,24 @@ class SpikingNetwork(nn.Module):
                               f"{gains[-1]:.3g}, the target was {rate:.4g}", stacklevel=3)
         return gains
 
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """Evaluation mode (no dropout, no training noise) inside, the mode before after."""
+        mode = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(mode)
+
     @torch.no_grad()
     def spike_stats(self, x: torch.Tensor, state=None) -> list[dict]:
-        """:func:`layer_stats` of every spiking layer for the input ``x`` (no gradients); with
-        a ``state`` (a continued sequence), an SRC pulse under way at its start (``h > 0``)
-        counts in the chunk where it began."""
-        _, _, spikes = self.run(x, state)
+        """:func:`layer_stats` of every spiking layer for the input ``x`` (no gradients), in
+        evaluation mode whatever the network's (dropout and training noise would change the
+        spikes, and the counts would not match them); with a ``state`` (a continued sequence),
+        an SRC pulse under way at its start (``h > 0``) counts in the chunk where it began."""
+        with self._evaluating():
+            _, _, spikes = self.run(x, state)
         inputs = [x] + spikes[:-1]
         pulse = self.kind == "src"
         layer_states = (None,) * len(spikes) if state is None else state[:-1]

@@ -145,7 +145,8 @@ def _check_json_target(path: Path, run: Path) -> None:
 
 def _perturbed(model, task, lengths, n, device, sigma: float, draws: int) -> list[dict]:
     """The noise-robustness check of an SRC network: each neuron's ``r``, ``r_s`` drawn around
-    their values with relative ``sigma`` (``perturb_``, draw ``k`` seeded ``k``), then restored."""
+    the layer's nominal values (SPEC.md §6: 2, −7) with relative ``sigma`` (``perturb_``, draw
+    ``k`` seeded ``k``), then restored."""
     out = []
     with model.gains_kept():
         for draw in range(draws):
@@ -268,8 +269,8 @@ def add_parser(subparsers) -> None:
     e.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     e.add_argument("--precision", choices=PRECISIONS, help="default: the run's")
     e.add_argument("--perturb", type=float, metavar="SIGMA",
-                   help="SRC networks: also score with every neuron's r, r_s drawn around their "
-                        "values, σ relative (0.1 = 10 %%)")
+                   help="SRC networks: also score with every neuron's r, r_s drawn around the "
+                        "nominal 2 and -7, σ relative (0.1 = 10 %%)")
     e.add_argument("--draws", type=int, default=3, metavar="N", help="noise draws (default 3)")
     e.add_argument("--json", metavar="FILE", help="also write the figures there")
     e.set_defaults(func=_eval)
