@@ -135,11 +135,11 @@ class _MRUSequence(torch.autograd.Function):
         B, T, H = c.shape
         y = torch.empty_like(c)
         starts, writes = [], 0.0
-        # no_grad as in eager autograd: torch 2.4's dynamo traces this forward with grad enabled,
-        # and refuses out= on inputs that require it
         # states accumulate in float32 at least (SPEC.md §1), carried so between blocks: a
         # bfloat16 counter rounds its stored values, but does not stall at 256
         s = s0.to(torch.promote_types(s0.dtype, torch.float32))
+        # no_grad as in eager autograd: torch 2.4's dynamo traces this forward with grad enabled,
+        # and refuses out= on inputs that require it
         with torch.no_grad():
             for blk in _blocks(B, T, H):
                 starts.append(s)
@@ -339,7 +339,6 @@ class MRU(nn.Module):
         s = fused(c, beta, s0, epsilon=eps, surrogate=self.surrogate, sharpness=self.sharpness)
         self.write_rate = heaviside(c.abs() - beta.abs(), self.surrogate, self.sharpness).mean()
         return self.alpha * s, s[:, -1]
-
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None):
         check_step_input(x_t, self.input_size, module=self)

@@ -91,8 +91,9 @@ class EagerLoop:
 def differentiable(i, bias, h0, hs0, r, r_s, rho: float, z_hyp: float, z_dep: float,
                    gate_current: bool, detach: bool):
     """:func:`src_loop`'s values and gradients by autograd through :class:`EagerLoop`'s steps,
-    for ``torch.func`` transforms (the operators' hand-written backward is opaque to them). As
-    in the operators, ``r`` and ``r_s`` get no gradient."""
+    for ``torch.func`` transforms and ``create_graph`` (the operators' hand-written backward is
+    opaque to the first and not differentiable for the second). As in the operators, ``r`` and
+    ``r_s`` get no gradient."""
     u = rho * torch.tanh(i / rho) + bias
     return _forward_steps(u, h0, hs0, r.detach(), r_s.detach(), z_hyp, z_dep, gate_current,
                           detach)
