@@ -15,7 +15,7 @@ from bistable.train import loop
 from bistable.train.checkpoint import load_checkpoint, save_checkpoint
 from bistable.train.loop import TrainConfig, TrainingDiverged, learning_rate, resolve, train
 from bistable.train.metrics import evaluate, predict_last
-from bistable.train.report import SPIKE_SAMPLES, horizon_table, spiking_figures
+from bistable.train.report import SPIKE_SAMPLES, busiest, horizon_table, spiking_figures
 from bistable.units.bmru import CMRU, write_rate
 from bistable.units.lru import LRU
 from bistable.units.src import SRC
@@ -882,3 +882,13 @@ def test_a_missing_test_file_fails_before_the_first_step(tmp_path, monkeypatch):
         train(config(tmp_path, task="smnist", model="lru", seq_len=None, steps=20,
                      eval_samples=None))
     assert steps == [] and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_membrane_traces_show_active_neurons_even_when_the_first_example_is_silent():
+    spikes = torch.zeros(3, 5, 6)
+    spikes[0, :, 4] = 1.0          # the first example: neuron 4 alone, every step
+    spikes[1:, :2, 1] = 1.0        # the others: neuron 1 most, then 5
+    spikes[2, 0, 5] = 1.0
+    assert busiest(spikes) == [4, 1, 5]
+    spikes[0] = 0                  # a silent first example: the subset's most active instead
+    assert busiest(spikes, 2) == [1, 5]

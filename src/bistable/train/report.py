@@ -40,14 +40,23 @@ def plots(out: Path, title: str, task: Task, seq_len: int, history: list, evals:
         warnings.warn(f"plots skipped: {err}", stacklevel=2)
 
 
+def busiest(spikes: torch.Tensor, n: int = 3) -> list[int]:
+    """The ``n`` neurons active at the most steps of the first example of ``spikes`` ``(B, T,
+    N)``, ties (a silent first example) broken by their activity over all examples."""
+    first = spikes[0].gt(0).sum(0)
+    everywhere = spikes.gt(0).sum((0, 1))
+    score = first * (spikes.shape[0] * spikes.shape[1] + 1) + everywhere  # first, then all
+    return score.topk(min(n, spikes.shape[2])).indices.tolist()
+
+
 @torch.no_grad()
 def spiking_figures(out: Path, title: str, task: Task, seq_len: int, model: torch.nn.Module,
                     device) -> None:
     """For a spiking network: ``spikes.json`` (every layer's firing rate, silent fraction, spikes
     and synaptic operations per sample on a fixed random subset of the test examples, the same for
     every run), ``raster.png`` (the first hidden layer on the first example of that subset) and,
-    for SRCs, ``membrane.png`` (``h``, ``h_s`` of that layer's three most active neurons). Other
-    models: nothing."""
+    for SRCs, ``membrane.png`` (``h``, ``h_s`` of that layer's three most active neurons on it,
+    :func:`busiest`). Other models: nothing."""
     from ..nn.spiking import SpikingNetwork
 
     if not isinstance(model, SpikingNetwork):
@@ -60,13 +69,13 @@ def spiking_figures(out: Path, title: str, task: Task, seq_len: int, model: torc
     try:
         from ..plot import membrane_traces, raster
 
-        spikes = model.run(x[:1])[2][0][0]  # layer 1, the subset's first example: (T, N)
+        layer1 = model.run(x)[2][0]  # (B, T, N)
         title = f"{title}: layer 1, one test example"
-        raster(spikes, out / "raster.png", title=title)
+        raster(layer1[0], out / "raster.png", title=title)  # the subset's first example
         if model.kind == "src":
             h, h_s = model.layers[0].membrane(x[:1])
-            busy = spikes.gt(0).sum(0).topk(min(3, spikes.shape[1])).indices.tolist()
-            membrane_traces(h[0], out / "membrane.png", h_s=h_s[0], neurons=busy, title=title)
+            membrane_traces(h[0], out / "membrane.png", h_s=h_s[0], neurons=busiest(layer1),
+                            title=title)
     except ImportError as err:
         warnings.warn(f"plots skipped: {err}", stacklevel=2)
     finally:
