@@ -552,3 +552,14 @@ def test_an_src_accuracy_table_short_of_the_issue_s_protocol_says_what_it_lacks(
     runs = [{"dataset": n, "depth": d, "kind": "src", "seed": s}
             for n in src.FULL_PROTOCOL["datasets"] for d in (1, 2, 4, 8) for s in range(3)]
     assert src.shortfall({"args": full, "runs": runs}) == []
+
+
+def test_per_sample_benchmark_checks_vmap_against_the_loop_and_tabulates(tmp_path, capsys):
+    from benchmarks import per_sample
+
+    per_sample.main(["--models", "bmru", "src", "--batch", "3", "--seq-len", "4", "--repeats",
+                     "1", "--name", str(tmp_path / "ps")])
+    rows = json.loads((tmp_path / "ps.json").read_text())
+    assert [r["model"] for r in rows] == ["bmru", "src"]
+    assert all(r["max_rel_diff"] < 1e-5 and r["vmap(grad)"] > 0 for r in rows)
+    assert "| bmru |" in (tmp_path / "ps.md").read_text()
