@@ -3,8 +3,8 @@
     python benchmarks/per_sample.py [--models lru bmru hybrid src] [--batch 32] [--seq-len 100]
                                     [--repeats 7] [--threads 1] [--name per_sample_cpu]
 
-For each model (hidden 64, two layers; the SRC: one hidden layer of 64 on 784 rate-coded
-inputs), the gradients of every sample's loss in every parameter, three ways, interleaved
+For each model (hidden 64, two layers, one input of Gaussian noise; the SRC: one hidden layer of
+64 on 784 Bernoulli inputs of rate 0.05), the gradients of every sample's loss in every parameter, three ways, interleaved
 (``benchmarks.common.side_by_side``, medians): one batched backward of the summed loss (the
 floor: it gives the sum, not each sample's); ``vmap(grad(loss))`` over the batch (each sample's,
 the scan and the units' plain paths folded into one batch); a Python loop of ``B`` backwards of
