@@ -4,11 +4,12 @@
                                     [--repeats 7] [--threads 1] [--name per_sample_cpu]
 
 For each model (hidden 64, two layers, one input of Gaussian noise; the SRC: one hidden layer of
-64 on 784 Bernoulli inputs of rate 0.05), the gradients of every sample's loss in every parameter, three ways, interleaved
-(``benchmarks.common.side_by_side``, medians): one batched backward of the summed loss (the
-floor: it gives the sum, not each sample's); ``vmap(grad(loss))`` over the batch (each sample's,
-the scan and the units' plain paths folded into one batch); a Python loop of ``B`` backwards of
-one sample each. The vmapped gradients are checked against the loop's before timing.
+64 on 784 Bernoulli inputs of rate 0.05), the gradients of every sample's loss in every
+parameter, three ways, interleaved (``benchmarks.common.side_by_side``, medians): one batched
+backward of the summed loss (the floor: it gives the sum, not each sample's); ``vmap(grad(loss))``
+over the batch (each sample's, the scan and the units' plain paths folded into one batch); a
+Python loop of ``B`` backwards of one sample each. The vmapped gradients are checked against the
+loop's before timing.
 
 Writes results/<name>.md and .json.
 """
