@@ -14,7 +14,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..units.base import check_count, check_number, check_sizes, check_step_input
+from ..units.base import check_count, check_number, check_sizes, check_step_input, evaluating
 from ..units.src import SRC
 from .readout import MODES, PopulationReadout
 
@@ -178,7 +178,7 @@ class SpikingNetwork(nn.Module):
         state = (None,) * len(self.layers) if state is None else state
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             x, state = _gathered(x), _gathered(state)
-        with self._evaluating():
+        with evaluating(self):
             gains = self._calibrate_layers(x, rate, state, iters)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             for layer in self.layers:
@@ -207,23 +207,13 @@ class SpikingNetwork(nn.Module):
                               f"{gains[-1]:.3g}, the target was {rate:.4g}", stacklevel=3)
         return gains
 
-    @contextlib.contextmanager
-    def _evaluating(self):
-        """Evaluation mode (no dropout, no training noise) inside, the mode before after."""
-        mode = self.training
-        self.eval()
-        try:
-            yield
-        finally:
-            self.train(mode)
-
     @torch.no_grad()
     def spike_stats(self, x: torch.Tensor, state=None) -> list[dict]:
         """:func:`layer_stats` of every spiking layer for the input ``x`` (no gradients), in
         evaluation mode whatever the network's (dropout and training noise would change the
         spikes, and the counts would not match them); with a ``state`` (a continued sequence),
         an SRC pulse under way at its start (``h > 0``) counts in the chunk where it began."""
-        with self._evaluating():
+        with evaluating(self):
             _, _, spikes = self.run(x, state)
         inputs = [x] + spikes[:-1]
         pulse = self.kind == "src"

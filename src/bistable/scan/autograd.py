@@ -88,6 +88,13 @@ def recorded_grads(outputs, inputs, grads, needed) -> list:
     return [next(found) if need else None for need in needed]
 
 
+def recording() -> bool:
+    """True in a backward whose gradients autograd records to differentiate them again
+    (``create_graph=True``, ``torch.func``), outside ``torch.compile``: a fused function's
+    backward then runs its plain operations (:func:`recorded_grads`)."""
+    return torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def forward_mode() -> bool:
     """True under forward-mode AD (``torch.func.jvp``/``jacfwd``, ``torch.autograd.forward_ad``)
     outside ``torch.compile``: a Function's ``jvp`` is needed then, and dynamo cannot trace a
@@ -200,7 +207,7 @@ class _EagerScan(torch.autograd.Function):
     def backward(ctx, grad_h):
         a, h, h0 = ctx.saved_tensors
         grad_h, need_da = grad_h.contiguous(), ctx.needs_input_grad[0]
-        if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():
+        if recording() or torch._C._are_functorch_transforms_active():
             grads = _differentiable_backward(a, h, h0, grad_h, ctx.reverse, ctx.backend, need_da)
         else:
             grads = _backward_by(ctx.backend, a, h, h0, grad_h, ctx.reverse, need_da)

@@ -34,7 +34,7 @@ from typing import List, Optional  # noqa: UP035 (torch 2.4 reads typing.List on
 import torch
 from torch import Tensor
 
-from .autograd import recorded_grads
+from .autograd import recorded_grads, recording
 from .dispatch import linear_scan
 from .reference import linear_scan_reference
 from .triton_lang import constants, on_device
@@ -308,7 +308,7 @@ class _EagerFusedMRU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_s):
         c, beta, s0, epsilon, s = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: recomputed in plain operations, recorded
+        if recording():  # create_graph=True: recomputed in plain operations, recorded
             inputs = (c, beta, s0, epsilon)
             plain = _plain_states(*inputs, ctx.sharpness, linear_scan)
             return (*recorded_grads((plain,), inputs, (grad_s,), ctx.needs_input_grad[:4]),

@@ -17,6 +17,7 @@ import json
 import torch
 from tqdm import tqdm
 
+from ..units.base import evaluating
 from .checkpoint import atomic_write
 
 CHUNK_ELEMENTS = 2**12
@@ -48,15 +49,13 @@ def evaluate(model, task, split: str, seq_len: int, *, n: int | None, batch_size
     total = n if size is None else size if n is None else min(n, size)
     bar = tqdm(total=total, desc=f"evaluating T={seq_len}", unit="example", leave=False,
                disable=not progress, dynamic_ncols=True)
-    was_training = model.training
-    model.eval()
     preds, targets = [], []
-    for x, target in task.eval_batches(split, seq_len, n, batch_size, device):
-        preds.append(predict_last(model, x).float().cpu())
-        targets.append(target.cpu())
-        bar.update(x.shape[0])
+    with evaluating(model):
+        for x, target in task.eval_batches(split, seq_len, n, batch_size, device):
+            preds.append(predict_last(model, x).float().cpu())
+            targets.append(target.cpu())
+            bar.update(x.shape[0])
     bar.close()
-    model.train(was_training)
     return {"split": split, "seq_len": seq_len,
             **task.metrics(torch.cat(preds), torch.cat(targets))}
 

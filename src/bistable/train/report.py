@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..data.tasks import Task
+from ..units.base import evaluating
 from .checkpoint import atomic_write
 
 SPIKE_SAMPLES = 64  # test examples behind spikes.json
@@ -61,22 +62,19 @@ def spiking_figures(out: Path, title: str, task: Task, seq_len: int, model: torc
 
     if not isinstance(model, SpikingNetwork):
         return
-    was_training = model.training
-    model.eval()
     x, _ = next(task.eval_batches("test", seq_len, SPIKE_SAMPLES, SPIKE_SAMPLES, device))
     text = json.dumps({"samples": x.shape[0], "layers": model.spike_stats(x)}, indent=1)
     atomic_write(out / "spikes.json", lambda file: file.write(text.encode()))
     try:
         from ..plot import membrane_traces, raster
 
-        layer1 = model.run(x)[2][0]  # (B, T, N)
-        title = f"{title}: layer 1, one test example"
-        raster(layer1[0], out / "raster.png", title=title)  # the subset's first example
-        if model.kind == "src":
-            h, h_s = model.layers[0].membrane(x[:1])
-            membrane_traces(h[0], out / "membrane.png", h_s=h_s[0], neurons=busiest(layer1),
-                            title=title)
+        with evaluating(model):
+            layer1 = model.run(x)[2][0]  # (B, T, N)
+            title = f"{title}: layer 1, one test example"
+            raster(layer1[0], out / "raster.png", title=title)  # the subset's first example
+            if model.kind == "src":
+                h, h_s = model.layers[0].membrane(x[:1])
+                membrane_traces(h[0], out / "membrane.png", h_s=h_s[0],
+                                neurons=busiest(layer1), title=title)
     except ImportError as err:
         warnings.warn(f"plots skipped: {err}", stacklevel=2)
-    finally:
-        model.train(was_training)

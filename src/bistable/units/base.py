@@ -6,6 +6,7 @@ so that a wrong call fails at the unit's door instead of deep inside a scan.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -25,6 +26,18 @@ def transforms_active() -> bool:
         return False
     return (torch._C._functorch.peek_interpreter_stack() is not None
             or torch.autograd.forward_ad._current_level >= 0)
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """``module`` in evaluation mode inside (no dropout, no training noise), back in the mode it
+    was in afterwards, however the block ends."""
+    mode = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(mode)
 
 
 def _is_int(n) -> bool:

@@ -40,7 +40,13 @@ import torch
 from torch import nn
 
 from ..scan import linear_scan
-from ..scan.autograd import apply, forward_mode, recorded_grads, refuse_nested_forward_mode
+from ..scan.autograd import (
+    apply,
+    forward_mode,
+    recorded_grads,
+    recording,
+    refuse_nested_forward_mode,
+)
 from .base import (
     check_flags,
     check_input,
@@ -157,7 +163,7 @@ class _MRUSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, grad_last, grad_rate):
         c, beta, s0, eps, alpha, starts = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: the gradients are differentiated again
+        if recording():  # create_graph=True: the gradients are differentiated again
             inputs = (c, beta, s0, eps, alpha)
             outputs = _scanned(*inputs, ctx.grad, ctx.k, ctx.signed)
             return (*recorded_grads(outputs, inputs, (grad_y, grad_last, grad_rate),

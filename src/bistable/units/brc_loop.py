@@ -27,7 +27,7 @@ import functools
 import torch
 from torch import Tensor
 
-from ..scan.autograd import recorded_grads
+from ..scan.autograd import recorded_grads, recording
 from .base import check_operands, transforms_active
 from .cpu_extension import load_cpu_extension
 
@@ -259,7 +259,7 @@ def _save(ctx, inputs, output):
 
 
 def _backward(ctx, grad_h):
-    if torch.is_grad_enabled() and not torch.compiler.is_compiling():  # create_graph=True
+    if recording():  # create_graph=True
         u, bias, w, h0, _ = ctx.saved_tensors  # recomputed in plain operations, recorded
         return tuple(recorded_grads((_pytorch_loop(u, bias, w, h0),), (u, bias, w, h0),
                                     (grad_h,), ctx.needs_input_grad[:4]))

@@ -32,7 +32,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from ..scan.autograd import recorded_grads
+from ..scan.autograd import recorded_grads, recording
 from .base import check_operands
 from .cpu_extension import load_cpu_extension
 
@@ -295,7 +295,7 @@ def _backward(ctx, grad_h, grad_hs):
     rho, z_hyp, z_dep, gate_current, detach, compiled = ctx.consts
     grad_h = torch.zeros_like(h) if grad_h is None else grad_h
     grad_hs = torch.zeros_like(h0) if grad_hs is None else grad_hs
-    if torch.is_grad_enabled() and not torch.compiler.is_compiling():  # create_graph=True
+    if recording():  # create_graph=True
         inputs = (i, bias, h0, hs0)
         outputs = differentiable(*inputs, r, r_s, *ctx.consts[:-1])
         return (*recorded_grads(outputs, inputs, (grad_h, grad_hs), ctx.needs_input_grad[:4]),
