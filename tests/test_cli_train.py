@@ -562,11 +562,13 @@ def test_a_checkpoint_of_a_newer_version_or_without_its_state_is_one_line(
         assert "has no rng state to go on from" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage", ["renamed", "reshaped", "not-a-dict", "format", "rng"])
+@pytest.mark.parametrize("damage", ["renamed", "reshaped", "not-a-dict", "format", "rng",
+                                    "moment"])
 @pytest.mark.parametrize("command", ["resume", "eval"])
 def test_a_checkpoint_whose_state_does_not_fit_is_one_line(tmp_path, capsys, command, damage):
     """Weights of another version's model (a renamed or reshaped parameter), a later format
-    number, a random-number state of another kind: one line, exit 2, not a traceback."""
+    number, a random-number state of another kind, an optimiser moment of another shape: one
+    line, exit 2, not a traceback."""
     out = tmp_path / "run"
     assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]) == 0
     saved = load_checkpoint(out / "checkpoint.pt")
@@ -576,7 +578,11 @@ def test_a_checkpoint_whose_state_does_not_fit_is_one_line(tmp_path, capsys, com
         weights["x" + name] = weights.pop(name)
     elif damage == "reshaped":
         weights[name] = torch.zeros(3, 1, 7)
-    saved = {**saved, "model": None if damage == "not-a-dict" else weights,
+    optimizer = saved["optimizer"]
+    if damage == "moment":
+        first = dict(optimizer["state"][0], exp_avg=torch.zeros(3, 1, 7))
+        optimizer = {**optimizer, "state": {**optimizer["state"], 0: first}}
+    saved = {**saved, "model": None if damage == "not-a-dict" else weights, "optimizer": optimizer,
              "version": 2 if damage == "format" else saved["version"],
              "rng": {"python": saved["rng"]["python"]} if damage == "rng" else saved["rng"]}
     torch.save(saved, out / "checkpoint.pt")
@@ -586,10 +592,12 @@ def test_a_checkpoint_whose_state_does_not_fit_is_one_line(tmp_path, capsys, com
     expected = {"renamed": f"weights do not fit the run's settings (Missing key(s) in "
                            f"state_dict: \"{name}\"", "reshaped": f"size mismatch for {name}",
                 "not-a-dict": "weights do not fit", "format": "a checkpoint of format 2",
-                "rng": "random-number state is not one bistable saved"}[damage]
+                "rng": "random-number state is not one bistable saved",
+                "moment": "its optimizer state does not fit the run's settings (size mismatch for "
+                          "state 'exp_avg'"}[damage]
     code = main(args)
     err = capsys.readouterr().err
-    if damage == "rng" and command == "eval":  # eval reads no random-number state
+    if damage in ("rng", "moment") and command == "eval":  # eval reads neither
         assert code == 0
         return
     assert code == 2 and expected in err and err.count("\n") == 1, err

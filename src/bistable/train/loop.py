@@ -413,6 +413,8 @@ def _load_state(target, state, what: str, path=None) -> None:
     weights do not fit the model its settings build: written by another version)."""
     try:
         target.load_state_dict(state)
+        if isinstance(target, torch.optim.Optimizer):
+            _check_optimizer_shapes(target)
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         if lines and lines[0].startswith("Error(s) in loading state_dict"):
@@ -420,8 +422,21 @@ def _load_state(target, state, what: str, path=None) -> None:
         why = "; ".join(lines) or type(e).__name__
         why = why if len(why) <= 300 else why[:297] + "..."
         where = f"{path}: " if path else ""
-        raise ValueError(f"{where}{what} do not fit the run's settings ({why}); another "
+        verb = "do" if what.endswith("weights") else "does"
+        raise ValueError(f"{where}{what} {verb} not fit the run's settings ({why}); another "
                          "version of bistable wrote it") from None
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Raise if a per-parameter state tensor (Adam's moments) is not its parameter's shape:
+    ``Optimizer.load_state_dict`` checks only the number of parameters, and a moment of another
+    shape would fail at the first step, deep inside the update."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != p.shape:
+                    raise ValueError(f"size mismatch for state {key!r}: expected "
+                                     f"{tuple(p.shape)}, got {tuple(value.shape)}")
 
 
 def selected(saved: dict) -> dict:
