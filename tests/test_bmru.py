@@ -1,5 +1,7 @@
 """BMRU and the cumulative family: exactness of forward vs step, persistence, gradients."""
 
+import copy
+import io
 import math
 
 import pytest
@@ -333,3 +335,24 @@ def test_bad_input_raises_naming_the_argument():
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+@pytest.mark.parametrize("cls", [BMRU, CMRU, FirstQuadrantBMRU])
+def test_a_unit_that_ran_copies_and_pickles(cls):
+    """``write_rate`` holds the last call's graph; ``copy.deepcopy`` (a best-weights or EMA copy)
+    and pickling take it without the graph, and a batched rate left by ``vmap`` as None."""
+    unit = make(cls, F=3, H=4)
+    unit(torch.randn(2, 5, 3, dtype=F64))
+    assert unit.write_rate.grad_fn is not None
+    twin = copy.deepcopy(unit)
+    assert twin.write_rate.grad_fn is None and torch.equal(twin.write_rate, unit.write_rate)
+    assert unit.write_rate.grad_fn is not None  # the original keeps its graph
+    buffer = io.BytesIO()
+    torch.save(unit, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(loaded.write_rate, unit.write_rate)
+    x = torch.randn(2, 3, 5, 3, dtype=F64)
+    torch.testing.assert_close(loaded(x[0])[0], unit(x[0])[0], rtol=0, atol=0)
+    torch.func.vmap(lambda xi: unit(xi)[0])(x)
+    assert copy.deepcopy(unit).write_rate is None

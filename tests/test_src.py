@@ -263,3 +263,14 @@ def test_compiled_loop_matches_eager():
     ge = torch.autograd.grad(out_e.sum() + s_e[2].sum(), [eager.weight])
     gc = torch.autograd.grad(out_c.sum() + s_c[2].sum(), [compiled.weight])
     torch.testing.assert_close(gc, ge, atol=1e-8, rtol=1e-8)
+
+
+def test_the_rest_state_follows_writes_that_count_no_version():
+    """``.data`` writes (and fused optimizer steps) change ``b``, ``r`` without a version count:
+    the state a sequence starts from is still the rest of the current values."""
+    m = SRC(3, 4, learn_bias=True, bias=-6.0)
+    m.init_state(1)
+    for tensor, value in ((m.bias, -5.0), (m.r, 1.0), (m.r_s, -6.0)):
+        tensor.data.fill_(value)
+        expected = rest_state(m.r, m.r_s, m.effective_bias())
+        torch.testing.assert_close(m.init_state(1)[1][0], expected, rtol=0, atol=0)

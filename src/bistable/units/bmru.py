@@ -294,6 +294,17 @@ class MRU(nn.Module):
         self.write_rate: torch.Tensor | None = None
         MRU.reset_parameters(self)  # a subclass's own parameters do not exist yet
 
+    def __getstate__(self) -> dict:
+        """For ``copy.deepcopy`` and pickling: ``write_rate`` without its autograd graph (a
+        tensor inside a graph cannot be copied; the copy has no graph to belong to)."""
+        state = self.__dict__.copy()
+        if isinstance(state.get("write_rate"), torch.Tensor):
+            try:
+                state["write_rate"] = state["write_rate"].detach()
+            except RuntimeError:  # a batched tensor left by a finished torch.func transform
+                state["write_rate"] = None
+        return state
+
     def reset_parameters(self) -> None:
         """``α = 1``, ``p ~ U[−1, 1]`` (``learn_init``); the gate Linear resets itself, so a loop
         over ``modules()`` calling ``reset_parameters`` gives a freshly built unit."""

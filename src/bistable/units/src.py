@@ -97,6 +97,11 @@ def rest_state(r: torch.Tensor, r_s: torch.Tensor, bias: torch.Tensor, iters: in
     return ((lo + hi) / 2).to(bias.dtype)
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` hold the same values, dtype and device."""
+    return a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+
+
 class SRC(nn.Module):
     """A layer of Spiking Recurrent Cells (SPEC.md §6; equations in the module docstring).
 
@@ -195,12 +200,14 @@ class SRC(nn.Module):
 
     def _rest(self) -> torch.Tensor:
         """:func:`rest_state` for the current ``r``, ``r_s``, ``b``, solved again only when one of
-        them changed (a new tensor, or an in-place change: ``perturb_``, an optimizer step)."""
-        if torch.compiler.is_compiling() or transforms_active():  # no cache: no data pointers
+        their values changed. Compared by value, not by version counter: a fused optimizer step
+        and a ``.data`` write change a tensor without counting a version."""
+        if torch.compiler.is_compiling() or transforms_active():  # no cache under tracing
             return rest_state(self.r, self.r_s, self.effective_bias())
-        key = tuple((t.data_ptr(), t.dtype, t._version) for t in (self.r, self.r_s, self.bias))
-        if getattr(self, "_rest_key", None) != key:
-            self._rest_key = key
+        now = tuple(t.detach() for t in (self.r, self.r_s, self.bias))
+        seen = getattr(self, "_rest_of", None)
+        if seen is None or not all(_same(a, b) for a, b in zip(seen, now)):
+            self._rest_of = tuple(t.clone() for t in now)
             self._rest_h = rest_state(self.r, self.r_s, self.effective_bias())
         return self._rest_h
 
