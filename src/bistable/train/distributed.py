@@ -106,5 +106,10 @@ def wrap(model: torch.nn.Module, context: Context) -> torch.nn.Module:
 
 
 def teardown(context: Context) -> None:
+    """Destroy the process group once every rank has reached here (a barrier first: a rank that
+    left early hung its peer's ``destroy_process_group`` on torch 2.4's gloo, about one run in
+    eight). Called after a run that ended well only: a rank's error ends its process, and
+    torchrun stops the others, where a collective teardown could wait for a rank that is gone."""
     if context.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
