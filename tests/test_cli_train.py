@@ -492,15 +492,24 @@ def test_resume_keeps_the_run_s_steps_and_evaluations_unless_given_again(tmp_pat
 
 
 def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(tmp_path, capsys):
+    """Refused before it reads the folder: not told to start from step 0 or to add --resume
+    because of what the first run has written so far."""
     import fcntl
 
     out = tmp_path / "run"
     out.mkdir()
     with open(out / ".lock", "a") as held:  # another process's claim
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]) == 2
-        assert "another run is writing there" in capsys.readouterr().err
+        for extra in ([], ["--resume"]):
+            args = ["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]
+            assert main(args + extra) == 2
+            err = capsys.readouterr().err
+            assert "another run is writing there" in err and err.count("\n") == 1, err
     assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out)]) == 0
+    with open(out / ".lock", "a") as held:  # a checkpoint there now: the same refusal
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["train", "copy-first-input", *TINY, "--steps", "4", "--out", str(out)]) == 2
+        assert "another run is writing there" in capsys.readouterr().err
 
 
 def test_an_out_that_cannot_be_written_fails_before_the_first_step(tmp_path, capsys):
@@ -682,3 +691,12 @@ def test_the_closing_line_names_plots_only_when_they_were_drawn(tmp_path, capsys
     with pytest.warns(UserWarning, match="plots skipped"):
         assert main([*args, "--out", str(tmp_path / "bare")]) == 0
     assert capsys.readouterr().out.strip().endswith(f"metrics, checkpoint in {tmp_path / 'bare'}")
+
+
+def test_resume_without_a_checkpoint_warns_and_starts_from_step_0(tmp_path):
+    """A warning (``bistable: warning: ...`` on the command line), as docs/training.md says."""
+    out = tmp_path / "new"
+    with pytest.warns(UserWarning, match="^--resume: no checkpoint in .*; starting from step 0$"):
+        assert main(["train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out),
+                     "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["steps"] == 2

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -606,6 +605,19 @@ def _claimed(out: Path):
         yield
 
 
+def _claim(out: Path, ctx: distributed.Context, held: contextlib.ExitStack) -> None:
+    """:func:`_claimed` ``out`` for as long as ``held`` lasts, by the rank that writes; every
+    rank stops if it cannot."""
+    refused = None
+    if ctx.is_main:
+        try:
+            held.enter_context(_claimed(out))
+        except ValueError as err:
+            refused = str(err)
+    if (refused := ctx.from_main(refused)) is not None:
+        raise ValueError(refused)
+
+
 def as_resumed(config: TrainConfig, saved: dict) -> TrainConfig:
     """``config`` with each setting of :data:`KEPT_ON_RESUME` it leaves unset taken from the run's
     saved config: a resume goes on as the run was made (``--steps 300`` stays 300, the warm-up is
@@ -621,6 +633,9 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
     if not config.out:
         raise ValueError("--out: expected a directory for the run, got ''")
     ckpt_path = Path(config.out) / CHECKPOINT
+    claimed = Path(config.out).is_dir()  # claimed before its checkpoint is read: a run
+    if claimed:                             # writing there now is refused, not misread
+        _claim(Path(config.out), ctx, held)
     if ckpt_path.exists() and not ckpt_path.is_file():
         raise ValueError(f"{ckpt_path}: expected a checkpoint file, got a directory or another "
                          "kind of file")
@@ -674,7 +689,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
         raise ValueError(f"{out} already holds a run's results (metrics.json, and no checkpoint "
                          "to resume); use another --out")
     elif c.resume and ctx.is_main:
-        print(f"--resume: no checkpoint in {out}; starting from step 0", file=sys.stderr)
+        warnings.warn(f"--resume: no checkpoint in {out}; starting from step 0", stacklevel=2)
     if step == 0 and c.init_from:
         _load_weights(model, c)
     stretches.append(stretch(step, ctx.device, ctx.world_size))
@@ -684,14 +699,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"--out {out}: cannot create the directory ({e.strerror})") from None
-    refused = None  # the rank that writes claims --out; every rank stops if it cannot
-    if ctx.is_main:
-        try:
-            held.enter_context(_claimed(out))
-        except ValueError as err:
-            refused = str(err)
-    if (refused := ctx.from_main(refused)) is not None:
-        raise ValueError(refused)
+    if not claimed:  # a new --out: claimed once made
+        _claim(out, ctx, held)
     # compiled, then wrapped in DDP (as nanoGPT does); evaluation runs the eager model
     net = distributed.wrap(torch.compile(model, backend=c.compile) if c.compile else model, ctx)
 
