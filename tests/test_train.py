@@ -892,3 +892,19 @@ def test_membrane_traces_show_active_neurons_even_when_the_first_example_is_sile
     assert busiest(spikes) == [4, 1, 5]
     spikes[0] = 0                  # a silent first example: the subset's most active instead
     assert busiest(spikes, 2) == [1, 5]
+
+
+def test_a_data_dir_found_through_the_environment_is_saved(tmp_path, monkeypatch):
+    """``$BISTABLE_DATA_DIR`` is saved as the run's data folder (full path): the run resumes and
+    evaluates with the variable unset. Synthetic tasks keep None."""
+    monkeypatch.setenv("BISTABLE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    c = resolve(config(tmp_path, task="smnist", model="lru", seq_len=None), build_task("smnist"))
+    assert c.data_dir == str((tmp_path / "data").resolve())
+    monkeypatch.setenv("BISTABLE_DATA_DIR", "data")  # relative: to where the run started
+    c = resolve(config(tmp_path, task="smnist", model="lru", seq_len=None), build_task("smnist"))
+    assert c.data_dir == str((tmp_path / "data").resolve())
+    assert resolve(config(tmp_path), build_task("copy-first-input")).data_dir is None
+    monkeypatch.delenv("BISTABLE_DATA_DIR")
+    c = resolve(config(tmp_path, task="smnist", model="lru", seq_len=None), build_task("smnist"))
+    assert c.data_dir is None  # the cache, as before

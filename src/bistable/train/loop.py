@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -179,6 +180,8 @@ def resolve(config: TrainConfig, task: Task) -> TrainConfig:
     for name, default in FIXED_DEFAULTS.items():
         if getattr(c, name) is None:
             setattr(c, name, default)
+    if c.data_dir is None and hasattr(task, "data_dir"):  # a data set found through the
+        c.data_dir = os.environ.get("BISTABLE_DATA_DIR") or None  # environment: saved too
     if c.data_dir is not None:  # saved as a full path: the run resumes and evaluates from anywhere
         c.data_dir = str(Path(c.data_dir).expanduser().resolve())
     c.seq_len = task.seq_len(c.seq_len)
