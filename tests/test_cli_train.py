@@ -136,10 +136,8 @@ def test_eval_scores_a_run_again_without_touching_it(tmp_path, capsys):
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
 
 
-def test_simulated_n_mnist_stays_labelled_on_resume_and_eval_from_another_folder(
-        tmp_path, monkeypatch, capsys):
-    """A relative --data-dir is saved as a full path: the run resumes and evaluates from another
-    working folder without it, and says every time that its recordings are simulated."""
+def fake_simulated_nmnist(root: Path) -> None:
+    """Two random recordings per digit 0, 1 and split under ``root``, marked simulated."""
     import numpy as np
 
     from bistable.data import nmnist
@@ -147,14 +145,21 @@ def test_simulated_n_mnist_stays_labelled_on_resume_and_eval_from_another_folder
     rng = np.random.default_rng(0)
     for split in ("Train", "Test"):
         for digit in (0, 1):
-            folder = tmp_path / "sim" / split / str(digit)
+            folder = root / split / str(digit)
             folder.mkdir(parents=True)
             for k in range(2):
                 events = np.zeros(40, dtype=nmnist.EVENT_DTYPE)
                 events["x"], events["y"] = rng.integers(0, 34, 40), rng.integers(0, 34, 40)
                 events["t"], events["p"] = np.sort(rng.integers(0, 300_000, 40)), 1
                 nmnist.write_events(folder / f"{k:05d}.bin", events)
-    (tmp_path / "sim" / "SIMULATED.json").write_text('{"simulated": true, "complete": true}')
+    (root / "SIMULATED.json").write_text('{"simulated": true, "complete": true}')
+
+
+def test_simulated_n_mnist_stays_labelled_on_resume_and_eval_from_another_folder(
+        tmp_path, monkeypatch, capsys):
+    """A relative --data-dir is saved as a full path: the run resumes and evaluates from another
+    working folder without it, and says every time that its recordings are simulated."""
+    fake_simulated_nmnist(tmp_path / "sim")
     args = ["train", "nmnist", "--model", "bmru", "--hidden", "4", "--layers", "1",
             "--batch-size", "2", "--eval-samples", "2", "--seq-len", "5", "--quiet"]
     monkeypatch.chdir(tmp_path)
@@ -168,6 +173,20 @@ def test_simulated_n_mnist_stays_labelled_on_resume_and_eval_from_another_folder
     assert "data: SIMULATED N-MNIST" in capsys.readouterr().out
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["data_dir"]
     assert saved == str(tmp_path.resolve() / "sim")
+
+
+def test_more_eval_samples_than_the_test_set_holds_are_said(tmp_path):
+    """All the test examples are scored (eval_batches), and the run says how many there are."""
+    fake_simulated_nmnist(tmp_path / "sim")
+    args = ["train", "nmnist", "--model", "bmru", "--hidden", "4", "--layers", "1", "--quiet",
+            "--batch-size", "2", "--seq-len", "5", "--steps", "1", "--data-dir",
+            str(tmp_path / "sim")]
+    with pytest.warns(UserWarning, match="^--eval-samples 100: the test set of nmnist holds 4 "
+                                         "examples; all 4 are scored$"):
+        assert main([*args, "--eval-samples", "100", "--out", str(tmp_path / "a")]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main([*args, "--eval-samples", "4", "--out", str(tmp_path / "b")]) == 0
 
 
 def test_keep_best_says_which_step_it_tests_and_eval_scores_those_weights(tmp_path, capsys):

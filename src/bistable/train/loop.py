@@ -648,11 +648,14 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
         config = as_resumed(config, saved["config"])
     task = _build_task(config)
     examples = task.size("train")  # reads a data set now: a missing file fails before the
-    task.size("test")              # progress bar, not at the first evaluation or checkpoint
+    tests = task.size("test")      # progress bar, not at the first evaluation or checkpoint
     c = resolve(config, task)
     if examples is not None and c.batch_size > examples:  # it would hold examples twice
         raise ValueError(f"--batch-size {c.batch_size}: expected at most the {examples} training "
                          f"examples of {task.name}")
+    if tests is not None and (c.eval_samples or 0) > tests and ctx.is_main:
+        warnings.warn(f"--eval-samples {c.eval_samples}: the test set of {task.name} holds "
+                      f"{tests} examples; all {tests} are scored", stacklevel=2)
     if c.threads:
         torch.set_num_threads(c.threads)
     if c.batch_size % ctx.world_size:
