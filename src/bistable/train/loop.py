@@ -356,12 +356,13 @@ def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
     saved = read_checkpoint(path)
     try:
         model.load_state_dict(selected(saved)["model"])
-    except RuntimeError:  # the task counts: it sets the input and output sizes
-        keys = ("task", "model", "hidden", "layers", "model_options")
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:  # torch names the tensors;
+        keys = ("task", "model", "hidden", "layers", "model_options")  # the settings that may
         differ = [f"{k}: {saved['config'].get(k)!r} there, {getattr(c, k)!r} here" for k in keys
-                  if saved["config"].get(k) != getattr(c, k)]
-        raise ValueError(f"--init-from: the weights in {path} do not fit this model ("
-                         f"{'; '.join(differ) or 'other parameter shapes'})") from None
+                  if saved["config"].get(k) != getattr(c, k)]  # explain them follow
+        also = f"; settings that differ: {'; '.join(differ)}" if differ else ""
+        raise ValueError(f"--init-from: the weights in {path} do not fit this model "
+                         f"({_why(e)}){also}") from None
 
 
 def load_run(out, data_dir: str | None = None) -> tuple[Task, torch.nn.Module]:
@@ -418,15 +419,20 @@ def _load_state(target, state, what: str, path=None) -> None:
         if isinstance(target, torch.optim.Optimizer):
             _check_optimizer_shapes(target)
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        if lines and lines[0].startswith("Error(s) in loading state_dict"):
-            lines = lines[1:]  # torch's heading; the keys that differ follow
-        why = "; ".join(lines) or type(e).__name__
-        why = why if len(why) <= 300 else why[:297] + "..."
         where = f"{path}: " if path else ""
         verb = "do" if what.endswith("weights") else "does"
-        raise ValueError(f"{where}{what} {verb} not fit the run's settings ({why}); another "
+        raise ValueError(f"{where}{what} {verb} not fit the run's settings ({_why(e)}); another "
                          "version of bistable wrote it") from None
+
+
+def _why(err: Exception) -> str:
+    """``load_state_dict``'s error in one line of at most 300 characters: the tensors that
+    differ (missing, unexpected, or of another shape)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]  # torch's heading; the keys that differ follow
+    why = "; ".join(lines) or type(err).__name__
+    return why if len(why) <= 300 else why[:297] + "..."
 
 
 def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
