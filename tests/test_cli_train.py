@@ -458,6 +458,23 @@ def test_an_interrupt_is_exit_130_in_one_line(monkeypatch, capsys):
     monkeypatch.setattr(commands, "_tasks", interrupted)
     assert main(["tasks"]) == 130
     assert capsys.readouterr().err == "bistable: interrupted\n"
+    monkeypatch.setattr(commands, "_train", interrupted)  # a run: how to go on
+    assert main(["train", "copy-first-input", "--model", "bmru", "--out", "x"]) == 130
+    assert capsys.readouterr().err == ("bistable: interrupted; the same command with --resume "
+                                       "goes on from the last checkpoint\n")
+
+
+def test_an_unknown_flag_points_to_its_command_s_help(capsys):
+    assert main(["train", "copy-first-input", "--model", "bmru", "--out", "x", "--stesp", "5"]) == 2
+    assert capsys.readouterr().err == ("bistable: error: unrecognized arguments: --stesp 5 (see "
+                                       "`bistable train --help`)\n")
+
+
+def test_an_out_that_is_a_file_is_said_so(tmp_path, capsys):
+    (tmp_path / "run").write_text("")
+    assert main(["train", "copy-first-input", *TINY, "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (f"bistable: error: --out {tmp_path / 'run'}: expected a "
+                                       "directory for the run, got a file\n")
 
 
 def test_a_missing_command_group_is_left_out_but_a_missing_dependency_is_raised(monkeypatch):

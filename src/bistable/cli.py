@@ -73,6 +73,17 @@ class _Parser(argparse.ArgumentParser):
         _say(f"error: {message} (see `{self.prog} --help`)", every_rank=False)
         raise SystemExit(2)
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown flag points to its command's help, not the top one."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            _say(f"error: unrecognized arguments: {' '.join(extra)} (see `{prog} --help`)",
+                 every_rank=False)
+            raise SystemExit(2)
+        return parsed
+
 
 def _say(message: str, *, every_rank: bool) -> None:
     """``bistable: <message>`` on stderr. Under torchrun (``RANK`` set) an error that follows
@@ -146,5 +157,7 @@ def _main(argv: list[str] | None) -> int:
              "(--hidden, --batch-size, --seq-len)", every_rank=True)
         return 2
     except KeyboardInterrupt:
-        print("bistable: interrupted", file=sys.stderr)
+        hint = ("; the same command with --resume goes on from the last checkpoint"
+                if args.command == "train" else "")
+        print(f"bistable: interrupted{hint}", file=sys.stderr)
         return 130

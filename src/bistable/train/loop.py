@@ -707,6 +707,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
     stretches.append(stretch(step, ctx.device, ctx.world_size))
     scored = model if averaged is None else averaged.module  # what evaluations score
     c.precision = c.precision or "fp32"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: expected a directory for the run, got a file")
     try:  # after every check, on every rank alike: a bad --out fails before the first step
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
