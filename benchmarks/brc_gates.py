@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
 from benchmarks.pad_memory import recording  # noqa: E402
 from bistable.train.loop import load_run, read_run  # noqa: E402
 from bistable.units.brc import BRC  # noqa: E402
@@ -75,4 +75,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

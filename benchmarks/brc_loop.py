@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, side_by_side, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_int,
+    run_main,
+    side_by_side,
+    write_results,
+)
 from bistable.models import build_model, width_for_budget  # noqa: E402
 from bistable.units.brc import BRC, NBRC  # noqa: E402
 
@@ -101,4 +107,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

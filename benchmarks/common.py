@@ -137,6 +137,17 @@ def run_set_args(description: str, runs, default_name: str) -> argparse.Namespac
     return args
 
 
+def run_main(main) -> None:
+    """A script's entry point: ``main()``, with bad input (``ValueError``, ``OSError``: a run of
+    another kind, a missing folder) said as one ``<script>: error: <message>`` line on stderr and
+    exit code 2, as ``bistable`` says its own."""
+    try:
+        main()
+    except (ValueError, OSError) as err:
+        print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def quote(arg: str) -> str:
     """``arg`` as typed in a shell."""
     return f'"{arg}"' if " " in arg or "{" in arg else arg

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
 from bistable.models import build_model, count_parameters, width_for_budget  # noqa: E402
 
 PSMNIST = {"batch": 64, "T": 784, "F": 1, "classes": 10, "params": 38305}
@@ -132,4 +132,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -29,7 +29,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import LATE_MIXER, header, positive_int, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    LATE_MIXER,
+    header,
+    positive_int,
+    run_main,
+    write_results,
+)
 from benchmarks.pad_memory import SLOW  # noqa: E402
 from benchmarks.precision import timed_step  # noqa: E402
 from bistable.models import build_model  # noqa: E402
@@ -100,4 +106,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

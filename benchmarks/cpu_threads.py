@@ -24,7 +24,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, positive_int, side_by_side, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_int,
+    run_main,
+    side_by_side,
+    write_results,
+)
 from bistable.nn.spiking import build_src  # noqa: E402
 from bistable.units import src_loop  # noqa: E402
 from bistable.units.cpu_extension import load_cpu_extension  # noqa: E402
@@ -124,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -22,7 +22,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, median_time, positive_int, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    median_time,
+    positive_int,
+    run_main,
+    write_results,
+)
 from bistable.data import idx, nmnist, nmnist_sim  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -129,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,6 +20,7 @@ from benchmarks.common import (  # noqa: E402
     evaluations,
     header,
     mean_std,
+    run_main,
     run_set_args,
     seed_groups,
     train_command,
@@ -135,4 +136,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

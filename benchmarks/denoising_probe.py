@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
 from benchmarks.denoising import RUNS_DIR  # noqa: E402
 from benchmarks.pad_memory import recording, writes  # noqa: E402
 from bistable.train.loop import read_run, run_from  # noqa: E402
@@ -103,6 +103,8 @@ def main(argv=None) -> None:
         if not (ROOT / RUNS_DIR / run / "checkpoint.pt").is_file():
             p.error(f"no run {run!r} in {RUNS_DIR} (train it with benchmarks/denoising.py)")
         saved = read_run(ROOT / RUNS_DIR / run)
+        if saved["config"]["task"] != "denoising":
+            raise ValueError(f"{run}: expected a denoising run, got {saved['config']['task']}")
         # --last: the checkpoint's own weights, neither --keep-best's best nor --ema's average
         loaded[run] = run_from({k: v for k, v in saved.items() if k not in ("best", "ema")}
                                if args.last else saved)
@@ -123,4 +125,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
 from bistable.models import build_model  # noqa: E402
 from bistable.scan import dispatch, linear_scan  # noqa: E402
 from bistable.scan.autograd import BACKENDS, Backend, scan_op  # noqa: E402
@@ -153,4 +153,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -17,7 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, train_command, write_results  # noqa: E402
+from benchmarks.common import header, run_main, train_command, write_results  # noqa: E402
 from bistable.train import evaluate  # noqa: E402
 from bistable.train.loop import autocast, read_run, run_from  # noqa: E402
 
@@ -89,4 +89,4 @@ def _command(run: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

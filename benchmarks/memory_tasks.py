@@ -38,6 +38,7 @@ from benchmarks.common import (  # noqa: E402
     positive_float,
     positive_int,
     quote,
+    run_main,
     write_results,
 )
 from bistable.models import MODEL_NAMES, build_model, count_parameters  # noqa: E402
@@ -253,4 +254,4 @@ def table(rows: list[tuple]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

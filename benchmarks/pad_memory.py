@@ -37,6 +37,7 @@ from benchmarks.common import (  # noqa: E402
     evaluations,
     header,
     mean_std,
+    run_main,
     run_set_args,
     seed_groups,
     train_command,
@@ -453,4 +454,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

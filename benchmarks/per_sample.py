@@ -24,7 +24,13 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, side_by_side, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_int,
+    run_main,
+    side_by_side,
+    write_results,
+)
 from bistable.models import build_model  # noqa: E402
 
 MODELS = ("lru", "bmru", "hybrid", "src")
@@ -112,4 +118,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

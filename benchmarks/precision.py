@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, write_results  # noqa: E402
+from benchmarks.common import header, run_main, write_results  # noqa: E402
 from benchmarks.compile import measure_models, setup, step_benchmark_args  # noqa: E402
 from bistable.models import count_parameters  # noqa: E402
 
@@ -86,4 +86,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -18,7 +18,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, side_by_side, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_int,
+    run_main,
+    side_by_side,
+    write_results,
+)
 from bistable.scan import linear_scan  # noqa: E402
 
 
@@ -97,4 +103,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
 from bistable.scan import linear_scan  # noqa: E402
 
 # The defaults (16 × 256, 2 warps, fp32; 16 × 128, 1 warp, bf16) hold 64 values of each tile a
@@ -296,4 +296,4 @@ def main(argv=None) -> None:
     print(md)
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

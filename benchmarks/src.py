@@ -49,6 +49,7 @@ from benchmarks.common import (  # noqa: E402
     median_time,
     positive_float,
     positive_int,
+    run_main,
     write_results,
 )
 from bistable.data import idx, nmnist  # noqa: E402
@@ -512,4 +513,4 @@ def accuracy_md(section: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_float, positive_int, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_float,
+    positive_int,
+    run_main,
+    write_results,
+)
 from benchmarks.src import load  # noqa: E402
 from bistable.nn.encoders import rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
@@ -118,4 +124,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, mean_std, positive_int, write_results  # noqa: E402
+from benchmarks.common import header, mean_std, positive_int, run_main, write_results  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
 from bistable.train.loop import autocast, read_run, run_from  # noqa: E402
 
@@ -160,4 +160,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

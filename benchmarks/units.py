@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, side_by_side, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_int,
+    run_main,
+    side_by_side,
+    write_results,
+)
 from bistable.units.bmru import BMRU, CMRU  # noqa: E402
 
 UNITS = {
@@ -147,4 +153,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

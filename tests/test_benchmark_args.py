@@ -1,10 +1,12 @@
 """The benchmark scripts' command lines: ``--help`` prints the usage and starts no work; the
 argument types they share refuse counts and rates that cannot be used (exit 2, one line) before
-any work starts."""
+any work starts; bad input found later (a run of another kind, a missing folder) is one line
+naming the script, with exit code 2."""
 
 import argparse
 import importlib
 import re
+import runpy
 import signal
 import sys
 from pathlib import Path
@@ -101,3 +103,41 @@ def test_src_device_is_checked_before_any_work(device, message, monkeypatch, cap
     with pytest.raises(SystemExit) as exit_:
         module.main()
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_every_script_runs_its_main_through_run_main():
+    for script in SCRIPTS:
+        text = (ROOT / "benchmarks" / f"{script}.py").read_text()
+        assert text.endswith('if __name__ == "__main__":\n    run_main(main)\n'), script
+
+
+@pytest.fixture(scope="module")
+def copy_run(tmp_path_factory):
+    """A tiny finished copy-first-input run, trained without --ema."""
+    from bistable.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "copy"
+    train(TrainConfig(task="copy-first-input", model="lru", hidden=6, layers=1, seq_len=10,
+                      steps=2, batch_size=4, eval_samples=8, quiet=True, out=str(out)))
+    return out
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("ema_pairs", ["{run}"], "{run}: not an --ema run (its checkpoint holds no moving average)"),
+    ("denoising_probe", ["{run}"], "{run}: expected a denoising run, got copy-first-input"),
+    ("memory_tasks", ["--data-dir", "{tmp}/nowhere", "--experiments", "psmnist", "--models",
+                      "gru", "--steps", "1", "--runs", "{tmp}/runs", "--name", "unused"],
+     "mnist: no train-images-idx3-ubyte or train-images-idx3-ubyte.gz in {tmp}/nowhere; run "),
+])
+def test_bad_input_found_at_work_is_one_line_naming_the_script(script, argv, message, copy_run,
+                                                               tmp_path, monkeypatch, capsys):
+    def fill(text):
+        return text.format(run=copy_run, tmp=tmp_path)
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "argv", [f"benchmarks/{script}.py", *map(fill, argv)])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(ROOT / "benchmarks" / f"{script}.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith(f"{script}.py: error: {fill(message)}") and err.count("\n") == 1, err

@@ -309,6 +309,24 @@ def test_fetch_bad_checksum_everywhere_is_value_error(server, tmp_path, tiny):
         fetch.fetch("tiny", tmp_path, mirrors=[server.url], progress=False)
 
 
+def test_fetch_from_a_folder_of_another_dataset_says_whose_files_it_holds(tmp_path, tiny,
+                                                                          monkeypatch):
+    other = {k: v.upper() for k, v in tiny.items()}  # same names, other content
+    monkeypatch.setitem(fetch.DATASETS, "tiny2", fetch.Spec(
+        tuple(fetch.Remote(k + ".gz", md5(v)) for k, v in other.items()), ("http://x.invalid/",)))
+    src = tmp_path / "src"
+    src.mkdir()
+    for k, v in tiny.items():
+        (src / k).write_bytes(v)
+    with pytest.raises(ValueError, match=rf"a-ubyte: md5 {md5(tiny['a-ubyte'])} does not match "
+                                         rf"the published {md5(other['a-ubyte'])}: this is "
+                                         r"tiny's a-ubyte, not tiny2's$"):
+        fetch.fetch("tiny2", tmp_path / "dest", from_dir=src)
+    (src / "a-ubyte").write_bytes(other["b-ubyte"])  # the right dataset, the wrong file
+    with pytest.raises(ValueError, match=r"this is tiny2's b-ubyte, not tiny2's a-ubyte$"):
+        fetch.fetch("tiny2", tmp_path / "dest", from_dir=src)
+
+
 def test_fetch_from_local_copies(tmp_path, tiny):
     src = tmp_path / "src"
     src.mkdir()

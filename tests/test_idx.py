@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bistable.data import idx
+from bistable.data import fetch, idx
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TYPE_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D,
@@ -78,6 +78,28 @@ def test_load_verifies_md5_of_raw_content(tmp_path):
     make_fake_mnist(tmp_path / "mnist")
     with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz: md5 .* published"):
         idx.load("mnist", "train", tmp_path / "mnist")
+
+
+def test_load_names_the_dataset_whose_file_a_wrong_folder_holds(tmp_path, monkeypatch):
+    images, _ = make_fake_mnist(tmp_path / "mine")
+    mine = hashlib.md5(idx_bytes(images)).hexdigest()
+    files = tuple(fetch.Remote(r.name, mine if r.name.startswith("train-images") else r.md5)
+                  for r in fetch.DATASETS["mnist"].files)
+    monkeypatch.setitem(fetch.DATASETS, "mnist", fetch.Spec(files, ()))  # the files are MNIST's
+    published = idx.PUBLISHED_MD5["fashion-mnist"]["train-images-idx3-ubyte"]
+    with pytest.raises(ValueError, match=rf"md5 {mine} of the raw content does not match the "
+                       rf"published {published}: this is MNIST's train-images-idx3-ubyte, not "
+                       rf"Fashion-MNIST's$"):
+        idx.load("fashion-mnist", "train", tmp_path / "mine")
+
+
+def test_the_shared_mnist_copy_is_not_taken_for_fashion_mnist():
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip("no shared data here")
+    with pytest.raises(ValueError, match=r"md5 2646ac.* does not match the published 8181f5.*: "
+                                         r"this is MNIST's t10k-images-idx3-ubyte, not "
+                                         r"Fashion-MNIST's$"):
+        idx.load("fashion-mnist", "test", SHARED / "mnist")
 
 
 @pytest.mark.parametrize("gz", [False, True])

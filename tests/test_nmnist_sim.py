@@ -196,6 +196,33 @@ def test_an_interrupted_run_is_labelled_simulated_and_refused(tmp_path, fake_mni
     assert len(nmnist.NMNIST(out, "train", n_time_bins=3, progress=False)) == 5
 
 
+def test_an_interrupted_run_again_with_other_arguments_names_them(tmp_path, fake_mnist,
+                                                                   monkeypatch):
+    def die(path, ev):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "sim"
+    with monkeypatch.context() as m:
+        m.setattr(nmnist_sim, "write_events", die)
+        with pytest.raises(KeyboardInterrupt):
+            nmnist_sim.write_dataset(out, n_train=5, progress=False)
+    with pytest.raises(ValueError, match=r"interrupted simulation there was run with n_train=5, "
+                                         r"now n_train=6 \(run it again with its arguments"):
+        nmnist_sim.write_dataset(out, n_train=6, progress=False)
+    with pytest.raises(ValueError, match=r"run with n_test=None, seed=0, now n_test=2, seed=4 "):
+        nmnist_sim.write_dataset(out, n_train=5, n_test=2, seed=4, progress=False)
+
+
+@pytest.mark.parametrize("counts, message", [
+    ({"n_train": 9}, r"n_train: expected at most 8 \(the MNIST train set's size\), got 9"),
+    ({"n_test": 100000}, r"n_test: expected at most 3 \(the MNIST test set's size\), got 100000")])
+def test_write_dataset_refuses_more_digits_than_mnist_holds(tmp_path, fake_mnist, counts,
+                                                            message):
+    with pytest.raises(ValueError, match=message):
+        nmnist_sim.write_dataset(tmp_path / "o", **counts, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
 def test_write_dataset_refuses_a_folder_that_is_not_empty(tmp_path, fake_mnist):
     out = tmp_path / "sim"
     out.mkdir()  # an empty folder is fine

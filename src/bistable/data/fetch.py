@@ -86,6 +86,29 @@ DATASETS: dict[str, Spec] = {
 }
 
 
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "nmnist": "N-MNIST"}
+
+
+def _whose(md5: str) -> tuple[str, str] | None:
+    """The dataset title and file (raw name) whose published md5 is ``md5``, if any."""
+    for name, spec in DATASETS.items():
+        for remote in spec.files:
+            if remote.md5 == md5:
+                return TITLES.get(name, name), remote.name.removesuffix(".gz")
+    return None
+
+
+def wrong_file(got: str, expected: str) -> str:
+    """For an md5 mismatch message: ``": this is MNIST's train-images-idx3-ubyte, not
+    Fashion-MNIST's"`` when ``got`` is another known file's md5 (a folder of the wrong dataset),
+    else ``""``."""
+    have, want = _whose(got), _whose(expected)
+    if have is None or want is None:
+        return ""
+    return f": this is {have[0]}'s {have[1]}, not {want[0]}'s" + (
+        "" if have[1] == want[1] else f" {want[1]}")
+
+
 def dataset_dir(name: str, data_dir=None) -> Path:
     """Where dataset ``name`` lives (see the module docstring)."""
     if data_dir is None:
@@ -338,7 +361,8 @@ def _import_file(spec: Spec, remote: Remote, src: Path, dest: Path) -> None:
     except (OSError, EOFError, zlib.error) as err:
         raise ValueError(f"{found}: not valid gzip data ({err})") from None
     if got != remote.md5:
-        raise ValueError(f"{found}: md5 {got} does not match the published {remote.md5}")
+        raise ValueError(f"{found}: md5 {got} does not match the published {remote.md5}"
+                         + wrong_file(got, remote.md5))
     _copy(found, dest / found.name)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fetch import FASHION_MNIST_MD5, MNIST_MD5, dataset_dir
+from .fetch import FASHION_MNIST_MD5, MNIST_MD5, dataset_dir, wrong_file
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 SPLIT_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -85,8 +85,9 @@ def load(name: str = "mnist", split: str = "train", data_dir=None,
         path = _find(folder, stem, name)
         data = read_bytes(path)
         if verify and (got := hashlib.md5(data).hexdigest()) != PUBLISHED_MD5[name][stem]:
+            expected = PUBLISHED_MD5[name][stem]
             raise ValueError(f"{path}: md5 {got} of the raw content does not match the "
-                             f"published {PUBLISHED_MD5[name][stem]}")
+                             f"published {expected}" + wrong_file(got, expected))
         arrays.append(parse_idx(data, path))
     images, labels = arrays
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:

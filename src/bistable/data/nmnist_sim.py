@@ -228,9 +228,10 @@ def statistics(recordings: list[np.ndarray]) -> dict:
 def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: int | None = None,
                   seed: int = 0, config: SimConfig = SimConfig(), batch: int = 256,
                   progress: bool = True) -> dict:
-    """Simulate the first ``n_train`` / ``n_test`` MNIST digits (all when None) into
-    ``out/Train|Test/<digit>/<index:05d>.bin``, which must be a new or empty folder, or one
-    that an interrupted call with the same arguments left (it goes on from there).
+    """Simulate the first ``n_train`` / ``n_test`` MNIST digits (all when None; more than the
+    split holds is a ``ValueError``) into ``out/Train|Test/<digit>/<index:05d>.bin``, which must
+    be a new or empty folder, or one that an interrupted call with the same arguments left (it
+    goes on from there).
 
     ``out/SIMULATED.json`` is written before the first recording with ``"complete": false``
     (``nmnist.list_samples`` refuses such a folder) and rewritten complete at the end; returned.
@@ -250,15 +251,18 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
                "config": asdict(config), "requested": {"train": n_train, "test": n_test}}
     if out.is_file():
         raise ValueError(f"out: expected a new or empty folder, got {out}, which is a file")
-    if out.exists() and any(out.iterdir()) and not _interrupted(out, summary):
-        raise ValueError(f"out: expected a new or empty folder, got {out}, which exists and is "
-                         f"not empty (remove it to simulate again)")
+    if out.exists() and any(out.iterdir()):
+        _check_resumable(out, summary)
     mnist = {split: idx.load("mnist", split, mnist_dir) for split in SPLITS}
+    for name, split, n in (("n_train", "train", n_train), ("n_test", "test", n_test)):
+        if n is not None and n > len(mnist[split][1]):
+            raise ValueError(f"{name}: expected at most {len(mnist[split][1])} (the MNIST {split} "
+                             f"set's size), got {n}")
     out.mkdir(parents=True, exist_ok=True)
     _write_marker(out, summary)
     for code, (split, n) in enumerate((("train", n_train), ("test", n_test))):
         images, labels = mnist[split]
-        n = len(labels) if n is None else min(int(n), len(labels))
+        n = len(labels) if n is None else int(n)
         for digit in range(10):
             (out / SPLITS[split] / str(digit)).mkdir(parents=True, exist_ok=True)
         counts = []
@@ -279,14 +283,35 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
     return summary
 
 
-def _interrupted(out: Path, summary: dict) -> bool:
-    """Whether ``out`` holds the recordings of an interrupted :func:`write_dataset` call with
-    the arguments of ``summary`` (its ``SIMULATED.json`` says so)."""
+def _check_resumable(out: Path, summary: dict) -> None:
+    """``ValueError`` unless the folder ``out`` (not empty) holds the recordings of an interrupted
+    :func:`write_dataset` call with the arguments of ``summary`` (its ``SIMULATED.json`` says so);
+    for another call's, it names the arguments that differ."""
     try:
         marker = json.loads((out / "SIMULATED.json").read_text())
     except (OSError, ValueError):
-        return False
-    return marker == summary
+        marker = None
+    if marker == summary:
+        return
+    problem = f"out: expected a new or empty folder, got {out}, which exists and is not empty"
+    if isinstance(marker, dict) and marker.get("complete") is False:
+        was, now = _arguments(marker), _arguments(summary)
+        changed = [k for k in now if was[k] != now[k]]
+        if changed:
+            raise ValueError(
+                f"{problem}: an interrupted simulation there was run with "
+                f"{', '.join(f'{k}={was[k]}' for k in changed)}, now "
+                f"{', '.join(f'{k}={now[k]}' for k in changed)} (run it again with its "
+                "arguments to finish it, or remove the folder to simulate anew)")
+    raise ValueError(f"{problem} (remove it to simulate again)")
+
+
+def _arguments(summary: dict) -> dict:
+    """The arguments a ``SIMULATED.json`` records, by name (``n_train=None``: all digits)."""
+    requested, config = (summary.get(k) if isinstance(summary.get(k), dict) else {}
+                         for k in ("requested", "config"))
+    return {"n_train": requested.get("train"), "n_test": requested.get("test"),
+            "seed": summary.get("seed"), **{k: config.get(k) for k in asdict(SimConfig())}}
 
 
 def _write_marker(out: Path, summary: dict) -> None:
