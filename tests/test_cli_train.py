@@ -464,6 +464,13 @@ def test_an_interrupt_is_exit_130_in_one_line(monkeypatch, capsys):
                                        "goes on from the last checkpoint\n")
 
 
+def test_a_warmup_longer_than_the_run_warns(tmp_path):
+    with pytest.warns(UserWarning, match=r"^--warmup 8 is longer than the run's 4 steps: the "
+                                         r"learning rate ends at 0\.0005, below --lr 0\.001$"):
+        assert main(["train", "copy-first-input", *TINY, "--steps", "4", "--warmup", "8",
+                     "--lr", "1e-3", "--out", str(tmp_path / "run")]) == 0
+
+
 def test_an_unknown_flag_points_to_its_command_s_help(capsys):
     assert main(["train", "copy-first-input", "--model", "bmru", "--out", "x", "--stesp", "5"]) == 2
     assert capsys.readouterr().err == ("bistable: error: unrecognized arguments: --stesp 5 (see "

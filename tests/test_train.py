@@ -329,7 +329,8 @@ def test_resume_restores_the_global_random_state(tmp_path):
 def test_resume_keeps_the_run_s_warm_up_unless_given(tmp_path):
     """A warm-up left out on resuming is the run's own, not the default for the new --steps."""
     whole = train(config(tmp_path, "whole", steps=8, warmup=6, schedule="constant"))
-    train(config(tmp_path, "parts", steps=4, warmup=6, schedule="constant"))
+    with pytest.warns(UserWarning, match="--warmup 6 is longer than the run's 4 steps"):
+        train(config(tmp_path, "parts", steps=4, warmup=6, schedule="constant"))
     extended = train(config(tmp_path, "parts", steps=8, schedule="constant", resume=True))
     assert extended["config"]["warmup"] == 6
     assert extended["eval"] == whole["eval"]
@@ -867,7 +868,8 @@ def test_evaluations_during_training_are_at_the_training_length_and_at_most_1000
 
 def test_resume_takes_a_warm_up_and_a_precision_it_is_given(tmp_path):
     train(config(tmp_path, steps=2, warmup=2, precision="bf16"))
-    resumed = train(config(tmp_path, steps=3, warmup=5, precision="fp32", resume=True))
+    with pytest.warns(UserWarning, match="--warmup 5 is longer than the run's 3 steps"):
+        resumed = train(config(tmp_path, steps=3, warmup=5, precision="fp32", resume=True))
     assert (resumed["config"]["warmup"], resumed["config"]["precision"]) == (5, "fp32")
 
 

@@ -659,6 +659,10 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
     if examples is not None and c.batch_size > examples:  # it would hold examples twice
         raise ValueError(f"--batch-size {c.batch_size}: expected at most the {examples} training "
                          f"examples of {task.name}")
+    if c.warmup > c.steps and ctx.is_main:
+        warnings.warn(f"--warmup {c.warmup} is longer than the run's {c.steps} steps: the "
+                      f"learning rate ends at {learning_rate(c.steps - 1, c):.3g}, below --lr "
+                      f"{c.lr:g}", stacklevel=2)
     if tests is not None and (c.eval_samples or 0) > tests and ctx.is_main:
         warnings.warn(f"--eval-samples {c.eval_samples}: the test set of {task.name} holds "
                       f"{tests} examples; all {tests} are scored", stacklevel=2)
