@@ -206,6 +206,12 @@ CASES = [
                  id="cli-option-unknown-hybrid"),
     pytest.param(lambda tmp: bs.build_model("src", 1, 10, nosuch=1), ValueError,
                  r"options: model 'src' takes no option 'nosuch'", id="build_model-src-option"),
+    pytest.param(lambda tmp: bs.build_model("src", 3, 2, n_classes=5), ValueError,
+                 r"options: model 'src' sets 'n_classes' itself \(from input_size, output_size",
+                 id="build_model-src-n-classes"),
+    pytest.param(lambda tmp: bs.width_for_budget("bmru", 10**5, 1, 1, hidden=5), ValueError,
+                 r"hidden: expected none, since width_for_budget finds it; got 5",
+                 id="width_for_budget-hidden"),
     pytest.param(cli(*COPY[:-2], "--out", "/dev/null/run"), 2,  # a path under a file
                  r"--out /dev/null/run: cannot create the directory", id="cli-out-uncreatable"),
     # ---- the data readers

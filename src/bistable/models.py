@@ -93,6 +93,11 @@ def build_model(name: str, input_size: int, output_size: int, *, hidden: int = 6
                                        **options)
     except TypeError as e:  # an option no constructor takes: name it, not the constructor's frame
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        twice = re.search(r"multiple values for (?:keyword )?argument '(\w+)'", str(e))
+        if twice is not None and twice[1] in options:  # a builder sets it from the sizes
+            raise ValueError(f"options: model {name!r} sets {twice[1]!r} itself (from "
+                             "input_size, output_size, hidden and layers); give those "
+                             "instead") from None
         if unknown is None or unknown[1] not in options:  # not the user's: a bug to see whole
             raise
         raise ValueError(f"options: model {name!r} takes no option {unknown[1]!r} "
@@ -125,6 +130,9 @@ def width_for_budget(name: str, params: int, input_size: int, output_size: int, 
     answer is it or the width below. A budget below the width-1 model's count warns and gives 1.
     """
     check_sizes(params=params)
+    if "hidden" in options:
+        raise ValueError("hidden: expected none, since width_for_budget finds it; got "
+                         f"{options['hidden']!r}")
 
     @functools.cache
     def count(hidden: int) -> int:
