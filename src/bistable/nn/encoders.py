@@ -29,17 +29,21 @@ def rate_code(images: torch.Tensor, *, steps: int = 200, silent: int = 20, gain:
     check_count(silent, "silent")
     check_number(gain, "gain", lambda v: 0 <= v <= 1, "a spike probability per unit intensity "
                  "in [0, 1]")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator: expected a torch.Generator or None, got "
+                         f"{type(generator).__name__}")
     low, high = torch.stack(images.aminmax()).tolist() if images.numel() else (0.0, 0.0)
     if not (0 <= low and high <= 1):  # NaN fails too
         raise ValueError(f"images: expected intensities in [0, 1] (scale 8-bit pixels by 1/255), "
                          f"got values in [{low:g}, {high:g}]")
-    p = gain * images.flatten(1)
+    # p and the draw in at least float32: a bfloat16 uniform has 8 bits, which biases p (0.077
+    # for 0.075), and gain · intensity rounded to bfloat16 would too (0.3 · 0.5 → 0.1504)
+    draw = torch.promote_types(images.dtype, torch.float32)
+    p = gain * images.flatten(1).to(draw)
     B, F = p.shape
     out = torch.zeros(B, silent + steps, F, dtype=images.dtype, device=images.device)
-    # the draw in at least float32: a bfloat16 uniform has 8 bits, which biases p (0.077 for 0.075)
-    draw = torch.promote_types(images.dtype, torch.float32)
     u = torch.rand(B, steps, F, generator=generator, dtype=draw, device=images.device)
-    out[:, silent:] = (u < p[:, None].to(draw)).to(images.dtype)
+    out[:, silent:] = (u < p[:, None]).to(images.dtype)
     return out
 
 
@@ -50,5 +54,10 @@ def flatten_frames(frames: torch.Tensor) -> torch.Tensor:
         got = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
         raise ValueError(f"frames: expected a tensor of shape (B, T, ...), e.g. (B, T, 2, 34, 34), "
                          f"got {got}")
+    if frames.is_complex():
+        raise ValueError(f"frames: expected real event counts, got {frames.dtype}")
+    low = float(frames.min()) if frames.numel() and frames.dtype != torch.bool else 0.0
+    if not low >= 0:  # NaN fails too
+        raise ValueError(f"frames: expected event counts >= 0, got a minimum of {low:g}")
     x = frames.flatten(2)
     return x if x.is_floating_point() else x.float()

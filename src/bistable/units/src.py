@@ -119,8 +119,9 @@ class SRC(nn.Module):
             (default: eager; see the module docstring).
         train_noise: noise-aware training: in training mode, every forward call uses
             ``r + σ|r|·ε``, ``r_s + σ|r_s|·ε'`` per neuron (ε, ε' standard normal, drawn anew at
-            each call, like dropout) with ``σ = train_noise``, from the rest state of the stored
-            values; evaluation uses ``r``, ``r_s`` as stored (default 0: off).
+            each call, like dropout: a sequence streamed by ``step`` draws at every step) with
+            ``σ = train_noise``, from the rest state of the stored values; evaluation uses
+            ``r``, ``r_s`` as stored (default 0: off).
 
     ``W`` (``hidden_size × input_size``, no bias) starts as ``nn.Linear``'s default.
     Shapes: ``forward(x (B, T, F), state) -> (out (B, T, H), (i, h, h_s))``, each state
