@@ -134,6 +134,8 @@ def test_eval_scores_a_run_again_without_touching_it(tmp_path, capsys):
     assert [e["seq_len"] for e in long["eval"]] == [100] and long["precision"] == "bf16"
     assert "step 6, bf16" in capsys.readouterr().out
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert main(["eval", str(out)]) == 0 and "evaluating T=12" in capsys.readouterr().err
+    assert main(["eval", str(out), "--quiet"]) == 0 and capsys.readouterr().err == ""
 
 
 def fake_simulated_nmnist(root: Path) -> None:

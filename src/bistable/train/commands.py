@@ -105,8 +105,8 @@ def _eval(args) -> int:
     n = args.eval_samples or config.get("eval_samples")
     model.to(device)
     with autocast(precision, device):
-        evals = [evaluate(model, task, "test", length, n=n, device=device, progress=True)
-                 for length in lengths]
+        evals = [evaluate(model, task, "test", length, n=n, device=device,
+                          progress=not args.quiet) for length in lengths]
         perturbed = [] if args.perturb is None else _perturbed(model, task, lengths, n, device,
                                                                 args.perturb, args.draws)
     step = selected(saved)["step"]  # that of the weights scored
@@ -273,6 +273,7 @@ def add_parser(subparsers) -> None:
                         "nominal 2 and -7, σ relative (0.1 = 10 %%)")
     e.add_argument("--draws", type=int, default=3, metavar="N", help="noise draws (default 3)")
     e.add_argument("--json", metavar="FILE", help="also write the figures there")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_eval)
 
     t = subparsers.add_parser("tasks", help="list the training tasks")
