@@ -50,7 +50,7 @@ def run_rows(out: str, samples: int) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders (bistable train --out)")
     parser.add_argument("--samples", type=positive_int, default=256)
     parser.add_argument("--threads", type=positive_int, default=1)

@@ -67,7 +67,7 @@ def network_step(name: str, args, compile_loop: bool):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--B", type=positive_int, default=64)
     parser.add_argument("--T", type=positive_int, default=300)
     parser.add_argument("--H", type=positive_int, default=74, help="the unit's width (and input)")

@@ -128,8 +128,9 @@ def run_set_args(description: str, runs, default_name: str) -> argparse.Namespac
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--no-train", action="store_true", help="tabulate finished runs only")
     parser.add_argument("--name", default=default_name, help="results/<name>.md and .json")
-    parser.add_argument("--only", nargs="+", choices=list(runs),
-                        help="these runs alone (with a --name other than the default)")
+    parser.add_argument("--only", nargs="+", choices=list(runs), metavar="RUN",
+                        help="these runs alone (names in RUNS; with a --name other than the "
+                        "default)")
     args = parser.parse_args()
     if args.only and args.name == default_name:
         parser.error(f"--only needs a --name of its own: results/{default_name}.md lists every "

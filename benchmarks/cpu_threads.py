@@ -92,7 +92,7 @@ def training_step(kernel):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=positive_int, default=7)
     p.add_argument("--name", default="cpu_threads", help="results/NAME.md")
     args = p.parse_args()

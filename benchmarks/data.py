@@ -93,7 +93,7 @@ def real_cell(real: dict | None, fmt: str, published: str = "not measured here")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-files", type=positive_int, default=10_000)
     parser.add_argument("--n-time-bins", type=positive_int, default=10)
     parser.add_argument("--repeats", type=positive_int, default=3)

@@ -86,7 +86,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help=f"folders under {RUNS_DIR}")
     p.add_argument("--lengths", nargs="+", type=positive_int, default=[300, 3000])
     p.add_argument("--samples", type=positive_int, default=256,

@@ -125,7 +125,7 @@ def side_by_side(calls: dict, repeats: int, n: int, sync) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--repeats", type=positive_int, default=7)
     p.add_argument("--threads", type=positive_int, default=1)

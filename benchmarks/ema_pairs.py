@@ -48,7 +48,7 @@ def pair(run: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="folders of finished --ema runs")
     p.add_argument("--name", default="ema_pairs", help="results/NAME.md")
     args = p.parse_args()

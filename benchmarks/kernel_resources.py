@@ -102,7 +102,7 @@ def rows() -> list[dict]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", default="kernel_resources")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET"):

@@ -97,7 +97,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help=f"folders under {RUNS_DIR}")
     p.add_argument("--train", type=positive_int, default=10_000)
     p.add_argument("--test", type=positive_int, default=2_000)

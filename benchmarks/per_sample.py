@@ -84,7 +84,7 @@ def check(fns: dict, params: dict) -> float:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--batch", type=positive_int, default=32)
     p.add_argument("--seq-len", type=positive_int, default=100)

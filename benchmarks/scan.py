@@ -94,7 +94,7 @@ def main(argv=None) -> None:
 
         scan_cuda.main(rest)
         return
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[device])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[device])
     p.add_argument("--T", type=positive_int, nargs="+", default=[256, 4096, 65536])
     p.add_argument("--B", type=positive_int, default=8)
     p.add_argument("--D", type=positive_int, default=256)

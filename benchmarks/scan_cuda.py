@@ -259,7 +259,7 @@ def markdown(data: dict, versions: str) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--T", type=positive_int, nargs="+", default=[1024, 4096, 16384, 65536])
     p.add_argument("--B", type=positive_int, default=8)
     p.add_argument("--D", type=positive_int, default=1024)

@@ -280,12 +280,13 @@ def noise_and_stats(name: str, metrics: dict, sigma: float, draws: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--no-train", action="store_true", help="tabulate the finished runs only")
     p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s")
     p.add_argument("--draws", type=int, default=3, help="noise draws per SRC run (0: skip)")
-    p.add_argument("--only", nargs="+", choices=list(RUNS), help="train these runs only (the "
-                   "table lists the finished ones of all, unless --name)")
+    p.add_argument("--only", nargs="+", choices=list(RUNS), metavar="RUN",
+                   help="train these runs only (names in RUNS; the table lists the finished ones "
+                   "of all, unless --name)")
     p.add_argument("--name", default="spiking_runs", help="results/NAME.md; other than the "
                    "default, the table lists the --only runs alone")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of each training run "

@@ -318,7 +318,7 @@ def table(rows: list[dict], keys: list[str]) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--tp-layers", type=positive_int, default=4)
     p.add_argument("--tp-hidden", type=positive_int, default=256)

@@ -84,7 +84,7 @@ def run(name, kind, kw, args, data) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--depth", type=positive_int, default=8)
     p.add_argument("--hidden", type=positive_int, default=128)
     p.add_argument("--steps", type=positive_int, default=300)

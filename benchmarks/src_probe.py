@@ -128,7 +128,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="folders of finished spiking-image runs")
     p.add_argument("--draws", type=positive_int, default=5,
                    help="Bernoulli codings of each test image, scored each and summed (5)")

@@ -119,7 +119,7 @@ def measure_memory(args, rows, data):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--B", type=positive_int, default=8)
     parser.add_argument("--T", type=positive_int, default=4096)
     parser.add_argument("--H", type=positive_int, default=256, help="hidden size (input size too)")
