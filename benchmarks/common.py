@@ -201,7 +201,9 @@ def trained_run(out: str, argv: list[str], train: bool) -> dict | None:
 
     metrics = RESULTS.parent / out / "metrics.json"
     if not metrics.exists() and train:
-        command = [sys.executable, "-m", "bistable", "train", *argv, "--out", out, "--resume"]
+        cut_off = (RESULTS.parent / out / "checkpoint.pt").is_file()
+        command = [sys.executable, "-m", "bistable", "train", *argv, "--out", out,
+                   *(["--resume"] if cut_off else [])]
         subprocess.run(command, cwd=RESULTS.parent, check=True)
     if not metrics.exists():
         return None

@@ -115,7 +115,7 @@ def run(c: TrainConfig) -> dict:
         check_reused(metrics, c, c.out)
         return metrics
     print(command(c), flush=True)
-    return train(dataclasses.replace(c, resume=True))  # from step 0 when there is no checkpoint
+    return train(dataclasses.replace(c, resume=(Path(c.out) / "checkpoint.pt").is_file()))
 
 
 def main() -> None:
