@@ -140,12 +140,16 @@ def run_set_args(description: str, runs, default_name: str) -> argparse.Namespac
 
 def run_main(main) -> None:
     """A script's entry point: ``main()``, with bad input (``ValueError``, ``OSError``: a run of
-    another kind, a missing folder) said as one ``<script>: error: <message>`` line on stderr and
-    exit code 2, as ``bistable`` says its own."""
+    another kind, a missing folder) or a training command that failed said as one ``<script>:
+    error: <message>`` line on stderr and exit code 2, as ``bistable`` says its own."""
     try:
         main()
     except (ValueError, OSError) as err:
         print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except subprocess.CalledProcessError as err:  # a training run that said why above
+        print(f"{Path(sys.argv[0]).name}: error: {' '.join(map(str, err.cmd[1:]))} exited "
+              f"with {err.returncode}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -141,3 +141,19 @@ def test_bad_input_found_at_work_is_one_line_naming_the_script(script, argv, mes
     err = capsys.readouterr().err
     assert exit_.value.code == 2
     assert err.startswith(f"{script}.py: error: {fill(message)}") and err.count("\n") == 1, err
+
+
+def test_a_failed_training_command_is_one_line_naming_it(monkeypatch, capsys):
+    """The training subprocess says why it failed; the driver adds one line, not a traceback."""
+    import subprocess
+
+    from benchmarks.common import run_main
+
+    def failing():
+        raise subprocess.CalledProcessError(2, [sys.executable, "-m", "bistable", "train", "x"])
+
+    monkeypatch.setattr(sys, "argv", ["benchmarks/spiking_runs.py"])
+    with pytest.raises(SystemExit) as exit_:
+        run_main(failing)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "spiking_runs.py: error: -m bistable train x exited with 2\n"
