@@ -209,6 +209,12 @@ def test_the_fused_operators_check_their_operands():
         torch.ops.bistable.brc_loop(u, brc.bias, w, h0[:1])
     with pytest.raises(ValueError, match=r"bias: expected shape \(8,\), torch.float32"):
         torch.ops.bistable.brc_loop(u.float(), brc.bias, w, h0.float())
+    half = [t.bfloat16() for t in (u, brc.bias, w, h0)]  # the C++ loop has float32/64 only
+    with pytest.raises(ValueError, match="u: expected a float32 or float64 CPU tensor, got "
+                                         "torch.bfloat16 on cpu"):
+        torch.ops.bistable.brc_loop(*half)
+    with pytest.raises(ValueError, match="u: expected 3H features .*, got 13"):
+        torch.ops.bistable.brc_loop(torch.cat([u, u[..., :1]], -1), brc.bias, w, h0)
     src = bs.SRC(3, 4).double()
     i, s = torch.randn(5, 7, 4, dtype=torch.float64), torch.zeros(5, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"hs0: expected shape \(5, 4\), .* got \(1, 4\)"):

@@ -190,6 +190,8 @@ def test_strided_inputs_and_gradient():
     ({"c": torch.zeros(2, 0, 4), "beta": torch.zeros(2, 0, 4)}, "at least one time step"),
     ({"c": torch.zeros(1, 2**16, 2**15, device="meta"),  # T · H = 2**31 (meta: no memory)
       "beta": torch.zeros(1, 2**16, 2**15, device="meta")}, "too large for 32-bit offsets"),
+    *(({"sharpness": k}, f"sharpness: expected a finite number > 0, got {k!r}")
+      for k in (0, -1.0, float("nan"), True, "2")),
 ])
 def test_bad_arguments_raise(bad, match):
     args = {"c": torch.zeros(2, 3, 4), "beta": torch.zeros(2, 3, 4), "s0": None, "epsilon": None,
@@ -197,6 +199,15 @@ def test_bad_arguments_raise(bad, match):
     for fn in (tb.fused_mru, tb.fused_mru_reference):
         with pytest.raises(ValueError, match=match):
             fn(**args)
+
+
+def test_the_kernels_refuse_cpu_tensors_outside_the_interpreter(monkeypatch):
+    """Triton's own words were "0 active drivers"; the reference runs on the CPU."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    c = torch.randn(1, 3, 2)
+    with pytest.raises(ValueError, match="c: expected a CUDA tensor for the Triton kernels"):
+        tb.fused_mru(c, c)
+    assert tb.fused_mru_reference(c, c).shape == (1, 3, 2)
 
 
 @pytest.mark.parametrize("shape", [(0, 5, 3), (2, 5, 0)])

@@ -29,6 +29,7 @@ the scan).
 """
 
 import math
+import os
 from typing import List, Optional  # noqa: UP035 (torch 2.4 reads typing.List only)
 
 import torch
@@ -317,7 +318,7 @@ class _EagerFusedMRU(torch.autograd.Function):
                                   ctx.tiles), None, None)
 
 
-def _check(c, beta, s0, epsilon, surrogate) -> None:
+def _check(c, beta, s0, epsilon, surrogate, sharpness) -> None:
     if not isinstance(c, torch.Tensor) or c.dim() != 3 or not c.is_floating_point():
         got = (f"{tuple(c.shape)} {c.dtype}" if isinstance(c, torch.Tensor)
                else type(c).__name__)
@@ -340,6 +341,9 @@ def _check(c, beta, s0, epsilon, surrogate) -> None:
         raise ValueError(f"c: a batch row of shape {(T, H)} is too large for 32-bit offsets")
     if surrogate not in SURROGATES:
         raise ValueError(f"surrogate: expected one of {SURROGATES}, got {surrogate!r}")
+    if (isinstance(sharpness, bool) or not isinstance(sharpness, (int, float))
+            or not math.isfinite(sharpness) or sharpness <= 0):
+        raise ValueError(f"sharpness: expected a finite number > 0, got {sharpness!r}")
 
 
 def fused_mru(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | None = None,
@@ -356,7 +360,11 @@ def fused_mru(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | None = Non
         sharpness: its ``k``.
         config: launch shape (tiles), :func:`default_config` when None.
     """
-    _check(c, beta, s0, epsilon, surrogate)
+    _check(c, beta, s0, epsilon, surrogate, sharpness)
+    if c.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"c: expected a CUDA tensor for the Triton kernels (or "
+                         f"TRITON_INTERPRET=1), got device {c.device}; fused_mru_reference runs "
+                         "anywhere")
     if c.numel() == 0:  # B = 0 or H = 0: nothing to launch
         return fused_mru_reference(c, beta, s0, epsilon, surrogate, sharpness)
     beta = beta.to(c.dtype).contiguous()
@@ -386,7 +394,7 @@ def fused_mru_reference(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | 
                         epsilon: torch.Tensor | None = None, surrogate: str = "atan",
                         sharpness: float = 1.0) -> torch.Tensor:
     """:func:`fused_mru` in plain PyTorch: surrogate gates, then the plain-loop scan."""
-    _check(c, beta, s0, epsilon, surrogate)
+    _check(c, beta, s0, epsilon, surrogate, sharpness)
     return _plain_states(c, beta, s0, epsilon, sharpness, linear_scan_reference)
 
 

@@ -214,6 +214,12 @@ def brc_loop(u: Tensor, bias: Tensor, w: Tensor, h0: Tensor) -> Tensor:
     """``h`` ``(B, T, H)`` from ``u`` ``(B, T, 3H)``, the gate bias ``(2H,)``, the recurrent
     weights (``(2H,)`` diagonal or ``(2H, H)`` full) and ``h0`` ``(B, H)``; CPU, float32/64."""
     check_operands(("u", u), 3)
+    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"u: expected a float32 or float64 CPU tensor, got {u.dtype} on "
+                         f"{u.device}")
+    if u.shape[2] % 3:
+        raise ValueError(f"u: expected 3H features (the drives of z, r and the candidate), got "
+                         f"{u.shape[2]}")
     B, T, H = u.shape[0], u.shape[1], u.shape[2] // 3
     check_operands(("u", u), 3, u=(u, (B, T, 3 * H)), h0=(h0, (B, H)), bias=(bias, (2 * H,)),
                    w=(w, (2 * H,) if w.dim() == 1 else (2 * H, H)))
