@@ -356,10 +356,11 @@ def _load_weights(model: torch.nn.Module, c: TrainConfig) -> None:
     saved = read_checkpoint(path)
     try:
         model.load_state_dict(selected(saved)["model"])
-    except (RuntimeError, TypeError, ValueError, KeyError) as e:  # torch names the tensors;
-        keys = ("task", "model", "hidden", "layers", "model_options")  # the settings that may
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        # torch's words name the tensors; the settings that differ, which may explain them, follow
+        keys = ("task", "model", "hidden", "layers", "model_options")
         differ = [f"{k}: {saved['config'].get(k)!r} there, {getattr(c, k)!r} here" for k in keys
-                  if saved["config"].get(k) != getattr(c, k)]  # explain them follow
+                  if saved["config"].get(k) != getattr(c, k)]
         also = f"; settings that differ: {'; '.join(differ)}" if differ else ""
         raise ValueError(f"--init-from: the weights in {path} do not fit this model "
                          f"({_why(e)}){also}") from None
@@ -642,8 +643,10 @@ def _train(config: TrainConfig, ctx: distributed.Context, held: contextlib.ExitS
     if not config.out:
         raise ValueError("--out: expected a directory for the run, got ''")
     ckpt_path = Path(config.out) / CHECKPOINT
-    claimed = Path(config.out).is_dir()  # claimed before its checkpoint is read: a run
-    if claimed:                             # writing there now is refused, not misread
+    # an existing --out is claimed before its checkpoint is read (a run writing there now is
+    # refused, not misread); rank 0 decides, so that every rank makes the same collective calls
+    claimed = ctx.from_main(Path(config.out).is_dir())
+    if claimed:
         _claim(Path(config.out), ctx, held)
     if ckpt_path.exists() and not ckpt_path.is_file():
         raise ValueError(f"{ckpt_path}: expected a checkpoint file, got a directory or another "
