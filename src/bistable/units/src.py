@@ -202,7 +202,8 @@ class SRC(nn.Module):
     def _rest(self) -> torch.Tensor:
         """:func:`rest_state` for the current ``r``, ``r_s``, ``b``, solved again only when one of
         their values changed. Compared by value, not by version counter: a fused optimizer step
-        and a ``.data`` write change a tensor without counting a version."""
+        and a ``.data`` write change a tensor without counting a version (the price: on a GPU,
+        one host synchronisation per sequence that starts at rest)."""
         if torch.compiler.is_compiling() or transforms_active():  # no cache under tracing
             return rest_state(self.r, self.r_s, self.effective_bias())
         now = tuple(t.detach() for t in (self.r, self.r_s, self.bias))
