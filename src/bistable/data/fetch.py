@@ -295,7 +295,6 @@ def fetch(name: str, data_dir=None, from_dir=None, *, mirrors=None, progress: bo
         if not src.is_dir():
             raise FileNotFoundError(f"--from folder {src} " + (
                 "is not a folder" if src.exists() else "does not exist"))
-    made = [p for p in (dest, *dest.parents) if not p.exists()]  # removed if left empty
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -307,16 +306,9 @@ def fetch(name: str, data_dir=None, from_dir=None, *, mirrors=None, progress: bo
     complete = all((forms := _forms(dest, r)) and all(_verified(f, r.md5) for f in forms)
                    for r in spec.files)
     if spec.extract or not complete:
-        try:
-            with _writing(dest):
-                _fill(name, spec, dest, None if from_dir is None else src, mirrors, progress,
-                      timeout)
-        except BaseException:
-            for folder in made:  # innermost first
-                if any(folder.iterdir()):
-                    break
-                folder.rmdir()
-            raise
+        with _writing(dest):
+            _fill(name, spec, dest, None if from_dir is None else src, mirrors, progress,
+                  timeout)
     return dest
 
 
