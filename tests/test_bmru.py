@@ -356,3 +356,18 @@ def test_a_unit_that_ran_copies_and_pickles(cls):
     torch.testing.assert_close(loaded(x[0])[0], unit(x[0])[0], rtol=0, atol=0)
     torch.func.vmap(lambda xi: unit(xi)[0])(x)
     assert copy.deepcopy(unit).write_rate is None
+
+
+def test_an_in_place_compiled_unit_copies_to_its_own_weights():
+    """``Module.__getstate__`` drops the compiled call, which is bound to the original: a copy
+    kept it and ran the original's weights."""
+    unit = make(BMRU, F=3, H=4)
+    unit.compile(backend="eager")
+    x = torch.randn(2, 5, 3, dtype=F64)
+    unit(x)
+    twin = copy.deepcopy(unit)
+    with torch.no_grad():
+        twin.linear.weight.mul_(2)
+    assert not torch.equal(twin(x)[0], unit(x)[0])
+    buffer = io.BytesIO()
+    torch.save(unit, buffer)  # pickles

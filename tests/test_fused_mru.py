@@ -202,12 +202,24 @@ def test_bad_arguments_raise(bad, match):
 
 
 def test_the_kernels_refuse_cpu_tensors_outside_the_interpreter(monkeypatch):
-    """Triton's own words were "0 active drivers"; the reference runs on the CPU."""
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    """Triton's own words were "0 active drivers"; the reference runs on the CPU. The switch is
+    read as Triton reads it; a sharpness of any numeric kind is taken."""
+    import numpy as np
+
     c = torch.randn(1, 3, 2)
-    with pytest.raises(ValueError, match="c: expected a CUDA tensor for the Triton kernels"):
-        tb.fused_mru(c, c)
+    for off in (None, "0", "false"):
+        if off is None:
+            monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        else:
+            monkeypatch.setenv("TRITON_INTERPRET", off)
+        with pytest.raises(ValueError, match="c: expected a CUDA tensor for the Triton kernels"):
+            tb.fused_mru(c, c)
     assert tb.fused_mru_reference(c, c).shape == (1, 3, 2)
+    for on in ("1", "true", "On"):
+        monkeypatch.setenv("TRITON_INTERPRET", on)
+        for k in (2, np.float32(2.0), torch.tensor(2.0)):
+            torch.testing.assert_close(tb.fused_mru(c, c, sharpness=k),
+                                       tb.fused_mru_reference(c, c, sharpness=2.0))
 
 
 @pytest.mark.parametrize("shape", [(0, 5, 3), (2, 5, 0)])

@@ -37,6 +37,13 @@ def _triton_backend() -> Backend | None:
 LOADERS["triton"] = _triton_backend
 
 
+def triton_interpreting() -> bool:
+    """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter, read as Triton reads a switch
+    (``1``, ``true``, ``yes``, ``on``, any case): its kernels then run on CPU tensors."""
+    switch = os.environ.get("TRITON_INTERPRET", "0").strip().lower()
+    return switch in ("1", "true", "yes", "on", "y")
+
+
 def _pick(name: str, device: torch.device) -> str:
     if name not in BACKEND_NAMES:
         raise ValueError(f"backend: expected one of {BACKEND_NAMES}, got {name!r}")
@@ -44,7 +51,7 @@ def _pick(name: str, device: torch.device) -> str:
         return "triton" if device.type == "cuda" and _triton_backend() is not None else "cpu"
     if name == "triton" and _triton_backend() is None:
         raise ValueError(f"backend='triton' is unavailable: {_UNAVAILABLE['triton']}")
-    if name == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if name == "triton" and device.type != "cuda" and not triton_interpreting():
         raise ValueError(f"b: expected a CUDA tensor for backend='triton' (or TRITON_INTERPRET=1), "
                          f"got device {device}")
     return name

@@ -29,14 +29,13 @@ the scan).
 """
 
 import math
-import os
 from typing import List, Optional  # noqa: UP035 (torch 2.4 reads typing.List only)
 
 import torch
 from torch import Tensor
 
 from .autograd import recorded_grads, recording
-from .dispatch import linear_scan
+from .dispatch import linear_scan, triton_interpreting
 from .reference import linear_scan_reference
 from .triton_lang import constants, on_device
 from .triton_scan import (
@@ -341,8 +340,11 @@ def _check(c, beta, s0, epsilon, surrogate, sharpness) -> None:
         raise ValueError(f"c: a batch row of shape {(T, H)} is too large for 32-bit offsets")
     if surrogate not in SURROGATES:
         raise ValueError(f"surrogate: expected one of {SURROGATES}, got {surrogate!r}")
-    if (isinstance(sharpness, bool) or not isinstance(sharpness, (int, float))
-            or not math.isfinite(sharpness) or sharpness <= 0):
+    try:  # a number of any kind (numpy's, a 0-dim tensor), not a flag
+        k = None if isinstance(sharpness, (bool, str)) else float(sharpness)
+    except (TypeError, ValueError, RuntimeError):
+        k = None
+    if k is None or not math.isfinite(k) or k <= 0:
         raise ValueError(f"sharpness: expected a finite number > 0, got {sharpness!r}")
 
 
@@ -361,7 +363,7 @@ def fused_mru(c: torch.Tensor, beta: torch.Tensor, s0: torch.Tensor | None = Non
         config: launch shape (tiles), :func:`default_config` when None.
     """
     _check(c, beta, s0, epsilon, surrogate, sharpness)
-    if c.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if c.device.type != "cuda" and not triton_interpreting():
         raise ValueError(f"c: expected a CUDA tensor for the Triton kernels (or "
                          f"TRITON_INTERPRET=1), got device {c.device}; fused_mru_reference runs "
                          "anywhere")

@@ -585,9 +585,13 @@ def _evaluate_during(model, task: Task, c: TrainConfig, step: int, history: list
 def train(config: TrainConfig) -> dict:
     """Run (or resume) the training described by ``config``; return the ``metrics.json`` dict."""
     ctx = distributed.setup(config.device)
-    with contextlib.ExitStack() as held:  # the claim on --out, released however _train ends
-        metrics = _train(config, ctx, held)
-    distributed.teardown(ctx)  # only after a run that ended well: see teardown
+    try:
+        with contextlib.ExitStack() as held:  # the claim on --out, released however _train ends
+            metrics = _train(config, ctx, held)
+    except BaseException:
+        distributed.teardown(ctx, ended_well=False)
+        raise
+    distributed.teardown(ctx)
     return metrics
 
 

@@ -297,7 +297,7 @@ class MRU(nn.Module):
     def __getstate__(self) -> dict:
         """For ``copy.deepcopy`` and pickling: ``write_rate`` without its autograd graph (a
         tensor inside a graph cannot be copied; the copy has no graph to belong to)."""
-        state = self.__dict__.copy()
+        state = dict(super().__getstate__())  # torch's own first (it drops a compiled call)
         if isinstance(state.get("write_rate"), torch.Tensor):
             try:
                 state["write_rate"] = state["write_rate"].detach()
