@@ -477,6 +477,8 @@ def test_an_unknown_flag_points_to_its_command_s_help(capsys):
     assert main(["train", "copy-first-input", "--model", "bmru", "--out", "x", "--stesp", "5"]) == 2
     assert capsys.readouterr().err == ("bistable: error: unrecognized arguments: --stesp 5 (see "
                                        "`bistable train --help`)\n")
+    assert main(["data", "fetch", "mnist", "--bogus"]) == 2
+    assert "(see `bistable data fetch --help`)" in capsys.readouterr().err
 
 
 def test_an_out_that_is_a_file_is_said_so(tmp_path, capsys):

@@ -77,8 +77,8 @@ class _Parser(argparse.ArgumentParser):
         """As argparse's, but an unknown flag points to its command's help, not the top one."""
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
-            command = getattr(parsed, "command", None)
-            prog = f"{self.prog} {command}" if command else self.prog
+            words = [getattr(parsed, k, None) for k in ("command", "data_command")]
+            prog = " ".join([self.prog, *filter(None, words)])
             _say(f"error: unrecognized arguments: {' '.join(extra)} (see `{prog} --help`)",
                  every_rank=False)
             raise SystemExit(2)
