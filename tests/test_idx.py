@@ -117,6 +117,10 @@ def test_default_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("BISTABLE_DATA_DIR", str(tmp_path))
     x, _ = idx.load("fashion-mnist", "train", verify=False)
     np.testing.assert_array_equal(x, images)
+    monkeypatch.setenv("HOME", str(tmp_path.parent))  # a quoted "~" reaches the variable as is
+    monkeypatch.setenv("BISTABLE_DATA_DIR", f"~/{tmp_path.name}")
+    x, _ = idx.load("fashion-mnist", "train", verify=False)
+    np.testing.assert_array_equal(x, images)
 
 
 def test_load_errors(tmp_path):

@@ -112,8 +112,9 @@ def wrong_file(got: str, expected: str) -> str:
 def dataset_dir(name: str, data_dir=None) -> Path:
     """Where dataset ``name`` lives (see the module docstring)."""
     if data_dir is None:
-        root = os.environ.get("BISTABLE_DATA_DIR")
-        return (Path(root) if root else Path.home() / ".cache" / "bistable" / "data") / name
+        root = os.environ.get("BISTABLE_DATA_DIR")  # "~" expanded as in a --data-dir
+        return (Path(root).expanduser() if root else Path.home() / ".cache" / "bistable"
+                / "data") / name
     path = Path(data_dir).expanduser()
     return path / name if path.name != name and (path / name).is_dir() else path
 
