@@ -86,7 +86,7 @@ DATASETS: dict[str, Spec] = {
 }
 
 
-TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "nmnist": "N-MNIST"}
+_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "nmnist": "N-MNIST"}
 
 
 def _whose(md5: str) -> tuple[str, str] | None:
@@ -94,7 +94,7 @@ def _whose(md5: str) -> tuple[str, str] | None:
     for name, spec in DATASETS.items():
         for remote in spec.files:
             if remote.md5 == md5:
-                return TITLES.get(name, name), remote.name.removesuffix(".gz")
+                return _TITLES.get(name, name), remote.name.removesuffix(".gz")
     return None
 
 

@@ -83,9 +83,8 @@ def load(name: str = "mnist", split: str = "train", data_dir=None,
     arrays = []
     for stem in SPLIT_FILES[split]:
         path = _find(folder, stem, name)
-        data = read_bytes(path)
-        if verify and (got := hashlib.md5(data).hexdigest()) != PUBLISHED_MD5[name][stem]:
-            expected = PUBLISHED_MD5[name][stem]
+        data, expected = read_bytes(path), PUBLISHED_MD5[name][stem]
+        if verify and (got := hashlib.md5(data).hexdigest()) != expected:
             raise ValueError(f"{path}: md5 {got} of the raw content does not match the "
                              f"published {expected}" + wrong_file(got, expected))
         arrays.append(parse_idx(data, path))
