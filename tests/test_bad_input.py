@@ -293,3 +293,26 @@ def test_cli_permission_error_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(nmnist_sim, "write_dataset", refuse)
     code, err = _run_cli(["data", "simulate-nmnist", "--out", "{tmp}/ro/sim"], tmp_path, capsys)
     _assert_one_line_error(code, err, r"Permission denied: '\S*ro/sim'")
+
+
+def test_cli_missing_extra_is_one_line(tmp_path, capsys, monkeypatch):
+    """The LIF peer without snntorch: the pip install to run, not a traceback."""
+    from bistable.extras import MissingExtra
+    from bistable.units import lif
+
+    def missing():
+        raise MissingExtra("the LIF peer needs snntorch: pip install 'bistable[peers]'")
+
+    monkeypatch.setattr(lif, "_snntorch", missing)
+    code, err = _run_cli(["train", "copy-first-input", "--model", "lif", "--steps", "1", *OUT],
+                         tmp_path, capsys)
+    _assert_one_line_error(code, err, r"needs snntorch: pip install 'bistable\[peers\]'")
+
+
+def test_cli_bench_from_an_installed_copy_says_it_needs_the_checkout(tmp_path, capsys,
+                                                                       monkeypatch):
+    from bistable.train import provenance
+
+    monkeypatch.setattr(provenance, "source_checkout", lambda: None)
+    _assert_one_line_error(*_run_cli(["bench", "scan"], tmp_path, capsys),
+                           r"benchmarks ship with the source checkout.*installed copy")

@@ -728,7 +728,7 @@ def test_the_closing_line_names_plots_only_when_they_were_drawn(tmp_path, capsys
 
     args = ["train", "copy-first-input", *TINY, "--steps", "2"]
     assert main([*args, "--out", str(tmp_path / "drawn")]) == 0
-    assert capsys.readouterr().out.strip().endswith(f"metrics, checkpoint and plots in "
+    assert capsys.readouterr().out.strip().endswith(f"metrics.json, checkpoint and plots in "
                                                     f"{tmp_path / 'drawn'}")
 
     def missing():
@@ -737,7 +737,8 @@ def test_the_closing_line_names_plots_only_when_they_were_drawn(tmp_path, capsys
     monkeypatch.setattr(bistable.plot, "_pyplot", missing)
     with pytest.warns(UserWarning, match="plots skipped"):
         assert main([*args, "--out", str(tmp_path / "bare")]) == 0
-    assert capsys.readouterr().out.strip().endswith(f"metrics, checkpoint in {tmp_path / 'bare'}")
+    assert capsys.readouterr().out.strip().endswith(
+        f"metrics.json, checkpoint in {tmp_path / 'bare'}")
 
 
 def test_resume_without_a_checkpoint_warns_and_starts_from_step_0(tmp_path):

@@ -4,6 +4,8 @@ README's first command)."""
 import functools
 import json
 
+import pytest
+
 from bistable import demo
 from bistable.cli import main
 from bistable.train.loop import TrainConfig, train
@@ -69,3 +71,20 @@ def test_demo_over_the_same_model_at_another_width_says_so(tmp_path, capsys):
     assert main(["demo", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "holds another run than this demo (hidden: 8 -> " in err and "--resume" not in err
+
+
+def test_demo_without_matplotlib_names_no_plots(tmp_path, monkeypatch, capsys):
+    import bistable.plot
+    from bistable.extras import MissingExtra
+
+    def missing():
+        raise MissingExtra("plots need matplotlib")
+
+    short = functools.partial(TrainConfig, steps=2, batch_size=8, eval_samples=16, quiet=True)
+    monkeypatch.setattr(demo, "TrainConfig", short)
+    monkeypatch.setattr(bistable.plot, "_pyplot", missing)
+    with pytest.warns(UserWarning, match="plots skipped"):
+        assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"metrics.json, checkpoint in "
+                                                    f"{tmp_path / 'demo'}")
+    assert not list((tmp_path / "demo").glob("*.png"))

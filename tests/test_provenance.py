@@ -2,11 +2,13 @@
 the commit's own."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from bistable import __version__
-from bistable.train.provenance import code_commit
+from bistable.train import provenance
+from bistable.train.provenance import code_commit, source_checkout
 
 
 def git(repo, *args):
@@ -49,3 +51,26 @@ def test_the_environment_names_the_commit_of_a_copied_tree(repo, monkeypatch):
 def test_outside_a_checkout_the_package_version(tmp_path, monkeypatch):
     monkeypatch.delenv("BISTABLE_COMMIT", raising=False)
     assert code_commit(tmp_path) == f"bistable {__version__}"
+
+
+def _package(root, folder, project="bistable"):
+    package = root / folder / "bistable"
+    package.mkdir(parents=True)
+    (root / "pyproject.toml").write_text(f'[project]\nname = "{project}"\n')
+    return package
+
+
+def test_the_checkout_is_the_one_the_package_runs_from(tmp_path):
+    assert source_checkout(_package(tmp_path, "src")) == tmp_path
+    assert source_checkout() == Path(__file__).resolve().parents[1]  # this suite's checkout
+
+
+@pytest.mark.parametrize("folder, project", [("deps", "bistable"), ("src", "their-project")])
+def test_an_installed_copy_takes_no_folder_around_it_for_its_checkout(tmp_path, folder, project):
+    # `pip install --target <their repo>/deps`, or a copy inside someone else's src/
+    assert source_checkout(_package(tmp_path, folder, project)) is None
+
+
+def test_an_installed_copy_names_its_version_not_the_repository_around_it(repo, monkeypatch):
+    monkeypatch.setattr(provenance, "source_checkout", lambda: None)
+    assert code_commit() == f"bistable {__version__}"

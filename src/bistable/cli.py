@@ -2,8 +2,9 @@
 
 Each command group lives beside the code it drives and registers itself through
 ``add_parser(subparsers)``; a parsed command runs ``args.func(args) -> exit code``.
-User errors (``ValueError``) and the system's (``OSError``: a missing or unwritable file, a full
-disk, a read-only file system, a network failure) print one line and exit with code 2.
+User errors (``ValueError``), a missing optional extra (:class:`~bistable.extras.MissingExtra`)
+and the system's (``OSError``: a missing or unwritable file, a full disk, a read-only file system,
+a network failure) print one line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import importlib
 import os
 import sys
 import warnings
+
+from .extras import MissingExtra
 
 # modules that each provide add_parser(subparsers)
 COMMAND_MODULES = ("bistable.train.commands", "bistable.data.commands", "bistable.demo")
@@ -46,9 +49,15 @@ def _add_bench(sub) -> None:
 
     def run(args) -> int:
         import runpy
-        from pathlib import Path
 
-        folder = Path(__file__).resolve().parents[2] / "benchmarks"
+        from .train.provenance import source_checkout
+
+        root = source_checkout()
+        if root is None:
+            raise ValueError("bench: the benchmarks ship with the source checkout, and this "
+                             "bistable is an installed copy; run `bistable bench` from a clone "
+                             "of the repository (`pip install -e .` there)")
+        folder = root / "benchmarks"
         names = sorted(f.stem for f in folder.glob("*.py")
                        if not f.stem.startswith(("_", "common")))  # helpers, not benchmarks
         script = folder / f"{(args.name or '').replace('-', '_')}.py"
@@ -145,6 +154,9 @@ def _main(argv: list[str] | None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:  # the arguments' fault
+        _say(f"error: {err}", every_rank=False)
+        return 2
+    except MissingExtra as err:  # the set-up's: the message names the pip install
         _say(f"error: {err}", every_rank=False)
         return 2
     except OSError as err:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .train.checkpoint import CHECKPOINT
 from .train.loop import TrainConfig, differences, planned, read_run, train
-from .train.report import horizon_table
+from .train.report import horizon_table, saved_files
 
 
 def _holds_this_demo(config: TrainConfig) -> bool:
@@ -34,7 +34,7 @@ def run(args) -> int:
     metrics = train(config)
     print("\ncopy-first-input, hybrid (LRU + BMRU) trained at T = 50; chance MSE ≈ 1")
     print(horizon_table(metrics["eval"]))
-    print(f"metrics.json, checkpoint and plots in {args.out}")
+    print(saved_files(args.out))
     return 0
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .extras import MissingExtra
+
 
 def _pyplot():
-    """pyplot on the non-interactive Agg backend, or an ImportError naming the extra."""
+    """pyplot on the non-interactive Agg backend, or a MissingExtra naming the extra."""
     try:
         import matplotlib
     except ImportError as err:
-        raise ImportError(
+        raise MissingExtra(
             "plots need matplotlib: pip install 'bistable[plot]' (or pip install matplotlib)"
         ) from err
     matplotlib.use("Agg", force=True)

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..extras import MissingExtra
+
 SENSOR = 34  # the sensor is 34 x 34 pixels, 2 polarities
 # one non-zero cell of a sample's frames in the cache: flat (bin, polarity, y, x) index, count
 _CELL = np.dtype([("index", "<u4"), ("count", "<u2")])
@@ -150,7 +152,7 @@ def to_tonic(events: np.ndarray) -> np.ndarray:
     try:
         import tonic
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("to_tonic needs tonic: pip install 'bistable[neuromorphic]'") from err
+        raise MissingExtra("to_tonic needs tonic: pip install 'bistable[neuromorphic]'") from err
     return from_tonic(events).astype(tonic.datasets.NMNIST.dtype)
 
 

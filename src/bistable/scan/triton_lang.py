@@ -1,7 +1,8 @@
-"""``triton`` and ``triton.language`` for bistable's kernels, or an :class:`ImportError` that says
-what is needed: the kernels are written for and tested on triton ≥ 3.6 (an older triton, such as
-the 3.0 that torch 2.4 pins, compiles some of them wrongly or not at all). Callers that pick a
-backend catch the error and fall back to PyTorch."""
+"""``triton`` and ``triton.language`` for bistable's kernels, or a
+:class:`~bistable.extras.MissingExtra` (an ImportError) that says what is needed: the kernels are
+written for and tested on triton ≥ 3.6 (an older triton, such as the 3.0 that torch 2.4 pins,
+compiles some of them wrongly or not at all). Callers that pick a backend catch the error and fall
+back to PyTorch."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import re
 
 import torch
 
+from ..extras import MissingExtra
+
 MIN_TRITON = (3, 6)
 _NEED = "pip install 'bistable[triton]'"
 
@@ -18,7 +21,7 @@ try:
     import triton
     import triton.language as tl
 except ImportError as exc:  # pragma: no cover - exercised only without triton
-    raise ImportError(f"bistable's Triton kernels need the triton package: {_NEED}") from exc
+    raise MissingExtra(f"bistable's Triton kernels need the triton package: {_NEED}") from exc
 
 
 def version_tuple(version: str) -> tuple[int, int]:
@@ -32,11 +35,11 @@ def version_tuple(version: str) -> tuple[int, int]:
 try:
     _FOUND = version_tuple(triton.__version__)
 except ValueError as exc:  # an unreadable version: the kernels are not known to work with it
-    raise ImportError(f"bistable's Triton kernels need triton >= "
-                      f"{'.'.join(map(str, MIN_TRITON))}: {exc}; {_NEED}") from exc
+    raise MissingExtra(f"bistable's Triton kernels need triton >= "
+                       f"{'.'.join(map(str, MIN_TRITON))}: {exc}; {_NEED}") from exc
 if _FOUND < MIN_TRITON:
-    raise ImportError(f"bistable's Triton kernels need triton >= {'.'.join(map(str, MIN_TRITON))}, "
-                      f"found {triton.__version__}: {_NEED}")
+    raise MissingExtra(f"bistable's Triton kernels need triton >= "
+                       f"{'.'.join(map(str, MIN_TRITON))}, found {triton.__version__}: {_NEED}")
 
 
 def on_device(x: torch.Tensor):

@@ -30,7 +30,7 @@ from .loop import (
     train,
 )
 from .metrics import evaluate
-from .report import horizon_table
+from .report import horizon_table, saved_files
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -72,8 +72,7 @@ def _train(args) -> int:
         note = build_task(config.task, data_dir=metrics["config"]["data_dir"]).data_note()
         if note:
             print(note)
-        plots = (Path(args.out) / "learning-curve.png").is_file()  # not without matplotlib
-        print(f"metrics, checkpoint{' and plots' if plots else ''} in {args.out}")
+        print(saved_files(args.out))
     return 0
 
 

@@ -18,17 +18,30 @@ from .. import __version__
 CODE_FOLDERS = ("src/", "benchmarks/")  # an untracked file there is code that may have run
 
 
-CHECKOUT = Path(__file__).resolve().parents[3]  # src/bistable/train/provenance.py
+PACKAGE = Path(__file__).resolve().parents[1]  # the folder bistable is imported from
 
 
-def code_commit(root: Path = CHECKOUT) -> str:
-    """The commit of the source checkout at ``root`` (the one this package runs from), ``+dirty``
-    when a tracked file has changes or an untracked one lies under :data:`CODE_FOLDERS`;
-    ``$BISTABLE_COMMIT`` where set (a copy of the tree whose .git is stale); the package version
-    outside a checkout."""
+def source_checkout(package: Path = PACKAGE) -> Path | None:
+    """The root of the source checkout this package runs from (``<root>/src/bistable`` beside
+    bistable's own ``<root>/pyproject.toml``, as in a clone or an editable install), or None
+    when it runs installed: an installed copy must not take the folders around it for its own."""
+    root = package.parents[1]
+    try:
+        ours = 'name = "bistable"' in (root / "pyproject.toml").read_text()
+    except OSError:
+        return None
+    return root if package.name == "bistable" and package.parent.name == "src" and ours else None
+
+
+def code_commit(root: Path | None = None) -> str:
+    """The commit of the source checkout at ``root`` (default: the one this package runs from),
+    ``+dirty`` when a tracked file has changes or an untracked one lies under
+    :data:`CODE_FOLDERS`; ``$BISTABLE_COMMIT`` where set (a copy of the tree whose .git is stale);
+    the package version outside a checkout."""
     if os.environ.get("BISTABLE_COMMIT"):
         return os.environ["BISTABLE_COMMIT"]
-    if not (root / ".git").exists():
+    root = source_checkout() if root is None else root
+    if root is None or not (root / ".git").exists():
         return f"bistable {__version__}"
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,

@@ -41,6 +41,13 @@ def plots(out: Path, title: str, task: Task, seq_len: int, history: list, evals:
         warnings.warn(f"plots skipped: {err}", stacklevel=2)
 
 
+def saved_files(out) -> str:
+    """A run's closing line: what lies in ``out``, plots only where they were drawn (matplotlib
+    installed)."""
+    drawn = (Path(out) / "learning-curve.png").is_file()
+    return f"metrics.json, checkpoint{' and plots' if drawn else ''} in {out}"
+
+
 def busiest(spikes: torch.Tensor, n: int = 3) -> list[int]:
     """The ``n`` neurons active at the most steps of the first example of ``spikes`` ``(B, T,
     N)``, ties (a silent first example) broken by their activity over all examples."""

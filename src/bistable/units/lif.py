@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..extras import MissingExtra
 from .base import (
     check_input,
     check_number,
@@ -31,7 +32,7 @@ def _snntorch():
         import snntorch
         from snntorch import surrogate
     except ImportError as err:
-        raise ImportError("the LIF peer needs snntorch: pip install 'bistable[peers]'") from err
+        raise MissingExtra("the LIF peer needs snntorch: pip install 'bistable[peers]'") from err
     return snntorch, surrogate
 
 
