@@ -108,7 +108,8 @@ CASES = [
     pytest.param(_scan(A[0], BB[0]), ValueError, r"a: expected shape \(B, T, D\), got \(5, 3\)",
                  id="scan-rank2"),
     pytest.param(_scan(torch.rand(B, T - 1, F), BB), ValueError,
-                 r"a: expected shape \(2, 5, 3\) or \(1, 5, 3\), got \(2, 4, 3\)",
+                 r"a: expected shape \(2, 5, 3\) or \(1, 5, 3\) \(b is \(2, 5, 3\)\), "
+                 r"got \(2, 4, 3\)",
                  id="scan-a-shape"),
     pytest.param(_scan(A, BB.long()), ValueError, r"b: expected a floating or complex dtype",
                  id="scan-int"),

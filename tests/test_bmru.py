@@ -157,6 +157,11 @@ def test_units_start_mostly_holding(cls):
         unit.linear.reset_parameters()
 
 
+def test_a_printed_cmru_says_which_variant_it_is():
+    assert "epsilon=0.5, learn_epsilon=False" in repr(CMRU(2, 3, epsilon=0.5))
+    assert "epsilon=1, learn_epsilon=True" in repr(CMRU(2, 3, learn_epsilon=True))
+
+
 def test_epsilon_zero_is_the_bmru():
     b, c = make(BMRU, F=3, H=6), make(CMRU, F=3, H=6, epsilon=0.0)
     x = 2 * torch.randn(2, 50, 3, dtype=F64)

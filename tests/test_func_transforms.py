@@ -157,6 +157,17 @@ def test_per_sample_gradients_of_every_model(name):
         _close([per_sample[k][n] for k in params], [one[k] for k in params], 1e-10)
 
 
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_torch_s_rnns_under_vmap_say_so(name):
+    """torch's own message named a broadcast shape ("output with shape [1, 24] doesn't match the
+    broadcast shape [4, 1, 24]"), not the missing batching rule."""
+    model, params = _model(name)
+    loss = _loss(model, params)
+    with pytest.raises(RuntimeError, match=f"{name}: torch.func.vmap .* cannot batch torch's"):
+        vmap(grad(lambda p, x_n: loss(p, x_n.unsqueeze(0))), in_dims=(None, 0))(
+            params, torch.randn(4, 6, 3, dtype=torch.float64))
+
+
 def test_lif_under_torch_func_says_it_cannot():
     pytest.importorskip("snntorch")
     model, params = _model("lif")

@@ -86,7 +86,7 @@ def test_population_readout_weights_and_integration():
     ro = PopulationReadout(3, 2).double()
     expected = torch.tensor([[1, 1, -.1, -.1, -.1, -.1], [-.1, -.1, 1, 1, -.1, -.1],
                              [-.1, -.1, -.1, -.1, 1, 1]], dtype=torch.float64)
-    assert torch.equal(ro.matrix, expected)  # exactly −0.1 in float64
+    assert torch.equal(ro.matrix(), expected)  # exactly −0.1 in float64
     assert list(ro.parameters()) == []  # frozen
     out = torch.rand(2, 9, 6, dtype=torch.float64)
     R, last = ro(out)
@@ -103,7 +103,7 @@ def test_population_readout_weights_and_integration():
 def test_leaky_and_count_readouts():
     out = torch.rand(2, 9, 4, dtype=torch.float64)
     R, _ = PopulationReadout(2, 2, alpha=0.8).double()(out)
-    drive = out @ PopulationReadout(2, 2).matrix.double().t()
+    drive = out @ PopulationReadout(2, 2).matrix().t()
     a = torch.full_like(drive, 0.8)
     torch.testing.assert_close(R, linear_scan_reference(a, drive, None))
     leaky = PopulationReadout(2, 2, alpha=0.8).double()
@@ -554,8 +554,26 @@ def test_a_checkpoint_does_not_carry_one_readout_s_matrix_into_another():
     population = build_src(784, 10, hidden=8, layers=1)
     state = count.state_dict()
     assert "readout.matrix" not in state
-    population.load_state_dict({**state, "readout.matrix": count.readout.matrix})
-    assert population.readout.matrix[0].unique().tolist() == [-0.1, 1.0]
+    population.load_state_dict({**state, "readout.matrix": count.readout.matrix()})
+    assert population.readout.matrix()[0].unique().tolist() == [-0.1, 1.0]
+
+
+def test_a_network_built_on_the_meta_device_loads_and_computes_as_its_original():
+    """Build on "meta", ``to_empty()``, ``load_state_dict``: the usual way to load a large model.
+    The readout's matrix was a buffer outside the state dict, left as uninitialised memory."""
+    torch.manual_seed(0)
+    original = build_src(16, 10, hidden=8, layers=1)
+    with torch.no_grad():
+        for layer in original.layers:
+            layer.weight.mul_(8)  # spikes at the output, so that the readout matters
+    with torch.device("meta"):
+        copy = build_src(16, 10, hidden=8, layers=1)
+    copy.to_empty(device="cpu")
+    copy.load_state_dict(original.state_dict())
+    x = (torch.rand(2, 100, 16) < 0.3).float()
+    expected = original(x)[0]
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(copy(x)[0], expected, rtol=0, atol=0)
 
 
 def test_spike_stats_are_those_of_evaluation_mode_whatever_the_network_s():

@@ -274,3 +274,23 @@ def test_the_rest_state_follows_writes_that_count_no_version():
         tensor.data.fill_(value)
         expected = rest_state(m.r, m.r_s, m.effective_bias())
         torch.testing.assert_close(m.init_state(1)[1][0], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_rest_state_is_a_copy_whatever_the_batch(batch):
+    """At batch 1 the state was a view of the cached rest: a forward under inference_mode left
+    an inference tensor there that the next training batch of 1 could not save for backward,
+    and a state changed in place changed the cache."""
+    m = SRC(4, 6)
+    with torch.inference_mode():
+        m(torch.randn(8, 3, 4))
+    y, state = m(torch.randn(batch, 3, 4))
+    y.sum().backward()  # raised "Inference tensors cannot be saved for backward" at batch 1
+    assert m.weight.grad is not None
+    rest = m.init_state(batch)[1].clone()
+    state = m.init_state(batch)
+    state[1].zero_()
+    state[2].zero_()
+    torch.testing.assert_close(m.init_state(batch)[1], rest, rtol=0, atol=0)
+    y, _ = m.step(torch.rand(batch, 4))
+    y.sum().backward()

@@ -43,12 +43,15 @@ class PopulationReadout(nn.Module):
         check_number(alpha, "alpha", lambda v: 0 <= v <= 1, "a leak in [0, 1]")
         self.n_classes, self.per_class, self.alpha, self.mode = n_classes, per_class, alpha, mode
         self.input_size = n_classes * per_class
-        # float64, so that a double model gets exactly −0.1; forward casts it to the input's dtype.
-        # Not persistent: it follows from `mode`, and a checkpoint must not carry one mode's
-        # matrix into a model built with the other (--init-from with another readout)
-        own = torch.eye(n_classes, dtype=torch.float64).repeat_interleave(per_class, dim=1)
-        other = 0.0 if mode == "count" else -0.1
-        self.register_buffer("matrix", own + other * (1 - own), persistent=False)
+
+    def matrix(self, dtype=torch.float64, device=None) -> torch.Tensor:
+        """``M`` (n_classes × n_classes·per_class), built where and when it is used: it follows
+        from ``mode`` alone, so no checkpoint can carry one mode's matrix into a model built with
+        the other (--init-from with another readout), and no ``to_empty()`` can leave it unset."""
+        own = torch.eye(self.n_classes, dtype=dtype, device=device)
+        own = own.repeat_interleave(self.per_class, dim=1)
+        other = 0.0 if self.mode == "count" else -0.1
+        return own + other * (1 - own)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.pop(prefix + "matrix", None)  # checkpoints before 2026-12-06 saved it
@@ -65,7 +68,7 @@ class PopulationReadout(nn.Module):
         if state is not None:
             check_state(state, (out.shape[0], self.n_classes), "state", work, out.device)
         with torch.autocast(out.device.type, enabled=False):
-            drive = out.to(work) @ self.matrix.to(work).t()
+            drive = out.to(work) @ self.matrix(work, out.device).t()
         if self.alpha == 1.0:
             R = drive.cumsum(dim=1)
             R = R if state is None else R + state[:, None]

@@ -85,7 +85,10 @@ def _check(a, b, h0, reverse):
         raise ValueError(f"b: expected at least one time step, got shape {tuple(b.shape)}")
     if a.shape[1:] != b.shape[1:] or a.shape[0] not in (1, B):
         shapes = " or ".join(dict.fromkeys(f"({n}, {T}, {D})" for n in (B, 1)))
-        raise ValueError(f"a: expected shape {shapes}, got {tuple(a.shape)}")
+        hint = ("; only a broadcasts over the batch, b is (B, T, D)"
+                if a.shape[1:] == b.shape[1:] and B == 1 else "")
+        raise ValueError(f"a: expected shape {shapes} (b is {tuple(b.shape)}), got "
+                         f"{tuple(a.shape)}{hint}")
     if a.device != b.device:
         raise ValueError(f"a: expected device {b.device} (that of b), got {a.device}")
     if h0 is not None:

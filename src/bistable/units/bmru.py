@@ -450,7 +450,9 @@ class CMRU(BMRU):
             self.epsilon_raw.fill_(self._checked_epsilon(value))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, learn_epsilon={self.learn_epsilon}"
+        # the constructor's ε, as torch's modules show their arguments (set_epsilon changes it)
+        return (f"{super().extra_repr()}, epsilon={self.epsilon_init:g}, "
+                f"learn_epsilon={self.learn_epsilon}")
 
 
 class FirstQuadrantBMRU(MRU):

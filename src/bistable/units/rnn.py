@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import check_input, check_sizes, check_state, check_step_input
+from .base import check_input, check_sizes, check_state, check_step_input, transforms_active
 
 
 class _TorchRNN(nn.Module):
@@ -29,7 +29,17 @@ class _TorchRNN(nn.Module):
     def forward(self, x: torch.Tensor, state=None):
         """x ``(B, T, F)``, state or None → (y ``(B, T, H)``, state)."""
         check_input(x, self.input_size, module=self)
-        y, hidden = self.rnn(x, None if state is None else self._to_torch(state, x.shape[0]))
+        hidden = None if state is None else self._to_torch(state, x.shape[0])
+        try:
+            y, hidden = self.rnn(x, hidden)
+        except RuntimeError as err:
+            if transforms_active():  # torch's own message names a broadcast, not the cause
+                raise RuntimeError(
+                    f"{type(self).__name__.lower()}: torch.func.vmap (per-sample gradients) "
+                    f"cannot batch torch's {self.rnn_class.__name__} kernel here (no batching "
+                    "rule); torch.func.grad and the Jacobians work, and the bistable units run "
+                    "under vmap") from err
+            raise
         return y, self._from_torch(hidden)
 
     def step(self, x_t: torch.Tensor, state=None):

@@ -217,8 +217,10 @@ class SRC(nn.Module):
         """The rest state ``(i, h, h_s) = (0, h*, h*)``, each ``(batch_size, hidden_size)``."""
         device = device or self.weight.device
         dtype = dtype or self.weight.dtype
-        h = self._rest().to(device, dtype)
-        h = h.expand(batch_size, -1).contiguous()
+        # copies of the cached rest, never views of it (at batch 1 an expand was one): a state
+        # changed in place must not change the cache, nor may an inference tensor cached under
+        # torch.inference_mode() reach a later graph
+        h = self._rest().to(device, dtype).repeat(batch_size, 1)
         return torch.zeros_like(h), h, h.clone()
 
     def _state(self, state, x):
