@@ -687,6 +687,14 @@ def test_sizes_whose_bytes_overflow_are_out_of_memory_in_one_line(tmp_path, caps
     assert err.count("\n") == 1
 
 
+def test_out_of_memory_points_to_the_command_s_own_sizes(tmp_path, capsys):
+    """``models`` has no --hidden: its hint names its own flags (it named train's)."""
+    assert main(["models", "--input-size", str(2**62)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bistable: error: out of memory (") and err.count("\n") == 1
+    assert err.endswith("give smaller sizes (--input-size, --output-size)\n"), err
+
+
 def test_system_errors_and_warnings_are_one_line(monkeypatch, capsys):
     """A full disk or a read-only file system (any OSError) is one line, exit 2; a warning
     prints as one line too, without the source line that raised it."""
@@ -714,6 +722,7 @@ def test_sizes_beyond_the_memory_are_one_line_exit_2(monkeypatch, capsys):
     assert main(["train", "copy-first-input", "--model", "bmru", "--out", "x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bistable: error: out of memory (") and err.count("\n") == 1
+    assert err.endswith("give smaller sizes (--hidden, --batch-size, --seq-len, --eval-seq-len)\n")
 
     def other(args):
         raise RuntimeError("a bug")

@@ -58,6 +58,17 @@ def test_unknown_model_lists_the_choices():
         build_model(["bmru"], 1, 1)
 
 
+def test_the_models_command_lists_every_model_with_its_count(capsys):
+    assert main(["models", "--input-size", "3", "--output-size", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(MODEL_NAMES)
+    for line, name in zip(lines, MODEL_NAMES):
+        count = line.split()[1]
+        if count != "-":  # "-": its optional dependency is missing
+            model = build_model(name, 3, 2, hidden=64, layers=2)
+            assert int(count.replace(",", "")) == count_parameters(model)
+
+
 def test_the_models_command_names_its_flags(capsys):
     assert main(["models", "--input-size", "0"]) == 2
     assert "--input-size must be >= 1, got 0" in capsys.readouterr().err

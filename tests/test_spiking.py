@@ -137,6 +137,8 @@ def test_layer_stats_counts_by_hand():
     assert pulse == {"neurons": 2, "firing_rate": 1 / 12, "silent_fraction": 0.5,
                      "spikes_per_sample": 1.0, "synops_per_sample": 4.0}
     assert layer_stats(out, inp, pulse=False)["spikes_per_sample"] == 3.0
+    with pytest.raises(ValueError, match=r"out: expected shape \(B, T, N\), got \(6, 2\)"):
+        layer_stats(out[0], inp, pulse=True)  # "not enough values to unpack" came from inside
 
 
 @pytest.mark.parametrize("layers", [0, 2])

@@ -10,7 +10,7 @@ import torch
 from torch.torch_version import TorchVersion
 
 from bistable.data.tasks import build_task
-from bistable.models import build_model
+from bistable.models import MODEL_NAMES, build_model
 from bistable.train import loop
 from bistable.train.checkpoint import load_checkpoint, save_checkpoint
 from bistable.train.loop import TrainConfig, TrainingDiverged, learning_rate, resolve, train
@@ -286,6 +286,19 @@ def test_evaluation_shows_a_progress_bar_over_its_examples(capsys, progress):
     assert ("evaluating T=12" in err and "/20 [" in err) == progress  # examples done/total
 
 
+@pytest.mark.parametrize("kw, message", [
+    ({"n": 0}, r"n: expected a positive int, got 0"),
+    ({"n": -3}, r"n: expected a positive int, got -3"),
+    ({"n": None}, r"n: expected a number of examples \(task copy-first-input draws"),
+    ({"n": 4, "batch_size": 0}, r"batch_size: expected a positive int, got 0"),
+])
+def test_evaluate_refuses_sizes_it_cannot_score(kw, message):
+    """torch.cat's "expected a non-empty list of Tensors" and a TypeError came from inside."""
+    model = build_model("lru", 1, 1, hidden=4, layers=1)
+    with pytest.raises(ValueError, match=message):
+        evaluate(model, build_task("copy-first-input"), "test", 12, **kw)
+
+
 def test_resume_extends_a_finished_run_exactly(tmp_path):
     whole = train(config(tmp_path, "whole", steps=16, schedule="constant"))
     train(config(tmp_path, "parts", steps=8, schedule="constant"))
@@ -490,6 +503,18 @@ def test_ema_tests_the_moving_average_of_the_weights_and_resumes_exactly(tmp_pat
     with pytest.raises(ValueError, match="--resume: the run in --out was made with other "
                                          "settings \\(ema: 0.75 -> 0.9\\)"):
         train(config(tmp_path, "parts", ema=0.9, resume=True, **kw))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_ema_trains_every_model(tmp_path, name):
+    """The average copies the model's buffers after each step: snnTorch's ``Leaky`` kept its last
+    membrane in a buffer whose shape changed at the first forward ("The size of tensor a (0)
+    must match the size of tensor b (8)")."""
+    if name == "lif":
+        pytest.importorskip("snntorch")
+    train(config(tmp_path, model=name, ema=0.9, steps=2, eval_every=2, checkpoint_every=2))
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert saved["ema"]["n_averaged"] == 2
 
 
 def test_keep_best_resumes_with_its_best_so_far(tmp_path, script_validation):

@@ -17,6 +17,9 @@ import warnings
 
 from .extras import MissingExtra
 
+# the flags whose sizes an out-of-memory error of each command points to
+SIZE_FLAGS = {"train": "--hidden, --batch-size, --seq-len, --eval-seq-len",
+              "eval": "--eval-seq-len, --eval-samples", "models": "--input-size, --output-size"}
 # modules that each provide add_parser(subparsers)
 COMMAND_MODULES = ("bistable.train.commands", "bistable.data.commands", "bistable.demo")
 
@@ -165,8 +168,9 @@ def _main(argv: list[str] | None) -> int:
     except RuntimeError as err:  # sizes beyond the memory: torch's allocator says so, at length
         if not _out_of_memory(err):
             raise
-        _say(f"error: out of memory ({str(err).splitlines()[0]}); give smaller sizes "
-             "(--hidden, --batch-size, --seq-len)", every_rank=True)
+        flags = SIZE_FLAGS.get(args.command)
+        _say(f"error: out of memory ({str(err).splitlines()[0]})"
+             + (f"; give smaller sizes ({flags})" if flags else ""), every_rank=True)
         return 2
     except KeyboardInterrupt:
         hint = ("; the same command with --resume goes on from the last checkpoint"

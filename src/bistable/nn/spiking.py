@@ -46,6 +46,9 @@ def layer_stats(out: torch.Tensor, inp: torch.Tensor, *, pulse: bool,
     SRC pulse is non-zero for 2–3 steps, so it costs the next layer 2–3 × N operations where a
     LIF spike costs N; an input frame's entry counts once whatever its event count.
     """
+    if not isinstance(out, torch.Tensor) or out.dim() != 3:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"out: expected shape (B, T, N), got {got}")
     B, T, N = out.shape
     if B * T == 0:
         raise ValueError(f"out: expected at least one sample and one step, got shape {(B, T, N)}")

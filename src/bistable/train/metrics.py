@@ -17,7 +17,7 @@ import json
 import torch
 from tqdm import tqdm
 
-from ..units.base import evaluating
+from ..units.base import check_sizes, evaluating
 from .checkpoint import atomic_write
 
 CHUNK_ELEMENTS = 2**12
@@ -46,6 +46,10 @@ def evaluate(model, task, split: str, seq_len: int, *, n: int | None, batch_size
     mode and left in the mode it came in.
     """
     size = task.size(split)
+    if n is None and size is None:
+        raise ValueError(f"n: expected a number of examples (task {task.name} draws its "
+                         "evaluation set, it has no fixed size), got None")
+    check_sizes(**({} if n is None else {"n": n}), seq_len=seq_len, batch_size=batch_size)
     total = n if size is None else size if n is None else min(n, size)
     bar = tqdm(total=total, desc=f"evaluating T={seq_len}", unit="example", leave=False,
                disable=not progress, dynamic_ncols=True)

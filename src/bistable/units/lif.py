@@ -12,6 +12,8 @@ reset_mechanism="subtract")``, one call per step. snnTorch is an optional peer: 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -92,9 +94,10 @@ class LIF(nn.Module):
         mem = self._state(state, x)
         drive, = in_parameter_dtype(self.linear.weight, self.linear(x))  # all steps: one product
         out = []
-        for d in drive.unbind(1):  # unbind: one backward node, not T full-size selects
-            spk, mem = self.leaky(d, mem)
-            out.append(spk)
+        with self._state_returned():
+            for d in drive.unbind(1):  # unbind: one backward node, not T full-size selects
+                spk, mem = self.leaky(d, mem)
+                out.append(spk)
         return torch.stack(out, dim=1).to(x.dtype), mem  # snnTorch's spikes are float32
 
     def step(self, x_t: torch.Tensor, state=None):
@@ -102,5 +105,17 @@ class LIF(nn.Module):
         _no_transforms()
         check_step_input(x_t, self.input_size, module=self)
         drive, = in_parameter_dtype(self.linear.weight, self.linear(x_t))
-        spk, mem = self.leaky(drive, self._state(state, x_t))
+        with self._state_returned():
+            spk, mem = self.leaky(drive, self._state(state, x_t))
         return spk.to(x_t.dtype), mem
+
+    @contextlib.contextmanager
+    def _state_returned(self):
+        """snnTorch keeps the last membrane in its ``mem`` buffer; this layer returns it instead,
+        so the buffer goes back to its empty self afterwards: a ``(B, H)`` buffer would keep the
+        graph alive and change the module's buffers from call to call (the moving average of
+        ``--ema`` copies buffers, and could not)."""
+        try:
+            yield
+        finally:
+            self.leaky.mem = self.leaky.mem.new_zeros(0)
