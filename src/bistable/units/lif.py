@@ -118,4 +118,6 @@ class LIF(nn.Module):
         try:
             yield
         finally:
-            self.leaky.mem = self.leaky.mem.new_zeros(0)
+            mem = getattr(self.leaky, "mem", None)  # (a stand-in for Leaky may keep none)
+            if mem is not None:
+                self.leaky.mem = mem.new_zeros(0)
