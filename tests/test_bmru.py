@@ -144,6 +144,22 @@ def test_first_quadrant_sets_resets_and_holds():
     assert s.item() == 0.0 and torch.equal(step_loop(unit, x)[0], y)
 
 
+def test_first_quadrant_thresholds_start_at_a_quarter_and_three_quarters():
+    """As documented (docs/mru.md): a fresh unit, and one reset, sets above ĥ = 0.75, resets
+    below 0.25 and holds between."""
+    unit = make(FirstQuadrantBMRU, F=1, H=1, learn_init=False)
+    for _ in range(2):
+        with torch.no_grad():  # ĥ = ReLU(x)
+            unit.linear.weight.fill_(1.0)
+            unit.linear.bias.zero_()
+        x = torch.tensor([0.76, 0.74, 0.26, 0.24, 0.74], dtype=F64).view(1, -1, 1)
+        assert unit(x)[0].flatten().tolist() == [1, 1, 1, 0, 0]
+        with torch.no_grad():
+            unit.low.fill_(3.0)
+            unit.width.fill_(-1.0)
+        unit.reset_parameters()
+
+
 @pytest.mark.parametrize("cls", [BMRU, CMRU])
 def test_units_start_mostly_holding(cls):
     """The β biases start at 1 (and the c biases as nn.Linear's), fresh and after the gate

@@ -198,6 +198,27 @@ def test_src_under_torch_func_matches_its_operators(options):
     _close(list(got.values()), list(expected.values()), 1e-10)
 
 
+@pytest.mark.parametrize("options", [
+    {"detach_recurrent": False}, {"detach_recurrent": True}, {"gate": "current"},
+])
+def test_src_input_and_state_gradients_under_torch_func_match_its_operators(options):
+    """From a state away from rest: with ``detach_recurrent`` neither h nor h_s of the step
+    before passes a gradient (SPEC.md §6), on the plain path as on the operators."""
+    torch.manual_seed(6)
+    unit = SRC(3, 5, **options).double()
+    x = (torch.rand(2, 9, 3, dtype=torch.float64) < 0.5).double() * 3
+    state = [0.5 * torch.randn(2, 5, dtype=torch.float64) for _ in range(3)]
+
+    def loss(x, i0, h0, hs0):
+        out, (i, h, hs) = unit(x, (i0, h0, hs0))
+        return out.sin().sum() + (0.3 * i).sum() + (0.7 * hs).sum()
+    got = grad(loss, argnums=(0, 1, 2, 3))(x, *state)
+    leaves = [t.clone().requires_grad_() for t in (x, *state)]
+    expected = torch.autograd.grad(loss(*leaves), leaves, allow_unused=True)
+    _close(list(got), [torch.zeros_like(t) if g is None else g
+                       for t, g in zip(leaves, expected)], 1e-10)
+
+
 def test_brc_compiled_loop_under_torch_func_matches_it():
     torch.manual_seed(5)
     unit = BRC(3, 5, compile_loop=True).double()

@@ -294,3 +294,18 @@ def test_the_rest_state_is_a_copy_whatever_the_batch(batch):
     torch.testing.assert_close(m.init_state(batch)[1], rest, rtol=0, atol=0)
     y, _ = m.step(torch.rand(batch, 4))
     y.sum().backward()
+
+
+@pytest.mark.parametrize("gate", ["previous", "current"])
+def test_membrane_traces_are_the_states_the_steps_pass_through(gate):
+    """From a state away from rest (at rest h[0] = h0 hid an h_s built from the wrong step)."""
+    m = make(5, 7, gate=gate)
+    x = spikes_in(2, 12, 5)
+    state = tuple(0.5 * torch.randn(2, 7, dtype=torch.float64) for _ in range(3))
+    h, h_s = m.membrane(x, state)
+    steps, s = [], state
+    for t in range(x.shape[1]):
+        _, s = m.step(x[:, t], s)
+        steps.append(s)
+    torch.testing.assert_close(h, torch.stack([s[1] for s in steps], 1), atol=1e-12, rtol=0)
+    torch.testing.assert_close(h_s, torch.stack([s[2] for s in steps], 1), atol=1e-12, rtol=0)

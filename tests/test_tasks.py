@@ -171,7 +171,10 @@ def test_psmnist_permutes_pixels_with_a_fixed_order_and_pads_zeros():
     assert x.shape == (2, 789, 1) and torch.equal(y, labels[[2, 0]])
     assert torch.equal(x[:, :784, 0], images[[2, 0]][:, permutation()].float() / 255)
     assert x[:, 784:].abs().sum() == 0
-    assert torch.equal(permutation(), permutation())
+    # the published runs' order: seed 92916 (a changed seed would make every psMNIST checkpoint
+    # and table incomparable); compared with torch's own draw, not literals, which torch may vary
+    pinned = torch.randperm(784, generator=torch.Generator().manual_seed(92916))
+    assert torch.equal(permutation(), pinned)
     assert not torch.equal(permutation(), torch.arange(784))
     plain = build_task("smnist")
     fake_mnist(plain)
