@@ -21,6 +21,7 @@ def repo(tmp_path, monkeypatch):
     monkeypatch.delenv("BISTABLE_COMMIT", raising=False)
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "unit.py").write_text("x = 1\n")
+    (tmp_path / "results.md").write_text("old\n")
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", "-A")
     git(tmp_path, "commit", "-qm", "first")
@@ -36,6 +37,7 @@ def test_a_clean_checkout_gives_its_commit(repo):
     (lambda r: (r / "src" / "new.py").write_text(""), True),           # untracked code
     (lambda r: (r / "benchmarks").mkdir() or (r / "benchmarks" / "b.py").write_text(""), True),
     (lambda r: (r / "notes.txt").write_text(""), False),               # untracked, not code
+    (lambda r: (r / "results.md").write_text("new\n"), False),         # a tracked table rewritten
 ])
 def test_code_that_is_not_the_commit_s_is_marked_dirty(repo, change, dirty):
     rev = git(repo, "rev-parse", "--short", "HEAD")

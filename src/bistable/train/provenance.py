@@ -15,7 +15,8 @@ import torch
 
 from .. import __version__
 
-CODE_FOLDERS = ("src/", "benchmarks/")  # an untracked file there is code that may have run
+CODE_FOLDERS = ("src/", "benchmarks/")  # the code a run runs: a change elsewhere (results/ that
+                                        # an earlier benchmark wrote, docs/) does not make it dirty
 
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the folder bistable is imported from
@@ -35,9 +36,9 @@ def source_checkout(package: Path = PACKAGE) -> Path | None:
 
 def code_commit(root: Path | None = None) -> str:
     """The commit of the source checkout at ``root`` (default: the one this package runs from),
-    ``+dirty`` when a tracked file has changes or an untracked one lies under
-    :data:`CODE_FOLDERS`; ``$BISTABLE_COMMIT`` where set (a copy of the tree whose .git is stale);
-    the package version outside a checkout."""
+    ``+dirty`` when a file under :data:`CODE_FOLDERS` has changes or is untracked;
+    ``$BISTABLE_COMMIT`` where set (a copy of the tree whose .git is stale); the package version
+    outside a checkout."""
     if os.environ.get("BISTABLE_COMMIT"):
         return os.environ["BISTABLE_COMMIT"]
     root = source_checkout() if root is None else root
@@ -50,8 +51,7 @@ def code_commit(root: Path | None = None) -> str:
                                 cwd=root, text=True, capture_output=True).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return f"bistable {__version__}"
-    dirty = [line for line in status
-             if not line.startswith("??") or line[3:].startswith(CODE_FOLDERS)]
+    dirty = [line for line in status if line[3:].startswith(CODE_FOLDERS)]
     return rev + ("+dirty" if dirty else "")
 
 
