@@ -20,6 +20,7 @@ from .extras import MissingExtra
 # the flags whose sizes an out-of-memory error of each command points to
 SIZE_FLAGS = {"train": "--hidden, --batch-size, --seq-len, --eval-seq-len",
               "eval": "--eval-seq-len, --eval-samples", "models": "--input-size, --output-size"}
+
 # modules that each provide add_parser(subparsers)
 COMMAND_MODULES = ("bistable.train.commands", "bistable.data.commands", "bistable.demo")
 
