@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -194,6 +196,19 @@ def test_an_interrupted_run_is_labelled_simulated_and_refused(tmp_path, fake_mni
     for p in whole.rglob("*.bin"):
         assert (out / p.relative_to(whole)).read_bytes() == p.read_bytes()
     assert len(nmnist.NMNIST(out, "train", n_time_bins=3, progress=False)) == 5
+
+
+def test_a_run_killed_while_writing_its_first_marker_is_finished_by_the_same_call(tmp_path,
+                                                                                 fake_mnist):
+    """Killed between writing SIMULATED.json's temporary file and renaming it, a call left only
+    that file, which the same call again took for another run's content and refused."""
+    out = tmp_path / "sim"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    (out / f".SIMULATED.json.{dead.pid}.tmp").write_text("{")
+    summary = nmnist_sim.write_dataset(out, n_train=5, batch=2, progress=False)
+    assert summary["complete"] and not list(out.glob(".*.tmp"))
 
 
 def test_an_interrupted_run_again_with_other_arguments_names_them(tmp_path, fake_mnist,

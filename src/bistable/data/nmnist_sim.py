@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import idx
-from .nmnist import EVENT_DTYPE, SENSOR, SPLITS, write_events
+from .nmnist import EVENT_DTYPE, SENSOR, SPLITS, _remove_orphans, write_events
 
 PAD = 3  # the digit's offset on the sensor: (34 - 28) / 2
 # The canvas margin leaves PAD px for the image to move up; vertex C moves it by 2a/3 and the
@@ -251,6 +251,8 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
                "config": asdict(config), "requested": {"train": n_train, "test": n_test}}
     if out.is_file():
         raise ValueError(f"out: expected a new or empty folder, got {out}, which is a file")
+    if out.is_dir():  # a marker a killed call was writing is not content: the folder is new
+        _remove_orphans(out / "SIMULATED.json")
     if out.exists() and any(out.iterdir()):
         _check_resumable(out, summary)
     mnist = {split: idx.load("mnist", split, mnist_dir) for split in SPLITS}
