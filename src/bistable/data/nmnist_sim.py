@@ -31,14 +31,13 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import idx
-from .nmnist import EVENT_DTYPE, SENSOR, SPLITS, _remove_orphans, write_events
+from .nmnist import EVENT_DTYPE, SENSOR, SPLITS, _atomic_write, _remove_orphans, write_events
 
 PAD = 3  # the digit's offset on the sensor: (34 - 28) / 2
 # The canvas margin leaves PAD px for the image to move up; vertex C moves it by 2a/3 and the
@@ -317,6 +316,4 @@ def _arguments(summary: dict) -> dict:
 
 
 def _write_marker(out: Path, summary: dict) -> None:
-    tmp = out / f".SIMULATED.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "SIMULATED.json")
+    _atomic_write(out / "SIMULATED.json", json.dumps(summary, indent=2).encode())
