@@ -47,6 +47,7 @@ from .base import (
     linear_schedule,
     transforms_active,
 )
+from .spike_matmul import spike_matmul
 from .src_loop import differentiable, src_loop
 
 GATES = ("previous", "current")
@@ -248,7 +249,7 @@ class SRC(nn.Module):
 
     def _run(self, x, state):
         i0, h0, hs0 = state
-        drive, = in_parameter_dtype(self.weight, x @ self.weight.t())
+        drive, = in_parameter_dtype(self.weight, spike_matmul(x, self.weight))
         a = torch.full((1, x.shape[1], self.hidden_size), self.alpha, dtype=drive.dtype,
                        device=drive.device)
         i = linear_scan(a, drive, i0)
