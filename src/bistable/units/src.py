@@ -13,7 +13,8 @@ weights between neurons)::
 How it is computed (the efficient time loop):
 
 - ``i`` over all steps is one matrix product ``W s_in`` and one :func:`bistable.scan.linear_scan`
-  with constant ``a = α``;
+  with constant ``a = α``; on the CPU the product visits only the nonzero spikes when they are
+  sparse (:func:`bistable.units.spike_matmul.spike_matmul`);
 - the saturation and the ``(h, h_s)`` loop are one custom operator with a hand-written backward
   (:mod:`bistable.units.src_loop`): eager PyTorch steps by default, a fused loop with
   ``compile_loop=True`` (C++ on CPU, Triton on CUDA). In the training benchmark
