@@ -60,15 +60,16 @@ def loop_fns(kernel) -> tuple:
     """The loop's forward and its detached backward at the recipe's hidden layer."""
     g = torch.Generator().manual_seed(0)
     unit = SRC(F, H)
-    i = torch.randn(B, T, H, generator=g) * 3
-    h0, hs0 = (s.expand(B, H).contiguous() for s in unit.init_state(1)[1:])
+    d = torch.randn(B, T, H, generator=g)
+    i0, h0, hs0 = (s.expand(B, H).contiguous() for s in unit.init_state(1))
     r, r_s, b = unit.r.detach(), unit.r_s.detach(), unit.effective_bias().detach()
-    consts = (unit.rho, unit.z_hyp, unit.z_dep, False)  # SPEC.md's, the gate on h[t-1]
-    h, _ = kernel.forward(i, h0, hs0, r, r_s, b, *consts)
+    # SPEC.md's constants, the gate on h[t-1]
+    consts = (unit.alpha, unit.rho, unit.z_hyp, unit.z_dep, False)
+    h, i, _ = kernel.forward(d, i0, h0, hs0, r, r_s, b, *consts)
     grad = torch.randn(B, T, H, generator=g)
     grad_hs = torch.zeros(B, H)
-    return (lambda: kernel.forward(i, h0, hs0, r, r_s, b, *consts),
-            lambda: kernel.backward(grad, grad_hs, h, i, h0, r, r_s, *consts, True))
+    return (lambda: kernel.forward(d, i0, h0, hs0, r, r_s, b, *consts),
+            lambda: kernel.backward(grad, None, grad_hs, h, i, h0, r, r_s, *consts, True))
 
 
 def training_step(kernel):

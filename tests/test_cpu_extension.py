@@ -216,10 +216,10 @@ def test_the_fused_operators_check_their_operands():
     with pytest.raises(ValueError, match="u: expected 3H features .*, got 13"):
         torch.ops.bistable.brc_loop(torch.cat([u, u[..., :1]], -1), brc.bias, w, h0)
     src = bs.SRC(3, 4).double()
-    i, s = torch.randn(5, 7, 4, dtype=torch.float64), torch.zeros(5, 4, dtype=torch.float64)
+    d, s = torch.randn(5, 7, 4, dtype=torch.float64), torch.zeros(5, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"hs0: expected shape \(5, 4\), .* got \(1, 4\)"):
-        torch.ops.bistable.src_loop(i, src.bias, s, s[:1], src.r, src.r_s, 3.0, 0.9, 0.0, False,
-                                    False, False)
+        torch.ops.bistable.src_loop(d, s, src.bias, s, s[:1], src.r, src.r_s, 0.9, 3.0, 0.9, 0.0,
+                                    False, False, False)
 
 
 def test_the_ninja_package_is_on_path_during_a_build_where_none_is(monkeypatch, tmp_path):

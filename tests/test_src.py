@@ -241,16 +241,18 @@ def test_loop_operators_pass_pytorch_s_opcheck(current, detach):
     ``bistable::src_loop`` and its backward operator (the eager loop)."""
     g = torch.Generator().manual_seed(0)
     kw = {"dtype": torch.float64}
-    i = (torch.randn(3, 11, 5, generator=g, **kw) * 4).requires_grad_()
-    h0, hs0 = (torch.rand(3, 5, generator=g, **kw).mul(2).sub(1).requires_grad_() for _ in "hs")
+    d = (torch.randn(3, 11, 5, generator=g, **kw) * 2).requires_grad_()
+    i0, h0, hs0 = (torch.rand(3, 5, generator=g, **kw).mul(2).sub(1).requires_grad_()
+                   for _ in "ihs")
     bias = torch.full((5,), -6.0, **kw, requires_grad=True)
     r, r_s = torch.full((5,), 2.0, **kw), torch.full((5,), -7.0, **kw)
-    consts = (3.0, 0.9, 0.0, current, detach, False)
-    torch.library.opcheck(src_loop, (i, bias, h0, hs0, r, r_s, *consts))
-    i, h0 = i.detach(), h0.detach()  # the backward is not differentiable
-    h, _ = src_loop(i, bias.detach(), h0, hs0.detach(), r, r_s, *consts)
-    grads = (torch.randn_like(h), torch.randn_like(h0))
-    torch.library.opcheck(src_loop_backward, (*grads, h, i, h0, r, r_s, *consts))
+    consts = (0.9, 3.0, 0.9, 0.0, current, detach, False)
+    torch.library.opcheck(src_loop, (d, i0, bias, h0, hs0, r, r_s, *consts))
+    d, i0, h0 = d.detach(), i0.detach(), h0.detach()  # the backward is not differentiable
+    h, i, _ = src_loop(d, i0, bias.detach(), h0, hs0.detach(), r, r_s, *consts)
+    for grad_i in (None, torch.randn_like(i)):
+        grads = (torch.randn_like(h), grad_i, torch.randn_like(h0))
+        torch.library.opcheck(src_loop_backward, (*grads, h, i, h0, r, r_s, *consts))
 
 
 @needs_cpp

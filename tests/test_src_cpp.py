@@ -1,35 +1,37 @@
 """The SRC's fused C++ loop (``compile_loop=True`` on CPU) against the eager loop, operator to
-operator: values and the gradients into i, b, h0 and h_s0 (float64, odd widths that leave a
-partial vector, both gate times, detached or not)."""
+operator: values and the gradients into d, i0, b, h0 and h_s0 (float64, odd widths that leave a
+partial vector, both gate times, detached or not, with and without a gradient into i)."""
 
 import pytest
 import torch
 
 from bistable.units import src_loop
-from src_loops import RHO, Z_DEP, Z_HYP, assert_same_run, loop_inputs
+from src_loops import ALPHA, RHO, Z_DEP, Z_HYP, assert_same_run, loop_inputs, loss, loss_weights
 from torch_support import needs_cpp
 
 pytestmark = needs_cpp
 
 
-def _run(compiled, i, h0, hs0, r, r_s, b, current, detach):
-    """h, h_s[T] and the gradients into i, b, h0, hs0 of a fixed random loss on both."""
-    i, h0, hs0, b = (x.clone().requires_grad_() for x in (i, h0, hs0, b))
-    h, hs = src_loop.src_loop(i, b, h0, hs0, r, r_s, RHO, Z_HYP, Z_DEP, current, detach,
-                              compiled)
-    w = torch.randn(h.shape, generator=torch.Generator().manual_seed(1), dtype=h.dtype)
-    loss = (h * w).sum() + (hs * w[:, 0]).sum()
-    return h, hs, torch.autograd.grad(loss, [i, b, h0, hs0], allow_unused=True)
+def _run(compiled, d, i0, h0, hs0, r, r_s, b, current, detach, use_i=False):
+    """h, i, h_s[T] and the gradients into d, i0, b, h0, hs0 of a fixed random loss on both."""
+    d, i0, h0, hs0, b = (x.clone().requires_grad_() for x in (d, i0, h0, hs0, b))
+    h, i, hs = src_loop.src_loop(d, i0, b, h0, hs0, r, r_s, ALPHA, RHO, Z_HYP, Z_DEP, current,
+                                 detach, compiled)
+    value = loss(h, i, hs, *loss_weights(h, use_i))
+    return h, i, hs, torch.autograd.grad(value, [d, i0, b, h0, hs0], allow_unused=True)
 
 
 @pytest.mark.parametrize("B,T,H", [(1, 1, 1), (2, 7, 3), (3, 37, 19)])
 @pytest.mark.parametrize("current", [False, True], ids=["gate-previous", "gate-current"])
 @pytest.mark.parametrize("detach", [False, True], ids=["bptt", "detached"])
-def test_values_and_gradients_match_the_eager_loop(B, T, H, current, detach):
+@pytest.mark.parametrize("use_i", [False, True], ids=["loss-on-h", "loss-on-i-too"])
+def test_values_and_gradients_match_the_eager_loop(B, T, H, current, detach, use_i):
     args = loop_inputs(B, T, H, seed=T)
-    got, want = _run(True, *args, current, detach), _run(False, *args, current, detach)
+    got = _run(True, *args, current, detach, use_i)
+    want = _run(False, *args, current, detach, use_i)
     assert_same_run(got, want)
-    assert (want[2][2] is None) == detach  # detached: no gradient into the initial state
+    assert (want[3][3] is None) == detach  # detached: no gradient into the initial h, h_s
+    assert want[3][1] is not None  # the integration keeps its gradient into i0
 
 
 @pytest.mark.parametrize("detach", [False, True], ids=["bptt", "detached"])
@@ -45,7 +47,7 @@ def test_batch_rows_split_over_threads_give_the_one_thread_run(detach):
         split = _run(True, *args, False, detach)
     finally:
         torch.set_num_threads(threads)
-    for x, y in zip([*one[:2], *one[2]], [*split[:2], *split[2]], strict=True):
+    for x, y in zip([*one[:3], *one[3]], [*split[:3], *split[3]], strict=True):
         assert (x is None and y is None) or torch.equal(x, y)
     assert_same_run(split, _run(False, *args, False, detach))
 

@@ -39,8 +39,9 @@ VARIANTS = [
       for s0, eps in ((True, True), (False, False))],
     *[("bistable.units.src_triton", "_fwd_kernel", "fp32", dict(T=7, CURRENT=cur))
       for cur in (False, True)],
-    *[("bistable.units.src_triton", "_bwd_kernel", "fp32", dict(T=7, CURRENT=cur, DETACH=det))
-      for cur, det in ((False, False), (True, True))],
+    *[("bistable.units.src_triton", "_bwd_kernel", "fp32",
+       dict(T=7, CURRENT=cur, DETACH=det, HAS_GI=gi))
+      for cur, det, gi in ((False, False, True), (True, True, False))],
 ]
 
 # each variant with the launch shape the library picks for 1024 channels (src_triton: its BLOCK)

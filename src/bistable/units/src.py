@@ -12,12 +12,12 @@ weights between neurons)::
 
 How it is computed (the efficient time loop):
 
-- ``i`` over all steps is one matrix product ``W s_in`` and one :func:`bistable.scan.linear_scan`
-  with constant ``a = α``; on the CPU the product visits only the nonzero spikes when they are
-  sparse (:func:`bistable.units.spike_matmul.spike_matmul`);
-- the saturation and the ``(h, h_s)`` loop are one custom operator with a hand-written backward
-  (:mod:`bistable.units.src_loop`): eager PyTorch steps by default, a fused loop with
-  ``compile_loop=True`` (C++ on CPU, Triton on CUDA). In the training benchmark
+- the drive ``W s_in`` over all steps is one matrix product; on the CPU it visits only the
+  nonzero spikes when they are sparse (:func:`bistable.units.spike_matmul.spike_matmul`);
+- the input integration ``i``, the saturation and the ``(h, h_s)`` loop are one custom operator
+  with a hand-written backward (:mod:`bistable.units.src_loop`): one
+  :func:`bistable.scan.linear_scan` (constant ``a = α``) and eager PyTorch steps by default, a
+  fused loop with ``compile_loop=True`` (C++ on CPU, Triton on CUDA). In the training benchmark
   (``results/src.md``, 1 CPU thread) the C++ loop made a full step about 1.45× faster than the
   eager loop. ``detach_recurrent=True`` cuts both recurrent paths: truncated, one-step BPTT.
 
@@ -251,12 +251,11 @@ class SRC(nn.Module):
     def _run(self, x, state):
         i0, h0, hs0 = state
         drive, = in_parameter_dtype(self.weight, spike_matmul(x, self.weight))
-        a = torch.full((1, x.shape[1], self.hidden_size), self.alpha, dtype=drive.dtype,
-                       device=drive.device)
-        i = linear_scan(a, drive, i0)
-        args = (i, self.effective_bias().to(i.dtype), h0, hs0, *self._gains(i.dtype), self.rho,
-                self.z_hyp, self.z_dep, self.gate == "current", self.detach_recurrent)
-        h, hs = differentiable(*args) if transforms_active() else src_loop(*args, self.compile_loop)
+        args = (drive, i0, self.effective_bias().to(drive.dtype), h0, hs0,
+                *self._gains(drive.dtype), self.alpha, self.rho, self.z_hyp, self.z_dep,
+                self.gate == "current", self.detach_recurrent)
+        h, i, hs = (differentiable(*args) if transforms_active()
+                    else src_loop(*args, self.compile_loop))
         return h, (i[:, -1], h[:, -1], hs)
 
     def forward(self, x: torch.Tensor, state=None):
