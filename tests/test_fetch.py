@@ -7,6 +7,8 @@ import http.server
 import io
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -293,6 +295,25 @@ def test_an_import_cut_short_leaves_nothing_under_the_final_name(tmp_path, tiny,
     monkeypatch.setattr(shutil, "copyfile", copyfile)
     dest = fetch.fetch("tiny", tmp_path / "tiny", from_dir=src)
     assert (dest / "a-ubyte").read_bytes() == tiny["a-ubyte"]
+
+
+def test_a_copy_a_killed_fetch_left_is_removed_by_the_next(tmp_path, tiny):
+    """``kill -9`` during an import leaves its temporary copy; the next fetch, which imports
+    the file again, removes it. Another process's that still runs is left alone."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for k, v in tiny.items():
+        (src / k).write_bytes(v)
+    dest = fetch.fetch("tiny", tmp_path / "tiny", from_dir=src)
+    (dest / "a-ubyte").unlink()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    orphan, live = dest / f".a-ubyte.{dead.pid}.tmp", dest / ".a-ubyte.1.tmp"  # 1: init
+    for tmp in (orphan, live):
+        tmp.write_bytes(tiny["a-ubyte"][:10])
+    fetch.fetch("tiny", tmp_path / "tiny", from_dir=src)
+    assert (dest / "a-ubyte").read_bytes() == tiny["a-ubyte"]
+    assert not orphan.exists() and live.exists()
 
 
 def test_fetch_offline_names_files_and_folder(tmp_path, tiny):

@@ -211,6 +211,23 @@ def test_a_run_killed_while_writing_its_first_marker_is_finished_by_the_same_cal
     assert summary["complete"] and not list(out.glob(".*.tmp"))
 
 
+def test_recordings_killed_writers_left_are_removed_when_the_run_goes_on(tmp_path, fake_mnist):
+    """A call killed while writing recordings leaves their temporaries beside them (hidden); the
+    same call again finishes the run and removes them."""
+    out = tmp_path / "sim"
+    nmnist_sim.write_dataset(out, n_train=5, batch=2, progress=False)
+    marker = json.loads((out / "SIMULATED.json").read_text())
+    started = {k: v for k, v in marker.items() if k not in ("train", "test")}  # as first written
+    (out / "SIMULATED.json").write_text(json.dumps({**started, "complete": False}))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    recording = next(out.rglob("*.bin"))
+    orphan = recording.with_name(f".{recording.name}.{dead.pid}.tmp")
+    orphan.write_bytes(recording.read_bytes()[:7])
+    assert nmnist_sim.write_dataset(out, n_train=5, batch=2, progress=False)["complete"]
+    assert not list(out.rglob(".*.tmp"))
+
+
 def test_an_interrupted_run_again_with_other_arguments_names_them(tmp_path, fake_mnist,
                                                                    monkeypatch):
     def die(path, ev):

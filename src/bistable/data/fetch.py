@@ -33,6 +33,8 @@ from pathlib import Path
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
+from .atomic import atomic_copy, remove_orphans
+
 
 @dataclass(frozen=True)
 class Remote:
@@ -211,16 +213,6 @@ def download(url: str, dest, md5: str, *, progress: bool = True, timeout: float 
     return dest
 
 
-def _copy(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` through a temporary file beside it: all of it or nothing."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _extract(archive: Path, dest: Path) -> None:
     """Extract a zip into ``dest`` through a temporary folder, moving each top entry in place."""
     with tempfile.TemporaryDirectory(dir=dest, prefix=".extract-") as tmp:
@@ -253,7 +245,7 @@ def _import_folders(spec: Spec, src: Path, dest: Path) -> bool:
         for folder in spec.folders:
             shutil.rmtree(dest / folder, ignore_errors=True)
     if (src / SIMULATED).is_file():  # first: folders copied without it would pass for real
-        _copy(src / SIMULATED, dest / SIMULATED)
+        atomic_copy(src / SIMULATED, dest / SIMULATED)
     for folder in spec.folders:
         if not (dest / folder).is_dir():
             with tempfile.TemporaryDirectory(dir=dest, prefix=".import-") as tmp:
@@ -331,6 +323,7 @@ def _writing(dest: Path):
 def _fill(name, spec, dest, src, mirrors, progress, timeout) -> None:
     """Import (from ``src``) or download each file of ``spec`` missing from ``dest``, then
     extract the archives."""
+    remove_orphans(dest)  # copies a killed call was making
     if src is not None and _import_folders(spec, src, dest):
         return
     for remote in spec.files:
@@ -364,7 +357,7 @@ def _import_file(spec: Spec, remote: Remote, src: Path, dest: Path) -> None:
     if got != remote.md5:
         raise ValueError(f"{found}: md5 {got} does not match the published {remote.md5}"
                          + wrong_file(got, remote.md5))
-    _copy(found, dest / found.name)
+    atomic_copy(found, dest / found.name)
 
 
 def _download_any(name, spec, remote, dest, mirrors, progress, timeout) -> None:

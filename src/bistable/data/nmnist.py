@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..extras import MissingExtra
+from .atomic import atomic_write, remove_orphans, temporary
 
 SENSOR = 34  # the sensor is 34 x 34 pixels, 2 polarities
 # one non-zero cell of a sample's frames in the cache: flat (bin, polarity, y, x) index, count
@@ -107,38 +108,7 @@ def encode_events(events: np.ndarray) -> bytes:
 
 def write_events(path, events: np.ndarray) -> None:
     """Write ``events`` to ``path`` in the exact N-MNIST format, atomically (temp + os.replace)."""
-    _atomic_write(Path(path), encode_events(events))
-
-
-def _remove_orphans(path: Path) -> None:
-    """Delete temp files ``.<name>.<pid>.tmp`` left beside ``path`` by killed writers."""
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it; an error names ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, err.strerror, str(path)) from None
+    atomic_write(Path(path), encode_events(events))
 
 
 def from_tonic(events: np.ndarray) -> np.ndarray:
@@ -437,9 +407,8 @@ class FrameCache:
 
     def _build(self, progress: bool):
         self.data.parent.mkdir(parents=True, exist_ok=True)
-        _remove_orphans(self.data)
-        _remove_orphans(self.meta)
-        tmp = self.data.with_name(f".{self.data.name}.{os.getpid()}.tmp")
+        remove_orphans(self.data.parent)
+        tmp = temporary(self.data)
         try:
             offsets, lengths, crc, nbytes = self._write(tmp, progress)
         except BaseException:
@@ -449,7 +418,7 @@ class FrameCache:
         os.replace(tmp, self.data)
         meta = {"key": self.key, "root": self.root, "offsets": offsets, "lengths": lengths,
                 "nbytes": nbytes, "crc32": crc}
-        _atomic_write(self.meta, json.dumps(meta).encode())
+        atomic_write(self.meta, json.dumps(meta).encode())
         self._remove_stale()
 
     def _remove_stale(self) -> None:

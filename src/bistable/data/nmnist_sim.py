@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from . import idx
-from .nmnist import EVENT_DTYPE, SENSOR, SPLITS, _atomic_write, _remove_orphans, write_events
+from .atomic import atomic_write, remove_orphans
+from .nmnist import EVENT_DTYPE, SENSOR, SPLITS, write_events
 
 PAD = 3  # the digit's offset on the sensor: (34 - 28) / 2
 # The canvas margin leaves PAD px for the image to move up; vertex C moves it by 2a/3 and the
@@ -250,8 +251,8 @@ def write_dataset(out, mnist_dir=None, *, n_train: int | None = None, n_test: in
                "config": asdict(config), "requested": {"train": n_train, "test": n_test}}
     if out.is_file():
         raise ValueError(f"out: expected a new or empty folder, got {out}, which is a file")
-    if out.is_dir():  # a marker a killed call was writing is not content: the folder is new
-        _remove_orphans(out / "SIMULATED.json")
+    if out.is_dir():  # what killed calls were writing is not content (a marker alone: new)
+        remove_orphans(out, recursive=True)
     if out.exists() and any(out.iterdir()):
         _check_resumable(out, summary)
     mnist = {split: idx.load("mnist", split, mnist_dir) for split in SPLITS}
@@ -316,4 +317,4 @@ def _arguments(summary: dict) -> dict:
 
 
 def _write_marker(out: Path, summary: dict) -> None:
-    _atomic_write(out / "SIMULATED.json", json.dumps(summary, indent=2).encode())
+    atomic_write(out / "SIMULATED.json", json.dumps(summary, indent=2).encode())
