@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bistable.data.atomic import atomic_copy, atomic_write, remove_orphans, temporary
+from bistable.data.atomic import atomic_copy, atomic_write_bytes, remove_orphans, temporary
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def dead_pid():
 def test_a_write_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "a.json"
     target.write_bytes(b"old")
-    atomic_write(target, b"new")
+    atomic_write_bytes(target, b"new")
     atomic_copy(target, tmp_path / "b.json")
     assert target.read_bytes() == (tmp_path / "b.json").read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
@@ -29,7 +29,7 @@ def test_a_write_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
 def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path):
     target = tmp_path / "missing" / "a.json"
     with pytest.raises(OSError, match="missing/a.json"):
-        atomic_write(target, b"x")
+        atomic_write_bytes(target, b"x")
 
 
 def test_only_dead_writers_temporaries_are_removed(tmp_path, dead_pid):

@@ -3,7 +3,9 @@
 A file is written to a temporary ``.<name>.<pid>.tmp`` beside it, then renamed over it: a reader
 sees the old file or the new one, never a part. A writer killed before the rename leaves its
 temporary; :func:`remove_orphans` deletes those whose process no longer runs (a live one may be
-another process writing the same file now).
+another process writing the same file now). The temporaries are per process because data files
+can have several writers at once (ranks building one cache); a training run's files have one,
+and :func:`bistable.train.checkpoint.atomic_write` also syncs them to disk.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through its temporary file; an error names ``path``."""
     tmp = temporary(path)
     try:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..extras import MissingExtra
-from .atomic import atomic_write, remove_orphans, temporary
+from .atomic import atomic_write_bytes, remove_orphans, temporary
 
 SENSOR = 34  # the sensor is 34 x 34 pixels, 2 polarities
 # one non-zero cell of a sample's frames in the cache: flat (bin, polarity, y, x) index, count
@@ -108,7 +108,7 @@ def encode_events(events: np.ndarray) -> bytes:
 
 def write_events(path, events: np.ndarray) -> None:
     """Write ``events`` to ``path`` in the exact N-MNIST format, atomically (temp + os.replace)."""
-    atomic_write(Path(path), encode_events(events))
+    atomic_write_bytes(Path(path), encode_events(events))
 
 
 def from_tonic(events: np.ndarray) -> np.ndarray:
@@ -418,7 +418,7 @@ class FrameCache:
         os.replace(tmp, self.data)
         meta = {"key": self.key, "root": self.root, "offsets": offsets, "lengths": lengths,
                 "nbytes": nbytes, "crc32": crc}
-        atomic_write(self.meta, json.dumps(meta).encode())
+        atomic_write_bytes(self.meta, json.dumps(meta).encode())
         self._remove_stale()
 
     def _remove_stale(self) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import idx
-from .atomic import atomic_write, remove_orphans
+from .atomic import atomic_write_bytes, remove_orphans
 from .nmnist import EVENT_DTYPE, SENSOR, SPLITS, write_events
 
 PAD = 3  # the digit's offset on the sensor: (34 - 28) / 2
@@ -317,4 +317,4 @@ def _arguments(summary: dict) -> dict:
 
 
 def _write_marker(out: Path, summary: dict) -> None:
-    atomic_write(out / "SIMULATED.json", json.dumps(summary, indent=2).encode())
+    atomic_write_bytes(out / "SIMULATED.json", json.dumps(summary, indent=2).encode())
