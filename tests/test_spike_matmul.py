@@ -72,11 +72,85 @@ def test_second_derivatives_equal_the_dense_products():
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+def test_a_weight_gradient_penalty_on_a_first_layer_equals_the_dense_one():
+    """The input needs no gradient (data): the product keeps only its nonzeros, from which the
+    recorded weight gradient rebuilds it."""
+    x, w0 = _spikes((4, 13, 10), 0.1, 6), torch.randn(7, 10, dtype=torch.float64)
+    results = []
+    for product in (sparse_matmul, dense_matmul):
+        w = w0.clone().requires_grad_()
+        gw, = torch.autograd.grad(product(x, w).tanh().sum(), w, create_graph=True)
+        results.append(torch.autograd.grad(gw.pow(2).sum(), w)[0])
+    torch.testing.assert_close(*results, rtol=1e-10, atol=1e-10)
+
+
+def _big(density=0.02, seed=0, dtype=torch.float64):
+    """An input just large enough for spike_matmul's sparse path."""
+    return _spikes((sm.MIN_ELEMENTS // 64, 64), density, seed, dtype=dtype)
+
+
+def test_the_result_can_be_changed_in_place_and_the_weight_after_the_forward():
+    """As with the plain product: an in-place op on the result, and (a first layer: the input
+    needs no gradient) the weight changed in place between forward and backward."""
+    grads = []
+    for product in (spike_matmul, dense_matmul):
+        w = torch.randn(5, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        w.requires_grad_()
+        out = product(_big(), w)
+        out.mul_(2)
+        with torch.no_grad():
+            w.mul_(0.5)
+        out.pow(2).sum().backward()
+        grads.append(w.grad)
+    torch.testing.assert_close(*grads, rtol=1e-12, atol=1e-12)
+
+
+def test_what_the_sparse_product_keeps_for_backward_is_what_the_gradients_need():
+    x = _big(0.05).requires_grad_()
+    frozen = torch.randn(5, 64, dtype=torch.float64)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        out = sparse_matmul(x, frozen)
+    assert not any(t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+                   for t in kept)  # only the weight: x's gradient is g W
+    assert sum(t.numel() for t in kept) == frozen.numel()
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones(x.shape[0], 5, dtype=x.dtype) @ frozen)
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [((5, 64), (0, 64)), ((3, 0), (4, 0)),
+                                              ((0, 7), (2, 7))])
+def test_empty_operands_give_the_plain_product(x_shape, w_shape):
+    x = torch.zeros(x_shape, dtype=torch.float64, requires_grad=True)
+    w = torch.zeros(w_shape, dtype=torch.float64, requires_grad=True)
+    for product in (sparse_matmul, spike_matmul):
+        out = product(x, w)
+        out.sum().backward()
+        assert out.shape == (x_shape[0], w_shape[0]) and not out.any()
+        assert w.grad.shape == w.shape and x.grad.shape == x.shape
+
+
+def test_under_dispatch_modes_the_plain_product_serves():
+    """Tools that trace or count (FlopCounterMode, fake tensors) see the plain product: the
+    sparse one reads values to choose its shapes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, w = _big(dtype=torch.float32), torch.randn(16, 64)
+    with FlopCounterMode(display=False) as counter:
+        spike_matmul(x, w)
+    assert counter.get_total_flops() == 2 * x.shape[0] * 64 * 16
+    with FakeTensorMode() as mode:
+        out = spike_matmul(mode.from_tensor(x), mode.from_tensor(w))
+    assert out.shape == (x.shape[0], 16)
+
+
 def _path(x, w):
     """Which product spike_matmul took: the sparse one leaves its own backward node."""
     out = spike_matmul(x, w.requires_grad_())
     torch.testing.assert_close(out, dense_matmul(x, w), rtol=1e-4, atol=1e-4)
-    return "sparse" if type(out.grad_fn).__name__ == "_SparseMatmulBackward" else "dense"
+    nodes = [out.grad_fn, *(f for f, _ in out.grad_fn.next_functions if f is not None)]
+    return "sparse" if any(type(f).__name__ == "_SparseMatmulBackward" for f in nodes) else "dense"
 
 
 def test_spike_matmul_takes_the_sparse_product_only_where_it_pays():

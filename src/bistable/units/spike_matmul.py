@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ..scan.autograd import recording
 from .base import transforms_active
@@ -37,7 +38,7 @@ def dense_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def spike_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x (..., F) @ weight (H, F)ᵀ`` → ``(..., H)``, by the sparse product where it is faster
     (see the module docstring); the same values and gradients as :func:`dense_matmul` up to the
-    order of the sums."""
+    order of the sums (and the NaN caveat of :func:`sparse_matmul`)."""
     _check_shapes(x, weight)
     if not _sparse_may_apply(x, weight):
         return dense_matmul(x, weight)
@@ -48,7 +49,10 @@ def spike_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def sparse_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x (..., F) @ weight (H, F)ᵀ`` → ``(..., H)`` by the sparse product, whatever the
-    density (CPU, float32 or float64, ``x`` and ``weight`` of one dtype)."""
+    density (CPU, float32 or float64, ``x`` and ``weight`` of one dtype; empty operands by the
+    plain product). As in any sparse product, a zero input never meets its weights: a NaN or
+    Inf weight reaches only the outputs of the inputs that are nonzero (``0 · NaN`` is NaN in
+    the plain product)."""
     _check_shapes(x, weight)
     for name, t in (("x", x), ("weight", weight)):
         if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
@@ -56,8 +60,11 @@ def sparse_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
                              f"on {t.device}")
     if x.dtype != weight.dtype:
         raise ValueError(f"x: expected the dtype of weight ({weight.dtype}), got {x.dtype}")
-    rows, cols = x.detach().reshape(-1, x.shape[-1]).nonzero(as_tuple=True)
-    return _SparseMatmul.apply(x, weight, rows, cols)
+    if x.numel() == 0 or weight.numel() == 0:
+        return dense_matmul(x, weight)
+    flat = x.reshape(-1, x.shape[-1])
+    rows, cols = flat.detach().nonzero(as_tuple=True)
+    return _SparseMatmul.apply(flat, weight, rows, cols).reshape(*x.shape[:-1], weight.shape[0])
 
 
 def _check_shapes(x: torch.Tensor, weight: torch.Tensor) -> None:
@@ -67,10 +74,14 @@ def _check_shapes(x: torch.Tensor, weight: torch.Tensor) -> None:
 
 
 def _sparse_may_apply(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and weight.device.type == "cpu"
+    # plain strided tensors only, and no Python dispatch mode (FakeTensorMode, make_fx,
+    # FlopCounterMode...): the sparse path reads values to choose its shapes
+    return (type(x) is torch.Tensor and x.layout == torch.strided
+            and x.device.type == "cpu" and weight.device.type == "cpu"
             and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.float64)
-            and x.numel() >= MIN_ELEMENTS
+            and x.numel() >= MIN_ELEMENTS and weight.numel() > 0
             and not torch.compiler.is_compiling() and not transforms_active()
+            and _get_current_dispatch_mode() is None
             and not torch.is_autocast_enabled("cpu"))
 
 
@@ -89,29 +100,36 @@ def _offsets(sorted_index: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class _SparseMatmul(torch.autograd.Function):
-    """The sparse product over the nonzero entries ``(rows, cols)`` of ``x`` (row-major order,
-    as ``nonzero`` gives them)."""
+    """The sparse product of ``x`` ``(N, F)`` over its nonzero entries ``(rows, cols)``
+    (row-major order, as ``nonzero`` gives them). It keeps for backward what the gradients asked
+    for need, as ``mm`` does: ``weight`` for ``x``'s, the nonzeros for ``weight``'s (and ``x``
+    when both are asked, for ``create_graph``)."""
 
     @staticmethod
     def forward(ctx, x, weight, rows, cols):
-        flat = x.reshape(-1, x.shape[-1])
-        values = flat[rows, cols]
+        values = x[rows, cols]
         # embedding_bag's fast kernel wants a contiguous table: Wᵀ is copied (H·F elements)
-        out = F.embedding_bag(cols, weight.t().contiguous(), _offsets(rows, flat.shape[0]),
+        out = F.embedding_bag(cols, weight.t().contiguous(), _offsets(rows, x.shape[0]),
                               mode="sum", per_sample_weights=values)
-        ctx.save_for_backward(x, weight, rows, cols, values)
-        return out.reshape(*x.shape[:-1], weight.shape[0])
+        need_x, need_w = ctx.needs_input_grad[:2]
+        ctx.shape = x.shape
+        ctx.save_for_backward(x if need_x and need_w else None, weight if need_x else None,
+                              *((rows, cols, values) if need_w else (None,) * 3))
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, rows, cols, values = ctx.saved_tensors
-        g = grad.reshape(-1, weight.shape[0])
-        gx = (g @ weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
-        if not ctx.needs_input_grad[1]:
+        need_x, need_w = ctx.needs_input_grad[:2]
+        gx = grad @ weight if need_x else None
+        if not need_w:
             return gx, None, None, None
-        if recording():  # create_graph=True: the plain product's operations, recorded
-            return gx, g.t() @ x.reshape(-1, x.shape[-1]), None, None
+        if recording():  # create_graph=True: the plain product's operations, recorded (x
+            # rebuilt from its nonzeros when it has no gradient, so none flows through it)
+            if x is None:
+                x = grad.new_zeros(ctx.shape).index_put_((rows, cols), values)
+            return gx, grad.t() @ x, None, None
         by_col, order = torch.sort(cols.to(torch.int32), stable=True)
-        gw = F.embedding_bag(rows[order], g.contiguous(), _offsets(by_col, weight.shape[1]),
+        gw = F.embedding_bag(rows[order], grad.contiguous(), _offsets(by_col, ctx.shape[1]),
                              mode="sum", per_sample_weights=values[order])
         return gx, gw.t().contiguous(), None, None
