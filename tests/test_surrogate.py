@@ -66,3 +66,15 @@ def test_bad_choices_raise():
         heaviside(torch.zeros(2), "atan", 0.0)
     with pytest.raises(ValueError, match="sharpness"):
         sign(torch.zeros(2), "atan", float("nan"))
+
+
+@pytest.mark.parametrize("fn", [heaviside, sign])
+def test_without_grad_mode_the_plain_forward_gives_the_same_values(fn):
+    """Generation and evaluation skip the autograd Function (its wrapper costs more than the
+    step): the same values, H(±0) = 1 and sign(±0) = +1 included."""
+    u = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0], requires_grad=True)
+    with_grad = fn(u)
+    with torch.no_grad():
+        plain = fn(u)
+    assert with_grad.grad_fn is not None and plain.grad_fn is None
+    assert torch.equal(plain, with_grad.detach())

@@ -197,7 +197,7 @@ def in_parameter_dtype(parameter: torch.Tensor, *tensors: torch.Tensor) -> tuple
     Under ``torch.autocast`` the products arrive in bfloat16; a unit's recurrence (held states,
     counters, membrane potentials) runs in its parameters' precision, as Mamba's selective scan runs
     in float32: a count past 256 or a potential near its threshold would not survive 8 bits."""
-    return tuple(t.to(parameter.dtype) for t in tensors)
+    return tuple(t if t.dtype == parameter.dtype else t.to(parameter.dtype) for t in tensors)
 
 
 def state_or_zeros(state, x: torch.Tensor, hidden_size: int, name: str = "state") -> torch.Tensor:

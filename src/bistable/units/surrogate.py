@@ -130,5 +130,8 @@ def sign(u: torch.Tensor, surrogate: str = "atan", sharpness: float = 1.0) -> to
 
 def step(u: torch.Tensor, signed: bool, grad: SurrogateGrad, k: float) -> torch.Tensor:
     """:func:`sign` (``signed``) or :func:`heaviside` with the surrogate function ``grad`` and
-    sharpness ``k`` as given (unchecked)."""
+    sharpness ``k`` as given (unchecked). Without grad mode (generation, evaluation) the plain
+    forward: the Function's wrapper costs more than the step itself."""
+    if not torch.is_grad_enabled() and not forward_mode():
+        return _Step.forward(u, signed, grad, k)
     return apply(_StepJvp if forward_mode() else _Step, u, signed, grad, k)
