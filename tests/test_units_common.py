@@ -265,3 +265,20 @@ def test_a_functional_call_computes_what_the_module_does(make, push):
     want.sum().backward()
     for name, p in unit.named_parameters():
         torch.testing.assert_close(params[name].grad, p.grad, rtol=0, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("values, finite", [
+    ([3e38, 3e38, 1.0], True),            # finite, though their float32 sum overflows
+    ([1.0, float("inf"), 2.0], False),
+    ([float("nan"), 0.0, 0.0], False),
+    ([1 + 2j, 3 - 1j, 0j], True),
+    ([1 + 2j, complex(0, float("nan")), 0j], False),
+])
+def test_the_finite_check_on_states(values, finite):
+    dtype = torch.complex64 if isinstance(values[0], complex) else torch.float32
+    state = torch.tensor([values], dtype=dtype)
+    if finite:
+        check_state(state, (1, 3))
+    else:
+        with pytest.raises(ValueError, match="state: expected finite values, got NaN or Inf"):
+            check_state(state, (1, 3))
