@@ -201,8 +201,8 @@ def test_src_layer_with_and_without_the_sparse_product(monkeypatch, detach):
             layer.weight.mul_(8)  # the second layer's input spikes too
     x = _spikes((3, 57, 40), 0.1, 7).gt(0).double()
     taken = []
-    real_sparse = sm.sparse_matmul
-    monkeypatch.setattr(sm, "sparse_matmul", lambda *a: taken.append(1) or real_sparse(*a))
+    real_sparse = sm._sparse_product
+    monkeypatch.setattr(sm, "_sparse_product", lambda *a: taken.append(1) or real_sparse(*a))
 
     def run(min_elements, max_density):
         monkeypatch.setattr(sm, "MIN_ELEMENTS", min_elements)

@@ -157,10 +157,8 @@ def _main(argv: list[str] | None) -> int:
         return int(done.code or 0)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as err:  # the arguments' fault
-        _say(f"error: {err}", every_rank=False)
-        return 2
-    except MissingExtra as err:  # the set-up's: the message names the pip install
+    # the arguments' fault, or a missing extra (its message names the pip install)
+    except (ValueError, FileNotFoundError, NotADirectoryError, MissingExtra) as err:
         _say(f"error: {err}", every_rank=False)
         return 2
     except OSError as err:

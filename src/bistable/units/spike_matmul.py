@@ -44,7 +44,7 @@ def spike_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return dense_matmul(x, weight)
     if _density(x.detach().reshape(-1, x.shape[-1])) > MAX_DENSITY:
         return dense_matmul(x, weight)
-    return sparse_matmul(x, weight)
+    return _sparse_product(x, weight)  # checked already: _sparse_may_apply asks more
 
 
 def sparse_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -62,6 +62,10 @@ def sparse_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x: expected the dtype of weight ({weight.dtype}), got {x.dtype}")
     if x.numel() == 0 or weight.numel() == 0:
         return dense_matmul(x, weight)
+    return _sparse_product(x, weight)
+
+
+def _sparse_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     flat = x.reshape(-1, x.shape[-1])
     rows, cols = flat.detach().nonzero(as_tuple=True)
     return _SparseMatmul.apply(flat, weight, rows, cols).reshape(*x.shape[:-1], weight.shape[0])

@@ -317,8 +317,8 @@ def src_loop_backward(grad_h: Tensor, grad_i: Optional[Tensor], grad_hs: Tensor,
     """Gradients into ``d``, ``i0``, ``bias``, ``h0`` and ``hs0`` (the last two zero when
     ``detach``); ``grad_i`` (None: zero) is the gradient into the returned ``i``."""
     loop = _loop(i, compiled)
-    tensors = (t.contiguous() for t in (grad_h, grad_hs, h, i, h0, r, r_s))
-    grad_h, grad_hs, h, i, h0, r, r_s = tensors
+    grad_h, grad_hs, h, i, h0, r, r_s = (t.contiguous()
+                                         for t in (grad_h, grad_hs, h, i, h0, r, r_s))
     grad_i = None if grad_i is None else grad_i.contiguous()
     gd, gi0, gb, gh0, ghs0 = loop.backward(grad_h, grad_i, grad_hs, h, i, h0, r, r_s, alpha,
                                            rho, z_hyp, z_dep, gate_current, detach)
