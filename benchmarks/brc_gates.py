@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_int,
+    run_main,
+    summary,
+    write_results,
+)
 from benchmarks.pad_memory import recording  # noqa: E402
 from bistable.train.loop import load_run, read_run  # noqa: E402
 from bistable.units.brc import BRC  # noqa: E402
@@ -50,7 +56,7 @@ def run_rows(out: str, samples: int) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=summary(__doc__))
     parser.add_argument("runs", nargs="+", help="run folders (bistable train --out)")
     parser.add_argument("--samples", type=positive_int, default=256)
     parser.add_argument("--threads", type=positive_int, default=1)

@@ -24,6 +24,7 @@ from benchmarks.common import (  # noqa: E402
     positive_int,
     run_main,
     side_by_side,
+    summary,
     write_results,
 )
 from bistable.models import build_model, width_for_budget  # noqa: E402
@@ -67,7 +68,7 @@ def network_step(name: str, args, compile_loop: bool):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=summary(__doc__))
     parser.add_argument("--B", type=positive_int, default=64)
     parser.add_argument("--T", type=positive_int, default=300)
     parser.add_argument("--H", type=positive_int, default=74, help="the unit's width (and input)")

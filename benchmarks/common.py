@@ -35,6 +35,17 @@ def header(title: str) -> str:
             f"- machine: {machine()}\n- date: {datetime.date.today().isoformat()}\n")
 
 
+def summary(doc: str) -> str:
+    """A script's one-line description (its ``--help``): the first paragraph of its docstring."""
+    return doc.split("\n\n")[0]
+
+
+def method(doc: str) -> str:
+    """What a script's results file says of its method: its docstring from the third paragraph
+    up to ``Writes``, on one line."""
+    return doc.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
+
+
 def side_by_side(fns: dict, repeats: int) -> dict[str, float]:
     """Median seconds of each of ``fns``, called in turn ``repeats`` times after one warm-up
     round: interleaved, so that load on a shared machine hits all alike and their ratios hold."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
+from benchmarks.common import header, method, positive_int, run_main, summary, write_results  # noqa: E402
 from bistable.models import build_model, count_parameters, width_for_budget  # noqa: E402
 
 PSMNIST = {"batch": 64, "T": 784, "F": 1, "classes": 10, "params": 38305}
@@ -96,7 +96,7 @@ def table(rows: list[dict]) -> str:
 def step_benchmark_args(doc: str, name: str, argv=None) -> argparse.Namespace:
     """The arguments of a per-model training-step benchmark (this one, ``precision.py``);
     sets the torch threads."""
-    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p = argparse.ArgumentParser(description=summary(doc))
     p.add_argument("--models", nargs="+", default=["lru", "bmru", "hybrid", "mingru", "src"],
                    choices=["lru", "bmru", "cmru", "hybrid", "mingru", "brc", "nbrc", "src"])
     p.add_argument("--repeats", type=positive_int, default=7)
@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     args = step_benchmark_args(__doc__, "compile_cpu", argv)
     rows = measure_models(args, measure, table)
     text = (header("Training steps eager and compiled (`bistable train --compile`)") + "\n"
-            + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
+            + method(__doc__)
             .replace("``", "`")
             + " Default `torch.compile` (inductor).\n\n" + table(rows) + "\n")
     print(write_results(args.name, text, rows))

@@ -32,8 +32,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import (  # noqa: E402
     LATE_MIXER,
     header,
+    method,
     positive_int,
     run_main,
+    summary,
     write_results,
 )
 from benchmarks.pad_memory import SLOW  # noqa: E402
@@ -78,7 +80,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("--steps", type=positive_int, default=30)
     p.add_argument("--name", default="cpu_memory")
     p.add_argument("--child", choices=("fixed", "variable"), help=argparse.SUPPRESS)
@@ -100,7 +102,7 @@ def main(argv=None) -> None:
         rows.append({"setting": setting, **json.loads(proc.stdout.splitlines()[-1])})
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = (header("Resident memory of CPU training with batches of varying length") + "\n"
-            + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
+            + method(__doc__)
             .replace("``", "`") + f" {args.steps} steps per setting.\n\n" + table(rows) + "\n")
     print(write_results(args.name, text, rows))
 

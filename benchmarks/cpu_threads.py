@@ -29,6 +29,7 @@ from benchmarks.common import (  # noqa: E402
     positive_int,
     run_main,
     side_by_side,
+    summary,
     write_results,
 )
 from bistable.nn.spiking import build_src  # noqa: E402
@@ -93,7 +94,7 @@ def training_step(kernel):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("--repeats", type=positive_int, default=7)
     p.add_argument("--name", default="cpu_threads", help="results/NAME.md")
     args = p.parse_args()

@@ -27,6 +27,7 @@ from benchmarks.common import (  # noqa: E402
     median_time,
     positive_int,
     run_main,
+    summary,
     write_results,
 )
 from bistable.data import idx, nmnist, nmnist_sim  # noqa: E402
@@ -93,7 +94,7 @@ def real_cell(real: dict | None, fmt: str, published: str = "not measured here")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=summary(__doc__))
     parser.add_argument("--n-files", type=positive_int, default=10_000)
     parser.add_argument("--n-time-bins", type=positive_int, default=10)
     parser.add_argument("--repeats", type=positive_int, default=3)

@@ -23,6 +23,7 @@ from benchmarks.common import (  # noqa: E402
     run_main,
     run_set_args,
     seed_groups,
+    summary,
     train_command,
     trained_run,
     write_results,
@@ -110,7 +111,7 @@ def seed_rows(data: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    args = run_set_args(__doc__.split("\n\n")[0], RUNS, "denoising")
+    args = run_set_args(summary(__doc__), RUNS, "denoising")
     rows, data = [], []
     for name in args.only or RUNS:
         out = f"{RUNS_DIR}/{name}"

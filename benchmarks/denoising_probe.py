@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
+from benchmarks.common import header, method, positive_int, run_main, summary, write_results  # noqa: E402
 from benchmarks.denoising import RUNS_DIR  # noqa: E402
 from benchmarks.pad_memory import recording, writes  # noqa: E402
 from bistable.train.loop import read_run, run_from  # noqa: E402
@@ -86,7 +86,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("runs", nargs="+", metavar="RUN", help=f"folders under {RUNS_DIR}")
     p.add_argument("--lengths", nargs="+", type=positive_int, default=[300, 3000])
     p.add_argument("--samples", type=positive_int, default=256,
@@ -119,7 +119,7 @@ def main(argv=None) -> None:
             rows += [{"run": label, **r} for r in length_rows(task, model, seq_len, args.samples)]
         print(table(rows), flush=True)
     text = (header("Denoising: what the memory units do at the training length and beyond")
-            + "\n" + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
+            + "\n" + method(__doc__)
             .replace("``", "`") + "\n\n" + table(rows) + "\n")
     print(write_results(args.name, text, rows))
 

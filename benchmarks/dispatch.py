@@ -30,7 +30,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_int,
+    run_main,
+    summary,
+    write_results,
+)
 from bistable.models import build_model  # noqa: E402
 from bistable.scan import dispatch, linear_scan  # noqa: E402
 from bistable.scan.autograd import BACKENDS, Backend, scan_op  # noqa: E402
@@ -125,7 +131,7 @@ def side_by_side(calls: dict, repeats: int, n: int, sync) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--repeats", type=positive_int, default=7)
     p.add_argument("--threads", type=positive_int, default=1)

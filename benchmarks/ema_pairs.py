@@ -17,7 +17,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, run_main, train_command, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    run_main,
+    summary,
+    train_command,
+    write_results,
+)
 from bistable.train import evaluate  # noqa: E402
 from bistable.train.loop import autocast, read_run, run_from  # noqa: E402
 
@@ -48,7 +54,7 @@ def pair(run: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("runs", nargs="+", type=Path, help="folders of finished --ema runs")
     p.add_argument("--name", default="ema_pairs", help="results/NAME.md")
     args = p.parse_args()

@@ -27,7 +27,12 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, run_main, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    run_main,
+    summary,
+    write_results,
+)
 
 NAMES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16"}
 
@@ -102,7 +107,7 @@ def rows() -> list[dict]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("--name", default="kernel_resources")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET"):

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
+from benchmarks.common import header, method, positive_int, run_main, summary, write_results  # noqa: E402
 from benchmarks.pad_memory import RUNS_DIR, recording  # noqa: E402
 from bistable.train.loop import load_run  # noqa: E402
 
@@ -97,7 +97,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("runs", nargs="+", metavar="RUN", help=f"folders under {RUNS_DIR}")
     p.add_argument("--train", type=positive_int, default=10_000)
     p.add_argument("--test", type=positive_int, default=2_000)
@@ -113,7 +113,7 @@ def main(argv=None) -> None:
         rows += run_rows(run, args.train, args.test)
         print(table(rows), flush=True)
     text = (header("What the units hold: linear probes on a trained run's units") + "\n"
-            + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
+            + method(__doc__)
             .replace("``", "`") + "\n\n" + table(rows) + "\n")
     print(write_results(args.name, text, rows))
 

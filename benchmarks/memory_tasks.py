@@ -39,6 +39,7 @@ from benchmarks.common import (  # noqa: E402
     positive_int,
     quote,
     run_main,
+    summary,
     write_results,
 )
 from bistable.models import MODEL_NAMES, build_model, count_parameters  # noqa: E402
@@ -119,7 +120,7 @@ def run(c: TrainConfig) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=summary(__doc__))
     parser.add_argument("--full", action="store_true", help="every model, experiment, 3 seeds")
     parser.add_argument("--models", nargs="+", default=["hybrid", "bmru", "lru", "gru", "lstm"],
                         choices=[*MODEL_NAMES, *VARIANTS])

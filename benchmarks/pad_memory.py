@@ -40,6 +40,7 @@ from benchmarks.common import (  # noqa: E402
     run_main,
     run_set_args,
     seed_groups,
+    summary,
     train_command,
     trained_run,
     write_results,
@@ -423,7 +424,7 @@ def table_rows(run: str, metrics: dict, rows: list[dict], grads: dict) -> list[s
 
 
 def main() -> None:
-    args = run_set_args(__doc__.split("\n\n")[0], RUNS, "pad_memory")
+    args = run_set_args(summary(__doc__), RUNS, "pad_memory")
     torch.set_num_threads(1)
 
     table = ["| " + " | ".join(COLUMNS) + " |", "|---|---:|---:|---|" + "---:|" * 6]

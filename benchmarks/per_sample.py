@@ -29,6 +29,7 @@ from benchmarks.common import (  # noqa: E402
     positive_int,
     run_main,
     side_by_side,
+    summary,
     write_results,
 )
 from bistable.models import build_model  # noqa: E402
@@ -84,7 +85,7 @@ def check(fns: dict, params: dict) -> float:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--batch", type=positive_int, default=32)
     p.add_argument("--seq-len", type=positive_int, default=100)

@@ -23,7 +23,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, run_main, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    method,
+    run_main,
+    write_results,
+)
 from benchmarks.compile import measure_models, setup, step_benchmark_args  # noqa: E402
 from bistable.models import count_parameters  # noqa: E402
 
@@ -80,7 +85,7 @@ def main(argv=None) -> None:
     rows = measure_models(args, measure, table)
     text = (header("Training steps in float32 and in bfloat16 mixed precision "
                    "(`bistable train --precision bf16`)") + "\n"
-            + __doc__.split("\n\n", 2)[2].split("Writes")[0].strip().replace("\n", " ")
+            + method(__doc__)
             .replace("``", "`") + "\n\n" + table(rows) + "\n")
     print(write_results(args.name, text, rows))
 

@@ -23,6 +23,7 @@ from benchmarks.common import (  # noqa: E402
     positive_int,
     run_main,
     side_by_side,
+    summary,
     write_results,
 )
 from bistable.scan import linear_scan  # noqa: E402
@@ -94,7 +95,7 @@ def main(argv=None) -> None:
 
         scan_cuda.main(rest)
         return
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[device])
+    p = argparse.ArgumentParser(description=summary(__doc__), parents=[device])
     p.add_argument("--T", type=positive_int, nargs="+", default=[256, 4096, 65536])
     p.add_argument("--B", type=positive_int, default=8)
     p.add_argument("--D", type=positive_int, default=256)

@@ -29,7 +29,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, run_main, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_int,
+    run_main,
+    summary,
+    write_results,
+)
 from bistable.scan import linear_scan  # noqa: E402
 
 # The defaults (16 × 256, 2 warps, fp32; 16 × 128, 1 warp, bf16) hold 64 values of each tile a
@@ -259,7 +265,7 @@ def markdown(data: dict, versions: str) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("--T", type=positive_int, nargs="+", default=[1024, 4096, 16384, 65536])
     p.add_argument("--B", type=positive_int, default=8)
     p.add_argument("--D", type=positive_int, default=1024)

@@ -22,7 +22,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import header, positive_int, run_main, side_by_side, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    positive_int,
+    run_main,
+    side_by_side,
+    summary,
+    write_results,
+)
 from bistable.units import spike_matmul as sm  # noqa: E402
 
 SHAPES = [(32 * 220, 784), (32 * 220, 256), (32 * 20, 784), (32 * 20, 256), (32, 784),
@@ -81,7 +88,7 @@ def markdown(args, rows) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=summary(__doc__))
     parser.add_argument("--repeats", type=positive_int, default=15)
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads (1: steady numbers on a shared machine)")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import (  # noqa: E402
     header,
     run_main,
+    summary,
     train_command,
     trained_run,
     trained_where,
@@ -280,7 +281,7 @@ def noise_and_stats(name: str, metrics: dict, sigma: float, draws: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("--no-train", action="store_true", help="tabulate the finished runs only")
     p.add_argument("--noise", type=float, default=0.1, help="relative σ of r, r_s")
     p.add_argument("--draws", type=int, default=3, help="noise draws per SRC run (0: skip)")

@@ -50,6 +50,7 @@ from benchmarks.common import (  # noqa: E402
     positive_float,
     positive_int,
     run_main,
+    summary,
     write_results,
 )
 from bistable.data import idx, nmnist  # noqa: E402
@@ -318,7 +319,7 @@ def table(rows: list[dict], keys: list[str]) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--tp-layers", type=positive_int, default=4)
     p.add_argument("--tp-hidden", type=positive_int, default=256)

@@ -27,6 +27,7 @@ from benchmarks.common import (  # noqa: E402
     positive_float,
     positive_int,
     run_main,
+    summary,
     write_results,
 )
 from benchmarks.src import load  # noqa: E402
@@ -84,7 +85,7 @@ def run(name, kind, kw, args, data) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("--depth", type=positive_int, default=8)
     p.add_argument("--hidden", type=positive_int, default=128)
     p.add_argument("--steps", type=positive_int, default=300)

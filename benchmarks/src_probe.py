@@ -23,7 +23,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import header, mean_std, positive_int, run_main, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    header,
+    mean_std,
+    positive_int,
+    run_main,
+    summary,
+    write_results,
+)
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
 from bistable.train.loop import autocast, read_run, run_from  # noqa: E402
 
@@ -128,7 +135,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=summary(__doc__))
     p.add_argument("runs", nargs="+", type=Path, help="folders of finished spiking-image runs")
     p.add_argument("--draws", type=positive_int, default=5,
                    help="Bernoulli codings of each test image, scored each and summed (5)")

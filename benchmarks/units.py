@@ -25,6 +25,7 @@ from benchmarks.common import (  # noqa: E402
     positive_int,
     run_main,
     side_by_side,
+    summary,
     write_results,
 )
 from bistable.units.bmru import BMRU, CMRU  # noqa: E402
@@ -119,7 +120,7 @@ def measure_memory(args, rows, data):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=summary(__doc__))
     parser.add_argument("--B", type=positive_int, default=8)
     parser.add_argument("--T", type=positive_int, default=4096)
     parser.add_argument("--H", type=positive_int, default=256, help="hidden size (input size too)")
