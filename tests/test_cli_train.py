@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from bistable.cli import build_parser, main
 from bistable.data.tasks import TASK_NAMES
-from bistable.train import commands, loop
+from bistable.train import commands, distributed, loop
 from bistable.train.checkpoint import load_checkpoint
 from bistable.train.commands import parse_option
 from bistable.train.distributed import Context, teardown
@@ -515,6 +515,37 @@ def test_teardown_leaves_no_process_group_behind():
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+LONE_ERROR = """
+import datetime, sys, torch, torch.distributed as dist
+from bistable.train import distributed
+distributed.PEERS_AFTER_ERROR = datetime.timedelta(seconds=3)
+context = distributed.setup("cpu")
+if context.rank == 1:
+    distributed.teardown(context, ended_well=False)  # raised alone: rank 0 waits in a collective
+    print("rank 1 left", flush=True)
+    sys.exit(3)
+dist.all_reduce(torch.ones(1))
+print("rank 0 passed its collective", flush=True)
+"""
+
+
+@pytest.mark.skipif(not distributed._BARRIER_BEFORE_DESTROY,
+                    reason="the ranks meet before destroying the group on torch < 2.5 only")
+def test_a_rank_that_raised_alone_does_not_wait_for_its_peers_forever(tmp_path):
+    """On torch < 2.5 the ranks meet before destroying the group (a lone destroy could hang its
+    peer's in gloo); a rank that raised while its peers wait in a collective would have waited
+    there for the group's timeout (30 minutes) before torchrun could stop the run. (On newer
+    torch, where there is no meeting, such a rank's exit itself waits for its pending barrier.)"""
+    script = tmp_path / "lone_error.py"
+    script.write_text(LONE_ERROR)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script)], text=True, capture_output=True, timeout=120, env=ENV)
+    assert proc.returncode != 0
+    assert "rank 1 left" in proc.stdout
+    assert "rank 0 passed" not in proc.stdout, "the barrier was taken for rank 0's all_reduce"
 
 
 def test_resume_keeps_the_run_s_steps_and_evaluations_unless_given_again(tmp_path, capsys):

@@ -10,6 +10,7 @@ evaluates and writes files.
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import inspect
 import os
@@ -107,16 +108,29 @@ def wrap(model: torch.nn.Module, context: Context) -> torch.nn.Module:
 
 
 _BARRIER_BEFORE_DESTROY = TorchVersion(torch.__version__) < (2, 5)
+# how long a rank that raised waits for its peers before destroying the group (torch < 2.5)
+PEERS_AFTER_ERROR = datetime.timedelta(seconds=60)
 
 
 def teardown(context: Context, *, ended_well: bool = True) -> None:
     """Destroy the process group, on every path (without it a rank that raised could abort at
-    exit). On torch < 2.5, after a run that ended well, a barrier first: there a rank that left
-    early hung its peer's ``destroy_process_group`` in gloo (3 of 25 two-rank runs, 0 of 30 with
-    the barrier; none of 25 on torch 2.13, where the barrier is left out, since it would time
-    out the ranks that wait while rank 0 runs a final evaluation longer than the group's
-    timeout)."""
-    if context.distributed and dist.is_initialized():
-        if ended_well and _BARRIER_BEFORE_DESTROY:
+    exit). On torch < 2.5 the ranks meet first: there ``destroy_process_group`` could hang in
+    gloo when they had not (two-rank runs: 3 of 25 that ended well, 2 of 37 stopped by the same
+    user error on both ranks; none of 30 and of 50 with a barrier first). After a run that ended
+    well, a barrier; after an error, one that waits :data:`PEERS_AFTER_ERROR` at most, since a
+    rank may have raised alone while its peers wait in a collective: then the group is left to
+    the process's exit, which closes its connections and stops the peers. Torch 2.13 showed no
+    hang without the barrier (none of 25 runs of either kind), so it is left out there: it would
+    time out the ranks that wait while rank 0 runs a final evaluation longer than the group's
+    timeout."""
+    if not (context.distributed and dist.is_initialized()):
+        return
+    if _BARRIER_BEFORE_DESTROY:
+        if ended_well:
             dist.barrier()
-        dist.destroy_process_group()
+        else:
+            try:
+                dist.barrier(async_op=True).wait(timeout=PEERS_AFTER_ERROR)
+            except RuntimeError:  # a peer did not come: it is still in the run
+                return
+    dist.destroy_process_group()
