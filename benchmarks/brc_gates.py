@@ -20,13 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    header,
-    positive_int,
-    run_main,
-    summary,
-    write_results,
-)
+from benchmarks.common import header, positive_int, run_main, summary, write_results  # noqa: E402
 from benchmarks.pad_memory import recording  # noqa: E402
 from bistable.train.loop import load_run, read_run  # noqa: E402
 from bistable.units.brc import BRC  # noqa: E402

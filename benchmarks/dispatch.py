@@ -30,13 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    header,
-    positive_int,
-    run_main,
-    summary,
-    write_results,
-)
+from benchmarks.common import header, positive_int, run_main, summary, write_results  # noqa: E402
 from bistable.models import build_model  # noqa: E402
 from bistable.scan import dispatch, linear_scan  # noqa: E402
 from bistable.scan.autograd import BACKENDS, Backend, scan_op  # noqa: E402

@@ -17,13 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (  # noqa: E402
-    header,
-    run_main,
-    summary,
-    train_command,
-    write_results,
-)
+from benchmarks.common import header, run_main, summary, train_command, write_results  # noqa: E402
 from bistable.train import evaluate  # noqa: E402
 from bistable.train.loop import autocast, read_run, run_from  # noqa: E402
 

@@ -27,12 +27,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    header,
-    run_main,
-    summary,
-    write_results,
-)
+from benchmarks.common import header, run_main, summary, write_results  # noqa: E402
 
 NAMES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16"}
 

@@ -23,12 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    header,
-    method,
-    run_main,
-    write_results,
-)
+from benchmarks.common import header, method, run_main, write_results  # noqa: E402
 from benchmarks.compile import measure_models, setup, step_benchmark_args  # noqa: E402
 from bistable.models import count_parameters  # noqa: E402
 

@@ -29,13 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    header,
-    positive_int,
-    run_main,
-    summary,
-    write_results,
-)
+from benchmarks.common import header, positive_int, run_main, summary, write_results  # noqa: E402
 from bistable.scan import linear_scan  # noqa: E402
 
 # The defaults (16 × 256, 2 warps, fp32; 16 × 128, 1 warp, bf16) hold 64 values of each tile a
