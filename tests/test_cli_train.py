@@ -534,10 +534,11 @@ print("rank 0 passed its collective", flush=True)
 @pytest.mark.skipif(not distributed._BARRIER_BEFORE_DESTROY,
                     reason="the ranks meet before destroying the group on torch < 2.5 only")
 def test_a_rank_that_raised_alone_does_not_wait_for_its_peers_forever(tmp_path):
-    """On torch < 2.5 the ranks meet before destroying the group (a lone destroy could hang its
-    peer's in gloo); a rank that raised while its peers wait in a collective would have waited
-    there for the group's timeout (30 minutes) before torchrun could stop the run. (On newer
-    torch, where there is no meeting, such a rank's exit itself waits for its pending barrier.)"""
+    """On torch < 2.5 the ranks meet before destroying the group (without, the destroy could hang
+    in gloo); a rank that raised while its peers wait in a collective would have waited there for
+    the group's timeout (30 minutes) before torchrun could stop the run. (Forced on torch 2.13,
+    this path hangs at the rank's exit, which waits for the pending barrier: the test runs where
+    the path does.)"""
     script = tmp_path / "lone_error.py"
     script.write_text(LONE_ERROR)
     proc = subprocess.run(
