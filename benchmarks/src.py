@@ -18,6 +18,11 @@ tested with noise on r, r_s (``--noise`` σ relative). The full protocol of the 
 An accuracy table short of that protocol is labelled REDUCED, with what it lacks; ``--reduced``
 labels one so by hand.
 
+Each accuracy run saves its state after every epoch under ``--runs`` (network, Adam, random
+generators, the curves so far; written atomically): the same command started again after a kill
+resumes a cut-off run after its last finished epoch, to the same figures as one uninterrupted
+run, and a finished one only tests again; a run saved with other settings is refused.
+
 ``--merge NAME ...`` runs nothing: it pools the accuracy runs of ``results/NAME.json`` files made
 with one protocol (seeds, depths, kinds, datasets run apart, e.g. one seed per core) into one table,
 mean ± std over seeds, each source's command, commit and date kept.
@@ -56,6 +61,7 @@ from benchmarks.common import (  # noqa: E402
 from bistable.data import idx, nmnist  # noqa: E402
 from bistable.nn.encoders import flatten_frames, rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
+from bistable.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from bistable.train.loop import TrainConfig, learning_rate  # noqa: E402
 from bistable.units.src import ramp_train_noise  # noqa: E402
 from bistable.units.surrogate import heaviside  # noqa: E402
@@ -193,13 +199,22 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         net.perturb_(args.train_noise, torch.Generator().manual_seed(1000 + seed))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
-    t0, per_epoch, step = time.perf_counter(), [], 0
-    train_loss, train_acc = [], []  # running means over each epoch, in training mode
-    grad_norm = []  # median unclipped gradient norm of each epoch
-    schedule = TrainConfig(dataset, kind, "", steps=args.epochs * math.ceil(len(train[1]) /
-                                                                          args.batch),
+    path, wanted = checkpoint_path(args, dataset, kind, depth, seed), \
+        protocol(args, dataset, kind, depth, seed)
+    saved = resumed(path, wanted, net, opt, gen)
+    curves = saved["curves"] if saved else {key: [] for key in CURVES}
+    per_epoch = curves["accuracy_per_epoch"]  # test accuracy after each epoch but the last
+    train_loss = curves["train_loss_per_epoch"]  # running means over each epoch, training mode
+    train_acc = curves["train_accuracy_per_epoch"]
+    grad_norm = curves["grad_norm_per_epoch"]  # median unclipped gradient norm of each epoch
+    segments = (saved["segments"] if saved else []) + [
+        {"from_epoch": len(train_acc), "commit": commit()}]
+    steps_per_epoch = math.ceil(len(train[1]) / args.batch)
+    t0 = time.perf_counter() - (saved["seconds"] if saved else 0.0)
+    schedule = TrainConfig(dataset, kind, "", steps=args.epochs * steps_per_epoch,
                            lr=args.lr, min_lr=args.lr / 10, warmup=0, schedule=args.schedule)
-    for epoch in range(args.epochs):
+    for epoch in range(len(train_acc), args.epochs):
+        step = epoch * steps_per_epoch
         order = torch.randperm(len(train[1]), generator=gen)
         loss_sum, correct, norms = 0, 0, []
         for s in range(0, len(order), args.batch):
@@ -225,6 +240,10 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
                   f"test accuracy {per_epoch[-1]:.2f} % (training {train_acc[-1]:.2f} %), "
                   f"{time.perf_counter() - t0:.0f} s",
                   file=sys.stderr, flush=True)
+        save_checkpoint(path, {"protocol": wanted, "net": net.state_dict(), "opt": opt.state_dict(),
+                               "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                               "curves": curves, "seconds": time.perf_counter() - t0,
+                               "segments": segments})
     net.eval()  # tested with the stored r, r_s (no train_noise)
     row = {"dataset": dataset, "kind": kind, "depth": depth, "seed": seed,
            "train_seconds": time.perf_counter() - t0,
@@ -232,6 +251,8 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
     row["accuracy_per_epoch"] = per_epoch + [row["accuracy"]]
     row["train_loss_per_epoch"], row["train_accuracy_per_epoch"] = train_loss, train_acc
     row["grad_norm_per_epoch"] = grad_norm
+    if len(segments) > 1:  # trained in parts: where each began, at which commit
+        row["segments"] = segments
     stats = net.spike_stats(encode(test[0][:args.batch], gen))
     row["firing_rate"] = [round(s["firing_rate"], 4) for s in stats]
     row["silent_fraction"] = [round(s["silent_fraction"], 3) for s in stats]
@@ -245,7 +266,42 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
 # Arguments that say what was run or how fast, not what was trained: runs may differ in them and
 # still be pooled by --merge.
 NOT_PROTOCOL = {"skip_throughput", "tp_layers", "tp_hidden", "tp_batch", "tp_rounds", "device",
-                "threads", "datasets", "depths", "kinds", "seeds", "name", "keep", "merge"}
+                "threads", "datasets", "depths", "kinds", "seeds", "name", "keep", "merge",
+                "runs"}
+CURVES = ("accuracy_per_epoch", "train_loss_per_epoch", "train_accuracy_per_epoch",
+          "grad_norm_per_epoch")
+
+
+def protocol(args, dataset: str, kind: str, depth: int, seed: int) -> dict:
+    """What one accuracy run trains: the settings a saved run must share to be resumed."""
+    return {**{k: v for k, v in vars(args).items() if k not in NOT_PROTOCOL},
+            "dataset": dataset, "kind": kind, "depth": depth, "seed": seed}
+
+
+def checkpoint_path(args, dataset: str, kind: str, depth: int, seed: int) -> Path:
+    return Path(args.runs) / args.name / f"{dataset}-{kind}-depth{depth}-seed{seed}.pt"
+
+
+def resumed(path: Path, wanted: dict, net, opt, gen) -> dict | None:
+    """The run saved at ``path`` loaded into ``net``, ``opt``, ``gen`` and torch's generator
+    (None: nothing saved); one saved with other settings than ``wanted`` is refused."""
+    if not path.exists():
+        return None
+    saved = load_checkpoint(path)
+    differ = sorted(k for k in wanted.keys() | saved["protocol"].keys()
+                    if wanted.get(k) != saved["protocol"].get(k))
+    if differ:
+        raise ValueError(f"--runs: {path} holds a run made with other settings ("
+                         + "; ".join(f"{k} {saved['protocol'].get(k)} there, {wanted.get(k)} now"
+                                     for k in differ)
+                         + "); delete it or give another --runs or --name")
+    net.load_state_dict(saved["net"])
+    opt.load_state_dict(saved["opt"])
+    gen.set_state(saved["gen"])
+    torch.set_rng_state(saved["torch_rng"])
+    print(f"{path}: resuming after epoch {len(saved['curves']['train_accuracy_per_epoch'])} of "
+          f"{wanted['epochs']}", file=sys.stderr, flush=True)
+    return saved
 
 
 def merge(names: list[str], defaults: dict) -> dict:
@@ -374,6 +430,8 @@ def main(argv=None) -> None:
     p.add_argument("--reduced", action="store_true", help="label the accuracy runs as reduced "
                    "(those short of the full protocol are, with what they lack)")
     p.add_argument("--name", help="results/<name>.md (default: src; required with --merge)")
+    p.add_argument("--runs", default="runs/src", help="folder of the accuracy runs' saved "
+                   "states (<runs>/<name>/, one file a run, rewritten after every epoch)")
     p.add_argument("--keep", action="store_true",
                    help="keep the section not rerun now from the last results/<name>.json")
     p.add_argument("--merge", nargs="+", metavar="NAME", help="train nothing: pool the accuracy "
@@ -506,7 +564,12 @@ def accuracy_md(section: dict) -> str:
             "(spikes per neuron per step), silent fraction per layer, `per_epoch` (test "
             "accuracy after each epoch), `train_per_epoch` (running training accuracy over "
             "each epoch, in training mode) and `grad_norm_per_epoch` (median global gradient "
-            "norm of each epoch's steps, before clipping), first seed.\n\n"
+            "norm of each epoch's steps, before clipping), first seed."
+            + "".join(f" The {r['dataset']} depth-{r['depth']} {r['kind']} run of seed {r['seed']} "
+                      "was resumed after a stop: " + ", ".join(
+                          f"from epoch {g['from_epoch']} at {g['commit']}" for g in r["segments"])
+                      + "." for r in section["runs"] if "segments" in r)
+            + "\n\n"
             + table(summarise(section["runs"]), ["dataset", "depth", "kind", "seeds", "accuracy",
                                                  "accuracy_noise", "per_epoch", "train_per_epoch",
                                                  "grad_norm_per_epoch", "firing_rate",

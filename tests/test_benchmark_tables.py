@@ -554,6 +554,61 @@ def test_an_src_accuracy_table_short_of_the_issue_s_protocol_says_what_it_lacks(
     assert src.shortfall({"args": full, "runs": runs}) == []
 
 
+def _src_accuracy(monkeypatch, argv: list[str]) -> tuple[dict, str]:
+    """benchmarks/src.py's accuracy runs on tiny random images (48 to train, 16 to test): the
+    sections and the markdown it would write into results/."""
+    g = torch.Generator().manual_seed(0)
+    data = {split: (torch.rand(n, 28, 28, generator=g), torch.arange(n) % 10)
+            for split, n in (("train", 48), ("test", 16))}
+    written = {}
+    monkeypatch.setattr(src, "load", lambda args, name, split, n: data[split])
+    monkeypatch.setattr(src, "write_results",
+                        lambda name, md, sections: written.update(md=md, sections=sections))
+    src.main(["--skip-throughput", "--kinds", "src", "--depths", "2", "--hidden", "6",
+              "--epochs", "3", "--batch", "16", "--noise", "0", "--init-rate", "0.01",
+              "--train-noise", "0.2", "--redraw", *argv])
+    return written["sections"], written["md"]
+
+
+def test_a_src_accuracy_run_cut_off_resumes_to_the_figures_of_one_run(tmp_path, monkeypatch):
+    """Killed after its first epoch's save and started again, an accuracy run goes on from its
+    saved state (weights calibrated once, Adam, the data order, the coding and the train-noise
+    draws) to the same figures as a run never stopped, and says it was resumed; a finished one
+    started again is only tested again."""
+    whole, _ = _src_accuracy(monkeypatch, ["--runs", str(tmp_path / "whole")])
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise Killed
+
+    save = src.save_checkpoint
+    monkeypatch.setattr(src, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        _src_accuracy(monkeypatch, ["--runs", str(tmp_path / "cut")])
+    monkeypatch.setattr(src, "save_checkpoint", save)
+    cut, md = _src_accuracy(monkeypatch, ["--runs", str(tmp_path / "cut")])
+    (a,), (b,) = whole["accuracy"]["runs"], cut["accuracy"]["runs"]
+    for key in ("accuracy", *src.CURVES, "firing_rate", "silent_fraction"):
+        assert b[key] == a[key], key
+    assert len(a["train_accuracy_per_epoch"]) == 3 and "segments" not in a
+    assert [s["from_epoch"] for s in b["segments"]] == [0, 1]
+    assert "was resumed after a stop: from epoch 0 at" in md
+    again, _ = _src_accuracy(monkeypatch, ["--runs", str(tmp_path / "whole")])  # finished:
+    (c,) = again["accuracy"]["runs"]  # tested again, not trained
+    assert c["accuracy"] == a["accuracy"] and c["train_loss_per_epoch"] == a["train_loss_per_epoch"]
+    assert [s["from_epoch"] for s in c["segments"]] == [0, 3]
+
+
+def test_a_src_accuracy_run_saved_with_other_settings_is_refused(tmp_path, monkeypatch):
+    _src_accuracy(monkeypatch, ["--runs", str(tmp_path), "--epochs", "1"])
+    with pytest.raises(ValueError, match=r"other settings \(epochs 1 there, 2 now; lr "
+                                         r"0.005 there, 0.01 now\)"):
+        _src_accuracy(monkeypatch, ["--runs", str(tmp_path), "--epochs", "2", "--lr", "1e-2"])
+
+
 def test_per_sample_benchmark_checks_vmap_against_the_loop_and_tabulates(tmp_path, capsys):
     from benchmarks import per_sample
 
