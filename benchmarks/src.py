@@ -199,8 +199,8 @@ def accuracy_run(args, dataset, kind, depth, seed, train, test) -> dict:
         net.perturb_(args.train_noise, torch.Generator().manual_seed(1000 + seed))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
-    path, wanted = checkpoint_path(args, dataset, kind, depth, seed), \
-        protocol(args, dataset, kind, depth, seed)
+    path = checkpoint_path(args, dataset, kind, depth, seed)
+    wanted = protocol(args, dataset, kind, depth, seed)
     saved = resumed(path, wanted, net, opt, gen)
     curves = saved["curves"] if saved else {key: [] for key in CURVES}
     per_epoch = curves["accuracy_per_epoch"]  # test accuracy after each epoch but the last
@@ -278,6 +278,11 @@ def protocol(args, dataset: str, kind: str, depth: int, seed: int) -> dict:
             "dataset": dataset, "kind": kind, "depth": depth, "seed": seed}
 
 
+def differences(a: dict, b: dict, ignore=frozenset()) -> list[str]:
+    """The keys, sorted, whose values ``a`` and ``b`` do not share (a key one lacks counts)."""
+    return sorted(k for k in (a.keys() | b.keys()) - ignore if a.get(k) != b.get(k))
+
+
 def checkpoint_path(args, dataset: str, kind: str, depth: int, seed: int) -> Path:
     return Path(args.runs) / args.name / f"{dataset}-{kind}-depth{depth}-seed{seed}.pt"
 
@@ -288,9 +293,7 @@ def resumed(path: Path, wanted: dict, net, opt, gen) -> dict | None:
     if not path.exists():
         return None
     saved = load_checkpoint(path)
-    differ = sorted(k for k in wanted.keys() | saved["protocol"].keys()
-                    if wanted.get(k) != saved["protocol"].get(k))
-    if differ:
+    if differ := differences(saved["protocol"], wanted):
         raise ValueError(f"--runs: {path} holds a run made with other settings ("
                          + "; ".join(f"{k} {saved['protocol'].get(k)} there, {wanted.get(k)} now"
                                      for k in differ)
@@ -320,9 +323,7 @@ def merge(names: list[str], defaults: dict) -> dict:
     first = {**defaults, **sections[0]["args"]}
     for name, section in zip(names[1:], sections[1:]):
         args = {**defaults, **section["args"]}
-        differ = sorted(k for k in (first.keys() | args.keys()) - NOT_PROTOCOL
-                        if first.get(k) != args.get(k))
-        if differ:
+        if differ := differences(first, args, ignore=NOT_PROTOCOL):
             raise SystemExit(f"--merge: {name} was trained with another protocol than {names[0]}: "
                              + "; ".join(f"{k} {args.get(k)} vs {first.get(k)}" for k in differ))
     runs, seen = [], {}
