@@ -21,7 +21,8 @@ labels one so by hand.
 Each accuracy run saves its state after every epoch under ``--runs`` (network, Adam, random
 generators, the curves so far; written atomically): the same command started again after a kill
 resumes a cut-off run after its last finished epoch, to the same figures as one uninterrupted
-run, and a finished one only tests again; a run saved with other settings is refused.
+run, and a finished one only tests again; a run saved with other settings is refused, and so is
+a second process started on the same ``--runs``/``--name`` folder.
 
 ``--merge NAME ...`` runs nothing: it pools the accuracy runs of ``results/NAME.json`` files made
 with one protocol (seeds, depths, kinds, datasets run apart, e.g. one seed per core) into one table,
@@ -31,6 +32,7 @@ mean ± std over seeds, each source's command, commit and date kept.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -61,7 +63,11 @@ from benchmarks.common import (  # noqa: E402
 from bistable.data import idx, nmnist  # noqa: E402
 from bistable.nn.encoders import flatten_frames, rate_code  # noqa: E402
 from bistable.nn.spiking import SpikingNetwork  # noqa: E402
-from bistable.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from bistable.train.checkpoint import (  # noqa: E402
+    claimed,
+    load_checkpoint,
+    save_checkpoint,
+)
 from bistable.train.loop import TrainConfig, learning_rate  # noqa: E402
 from bistable.units.src import ramp_train_noise  # noqa: E402
 from bistable.units.surrogate import heaviside  # noqa: E402
@@ -459,7 +465,23 @@ def main(argv=None) -> None:
                 f"got {args.noise_ramp} (train noise {args.train_noise}, redraw {args.redraw})")
     if args.threads:
         torch.set_num_threads(args.threads)
+    with claimed_runs(args):
+        measure(args)
 
+
+def claimed_runs(args):
+    """A claim on ``<--runs>/<--name>/`` for the accuracy runs this process trains there, so that
+    a second process given the same folder is refused rather than overwriting their saved
+    states (no accuracy run: nothing claimed)."""
+    if not (args.datasets and args.depths and args.seeds and args.kinds):
+        return contextlib.nullcontext()
+    folder = Path(args.runs) / args.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return claimed(folder, "--runs")
+
+
+def measure(args) -> None:
+    """The throughput and accuracy sections asked for, written to results/<--name>.md."""
     sections = {}
     if args.keep and (RESULTS / f"{args.name}.json").exists():
         sections = json.loads((RESULTS / f"{args.name}.json").read_text())

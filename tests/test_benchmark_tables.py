@@ -31,7 +31,7 @@ from benchmarks.pad_memory import seed_table  # noqa: E402
 from bistable.cli import build_parser  # noqa: E402
 from bistable.data.tasks import build_task  # noqa: E402
 from bistable.nn import Network  # noqa: E402
-from bistable.train.checkpoint import save_checkpoint  # noqa: E402
+from bistable.train.checkpoint import claimed, save_checkpoint  # noqa: E402
 from bistable.train.commands import train_config  # noqa: E402
 from bistable.train.loop import TrainConfig, read_run, resolve, run_from, train  # noqa: E402
 from bistable.train.metrics import evaluate  # noqa: E402
@@ -607,6 +607,15 @@ def test_a_src_accuracy_run_saved_with_other_settings_is_refused(tmp_path, monke
     with pytest.raises(ValueError, match=r"other settings \(epochs 1 there, 2 now; lr "
                                          r"0.005 there, 0.01 now\)"):
         _src_accuracy(monkeypatch, ["--runs", str(tmp_path), "--epochs", "2", "--lr", "1e-2"])
+
+
+def test_a_second_process_on_the_same_src_runs_folder_is_refused(tmp_path, monkeypatch):
+    """Two processes given one --runs/--name would each rewrite the other's saved epochs."""
+    (tmp_path / "src").mkdir()
+    with claimed(tmp_path / "src", "--runs"):  # another process's claim on runs/<name>/
+        with pytest.raises(ValueError, match=r"--runs .*src: another run is writing there"):
+            _src_accuracy(monkeypatch, ["--runs", str(tmp_path)])
+    assert not list((tmp_path / "src").glob("*.pt"))  # refused before it trained or saved
 
 
 def test_per_sample_benchmark_checks_vmap_against_the_loop_and_tabulates(tmp_path, capsys):

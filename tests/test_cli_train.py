@@ -17,8 +17,8 @@ import torch.distributed as dist
 
 from bistable.cli import build_parser, main
 from bistable.data.tasks import TASK_NAMES
-from bistable.train import commands, distributed, loop
-from bistable.train.checkpoint import load_checkpoint
+from bistable.train import commands, distributed
+from bistable.train.checkpoint import claimed, load_checkpoint
 from bistable.train.commands import parse_option
 from bistable.train.distributed import Context, teardown
 from bistable.train.loop import load_run
@@ -368,7 +368,7 @@ def test_a_refused_out_stops_every_rank_with_one_message(tmp_path):
     traceback ("Connection closed by peer") when rank 0 was refused."""
     out = tmp_path / "held"
     out.mkdir()
-    with loop._claimed(out):
+    with claimed(out, "--out"):
         proc = torchrun("train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out))
     assert proc.returncode != 0
     assert proc.stderr.count("bistable: error: --out") == 1

@@ -1,4 +1,5 @@
-"""Checkpoints that a kill cannot corrupt, and the random states a resumed run needs.
+"""Checkpoints that a kill cannot corrupt, the random states a resumed run needs, and the lock
+that keeps one process writing in a run's folder.
 
 A checkpoint is one ``torch.save`` file written to a temporary name in the same folder, flushed to
 disk, then renamed over the old one (``os.replace`` is atomic on POSIX): at every instant the
@@ -7,6 +8,7 @@ path holds either the previous complete checkpoint or the new complete one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -41,6 +43,32 @@ def atomic_write(path, write) -> Path:
 def save_checkpoint(path, state: dict) -> Path:
     """Write ``state`` (tensors, numbers, strings, dicts) to ``path`` atomically."""
     return atomic_write(path, lambda file: torch.save(state, file))
+
+
+@contextlib.contextmanager
+def claimed(folder, flag: str):
+    """Hold an exclusive lock on ``folder/.lock`` while a run writes there: a second run started
+    on the same folder (given by the command-line option ``flag``) is refused rather than
+    overwriting the first (POSIX ``flock``, released by the system when the process dies; where
+    there is none, as on Windows, no lock). Opening the file also shows that the folder is
+    writable before the first step."""
+    folder = Path(folder)
+    try:
+        file = open(folder / ".lock", "a")
+    except OSError as e:
+        raise ValueError(f"{flag} {folder}: cannot write there ({e.strerror})") from None
+    with file:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{flag} {folder}: another run is writing there (it holds "
+                             f"{folder / '.lock'}); wait for it or use another {flag}") from None
+        yield
 
 
 def load_checkpoint(path) -> dict:

@@ -44,6 +44,7 @@ from . import distributed
 from .checkpoint import (
     CHECKPOINT,
     CHECKPOINT_VERSION,
+    claimed,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -595,37 +596,13 @@ def train(config: TrainConfig) -> dict:
     return metrics
 
 
-@contextlib.contextmanager
-def _claimed(out: Path):
-    """Hold an exclusive lock on ``out/.lock`` while a run writes there: a second run started on
-    the same ``--out`` is refused rather than overwriting the first (POSIX ``flock``, released
-    by the system when the process dies; where there is none, as on Windows, no lock). Opening
-    the file also shows that ``--out`` is writable before the first step."""
-    try:
-        file = open(out / ".lock", "a")
-    except OSError as e:
-        raise ValueError(f"--out {out}: cannot write there ({e.strerror})") from None
-    with file:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            yield
-            return
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"--out {out}: another run is writing there (it holds "
-                             f"{out / '.lock'}); wait for it or use another --out") from None
-        yield
-
-
 def _claim(out: Path, ctx: distributed.Context, held: contextlib.ExitStack) -> None:
-    """:func:`_claimed` ``out`` for as long as ``held`` lasts, by the rank that writes; every
-    rank stops if it cannot."""
+    """:func:`~bistable.train.checkpoint.claimed` ``out`` for as long as ``held`` lasts, by the
+    rank that writes; every rank stops if it cannot."""
     refused = None
     if ctx.is_main:
         try:
-            held.enter_context(_claimed(out))
+            held.enter_context(claimed(out, "--out"))
         except ValueError as err:
             refused = str(err)
     if (refused := ctx.from_main(refused)) is not None:
