@@ -289,8 +289,13 @@ def differences(a: dict, b: dict, ignore=frozenset()) -> list[str]:
     return sorted(k for k in (a.keys() | b.keys()) - ignore if a.get(k) != b.get(k))
 
 
+def runs_folder(args) -> Path:
+    """Where this command's accuracy runs save their states: ``<--runs>/<--name>/``."""
+    return Path(args.runs) / args.name
+
+
 def checkpoint_path(args, dataset: str, kind: str, depth: int, seed: int) -> Path:
-    return Path(args.runs) / args.name / f"{dataset}-{kind}-depth{depth}-seed{seed}.pt"
+    return runs_folder(args) / f"{dataset}-{kind}-depth{depth}-seed{seed}.pt"
 
 
 def resumed(path: Path, wanted: dict, net, opt, gen) -> dict | None:
@@ -475,9 +480,8 @@ def claimed_runs(args):
     states (no accuracy run: nothing claimed)."""
     if not (args.datasets and args.depths and args.seeds and args.kinds):
         return contextlib.nullcontext()
-    folder = Path(args.runs) / args.name
-    folder.mkdir(parents=True, exist_ok=True)
-    return claimed(folder, "--runs")
+    runs_folder(args).mkdir(parents=True, exist_ok=True)
+    return claimed(runs_folder(args), "--runs")
 
 
 def measure(args) -> None:
