@@ -394,6 +394,7 @@ def test_rank_1_says_only_the_errors_that_may_be_its_own(monkeypatch, capsys, er
         raise error
 
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr("bistable.cli.RANK0_GRACE_S", 0.0)  # no rank 0 here to wait for
     monkeypatch.setattr(commands, "_train", fail)
     assert main(["train", "copy-first-input", "--model", "bmru", "--out", "x"]) == 2
     assert capsys.readouterr().err == said

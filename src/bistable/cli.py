@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 import warnings
 
 from .extras import MissingExtra
@@ -79,6 +80,9 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=run)
 
 
+RANK0_GRACE_S = 30.0  # how long a silent rank gives rank 0 to say an error (see _say)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one ``bistable: error:`` line and exit code 2 (sub-commands included)."""
 
@@ -101,10 +105,15 @@ class _Parser(argparse.ArgumentParser):
 def _say(message: str, *, every_rank: bool) -> None:
     """``bistable: <message>`` on stderr. Under torchrun (``RANK`` set) an error that follows
     from the arguments alone is the same on every rank and is said by rank 0 only; one that may
-    be a rank's own (a full disk, its memory) by every rank, each naming itself."""
+    be a rank's own (a full disk, its memory) by every rank, each naming itself. A rank that
+    leaves the message to rank 0 waits up to :data:`RANK0_GRACE_S` before it ends: exiting at
+    once, it could lead torchrun to stop rank 0 before rank 0 had said it (the error then lost);
+    rank 0's own exit ends the wait, torchrun stopping the job."""
     rank = int(os.environ.get("RANK") or 0)
     if rank == 0 or every_rank:
         print(f"bistable: {f'[rank {rank}] ' if rank else ''}{message}", file=sys.stderr)
+    else:
+        time.sleep(RANK0_GRACE_S)
 
 
 def build_parser() -> argparse.ArgumentParser:
