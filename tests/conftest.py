@@ -1,6 +1,10 @@
 """Test-wide settings: one intra-op thread, so that small-tensor tests do not pay for thread
 hand-offs (and stay fast when the machine is shared); shared fixtures."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -38,3 +42,17 @@ def script_validation(monkeypatch):
 
         monkeypatch.setattr(loop, "evaluate", evaluate_)
     return script
+
+
+@pytest.fixture
+def torchrun(tmp_path):
+    """``torchrun(*args, timeout=300)``: ``python -m torch.distributed.run`` on two local ranks
+    (one thread each), output captured; its logs go under ``tmp_path``, not into a new
+    ``/tmp/torchelastic_*`` folder per run. ``args`` start with ``-m bistable`` or a script."""
+    def run(*args, timeout=300):
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             "--log-dir", str(tmp_path / "torchrun"), *map(str, args)],
+            text=True, capture_output=True, timeout=timeout,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return run

@@ -307,16 +307,13 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert resumed["eval"] == whole["eval"]
 
 
-def test_two_torchrun_ranks_match_one_process(tmp_path):
+def test_two_torchrun_ranks_match_one_process(tmp_path, torchrun):
     """DDP over two ranks trains and scores as one process, the --ema average and the logged
     write rate (once rank 0's half of the batch) included."""
     args = ["train", "copy-first-input", *TINY, "--steps", "8", "--eval-seq-len", "30",
             "--ema", "0.9", "--write-penalty", "0.1", "--log-every", "2"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "bistable", *args, "--out", str(tmp_path / "two")],
-        text=True, capture_output=True, env=ENV, timeout=300)
+    proc = torchrun("-m", "bistable", *args, "--out", tmp_path / "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = (json.loads(Path(tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
     assert len(two["eval"]) == len(one["eval"]) == 2
@@ -328,19 +325,13 @@ def test_two_torchrun_ranks_match_one_process(tmp_path):
         assert len(logged[0]) == 4 and logged[1] == pytest.approx(logged[0], rel=1e-4), key
 
 
-def torchrun(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "bistable", *args], text=True, capture_output=True, env=ENV, timeout=timeout)
-
-
-def test_two_torchrun_ranks_calibrate_on_the_whole_batch(tmp_path):
+def test_two_torchrun_ranks_calibrate_on_the_whole_batch(tmp_path, torchrun):
     """--option init_rate calibrated each replica on rank 0's half of the batch: the run differed
     from one process (test loss 47.5 against 42.8). The ranks' slices are gathered first now."""
     args = ["train", "copy-first-input", *TINY, "--model", "src", "--hidden", "16", "--layers",
             "2", "--seq-len", "20", "--steps", "2", "--option", "init_rate=0.02"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    proc = torchrun(*args, "--out", str(tmp_path / "two"))
+    proc = torchrun("-m", "bistable", *args, "--out", tmp_path / "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = (json.loads(Path(tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
     assert two["eval"][0]["loss"] == pytest.approx(one["eval"][0]["loss"], rel=1e-5)
@@ -348,14 +339,14 @@ def test_two_torchrun_ranks_calibrate_on_the_whole_batch(tmp_path):
     assert where["ranks"] == 2
 
 
-def test_two_torchrun_ranks_draw_the_dropout_masks_of_one_process(tmp_path):
+def test_two_torchrun_ranks_draw_the_dropout_masks_of_one_process(tmp_path, torchrun):
     """Each rank drew its slice's masks from the same random state: rank 1's samples got rank
     0's masks (step-1 loss 4.61 against one process's 18.78)."""
     args = ["train", "copy-first-input", *TINY, "--model", "src", "--hidden", "16", "--layers",
             "2", "--seq-len", "20", "--steps", "2", "--log-every", "1", "--option",
             "dropout=0.5"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    proc = torchrun(*args, "--out", str(tmp_path / "two"))
+    proc = torchrun("-m", "bistable", *args, "--out", tmp_path / "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = (json.loads(Path(tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
     losses = [[h["loss"] for h in m["history"] if "loss" in h] for m in (one, two)]
@@ -363,25 +354,26 @@ def test_two_torchrun_ranks_draw_the_dropout_masks_of_one_process(tmp_path):
     assert two["eval"][0]["loss"] == pytest.approx(one["eval"][0]["loss"], rel=1e-5)
 
 
-def test_a_refused_out_stops_every_rank_with_one_message(tmp_path):
+def test_a_refused_out_stops_every_rank_with_one_message(tmp_path, torchrun):
     """Rank 0 alone claims --out; the other rank waited in DDP's set-up and died with a gloo
     traceback ("Connection closed by peer") when rank 0 was refused."""
     out = tmp_path / "held"
     out.mkdir()
     with claimed(out, "--out"):
-        proc = torchrun("train", "copy-first-input", *TINY, "--steps", "2", "--out", str(out))
+        proc = torchrun("-m", "bistable", "train", "copy-first-input", *TINY, "--steps", "2",
+                        "--out", out)
     assert proc.returncode != 0
     assert proc.stderr.count("bistable: error: --out") == 1
     assert "another run is writing there" in proc.stderr
     assert "Connection closed" not in proc.stderr and "[rank1]" not in proc.stderr
 
 
-def test_a_user_error_under_torchrun_is_said_once(tmp_path):
+def test_a_user_error_under_torchrun_is_said_once(tmp_path, torchrun):
     """Every rank printed it, the two lines at times run together into one."""
     for bad, message in ((["--seed", "-1"], "bistable: error: --seed must be in [0, 2**32)"),
                          (["--steps", "abc"], "bistable: error: argument --steps")):
-        proc = torchrun("train", "copy-first-input", *TINY, *bad, "--out", str(tmp_path / "x"),
-                        timeout=120)
+        proc = torchrun("-m", "bistable", "train", "copy-first-input", *TINY, *bad,
+                        "--out", tmp_path / "x", timeout=120)
         assert proc.returncode != 0 and proc.stderr.count(message) == 1, proc.stderr[-2000:]
 
 
@@ -400,15 +392,12 @@ def test_rank_1_says_only_the_errors_that_may_be_its_own(monkeypatch, capsys, er
     assert capsys.readouterr().err == said
 
 
-def test_two_torchrun_ranks_train_the_lif_peer_with_evaluations(tmp_path):
+def test_two_torchrun_ranks_train_the_lif_peer_with_evaluations(tmp_path, torchrun):
     """snnTorch keeps its membrane as a buffer sized by the last batch: rank 0's evaluations
     reshaped it, and DDP's buffer broadcast then aborted the run (sizes differ)."""
     pytest.importorskip("snntorch")
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "bistable", "train", "copy-first-input", *TINY, "--model", "lif", "--steps", "4",
-         "--eval-every", "2", "--out", str(tmp_path / "two")],
-        text=True, capture_output=True, env=ENV, timeout=300)
+    proc = torchrun("-m", "bistable", "train", "copy-first-input", *TINY, "--model", "lif",
+                    "--steps", "4", "--eval-every", "2", "--out", tmp_path / "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((tmp_path / "two" / "metrics.json").read_text())["history"]
     assert [h["step"] for h in history if "eval_loss" in h] == [2]
@@ -534,7 +523,7 @@ print("rank 0 passed its collective", flush=True)
 
 @pytest.mark.skipif(not distributed._BARRIER_BEFORE_DESTROY,
                     reason="the ranks meet before destroying the group on torch < 2.5 only")
-def test_a_rank_that_raised_alone_does_not_wait_for_its_peers_forever(tmp_path):
+def test_a_rank_that_raised_alone_does_not_wait_for_its_peers_forever(tmp_path, torchrun):
     """On torch < 2.5 the ranks meet before destroying the group (without, the destroy could hang
     in gloo); a rank that raised while its peers wait in a collective would have waited there for
     the group's timeout (30 minutes) before torchrun could stop the run. (Forced on torch 2.13,
@@ -542,9 +531,7 @@ def test_a_rank_that_raised_alone_does_not_wait_for_its_peers_forever(tmp_path):
     the path does.)"""
     script = tmp_path / "lone_error.py"
     script.write_text(LONE_ERROR)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(script)], text=True, capture_output=True, timeout=120, env=ENV)
+    proc = torchrun(script, timeout=120)
     assert proc.returncode != 0
     assert "rank 1 left" in proc.stdout
     assert "rank 0 passed" not in proc.stdout, "the barrier was taken for rank 0's all_reduce"

@@ -1,9 +1,7 @@
 """Encoders, the population readout, the LIF peer and spiking networks (SPEC.md §6)."""
 
 import math
-import os
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -361,13 +359,10 @@ teardown(context)
 """
 
 
-def test_init_rate_under_two_ranks_starts_every_replica_alike(tmp_path):
+def test_init_rate_under_two_ranks_starts_every_replica_alike(tmp_path, torchrun):
     script = tmp_path / "calibrate_ranks.py"
     script.write_text(CALIBRATE_RANKS)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(script)], text=True, capture_output=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = torchrun(script)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
