@@ -480,8 +480,9 @@ def claimed_runs(args):
     states (no accuracy run: nothing claimed)."""
     if not (args.datasets and args.depths and args.seeds and args.kinds):
         return contextlib.nullcontext()
-    runs_folder(args).mkdir(parents=True, exist_ok=True)
-    return claimed(runs_folder(args), "--runs")
+    folder = runs_folder(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    return claimed(folder, "--runs")
 
 
 def measure(args) -> None:
